@@ -1,0 +1,113 @@
+//! Audit records: one durable item per decision (I5), also the detail of the audit event.
+//!
+//! The record is flat so exports query it directly (Athena, DuckDB). Times are written twice,
+//! ISO 8601 and epoch seconds. `audit_id` is deterministic per decision, so a retried write
+//! is recognised and a consumer can drop a re-delivered event.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::iam_time;
+
+/// Every audit event Latch publishes carries this EventBridge source.
+pub const AUDIT_SOURCE: &str = "latch";
+
+/// Defaults to `Denied`: deny by default, down to the type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Activated,
+    #[default]
+    Denied,
+    Revoked,
+    RevokeFailed,
+    DriftRepaired,
+}
+
+impl Decision {
+    /// The audit event's detail-type on the bus.
+    pub fn detail_type(self) -> &'static str {
+        match self {
+            Self::Activated => "Latch Grant Activated",
+            Self::Denied => "Latch Grant Denied",
+            Self::Revoked => "Latch Grant Revoked",
+            Self::RevokeFailed => "Latch Revoke Failed",
+            Self::DriftRepaired => "Latch Drift Repaired",
+        }
+    }
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Activated => "activated",
+            Self::Denied => "denied",
+            Self::Revoked => "revoked",
+            Self::RevokeFailed => "revoke_failed",
+            Self::DriftRepaired => "drift_repaired",
+        }
+    }
+}
+
+/// One decision, as auditors read it. Absent facts are `None`, never empty strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub audit_id: String,
+    pub decision: Decision,
+    /// `allowed` for activations; a reason code otherwise.
+    pub reason: String,
+    /// What went wrong, in words (the field at fault, the AWS error), when something did.
+    pub detail: Option<String>,
+    pub rule: Option<String>,
+    pub grant_id: Option<String>,
+    pub policy_name: Option<String>,
+    pub role_arn: Option<String>,
+    pub permission_set: Option<String>,
+    pub actions: Vec<String>,
+    pub source: Option<String>,
+    pub account: Option<String>,
+    pub region: Option<String>,
+    pub event_id: Option<String>,
+    pub pipeline: Option<String>,
+    pub run_id: Option<String>,
+    pub job: Option<String>,
+    pub attempt: Option<u32>,
+    pub actor: Option<String>,
+    pub commit: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub ticket: Option<String>,
+    pub environment: Option<String>,
+    pub justification: Option<String>,
+    pub requested_duration_secs: Option<u64>,
+    pub requested_at: Option<String>,
+    pub requested_at_epoch: Option<i64>,
+    pub granted_at: Option<String>,
+    pub granted_at_epoch: Option<i64>,
+    pub expires_at: Option<String>,
+    pub expires_at_epoch: Option<i64>,
+    pub revoked_at: Option<String>,
+    pub revoked_at_epoch: Option<i64>,
+    pub policy_sha256: Option<String>,
+    pub recorded_at: String,
+    pub recorded_at_epoch: i64,
+}
+
+/// ISO 8601 and epoch seconds of one instant, for the paired fields above.
+pub fn stamp(t: DateTime<Utc>) -> (Option<String>, Option<i64>) {
+    (Some(iam_time(t)), Some(t.timestamp()))
+}
+
+impl AuditRecord {
+    pub fn new(audit_id: String, decision: Decision, reason: &str, recorded_at: DateTime<Utc>) -> Self {
+        Self {
+            audit_id,
+            decision,
+            reason: reason.to_owned(),
+            recorded_at: iam_time(recorded_at),
+            recorded_at_epoch: recorded_at.timestamp(),
+            ..Self::default()
+        }
+    }
+
+    pub fn detail_type(&self) -> &'static str {
+        self.decision.detail_type()
+    }
+}

@@ -1,0 +1,14 @@
+//! Latch's domain: the pipeline event contract, policy-as-code, grant decisions and the ports
+//! they run over. No AWS SDK type appears here; `latch-aws` adapts these ports to AWS, and
+//! [`memory`] provides in-memory ones for tests.
+
+pub mod audit;
+pub mod decision;
+pub mod event;
+pub mod memory;
+pub mod model;
+pub mod policy;
+pub mod ports;
+pub mod service;
+
+pub use policy::render::iam_time;

@@ -1,0 +1,204 @@
+//! In-memory implementations of every port, for unit tests and examples. They keep what was
+//! written so tests can assert on state, and they can be told to fail the next call.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use crate::audit::AuditRecord;
+use crate::model::RoleArn;
+use crate::policy::PolicyDocument;
+use crate::ports::{
+    Activation, AuditSink, Clock, Deletion, Grant, GrantStatus, GrantStore, IamError, IamWriter, SinkError,
+    StoreError,
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test that panicked while holding the lock has already failed; keep going for its report.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A clock tests can set and move.
+#[derive(Debug, Clone)]
+pub struct FixedClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl FixedClock {
+    pub fn at(t: DateTime<Utc>) -> Self {
+        Self(Arc::new(Mutex::new(t)))
+    }
+    pub fn set(&self, t: DateTime<Utc>) {
+        *lock(&self.0) = t;
+    }
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut t = lock(&self.0);
+        *t += by;
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.0)
+    }
+}
+
+/// Inline policies per role name, plus a count of calls and queued failures.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryIam {
+    inner: Arc<Mutex<IamState>>,
+}
+
+#[derive(Debug, Default)]
+struct IamState {
+    policies: BTreeMap<(String, String), String>,
+    puts: usize,
+    deletes: usize,
+    fail_next: VecDeque<IamError>,
+}
+
+impl MemoryIam {
+    pub fn policy(&self, role: &RoleArn, name: &str) -> Option<String> {
+        lock(&self.inner).policies.get(&(role.name().to_owned(), name.to_owned())).cloned()
+    }
+    pub fn policy_count(&self) -> usize {
+        lock(&self.inner).policies.len()
+    }
+    pub fn calls(&self) -> (usize, usize) {
+        let s = lock(&self.inner);
+        (s.puts, s.deletes)
+    }
+    pub fn fail_next(&self, e: IamError) {
+        lock(&self.inner).fail_next.push_back(e);
+    }
+}
+
+impl IamWriter for MemoryIam {
+    async fn put_role_policy(&self, role: &RoleArn, name: &str, document: &PolicyDocument) -> Result<(), IamError> {
+        let mut s = lock(&self.inner);
+        s.puts += 1;
+        if let Some(e) = s.fail_next.pop_front() {
+            return Err(e);
+        }
+        s.policies.insert((role.name().to_owned(), name.to_owned()), document.as_json().to_owned());
+        Ok(())
+    }
+
+    async fn delete_role_policy(&self, role: &RoleArn, name: &str) -> Result<Deletion, IamError> {
+        let mut s = lock(&self.inner);
+        s.deletes += 1;
+        if let Some(e) = s.fail_next.pop_front() {
+            return Err(e);
+        }
+        Ok(match s.policies.remove(&(role.name().to_owned(), name.to_owned())) {
+            Some(_) => Deletion::Deleted,
+            None => Deletion::AlreadyGone,
+        })
+    }
+}
+
+/// Grants, tombstones, per-role counters and audit items, with the store's atomicity.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<StoreState>>,
+}
+
+#[derive(Debug, Default)]
+struct StoreState {
+    grants: BTreeMap<String, Grant>,
+    tombstones: BTreeMap<String, DateTime<Utc>>,
+    active_per_role: HashMap<String, u32>,
+    audits: BTreeMap<String, AuditRecord>,
+    fail_next: VecDeque<StoreError>,
+}
+
+/// The key that ties a job's grants and its tombstone together.
+pub fn job_scope(grant: &Grant) -> String {
+    crate::model::digest_fields(
+        &[grant.account.as_str(), &grant.source, &grant.job.pipeline, &grant.job.run_id, &grant.job.job, &grant.job.attempt.to_string()],
+        32,
+    )
+}
+
+impl MemoryStore {
+    pub fn grants(&self) -> Vec<Grant> {
+        lock(&self.inner).grants.values().cloned().collect()
+    }
+    pub fn audits(&self) -> Vec<AuditRecord> {
+        lock(&self.inner).audits.values().cloned().collect()
+    }
+    pub fn active_on(&self, role: &RoleArn) -> u32 {
+        lock(&self.inner).active_per_role.get(role.as_str()).copied().unwrap_or(0)
+    }
+    pub fn add_tombstone(&self, scope: String, until: DateTime<Utc>) {
+        lock(&self.inner).tombstones.insert(scope, until);
+    }
+    pub fn set_status(&self, id: &str, status: GrantStatus) {
+        if let Some(g) = lock(&self.inner).grants.get_mut(id) {
+            g.status = status;
+        }
+    }
+    pub fn fail_next(&self, e: StoreError) {
+        lock(&self.inner).fail_next.push_back(e);
+    }
+}
+
+impl GrantStore for MemoryStore {
+    async fn record_activation(&self, grant: &Grant, audit: &AuditRecord, cap: Option<u32>) -> Result<Activation, StoreError> {
+        let mut s = lock(&self.inner);
+        if let Some(e) = s.fail_next.pop_front() {
+            return Err(e);
+        }
+        if let Some(existing) = s.grants.get(grant.id.as_str()) {
+            return Ok(Activation::AlreadyRecorded(Box::new(existing.clone())));
+        }
+        if s.tombstones.contains_key(&job_scope(grant)) {
+            return Ok(Activation::JobFinished);
+        }
+        let active = s.active_per_role.get(grant.role.as_str()).copied().unwrap_or(0);
+        if cap.is_some_and(|c| active >= c) {
+            return Ok(Activation::ConcurrencyCapReached);
+        }
+        s.active_per_role.insert(grant.role.as_str().to_owned(), active + 1);
+        s.grants.insert(grant.id.as_str().to_owned(), grant.clone());
+        s.audits.insert(audit.audit_id.clone(), audit.clone());
+        Ok(Activation::Recorded)
+    }
+
+    async fn record_audit(&self, audit: &AuditRecord) -> Result<bool, StoreError> {
+        let mut s = lock(&self.inner);
+        if let Some(e) = s.fail_next.pop_front() {
+            return Err(e);
+        }
+        if s.audits.contains_key(&audit.audit_id) {
+            return Ok(false);
+        }
+        s.audits.insert(audit.audit_id.clone(), audit.clone());
+        Ok(true)
+    }
+}
+
+/// Published audit events, in order.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryAuditSink {
+    inner: Arc<Mutex<(Vec<AuditRecord>, VecDeque<SinkError>)>>,
+}
+
+impl MemoryAuditSink {
+    pub fn published(&self) -> Vec<AuditRecord> {
+        lock(&self.inner).0.clone()
+    }
+    pub fn fail_next(&self, e: SinkError) {
+        lock(&self.inner).1.push_back(e);
+    }
+}
+
+impl AuditSink for MemoryAuditSink {
+    async fn publish(&self, audit: &AuditRecord) -> Result<(), SinkError> {
+        let mut s = lock(&self.inner);
+        if let Some(e) = s.1.pop_front() {
+            return Err(e);
+        }
+        s.0.push(audit.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,335 @@
+//! Validated domain values. Each newtype checks its input on construction, so a value of
+//! the type is always usable as-is: an ARN is well-formed, a duration is within the hard cap,
+//! a grant id is the deterministic hash of the request that produced it.
+
+use std::fmt;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// Why a value was refused. The message names what was expected, for log lines and audits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+fn invalid(msg: impl Into<String>) -> InvalidValue {
+    InvalidValue(msg.into())
+}
+
+/// A 12-digit AWS account id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(invalid("an AWS account id is 12 ASCII digits"))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An IAM role ARN: `arn:<partition>:iam::<account>:role<path><name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoleArn {
+    arn: String,
+    account: AccountId,
+    /// Starts and ends with `/`; `/` when the role has no path.
+    path: String,
+    name: String,
+}
+
+const PARTITIONS: [&str; 3] = ["aws", "aws-cn", "aws-us-gov"];
+
+fn is_iam_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)
+}
+
+impl RoleArn {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        const SHAPE: &str = "expected arn:aws:iam::<12-digit account>:role/<path/>name";
+        if s.len() > 2048 {
+            return Err(invalid("role ARN longer than 2048 characters"));
+        }
+        let mut parts = s.splitn(6, ':');
+        let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(invalid(SHAPE));
+        };
+        if !PARTITIONS.contains(&partition) {
+            return Err(invalid(format!("unknown partition {partition:?}; {SHAPE}")));
+        }
+        let account = AccountId::parse(account)?;
+        let Some(path_and_name) = resource.strip_prefix("role/") else {
+            return Err(invalid(SHAPE));
+        };
+        let (path, name) = match path_and_name.rfind('/') {
+            Some(i) => (format!("/{}", &path_and_name[..=i]), &path_and_name[i + 1..]),
+            None => ("/".to_owned(), path_and_name),
+        };
+        if name.is_empty() || name.len() > 64 || !name.chars().all(is_iam_name_char) {
+            return Err(invalid("role name must be 1-64 of A-Z a-z 0-9 + = , . @ _ -"));
+        }
+        if path.len() > 512
+            || path.contains("//")
+            || !path.chars().all(|c| c == '/' || is_iam_name_char(c))
+        {
+            return Err(invalid("role path must be /segments/ of A-Z a-z 0-9 + = , . @ _ -"));
+        }
+        Ok(Self { arn: s.to_owned(), account, path, name: name.to_owned() })
+    }
+    pub fn as_str(&self) -> &str {
+        &self.arn
+    }
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// The role's name, as IAM's PutRolePolicy wants it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// True when the role's path starts with `prefix` (itself `/…/`).
+    pub fn is_under_path(&self, prefix: &str) -> bool {
+        self.path.starts_with(prefix)
+    }
+}
+
+impl fmt::Display for RoleArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.arn)
+    }
+}
+
+/// How long a grant may last: more than zero and at most [`GrantDuration::HARD_CAP`],
+/// whatever a policy file says. Written as ISO 8601 (`PT15M`) or humantime (`15m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GrantDuration(Duration);
+
+impl GrantDuration {
+    /// No grant outlives this, whatever the policy file says.
+    pub const HARD_CAP: Duration = Duration::from_secs(12 * 3600);
+    pub const SHORTEST: Self = Self(Duration::from_secs(1));
+
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        let s = s.trim();
+        let parsed = if s.starts_with('P') || s.starts_with('p') {
+            let d = iso8601::duration(s).map_err(|_| invalid("not an ISO 8601 duration such as PT15M"))?;
+            Duration::try_from(d).map_err(|_| invalid("ISO 8601 duration with years or months is not allowed"))?
+        } else {
+            humantime::parse_duration(s).map_err(|_| invalid("expected a duration such as PT15M or 15m"))?
+        };
+        Self::from_std(parsed)
+    }
+
+    pub fn from_std(d: Duration) -> Result<Self, InvalidValue> {
+        if d < Duration::from_secs(1) {
+            return Err(invalid("duration must be at least one second"));
+        }
+        if d > Self::HARD_CAP {
+            return Err(invalid("duration is over the 12-hour hard cap"));
+        }
+        Ok(Self(Duration::from_secs(d.as_secs())))
+    }
+
+    pub fn as_std(&self) -> Duration {
+        self.0
+    }
+    pub fn as_secs(&self) -> u64 {
+        self.0.as_secs()
+    }
+}
+
+impl fmt::Display for GrantDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// Names of permission sets and rules: 1-64 of `A-Z a-z 0-9 _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        if !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(invalid("a name is 1-64 of A-Z a-z 0-9 _ -"))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The identity of a grant: a hash of everything that makes a request distinct (I3), so that
+/// a duplicated, retried or reordered event lands on the same id and never creates a second grant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrantId(String);
+
+/// Everything a grant id is derived from.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantIdentity<'a> {
+    pub account: &'a AccountId,
+    pub source: &'a str,
+    pub job: &'a crate::event::JobKey,
+    pub permission_set: &'a Name,
+    pub role: &'a RoleArn,
+}
+
+/// Hex digest over length-prefixed fields, so no two field lists hash alike by concatenation.
+pub(crate) fn digest_fields(fields: &[&str], hex_chars: usize) -> String {
+    let mut h = Sha256::new();
+    for f in fields {
+        h.update((f.len() as u64).to_be_bytes());
+        h.update(f.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut out = String::with_capacity(hex_chars);
+    for b in digest.iter() {
+        if out.len() >= hex_chars {
+            break;
+        }
+        out.push_str(&format!("{b:02x}"));
+    }
+    out.truncate(hex_chars);
+    out
+}
+
+impl GrantId {
+    /// 128 bits of SHA-256: collisions are out of reach, and the policy name stays short.
+    const HEX_CHARS: usize = 32;
+
+    pub fn derive(id: GrantIdentity<'_>) -> Self {
+        let attempt = id.job.attempt.to_string();
+        Self(digest_fields(
+            &[
+                "latch-grant-v1",
+                id.account.as_str(),
+                id.source,
+                &id.job.pipeline,
+                &id.job.run_id,
+                &id.job.job,
+                &attempt,
+                id.permission_set.as_str(),
+                id.role.as_str(),
+            ],
+            Self::HEX_CHARS,
+        ))
+    }
+
+    /// Accepts only what [`GrantId::derive`] produces: 32 lowercase hex digits.
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        if s.len() == Self::HEX_CHARS && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(invalid("a grant id is 32 lowercase hex digits"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The inline policy's name on the role: `latch-<id>`, within IAM's 128-character
+    /// limit and character set; the `latch-` prefix is how drift repair recognises ours.
+    pub fn policy_name(&self) -> String {
+        format!("{POLICY_NAME_PREFIX}{}", self.0)
+    }
+
+    /// The grant id inside a policy name written by Latch, if it is one.
+    pub fn from_policy_name(name: &str) -> Option<Self> {
+        name.strip_prefix(POLICY_NAME_PREFIX).and_then(|id| Self::parse(id).ok())
+    }
+}
+
+pub const POLICY_NAME_PREFIX: &str = "latch-";
+
+impl fmt::Display for GrantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_arn_splits_path_and_name() {
+        let r = RoleArn::parse("arn:aws:iam::123456789012:role/latch/ci/deployer").unwrap();
+        assert_eq!(r.path(), "/latch/ci/");
+        assert_eq!(r.name(), "deployer");
+        assert_eq!(r.account().as_str(), "123456789012");
+        assert!(r.is_under_path("/latch/"));
+        let plain = RoleArn::parse("arn:aws:iam::123456789012:role/admin").unwrap();
+        assert_eq!(plain.path(), "/");
+        assert!(!plain.is_under_path("/latch/"));
+    }
+
+    #[test]
+    fn role_arn_refuses_malformed_and_hostile_values() {
+        for bad in [
+            "",
+            "arn:aws:iam::123456789012:user/latch/x",
+            "arn:aws:iam::12345678901:role/latch/x",
+            "arn:aws:iam:us-east-1:123456789012:role/latch/x",
+            "arn:aws:s3:::bucket",
+            "arn:aws:iam::123456789012:role/latch/*",
+            "arn:aws:iam::123456789012:role/latch//x",
+            "arn:aws:iam::123456789012:role/latch/x:y",
+            "arn:aws:iam::123456789012:role/latch/",
+            "arn:evil:iam::123456789012:role/latch/x",
+            "arn:aws:iam::123456789012:role/latch/ⅾeployer",
+        ] {
+            assert!(RoleArn::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations_accept_iso_and_humantime_within_the_cap() {
+        assert_eq!(GrantDuration::parse("PT15M").unwrap().as_secs(), 900);
+        assert_eq!(GrantDuration::parse("15m").unwrap().as_secs(), 900);
+        assert_eq!(GrantDuration::parse("PT1H30M").unwrap().as_secs(), 5400);
+        assert!(GrantDuration::parse("PT0S").is_err());
+        assert!(GrantDuration::parse("0s").is_err());
+        assert!(GrantDuration::parse("-5m").is_err());
+        assert!(GrantDuration::parse("13h").is_err());
+        assert!(GrantDuration::parse("P1Y").is_err());
+        assert!(GrantDuration::parse("soon").is_err());
+    }
+
+    #[test]
+    fn policy_names_round_trip_and_fit_iam_rules() {
+        let id = GrantId(digest_fields(&["x"], 32));
+        let name = id.policy_name();
+        assert!(name.len() <= 128 && name.chars().all(is_iam_name_char));
+        assert_eq!(GrantId::from_policy_name(&name), Some(id));
+        assert_eq!(GrantId::from_policy_name("latch-not-ours"), None);
+        assert_eq!(GrantId::from_policy_name("other-policy"), None);
+    }
+
+    #[test]
+    fn digest_is_not_fooled_by_shifting_field_boundaries() {
+        assert_ne!(digest_fields(&["ab", "c"], 32), digest_fields(&["a", "bc"], 32));
+    }
+}

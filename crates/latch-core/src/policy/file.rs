@@ -1,0 +1,440 @@
+//! Loading a policy file: YAML into documents, documents into a validated [`Policy`].
+//! Every problem is collected (not just the first) with its file position and a hint.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use globset::GlobBuilder;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::render::ResourceTemplate;
+use super::{DEFAULT_ELEVATABLE_PATH, Effect, Pattern, PermissionSet, Policy, Rule, Statement};
+use crate::model::{AccountId, GrantDuration, Name, RoleArn};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    version: u32,
+    #[serde(default)]
+    elevatable_path: Option<String>,
+    permission_sets: BTreeMap<String, PermissionSetDoc>,
+    rules: Vec<RuleDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermissionSetDoc {
+    description: String,
+    max_duration: String,
+    statements: Vec<StatementDoc>,
+    #[serde(default)]
+    guardrail_exceptions: Vec<Guardrail>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementDoc {
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default = "allow")]
+    effect: Effect,
+    #[serde(default)]
+    actions: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    not_actions: Vec<String>,
+    #[serde(default)]
+    not_resources: Vec<String>,
+    #[serde(default)]
+    conditions: Map<String, Value>,
+}
+
+fn allow() -> Effect {
+    Effect::Allow
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    name: String,
+    sources: Vec<String>,
+    accounts: Vec<String>,
+    pipelines: Vec<String>,
+    #[serde(default)]
+    refs: Option<Vec<String>>,
+    #[serde(default)]
+    environments: Option<Vec<String>>,
+    roles: Vec<String>,
+    permission_sets: Vec<String>,
+    max_duration: String,
+    #[serde(default)]
+    max_active_grants_per_role: Option<u32>,
+}
+
+/// A dangerous statement shape, refused unless a permission set lists it under
+/// `guardrail_exceptions` (DESIGN.md, trust model limit 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guardrail {
+    /// `*`, `*:*` or a service wildcard such as `*:Get*`.
+    WildcardAction,
+    /// Any `iam:` action with a wildcard, such as `iam:*` or `iam:Put*`.
+    IamWildcard,
+    /// `iam:PassRole` on resource `*`.
+    PassRoleAnyResource,
+    /// `sts:AssumeRole` on resource `*`.
+    AssumeRoleAnyResource,
+    NotAction,
+    NotResource,
+}
+
+impl fmt::Display for Guardrail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::WildcardAction => "wildcard_action",
+            Self::IamWildcard => "iam_wildcard",
+            Self::PassRoleAnyResource => "pass_role_any_resource",
+            Self::AssumeRoleAnyResource => "assume_role_any_resource",
+            Self::NotAction => "not_action",
+            Self::NotResource => "not_resource",
+        })
+    }
+}
+
+/// One problem in a policy file, at `line:column` (1-based) when it can be placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// Why a policy file was refused: every problem found, each with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct LoadError {
+    pub origin: String,
+    pub problems: Vec<Problem>,
+}
+
+impl LoadError {
+    pub(super) fn unreadable(origin: &str, e: std::io::Error) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            problems: vec![Problem {
+                line: None,
+                column: None,
+                message: format!("cannot read the policy file: {e}"),
+                hint: Some("check the path (LATCH_POLICY_PATH) and its permissions".into()),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match (p.line, p.column) {
+                (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.origin, p.message)?,
+                (Some(l), None) => write!(f, "{}:{l}: {}", self.origin, p.message)?,
+                _ => write!(f, "{}: {}", self.origin, p.message)?,
+            }
+            if let Some(h) = &p.hint {
+                write!(f, " (hint: {h})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Finds where a semantic problem sits: the first line containing each anchor in turn,
+/// each searched from the line the previous one was found on.
+struct Locator<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { lines: text.lines().collect() }
+    }
+
+    fn line_of(&self, anchors: &[&str]) -> Option<usize> {
+        let mut at = 0;
+        for anchor in anchors {
+            at += self.lines[at..].iter().position(|l| l.contains(anchor))?;
+        }
+        Some(at + 1)
+    }
+}
+
+struct Collector<'a> {
+    locator: Locator<'a>,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, anchors: &[&str], message: impl Into<String>, hint: Option<&str>) {
+        self.problems.push(Problem {
+            line: self.locator.line_of(anchors),
+            column: None,
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
+    }
+}
+
+pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
+    let doc: FileDoc = serde_yaml::from_str(text).map_err(|e| LoadError {
+        origin: origin.to_owned(),
+        problems: vec![Problem {
+            line: e.location().map(|l| l.line()),
+            column: e.location().map(|l| l.column()),
+            message: e.to_string(),
+            hint: Some(
+                "top-level keys are version, elevatable_path, permission_sets, rules; see infra/policies.yaml".into(),
+            ),
+        }],
+    })?;
+    let mut c = Collector { locator: Locator::new(text), problems: Vec::new() };
+    let policy = validate(doc, &mut c);
+    if c.problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(LoadError { origin: origin.to_owned(), problems: c.problems })
+    }
+}
+
+/// On error the problem is recorded and validation goes on; the policy is discarded anyway.
+fn duration(c: &mut Collector<'_>, anchors: &[&str], text: &str) -> GrantDuration {
+    GrantDuration::parse(text).unwrap_or_else(|e| {
+        c.push(anchors, format!("max_duration {text:?}: {e}"), Some("write PT15M or 15m, at most 12h"));
+        GrantDuration::SHORTEST
+    })
+}
+
+fn glob(c: &mut Collector<'_>, anchors: &[&str], text: &str, what: &str) -> Option<Pattern> {
+    match GlobBuilder::new(text).literal_separator(true).build() {
+        Ok(g) => Some(Pattern { text: text.to_owned(), matcher: g.compile_matcher() }),
+        Err(e) => {
+            c.push(anchors, format!("{what} pattern {text:?}: {e}"), Some("use * within a segment, ** across /"));
+            None
+        }
+    }
+}
+
+fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
+    if doc.version != 1 {
+        c.push(&["version:"], format!("unsupported version {}", doc.version), Some("this Latch reads version: 1"));
+    }
+    let elevatable_path = doc.elevatable_path.unwrap_or_else(|| DEFAULT_ELEVATABLE_PATH.to_owned());
+    if !(elevatable_path.len() > 2 && elevatable_path.starts_with('/') && elevatable_path.ends_with('/'))
+        || elevatable_path.contains(['*', '?'])
+    {
+        c.push(
+            &["elevatable_path:"],
+            format!("elevatable_path {elevatable_path:?} must be a non-root IAM path such as /latch/"),
+            None,
+        );
+    }
+
+    let mut permission_sets = BTreeMap::new();
+    for (name_text, set) in doc.permission_sets {
+        let anchor = format!("{name_text}:");
+        let anchors = ["permission_sets:", anchor.as_str()];
+        let Ok(name) = Name::parse(&name_text) else {
+            c.push(&anchors, format!("permission set name {name_text:?} is not a valid name"), Some("1-64 of A-Z a-z 0-9 _ -"));
+            continue;
+        };
+        let max_duration = duration(c, &[anchors[0], anchors[1], "max_duration"], &set.max_duration);
+        if set.statements.is_empty() {
+            c.push(&anchors, format!("permission set {name_text} has no statements"), None);
+        }
+        let statements = set
+            .statements
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| statement(c, &anchors, &name_text, i, s, &set.guardrail_exceptions))
+            .collect();
+        permission_sets.insert(
+            name.clone(),
+            PermissionSet { name, description: set.description, max_duration, statements },
+        );
+    }
+
+    let mut rules: Vec<Rule> = Vec::new();
+    for r in doc.rules {
+        let anchor = format!("name: {}", r.name);
+        let at = ["rules:", anchor.as_str()];
+        let Ok(name) = Name::parse(&r.name) else {
+            c.push(&at, format!("rule name {:?} is not a valid name", r.name), Some("1-64 of A-Z a-z 0-9 _ -"));
+            continue;
+        };
+        if rules.iter().any(|prev| prev.name == name) {
+            c.push(&at, format!("rule name {name} is used twice"), Some("rule names appear in audits: keep them unique"));
+        }
+        if r.sources.is_empty() {
+            c.push(&at, format!("rule {name} lists no sources"), Some("name the EventBridge source(s) it trusts"));
+        }
+        let accounts: Vec<AccountId> = r
+            .accounts
+            .iter()
+            .filter_map(|a| {
+                AccountId::parse(a).map_err(|e| c.push(&[at[0], at[1], a], format!("rule {name}: account {a:?}: {e}"), None)).ok()
+            })
+            .collect();
+        if r.accounts.is_empty() {
+            c.push(&at, format!("rule {name} lists no accounts"), None);
+        }
+        let pipelines: Vec<Pattern> =
+            r.pipelines.iter().filter_map(|p| glob(c, &[at[0], at[1], p], p, "pipeline")).collect();
+        if r.pipelines.is_empty() {
+            c.push(&at, format!("rule {name} lists no pipelines"), Some("use [\"*\"] to mean any pipeline"));
+        }
+        let refs = r.refs.map(|refs| refs.iter().filter_map(|p| glob(c, &[at[0], at[1], p], p, "ref")).collect());
+        let mut roles = Vec::new();
+        for role in &r.roles {
+            if let Some(problem) = role_pattern_problem(role, &elevatable_path, &accounts) {
+                c.push(&[at[0], at[1], role], format!("rule {name}: role {role:?} {problem}"), Some("roles are ARNs under the elevatable path; * only in the role name"));
+            } else if let Some(p) = glob(c, &[at[0], at[1], role], role, "role") {
+                roles.push(p);
+            }
+        }
+        if r.roles.is_empty() {
+            c.push(&at, format!("rule {name} lists no roles"), None);
+        }
+        let mut sets = Vec::new();
+        for s in &r.permission_sets {
+            match Name::parse(s) {
+                Ok(n) if permission_sets.contains_key(&n) => sets.push(n),
+                _ => c.push(&[at[0], at[1], s], format!("rule {name}: unknown permission set {s:?}"), Some("define it under permission_sets")),
+            }
+        }
+        let max_duration = duration(c, &[at[0], at[1], "max_duration"], &r.max_duration);
+        if r.max_active_grants_per_role == Some(0) {
+            c.push(&[at[0], at[1], "max_active_grants_per_role"], format!("rule {name}: a cap of 0 allows nothing"), Some("remove the rule instead"));
+        }
+        rules.push(Rule {
+            name,
+            sources: r.sources,
+            accounts,
+            pipelines,
+            refs,
+            environments: r.environments,
+            roles,
+            permission_sets: sets,
+            max_duration,
+            max_active_grants_per_role: r.max_active_grants_per_role,
+        });
+    }
+    Policy { elevatable_path, permission_sets, rules }
+}
+
+/// A role pattern must be an ARN under the elevatable path, in one of the rule's accounts,
+/// with wildcards only in the role name, so no pattern can reach a role outside the path.
+fn role_pattern_problem(pattern: &str, path: &str, accounts: &[AccountId]) -> Option<String> {
+    let name_start = pattern.rfind('/').map_or(0, |i| i + 1);
+    if pattern[..name_start].contains(['*', '?', '[', '{']) {
+        return Some("has a wildcard before the role name".into());
+    }
+    let concrete: String = pattern.chars().map(|ch| if "*?[]{}!,".contains(ch) { 'x' } else { ch }).collect();
+    match RoleArn::parse(&concrete) {
+        Err(e) => Some(format!("is not a role ARN: {e}")),
+        Ok(arn) if !arn.is_under_path(path) => Some(format!("is outside the elevatable path {path}")),
+        Ok(arn) if !accounts.contains(arn.account()) => Some("is in an account the rule does not list".into()),
+        Ok(_) => None,
+    }
+}
+
+fn statement(
+    c: &mut Collector<'_>,
+    anchors: &[&str; 2],
+    set: &str,
+    index: usize,
+    s: StatementDoc,
+    exceptions: &[Guardrail],
+) -> Option<Statement> {
+    let at = |extra: &'static str| [anchors[0], anchors[1], "statements:", extra];
+    let where_ = format!("permission set {set}, statement {}", index + 1);
+    let mut violations = Vec::new();
+    if s.actions.is_empty() == s.not_actions.is_empty() {
+        c.push(&at("statements:"), format!("{where_}: give exactly one of actions or not_actions"), None);
+        return None;
+    }
+    if s.resources.is_empty() == s.not_resources.is_empty() {
+        c.push(&at("statements:"), format!("{where_}: give exactly one of resources or not_resources"), None);
+        return None;
+    }
+    if let Some(sid) = &s.sid {
+        if sid.is_empty() || !sid.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+            c.push(&at("sid:"), format!("{where_}: sid {sid:?} must be ASCII letters and digits"), None);
+        }
+    }
+    for a in s.actions.iter().chain(&s.not_actions) {
+        let Some((service, name)) = a.split_once(':').filter(|(svc, n)| !svc.is_empty() && !n.is_empty()).or(if a == "*" { Some(("*", "*")) } else { None }) else {
+            c.push(&[anchors[0], anchors[1], a], format!("{where_}: action {a:?} is not service:Action"), None);
+            continue;
+        };
+        if service.contains(['*', '?']) {
+            violations.push((Guardrail::WildcardAction, a.clone()));
+        } else if service.eq_ignore_ascii_case("iam") && name.contains(['*', '?']) {
+            violations.push((Guardrail::IamWildcard, a.clone()));
+        }
+    }
+    let any_resource = s.resources.iter().any(|r| r == "*");
+    for a in &s.actions {
+        if any_resource && a.eq_ignore_ascii_case("iam:PassRole") {
+            violations.push((Guardrail::PassRoleAnyResource, a.clone()));
+        }
+        if any_resource && a.eq_ignore_ascii_case("sts:AssumeRole") {
+            violations.push((Guardrail::AssumeRoleAnyResource, a.clone()));
+        }
+    }
+    if !s.not_actions.is_empty() {
+        violations.push((Guardrail::NotAction, "not_actions".into()));
+    }
+    if !s.not_resources.is_empty() {
+        violations.push((Guardrail::NotResource, "not_resources".into()));
+    }
+    for (guardrail, what) in violations {
+        if !exceptions.contains(&guardrail) {
+            c.push(
+                &[anchors[0], anchors[1], &what],
+                format!("{where_}: {what:?} breaks guardrail {guardrail}"),
+                Some(&format!("narrow it, or opt in with guardrail_exceptions: [{guardrail}] on the permission set")),
+            );
+        }
+    }
+    if s.conditions.get("DateLessThan").and_then(|d| d.get("aws:CurrentTime")).is_some() {
+        c.push(&at("conditions:"), format!("{where_}: DateLessThan aws:CurrentTime is reserved for the grant's expiry"), None);
+    }
+    if s.conditions.values().any(|v| !v.is_object()) {
+        c.push(&at("conditions:"), format!("{where_}: each condition operator maps to {{key: value}}"), None);
+    }
+    let mut templates = |list: Vec<String>| -> Vec<ResourceTemplate> {
+        list.into_iter()
+            .filter_map(|r| match ResourceTemplate::parse(&r) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    c.push(&[anchors[0], anchors[1], &r], format!("{where_}: resource {r:?}: {e}"), Some("placeholders are ${pipeline} ${job} ${account} ${region}"));
+                    None
+                }
+            })
+            .collect()
+    };
+    let resources = templates(s.resources);
+    let not_resources = templates(s.not_resources);
+    Some(Statement {
+        sid: s.sid,
+        effect: s.effect,
+        actions: s.actions,
+        resources,
+        not_actions: s.not_actions,
+        not_resources,
+        conditions: s.conditions,
+    })
+}

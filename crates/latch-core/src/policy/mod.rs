@@ -1,0 +1,179 @@
+//! Policy-as-code: which trusted publisher may get which permission set on which role, for how long.
+//!
+//! A policy file (YAML, see `infra/policies.yaml`) is loaded and validated once, up front:
+//! unknown keys, unknown permission-set names, roles outside the elevatable path, bad durations
+//! and guardrail violations are [`LoadError`]s that carry the file position. A loaded [`Policy`]
+//! is therefore always safe to decide with. Decisions deny by default: a request is allowed only
+//! by a rule whose trusted fields (`source`, `account`) match and whose claims-based narrowing
+//! (pipeline, ref, environment) all pass, and which lists the role and the permission set and
+//! allows the duration.
+
+mod file;
+pub(crate) mod render;
+
+use std::collections::BTreeMap;
+
+use globset::GlobMatcher;
+use serde_json::{Map, Value};
+
+pub use file::{Guardrail, LoadError, Problem};
+pub use render::{MAX_POLICY_CHARS, PolicyDocument, RenderContext, RenderError, ResourceTemplate, is_safe_placeholder_value};
+
+use crate::decision::DenyReason;
+use crate::event::{Envelope, StartRequest};
+use crate::model::{AccountId, GrantDuration, Name};
+
+/// The IAM path every elevatable role sits under, unless the file says otherwise.
+pub const DEFAULT_ELEVATABLE_PATH: &str = "/latch/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// One IAM statement of a permission set, as validated at load time.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub sid: Option<String>,
+    pub effect: Effect,
+    pub actions: Vec<String>,
+    pub resources: Vec<ResourceTemplate>,
+    pub not_actions: Vec<String>,
+    pub not_resources: Vec<ResourceTemplate>,
+    /// The set's own IAM condition block; the expiry condition is merged into it on rendering.
+    pub conditions: Map<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PermissionSet {
+    pub name: Name,
+    pub description: String,
+    pub max_duration: GrantDuration,
+    pub statements: Vec<Statement>,
+}
+
+impl PermissionSet {
+    /// Every action the set can grant, for audit summaries.
+    pub fn actions(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.statements.iter().flat_map(|s| s.actions.iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// A glob with the text it was written as, so decisions and errors can quote it.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub text: String,
+    matcher: GlobMatcher,
+}
+
+impl Pattern {
+    pub fn is_match(&self, candidate: &str) -> bool {
+        self.matcher.is_match(candidate)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: Name,
+    pub sources: Vec<String>,
+    pub accounts: Vec<AccountId>,
+    pub pipelines: Vec<Pattern>,
+    /// `None`: any ref (or none). `Some`: the event must claim a ref matching one of these.
+    pub refs: Option<Vec<Pattern>>,
+    /// `None`: any environment. `Some`: the event must claim one of these.
+    pub environments: Option<Vec<String>>,
+    pub roles: Vec<Pattern>,
+    pub permission_sets: Vec<Name>,
+    pub max_duration: GrantDuration,
+    pub max_active_grants_per_role: Option<u32>,
+}
+
+fn any_match(patterns: &[Pattern], candidate: &str) -> bool {
+    patterns.iter().any(|p| p.is_match(candidate))
+}
+
+impl Rule {
+    /// Trusted fields first, then the claims that may only narrow.
+    fn admits(&self, envelope: &Envelope, request: &StartRequest) -> bool {
+        let claims_pass = |allowed: &Option<Vec<Pattern>>, claim: &Option<String>| match (allowed, claim) {
+            (None, _) => true,
+            (Some(patterns), Some(value)) => any_match(patterns, value),
+            (Some(_), None) => false,
+        };
+        self.sources.iter().any(|s| s == &envelope.source)
+            && self.accounts.contains(&envelope.account)
+            && any_match(&self.pipelines, &request.job.pipeline)
+            && claims_pass(&self.refs, &request.context.git_ref)
+            && match (&self.environments, &request.context.environment) {
+                (None, _) => true,
+                (Some(envs), Some(env)) => envs.contains(env),
+                (Some(_), None) => false,
+            }
+    }
+}
+
+/// A validated policy file.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub elevatable_path: String,
+    pub permission_sets: BTreeMap<Name, PermissionSet>,
+    pub rules: Vec<Rule>,
+}
+
+/// What a request was allowed by.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowed<'p> {
+    pub rule: &'p Rule,
+    pub permission_set: &'p PermissionSet,
+}
+
+impl Policy {
+    /// Parses and validates a policy file; `origin` (usually the path) prefixes error positions.
+    pub fn load(text: &str, origin: &str) -> Result<Self, LoadError> {
+        file::load(text, origin)
+    }
+
+    /// Reads and loads the policy file at `path`.
+    pub fn load_path(path: &std::path::Path) -> Result<Self, LoadError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::unreadable(&origin, e))?;
+        Self::load(&text, &origin)
+    }
+
+    /// Deny by default. When several rules get part of the way, the reason reported is the
+    /// one from the rule that got furthest, so the requester learns what to change.
+    pub fn decide(&self, envelope: &Envelope, request: &StartRequest) -> Result<Allowed<'_>, DenyReason> {
+        if !request.role.is_under_path(&self.elevatable_path) || request.role.account() != &envelope.account {
+            return Err(DenyReason::RoleNotEligible);
+        }
+        let Some(permission_set) = self.permission_sets.get(&request.permission_set) else {
+            return Err(DenyReason::PermissionSetUnknown);
+        };
+        let mut closest = DenyReason::NoMatchingRule;
+        for rule in self.rules.iter().filter(|r| r.admits(envelope, request)) {
+            let reason = if !any_match(&rule.roles, request.role.as_str()) {
+                DenyReason::RoleNotEligible
+            } else if !rule.permission_sets.contains(&request.permission_set) {
+                DenyReason::PermissionSetNotAllowed
+            } else if request.duration > rule.max_duration.min(permission_set.max_duration) {
+                DenyReason::DurationOverMax
+            } else {
+                return Ok(Allowed { rule, permission_set });
+            };
+            closest = closest.max(reason);
+        }
+        Err(closest)
+    }
+
+    /// The exact ARNs and globs of roles any rule makes elevatable (for drift repair and provisioning).
+    pub fn eligible_role_patterns(&self) -> impl Iterator<Item = &Pattern> {
+        self.rules.iter().flat_map(|r| r.roles.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! Rendering a permission set into the IAM policy document a grant attaches.
+//!
+//! Contract: every statement carries `Condition.DateLessThan.aws:CurrentTime` = the grant's
+//! expiry (I1), merged beside the set's own conditions; actions are exactly the set's; a
+//! resource differs from its template only where a placeholder was filled with a value from
+//! the safe character set, so no event can add `*`, `?`, `:` or `/` to a resource. The size is
+//! counted as IAM counts it (no whitespace) and refused over the per-role inline limit.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Effect, PermissionSet};
+
+/// IAM's limit on the aggregate size of a role's inline policies, in characters without whitespace.
+pub const MAX_POLICY_CHARS: usize = 10_240;
+const MAX_PLACEHOLDER_CHARS: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    Pipeline,
+    Job,
+    Account,
+    Region,
+}
+
+impl Placeholder {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pipeline => "pipeline",
+            Self::Job => "job",
+            Self::Account => "account",
+            Self::Region => "region",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Fill(Placeholder),
+}
+
+/// A resource string with `${pipeline}`, `${job}`, `${account}`, `${region}` placeholders,
+/// parsed at load time so rendering cannot meet an unknown one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceTemplate {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+impl ResourceTemplate {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut segments = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            if start > 0 {
+                segments.push(Segment::Literal(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let end = after.find('}').ok_or("unclosed ${")?;
+            let placeholder = match &after[..end] {
+                "pipeline" => Placeholder::Pipeline,
+                "job" => Placeholder::Job,
+                "account" => Placeholder::Account,
+                "region" => Placeholder::Region,
+                other => return Err(format!("unknown placeholder ${{{other}}}")),
+            };
+            segments.push(Segment::Fill(placeholder));
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            segments.push(Segment::Literal(rest.to_owned()));
+        }
+        if text.is_empty() {
+            return Err("empty resource".into());
+        }
+        Ok(Self { text: text.to_owned(), segments })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn fill(&self, ctx: &RenderContext<'_>) -> Result<String, RenderError> {
+        let mut out = String::with_capacity(self.text.len());
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Fill(p) => out.push_str(ctx.safe_value(*p)?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The values placeholders are filled from: the event's job claims and trusted envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderContext<'a> {
+    pub pipeline: &'a str,
+    pub job: &'a str,
+    pub account: &'a str,
+    pub region: &'a str,
+}
+
+/// A placeholder value may only hold these: nothing that is a wildcard or an ARN separator.
+pub fn is_safe_placeholder_value(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_PLACEHOLDER_CHARS
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.+=@-".contains(&b))
+}
+
+impl RenderContext<'_> {
+    fn safe_value(&self, p: Placeholder) -> Result<&str, RenderError> {
+        let v = match p {
+            Placeholder::Pipeline => self.pipeline,
+            Placeholder::Job => self.job,
+            Placeholder::Account => self.account,
+            Placeholder::Region => self.region,
+        };
+        if is_safe_placeholder_value(v) {
+            Ok(v)
+        } else {
+            Err(RenderError::UnsafePlaceholderValue { placeholder: p.name() })
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("the value for ${{{placeholder}}} has characters outside A-Z a-z 0-9 _ . + = @ - (or is empty or over 128)")]
+    UnsafePlaceholderValue { placeholder: &'static str },
+    #[error("the rendered policy is {chars} characters, over IAM's {MAX_POLICY_CHARS}")]
+    TooLarge { chars: usize },
+}
+
+/// A rendered IAM policy document: compact JSON (as IAM counts it) and its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDocument {
+    json: String,
+    sha256: String,
+}
+
+impl PolicyDocument {
+    pub fn as_json(&self) -> &str {
+        &self.json
+    }
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    /// Size as IAM counts it: characters, whitespace outside strings excluded (compact JSON has none).
+    pub fn chars(&self) -> usize {
+        self.json.chars().count()
+    }
+}
+
+/// IAM wants second precision in UTC, e.g. `2026-11-25T23:15:00Z`.
+pub fn iam_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn merged_conditions(own: &Map<String, Value>, expires: &str) -> Map<String, Value> {
+    let mut conditions = own.clone();
+    let date_less_than = conditions.entry("DateLessThan").or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(m) = date_less_than {
+        m.insert("aws:CurrentTime".into(), Value::String(expires.to_owned()));
+    }
+    conditions
+}
+
+impl PermissionSet {
+    /// Renders the document for one grant. Statement ids are the set's own or `LatchN`.
+    pub fn render(&self, ctx: &RenderContext<'_>, expires: DateTime<Utc>) -> Result<PolicyDocument, RenderError> {
+        let expires = iam_time(expires);
+        let mut statements = Vec::with_capacity(self.statements.len());
+        for (i, s) in self.statements.iter().enumerate() {
+            let mut st = Map::new();
+            st.insert("Sid".into(), Value::String(s.sid.clone().unwrap_or_else(|| format!("Latch{i}"))));
+            st.insert("Effect".into(), json!(if s.effect == Effect::Allow { "Allow" } else { "Deny" }));
+            if !s.actions.is_empty() {
+                st.insert("Action".into(), json!(s.actions));
+            }
+            if !s.not_actions.is_empty() {
+                st.insert("NotAction".into(), json!(s.not_actions));
+            }
+            let fill = |ts: &[ResourceTemplate]| ts.iter().map(|t| t.fill(ctx)).collect::<Result<Vec<_>, _>>();
+            if !s.resources.is_empty() {
+                st.insert("Resource".into(), json!(fill(&s.resources)?));
+            }
+            if !s.not_resources.is_empty() {
+                st.insert("NotResource".into(), json!(fill(&s.not_resources)?));
+            }
+            st.insert("Condition".into(), Value::Object(merged_conditions(&s.conditions, &expires)));
+            statements.push(Value::Object(st));
+        }
+        let doc = json!({ "Version": "2012-10-17", "Statement": statements });
+        let json = doc.to_string();
+        let chars = json.chars().count();
+        if chars > MAX_POLICY_CHARS {
+            return Err(RenderError::TooLarge { chars });
+        }
+        let sha256 = Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(PolicyDocument { json, sha256 })
+    }
+}
