@@ -344,3 +344,7 @@ pub fn activation_audit(grant: &Grant, actions: &[String], recorded_at: DateTime
     audit.actions = actions.to_vec();
     audit
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

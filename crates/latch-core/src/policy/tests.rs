@@ -1,0 +1,274 @@
+use chrono::{TimeZone, Utc};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::decision::DenyReason;
+use crate::event::{Envelope, StartRequest};
+use crate::model::AccountId;
+
+const EXAMPLE: &str = include_str!("../../../../infra/policies.yaml");
+
+fn example() -> Policy {
+    Policy::load(EXAMPLE, "infra/policies.yaml").expect("the worked example loads")
+}
+
+fn envelope(source: &str) -> Envelope {
+    Envelope {
+        id: "evt-1".into(),
+        detail_type: "Pipeline Job Started".into(),
+        source: source.into(),
+        account: AccountId::parse("123456789012").unwrap(),
+        region: "us-east-1".into(),
+        time: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+    }
+}
+
+fn request(overrides: Value) -> StartRequest {
+    let mut d = json!({
+        "pipeline": "app-release", "run_id": "1", "job": "deploy", "attempt": 1,
+        "role_arn": "arn:aws:iam::123456789012:role/latch/app-deployer",
+        "permission_set": "deploy-artifacts", "duration": "15m", "ref": "refs/heads/main"
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        d[k] = v.clone();
+    }
+    StartRequest::parse(&d, 100).unwrap()
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    Policy::load(text, "p.yaml").unwrap_err().problems
+}
+
+#[test]
+fn given_the_worked_example_when_loaded_then_its_sets_and_rules_are_there() {
+    let p = example();
+    assert_eq!(p.permission_sets.len(), 3);
+    assert_eq!(p.rules.len(), 3);
+    assert_eq!(p.elevatable_path, "/latch/");
+}
+
+#[test]
+fn given_an_allowed_request_when_decided_then_the_rule_is_named() {
+    let p = example();
+    let allowed = p.decide(&envelope("ci.github"), &request(json!({}))).unwrap();
+    assert_eq!(allowed.rule.name.as_str(), "app-release-deploys");
+    assert_eq!(allowed.permission_set.name.as_str(), "deploy-artifacts");
+}
+
+#[test]
+fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
+    let p = example();
+    let gh = envelope("ci.github");
+    let cases = [
+        (envelope("ci.unknown"), json!({}), DenyReason::NoMatchingRule),
+        (gh.clone(), json!({"pipeline": "other"}), DenyReason::NoMatchingRule),
+        (gh.clone(), json!({"ref": "refs/heads/feature"}), DenyReason::NoMatchingRule),
+        (gh.clone(), json!({"ref": null}), DenyReason::NoMatchingRule),
+        (gh.clone(), json!({"role_arn": "arn:aws:iam::123456789012:role/admin"}), DenyReason::RoleNotEligible),
+        (gh.clone(), json!({"role_arn": "arn:aws:iam::123456789012:role/latch/other"}), DenyReason::RoleNotEligible),
+        (gh.clone(), json!({"role_arn": "arn:aws:iam::210987654321:role/latch/app-deployer"}), DenyReason::RoleNotEligible),
+        (gh.clone(), json!({"permission_set": "nope"}), DenyReason::PermissionSetUnknown),
+        (gh.clone(), json!({"role_arn": "arn:aws:iam::123456789012:role/latch/app-deployer", "permission_set": "db-migrate"}), DenyReason::PermissionSetNotAllowed),
+        (gh.clone(), json!({"duration": "25m"}), DenyReason::DurationOverMax),
+        (gh.clone(), json!({"permission_set": "lambda-deploy", "duration": "16m"}), DenyReason::DurationOverMax),
+        (gh.clone(), json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator", "permission_set": "db-migrate", "environment": "staging"}), DenyReason::RoleNotEligible),
+    ];
+    for (env, overrides, want) in cases {
+        let got = p.decide(&env, &request(overrides.clone())).map(|a| a.rule.name.to_string());
+        assert_eq!(got, Err(want), "{overrides}");
+    }
+}
+
+#[test]
+fn given_a_claimed_environment_when_the_rule_narrows_on_it_then_only_that_one_passes() {
+    let p = example();
+    let r = request(json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator",
+                           "permission_set": "db-migrate", "duration": "5m", "environment": "production"}));
+    assert_eq!(p.decide(&envelope("ci.github"), &r).unwrap().rule.name.as_str(), "prod-migrations");
+}
+
+const MINIMAL: &str = r#"version: 1
+permission_sets:
+  s:
+    description: d
+    max_duration: 10m
+    statements:
+      - actions: [s3:GetObject]
+        resources: ["arn:aws:s3:::b/${pipeline}/*"]
+rules:
+  - name: r
+    sources: [ci]
+    accounts: ["123456789012"]
+    pipelines: ["*"]
+    roles: ["arn:aws:iam::123456789012:role/latch/x"]
+    permission_sets: [s]
+    max_duration: 10m
+"#;
+
+#[test]
+fn given_an_unknown_key_when_loaded_then_the_error_has_line_and_column() {
+    let text = MINIMAL.replace("    max_duration: 10m\n    statements", "    max_duraton: 10m\n    statements");
+    let p = problems(&text);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].line, Some(5));
+    assert!(p[0].column.is_some());
+    assert!(p[0].message.contains("max_duraton"), "{}", p[0].message);
+}
+
+#[test]
+fn given_semantic_errors_when_loaded_then_all_are_reported_at_their_lines() {
+    let text = MINIMAL
+        .replace("permission_sets: [s]", "permission_sets: [s, ghost]")
+        .replace("role/latch/x", "role/admins/x");
+    let err = Policy::load(&text, "p.yaml").unwrap_err();
+    let rendered = err.to_string();
+    assert_eq!(err.problems.len(), 2, "{rendered}");
+    assert!(rendered.contains("p.yaml:14: rule r: role"), "{rendered}");
+    assert!(rendered.contains("outside the elevatable path"), "{rendered}");
+    assert!(rendered.contains("p.yaml:15: rule r: unknown permission set \"ghost\""), "{rendered}");
+}
+
+#[test]
+fn given_dangerous_statements_when_loaded_then_guardrails_refuse_them_unless_opted_in() {
+    for (actions, resources, guardrail) in [
+        ("[\"*\"]", "[\"*\"]", "wildcard_action"),
+        ("[\"*:Get*\"]", "[\"*\"]", "wildcard_action"),
+        ("[\"iam:*\"]", "[\"*\"]", "iam_wildcard"),
+        ("[\"iam:Put*\"]", "[\"arn:aws:iam::123456789012:role/x\"]", "iam_wildcard"),
+        ("[iam:PassRole]", "[\"*\"]", "pass_role_any_resource"),
+        ("[sts:AssumeRole]", "[\"*\"]", "assume_role_any_resource"),
+    ] {
+        let text = MINIMAL
+            .replace("actions: [s3:GetObject]", &format!("actions: {actions}"))
+            .replace("resources: [\"arn:aws:s3:::b/${pipeline}/*\"]", &format!("resources: {resources}"));
+        let p = problems(&text);
+        assert!(p.iter().any(|p| p.message.contains(guardrail) && p.line.is_some()), "{guardrail}: {p:?}");
+        let opted = text.replace("    max_duration: 10m\n    statements", &format!("    max_duration: 10m\n    guardrail_exceptions: [{guardrail}]\n    statements"));
+        assert!(Policy::load(&opted, "p.yaml").is_ok(), "{guardrail} opt-in");
+    }
+    let not_action = MINIMAL.replace("actions: [s3:GetObject]", "not_actions: [s3:DeleteObject]");
+    assert!(problems(&not_action).iter().any(|p| p.message.contains("not_action")));
+}
+
+#[test]
+fn given_an_unknown_placeholder_or_reserved_condition_when_loaded_then_it_is_refused() {
+    assert!(!problems(&MINIMAL.replace("${pipeline}", "${branch}")).is_empty());
+    let reserved = MINIMAL.replace(
+        "        resources: [\"arn:aws:s3:::b/${pipeline}/*\"]",
+        "        resources: [\"arn:aws:s3:::b/${pipeline}/*\"]\n        conditions:\n          DateLessThan:\n            aws:CurrentTime: \"2030-01-01T00:00:00Z\"",
+    );
+    assert!(problems(&reserved).iter().any(|p| p.message.contains("reserved")));
+}
+
+fn expires() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 15, 0).unwrap()
+}
+
+fn ctx<'a>(pipeline: &'a str, job: &'a str) -> RenderContext<'a> {
+    RenderContext { pipeline, job, account: "123456789012", region: "us-east-1" }
+}
+
+#[test]
+fn given_a_set_with_its_own_conditions_when_rendered_then_expiry_is_merged_not_replacing() {
+    let p = example();
+    let set = &p.permission_sets[&crate::model::Name::parse("deploy-artifacts").unwrap()];
+    let doc = set.render(&ctx("app-release", "deploy"), expires()).unwrap();
+    let v: Value = serde_json::from_str(doc.as_json()).unwrap();
+    assert_eq!(v["Statement"][0]["Resource"][0], "arn:aws:s3:::latch-artifacts-123456789012/app-release/*");
+    assert_eq!(v["Statement"][1]["Condition"]["StringLike"]["s3:prefix"][0], "${pipeline}/*");
+    for st in v["Statement"].as_array().unwrap() {
+        assert_eq!(st["Condition"]["DateLessThan"]["aws:CurrentTime"], "2026-11-25T12:15:00Z");
+    }
+    assert!(!doc.as_json().contains(char::is_whitespace));
+    assert_eq!(doc.sha256().len(), 64);
+}
+
+#[test]
+fn given_a_hostile_placeholder_value_when_rendered_then_it_is_refused() {
+    let p = example();
+    let set = &p.permission_sets[&crate::model::Name::parse("deploy-artifacts").unwrap()];
+    for bad in ["*", "app?", "a/b", "a:b", "ａpp", "", "${account}", &"x".repeat(129)] {
+        assert_eq!(
+            set.render(&ctx(bad, "deploy"), expires()),
+            Err(RenderError::UnsafePlaceholderValue { placeholder: "pipeline" }),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn given_a_huge_set_when_rendered_then_it_is_refused_as_too_large() {
+    let actions: Vec<String> = (0..800).map(|i| format!("s3:Action{i:04}")).collect();
+    let text = MINIMAL.replace("actions: [s3:GetObject]", &format!("actions: [{}]", actions.join(", ")));
+    let p = Policy::load(&text, "p.yaml").unwrap();
+    let set = p.permission_sets.values().next().unwrap();
+    assert!(matches!(set.render(&ctx("p", "j"), expires()), Err(RenderError::TooLarge { chars }) if chars > MAX_POLICY_CHARS));
+}
+
+fn arb_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[A-Za-z0-9_.+=@-]{1,40}",
+        "[A-Za-z0-9*?:/${}\\[\\] ._-]{0,40}",
+        any::<String>(),
+    ]
+}
+
+fn arb_set() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
+    let action = "[a-z0-9]{2,10}:[A-Z][A-Za-z*]{0,12}";
+    let resource = prop_oneof![
+        Just("arn:aws:s3:::bucket/${pipeline}/*".to_owned()),
+        Just("arn:aws:lambda:${region}:${account}:function:${pipeline}-${job}".to_owned()),
+        "arn:aws:[a-z]{2,5}:::[a-z0-9*/-]{1,20}",
+    ];
+    (prop::collection::vec(action, 1..5), prop::collection::vec(resource, 1..4))
+}
+
+fn yaml_list(items: &[String]) -> String {
+    format!("[{}]", items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", "))
+}
+
+proptest! {
+    /// For any accepted set and any event values: valid IAM JSON, the expiry condition on every
+    /// statement, exactly the set's actions, and resources that differ from their templates only
+    /// by safe placeholder values (never a new wildcard or ARN segment).
+    #[test]
+    fn rendered_documents_never_exceed_their_permission_set(
+        (actions, resources) in arb_set(),
+        pipeline in arb_value(),
+        job in arb_value(),
+    ) {
+        let text = MINIMAL
+            .replace("actions: [s3:GetObject]", &format!("actions: {}", yaml_list(&actions)))
+            .replace("resources: [\"arn:aws:s3:::b/${pipeline}/*\"]", &format!("resources: {}", yaml_list(&resources)));
+        let Ok(policy) = Policy::load(&text, "p.yaml") else { return Ok(()) };
+        let set = policy.permission_sets.values().next().unwrap();
+        match set.render(&ctx(&pipeline, &job), expires()) {
+            Err(RenderError::UnsafePlaceholderValue { .. }) => {
+                let used_unsafe = resources.iter().any(|r|
+                    (r.contains("${pipeline}") && !is_safe_placeholder_value(&pipeline)) ||
+                    (r.contains("${job}") && !is_safe_placeholder_value(&job)));
+                prop_assert!(used_unsafe);
+            }
+            Err(RenderError::TooLarge { .. }) => prop_assert!(false, "small sets never exceed the limit"),
+            Ok(doc) => {
+                let v: Value = serde_json::from_str(doc.as_json()).unwrap();
+                prop_assert_eq!(&v["Version"], "2012-10-17");
+                let statements = v["Statement"].as_array().unwrap();
+                prop_assert_eq!(statements.len(), 1);
+                let st = &statements[0];
+                prop_assert_eq!(&st["Condition"]["DateLessThan"]["aws:CurrentTime"], "2026-11-25T12:15:00Z");
+                let got_actions: Vec<String> = serde_json::from_value(st["Action"].clone()).unwrap();
+                prop_assert_eq!(got_actions, actions.clone());
+                let got: Vec<String> = serde_json::from_value(st["Resource"].clone()).unwrap();
+                prop_assert_eq!(got.len(), resources.len());
+                for (rendered, template) in got.iter().zip(&resources) {
+                    let wild = |s: &str| s.matches(['*', '?', ':', '/']).count();
+                    let template_literal = template.replace("${pipeline}", "").replace("${job}", "")
+                        .replace("${account}", "").replace("${region}", "");
+                    prop_assert_eq!(wild(rendered), wild(&template_literal), "{} from {}", rendered, template);
+                }
+            }
+        }
+    }
+}
