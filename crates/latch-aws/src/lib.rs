@@ -1,1 +1,15 @@
+//! Adapters from latch-core's ports to AWS: IAM ([`iam::IamAdapter`]), DynamoDB
+//! ([`dynamo::DynamoStore`]) and EventBridge ([`events::EventBridgeSink`]), plus configuration
+//! from the environment. The SDK is configured once ([`Clients::from_env`]) and its clients are
+//! reused; the endpoint comes from the SDK's own `AWS_ENDPOINT_URL`, never from code, so the
+//! same binary talks to AWS or to the local emulator.
 
+pub mod config;
+pub mod dynamo;
+mod errors;
+pub mod events;
+pub mod iam;
+pub mod items;
+pub mod telemetry;
+
+pub use config::{Clients, Config, ConfigError};

@@ -54,37 +54,68 @@ pub struct AuditRecord {
     /// `allowed` for activations; a reason code otherwise.
     pub reason: String,
     /// What went wrong, in words (the field at fault, the AWS error), when something did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission_set: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
     #[serde(rename = "ref")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_duration_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at_epoch: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granted_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granted_at_epoch: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_epoch: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at_epoch: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_sha256: Option<String>,
     pub recorded_at: String,
     pub recorded_at_epoch: i64,

@@ -40,6 +40,14 @@ pub struct JobKey {
     pub attempt: u32,
 }
 
+impl JobKey {
+    /// What ties a job's grants and its tombstone together: the trusted publisher and the job.
+    pub fn scope(&self, account: &AccountId, source: &str) -> String {
+        let attempt = self.attempt.to_string();
+        crate::model::digest(&[account.as_str(), source, &self.pipeline, &self.run_id, &self.job, &attempt])
+    }
+}
+
 /// Optional context a pipeline may attach; recorded in audits, used by rules only to narrow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobContext {

@@ -113,10 +113,7 @@ struct StoreState {
 
 /// The key that ties a job's grants and its tombstone together.
 pub fn job_scope(grant: &Grant) -> String {
-    crate::model::digest_fields(
-        &[grant.account.as_str(), &grant.source, &grant.job.pipeline, &grant.job.run_id, &grant.job.job, &grant.job.attempt.to_string()],
-        32,
-    )
+    grant.job.scope(&grant.account, &grant.source)
 }
 
 impl MemoryStore {

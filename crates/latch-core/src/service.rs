@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::audit::{AuditRecord, Decision, stamp};
 use crate::decision::DenyReason;
 use crate::event::{Envelope, EventError, StartRequest};
-use crate::model::{GrantId, GrantIdentity, digest_fields};
+use crate::model::{GrantId, GrantIdentity, digest};
 use crate::policy::{Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
     Activation, AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, Retryable, SinkError,
@@ -226,7 +226,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                 // denial audit says why; the sweep retires the record at expiry (I2).
                 warn!(grant_id = %grant.id, error = %e, "IAM refused the grant's policy");
                 let mut audit = AuditRecord::new(
-                    digest_fields(&[grant.id.as_str(), "iam-rejected"], 32),
+                    digest(&[grant.id.as_str(), "iam-rejected"]),
                     Decision::Denied,
                     DenyReason::IamRejected.code(),
                     self.clock.now(),
@@ -267,6 +267,35 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         Ok(StartOutcome::AlreadyActive(existing.id))
     }
 
+    /// An event whose envelope lacks a trusted field (never from EventBridge itself; from a
+    /// misconfigured runner or a hand-made invoke): audited as malformed, nothing granted.
+    pub async fn on_untrusted_envelope(
+        &self,
+        event_id: &str,
+        source: &str,
+        problem: &str,
+    ) -> Result<StartOutcome, GrantError> {
+        let now = self.clock.now();
+        let mut audit = AuditRecord::new(digest(&[source, event_id, "untrusted-envelope"]), Decision::Denied, DenyReason::MalformedEvent.code(), now);
+        audit.source = Some(source.to_owned());
+        audit.event_id = Some(event_id.to_owned());
+        audit.detail = Some(problem.to_owned());
+        warn!(event_id, source, problem, "event envelope cannot be trusted");
+        if self.store.record_audit(&audit).await? {
+            self.audit.publish(&audit).await?;
+        }
+        Ok(StartOutcome::Denied(DenyReason::MalformedEvent))
+    }
+
+    /// Any detail-type Latch does not handle, on the bus by a too-wide rule or a hand-made invoke.
+    pub async fn on_unsupported(&self, envelope: &Envelope) -> Result<StartOutcome, GrantError> {
+        let denial = Denial {
+            reason: DenyReason::UnsupportedEvent,
+            detail: Some(format!("detail-type {:?} is not handled by Latch", envelope.detail_type)),
+        };
+        self.deny(envelope, None, denial, self.clock.now()).await
+    }
+
     async fn deny(
         &self,
         envelope: &Envelope,
@@ -275,7 +304,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
         let mut audit = AuditRecord::new(
-            digest_fields(&[&envelope.source, envelope.account.as_str(), &envelope.id, "denied"], 32),
+            digest(&[&envelope.source, envelope.account.as_str(), &envelope.id, "denied"]),
             Decision::Denied,
             denial.reason.code(),
             now,
@@ -335,7 +364,7 @@ pub fn fill_grant_fields(audit: &mut AuditRecord, grant: &Grant) {
 /// The activation audit of a grant; its id is stable, so retries and duplicates share it.
 pub fn activation_audit(grant: &Grant, actions: &[String], recorded_at: DateTime<Utc>) -> AuditRecord {
     let mut audit = AuditRecord::new(
-        digest_fields(&[grant.id.as_str(), "activated"], 32),
+        digest(&[grant.id.as_str(), "activated"]),
         Decision::Activated,
         "allowed",
         recorded_at,

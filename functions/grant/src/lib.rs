@@ -1,1 +1,79 @@
+//! The grant function: EventBridge events in, grant decisions out.
+//!
+//! `Pipeline Job Started` → [`GrantService::on_start`]; anything else that reaches it is
+//! denied as `unsupported_event`. Returns `Err` only when a retry may help (Lambda's async
+//! retries, then the dead-letter queue); every permanent problem has been audited and is `Ok`.
 
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use lambda_runtime::{Error, LambdaEvent};
+use latch_aws::{Clients, Config};
+use latch_aws::dynamo::DynamoStore;
+use latch_aws::events::EventBridgeSink;
+use latch_aws::iam::IamAdapter;
+use latch_core::event::{DETAIL_TYPE_STARTED, Envelope};
+use latch_core::model::AccountId;
+use latch_core::policy::{LoadError, Policy};
+use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Retryable, SystemClock};
+use latch_core::service::{GrantError, GrantService, StartOutcome};
+use serde_json::Value;
+use tracing::error;
+
+/// The service as deployed: AWS adapters, the wall clock.
+pub type AwsGrantService = GrantService<IamAdapter, DynamoStore, EventBridgeSink, SystemClock>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] latch_aws::ConfigError),
+    #[error("policy file refused:\n{0}")]
+    Policy(#[from] LoadError),
+}
+
+/// Reads configuration and the policy file, builds the clients once.
+pub async fn init() -> Result<AwsGrantService, InitError> {
+    let config = Config::from_env()?;
+    let policy = Policy::load_path(&config.policy_path)?;
+    let clients = Clients::from_env(&config).await;
+    Ok(GrantService { policy, iam: clients.iam, store: clients.store, audit: clients.audit, clock: SystemClock })
+}
+
+/// The trusted envelope, or what is missing from it.
+pub fn envelope(event: &EventBridgeEvent<Value>) -> Result<Envelope, &'static str> {
+    let account = event.account.as_deref().ok_or("account is missing")?;
+    Ok(Envelope {
+        id: event.id.clone().ok_or("id is missing")?,
+        detail_type: event.detail_type.clone(),
+        source: event.source.clone(),
+        account: AccountId::parse(account).map_err(|_| "account is not a 12-digit account id")?,
+        region: event.region.clone().ok_or("region is missing")?,
+        time: event.time.ok_or("time is missing")?,
+    })
+}
+
+pub async fn handle<I, S, A, C>(
+    service: &GrantService<I, S, A, C>,
+    event: LambdaEvent<EventBridgeEvent<Value>>,
+) -> Result<StartOutcome, Error>
+where
+    I: IamWriter,
+    S: GrantStore,
+    A: AuditSink,
+    C: Clock,
+{
+    let event = event.payload;
+    let result = match envelope(&event) {
+        Err(problem) => {
+            let id = event.id.as_deref().unwrap_or("-");
+            service.on_untrusted_envelope(id, &event.source, problem).await
+        }
+        Ok(env) if env.detail_type == DETAIL_TYPE_STARTED => {
+            let detail_len = serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());
+            service.on_start(&env, &event.detail, detail_len).await
+        }
+        Ok(env) => service.on_unsupported(&env).await,
+    };
+    result.map_err(|e: GrantError| {
+        error!(error = %e, retryable = e.is_retryable(), "grant handling failed");
+        Error::from(e)
+    })
+}

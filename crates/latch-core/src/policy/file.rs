@@ -369,10 +369,8 @@ fn statement(
         c.push(&at("statements:"), format!("{where_}: give exactly one of resources or not_resources"), None);
         return None;
     }
-    if let Some(sid) = &s.sid {
-        if sid.is_empty() || !sid.chars().all(|ch| ch.is_ascii_alphanumeric()) {
-            c.push(&at("sid:"), format!("{where_}: sid {sid:?} must be ASCII letters and digits"), None);
-        }
+    if let Some(sid) = s.sid.as_ref().filter(|sid| sid.is_empty() || !sid.chars().all(|ch| ch.is_ascii_alphanumeric())) {
+        c.push(&at("sid:"), format!("{where_}: sid {sid:?} must be ASCII letters and digits"), None);
     }
     for a in s.actions.iter().chain(&s.not_actions) {
         let Some((service, name)) = a.split_once(':').filter(|(svc, n)| !svc.is_empty() && !n.is_empty()).or(if a == "*" { Some(("*", "*")) } else { None }) else {

@@ -1,0 +1,93 @@
+//! Configuration from the environment, read once at init.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `LATCH_TABLE` | `latch-grants` | the grants/audit table |
+//! | `LATCH_BUS` | `latch` | the bus audit events go to |
+//! | `LATCH_POLICY_PATH` | `/opt/latch/policies.yaml` | the policy file (a Lambda layer in AWS) |
+//!
+//! Region, credentials and `AWS_ENDPOINT_URL` are the SDK's own variables.
+
+use std::path::PathBuf;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::dynamo::DynamoStore;
+use crate::events::EventBridgeSink;
+use crate::iam::IamAdapter;
+
+pub const ENV_TABLE: &str = "LATCH_TABLE";
+pub const ENV_BUS: &str = "LATCH_BUS";
+pub const ENV_POLICY_PATH: &str = "LATCH_POLICY_PATH";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub table: String,
+    pub bus: String,
+    pub policy_path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is set but empty")]
+    Empty { name: &'static str },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The same rules over any lookup, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str, default: &str| match lookup(name) {
+            Some(v) if v.trim().is_empty() => Err(ConfigError::Empty { name }),
+            Some(v) => Ok(v),
+            None => Ok(default.to_owned()),
+        };
+        Ok(Self {
+            table: get(ENV_TABLE, "latch-grants")?,
+            bus: get(ENV_BUS, "latch")?,
+            policy_path: PathBuf::from(get(ENV_POLICY_PATH, "/opt/latch/policies.yaml")?),
+        })
+    }
+}
+
+/// The three adapters over one shared `SdkConfig`.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub iam: IamAdapter,
+    pub store: DynamoStore,
+    pub audit: EventBridgeSink,
+}
+
+impl Clients {
+    /// Loads the SDK configuration once (region, credentials, `AWS_ENDPOINT_URL`) and builds
+    /// every client from it.
+    pub async fn from_env(config: &Config) -> Self {
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Self::from_sdk_config(&sdk, config)
+    }
+
+    pub fn from_sdk_config(sdk: &SdkConfig, config: &Config) -> Self {
+        Self {
+            iam: IamAdapter::new(aws_sdk_iam::Client::new(sdk)),
+            store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table),
+            audit: EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &config.bus),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_empty_values_are_refused() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!((c.table.as_str(), c.bus.as_str()), ("latch-grants", "latch"));
+        let c = Config::from_lookup(|n| (n == ENV_TABLE).then(|| "t".to_owned())).unwrap();
+        assert_eq!(c.table, "t");
+        assert!(Config::from_lookup(|n| (n == ENV_BUS).then(|| " ".to_owned())).is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! Sorting SDK errors into "a retry may help" and "it will not".
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+/// Error codes AWS services use for throttling and their own transient faults.
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TransactionConflictException",
+    "TransactionInProgressException",
+    "InternalServerError",
+    "InternalFailure",
+    "InternalError",
+    "ServiceFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+];
+
+pub(crate) fn is_transient_code(code: Option<&str>) -> bool {
+    code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
+}
+
+/// True when retrying the same call later may succeed: timeouts, connection failures,
+/// unparseable responses, throttling and 5xx. (Every SDK crate's `SdkError` is the same type.)
+pub(crate) fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(e) => is_transient_code(e.err().code()) || e.raw().status().is_server_error(),
+        _ => false,
+    }
+}
+
+/// The code and message of an SDK error, for logs and audits.
+pub(crate) fn describe<E: ProvideErrorMetadata + std::error::Error>(err: &SdkError<E>) -> String {
+    match err {
+        SdkError::ServiceError(e) => match (e.err().code(), e.err().message()) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.to_owned(),
+            _ => e.err().to_string(),
+        },
+        other => format!("{other}"),
+    }
+}

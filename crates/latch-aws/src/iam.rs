@@ -1,0 +1,55 @@
+//! [`IamWriter`] on IAM: PutRolePolicy and DeleteRolePolicy, nothing else. No reads: quota and
+//! existence problems come back from the write itself.
+
+use aws_sdk_iam::Client;
+use aws_sdk_iam::error::ProvideErrorMetadata;
+use latch_core::model::RoleArn;
+use latch_core::policy::PolicyDocument;
+use latch_core::ports::{Deletion, IamError, IamWriter};
+
+use crate::errors::{describe, is_transient};
+
+#[derive(Debug, Clone)]
+pub struct IamAdapter {
+    client: Client,
+}
+
+impl IamAdapter {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+fn classify<E: ProvideErrorMetadata + std::error::Error>(err: &aws_sdk_iam::error::SdkError<E>, role: &RoleArn) -> IamError {
+    let text = describe(err);
+    if is_transient(err) {
+        IamError::Transient(text)
+    } else if err.code() == Some("NoSuchEntity") {
+        IamError::NoSuchRole(format!("{role}: {text}"))
+    } else {
+        IamError::Rejected(text)
+    }
+}
+
+impl IamWriter for IamAdapter {
+    async fn put_role_policy(&self, role: &RoleArn, policy_name: &str, document: &PolicyDocument) -> Result<(), IamError> {
+        self.client
+            .put_role_policy()
+            .role_name(role.name())
+            .policy_name(policy_name)
+            .policy_document(document.as_json())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e, role))
+    }
+
+    async fn delete_role_policy(&self, role: &RoleArn, policy_name: &str) -> Result<Deletion, IamError> {
+        match self.client.delete_role_policy().role_name(role.name()).policy_name(policy_name).send().await {
+            Ok(_) => Ok(Deletion::Deleted),
+            // Gone already (revoked before, or the role was deleted): the goal is reached.
+            Err(e) if e.code() == Some("NoSuchEntity") => Ok(Deletion::AlreadyGone),
+            Err(e) => Err(classify(&e, role)),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The table's item shapes, one place for every attribute name (the template and the parity
+//! test read the same names).
+//!
+//! | item | pk | sk | notes |
+//! |---|---|---|---|
+//! | grant | `JOB#<job scope>` | `GRANT#<grant id>` | `ttl` = expiry; `expiry_bucket` only while active (sparse GSI) |
+//! | tombstone | `JOB#<job scope>` | `TOMBSTONE` | `ttl`; refuses a start that arrives after its finish |
+//! | role counter | `ROLE#<role arn>` | `COUNTER` | `active_grants`, for the per-role cap |
+//! | audit | `AUDIT#<audit id>` | `AUDIT` | no `ttl`: kept for exports |
+//!
+//! A job's grants share a partition, so a finish event finds them with one Query.
+
+use chrono::{DateTime, Utc};
+use latch_core::audit::AuditRecord;
+use latch_core::event::{JobContext, JobKey};
+use latch_core::iam_time;
+use latch_core::model::{AccountId, GrantId, Name, RoleArn};
+use latch_core::ports::{Grant, GrantStatus};
+use serde::{Deserialize, Serialize};
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const TTL: &str = "ttl";
+pub const EXPIRY_INDEX: &str = "by-expiry";
+pub const EXPIRY_BUCKET: &str = "expiry_bucket";
+pub const EXPIRES_AT_EPOCH: &str = "expires_at_epoch";
+pub const ACTIVE_BUCKET: &str = "active";
+pub const ACTIVE_GRANTS: &str = "active_grants";
+pub const SK_TOMBSTONE: &str = "TOMBSTONE";
+pub const SK_COUNTER: &str = "COUNTER";
+pub const SK_AUDIT: &str = "AUDIT";
+
+/// The partition of a job's grants and tombstone.
+pub fn job_pk(account: &AccountId, source: &str, job: &JobKey) -> String {
+    format!("JOB#{}", job.scope(account, source))
+}
+
+pub fn grant_sk(id: &GrantId) -> String {
+    format!("GRANT#{id}")
+}
+
+pub fn role_pk(role: &RoleArn) -> String {
+    format!("ROLE#{role}")
+}
+
+pub fn audit_pk(audit_id: &str) -> String {
+    format!("AUDIT#{audit_id}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantItem {
+    pub pk: String,
+    pub sk: String,
+    pub record_type: String,
+    pub grant_id: String,
+    pub status: String,
+    pub source: String,
+    pub account: String,
+    pub region: String,
+    pub event_id: String,
+    pub pipeline: String,
+    pub run_id: String,
+    pub job: String,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    pub role_arn: String,
+    pub policy_name: String,
+    pub permission_set: String,
+    pub rule: String,
+    pub requested_duration_secs: u64,
+    pub requested_at: DateTime<Utc>,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: String,
+    pub expires_at_epoch: i64,
+    pub ttl: i64,
+    /// Present only while the grant is active: the sparse expiry index holds live grants only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_bucket: Option<String>,
+    pub policy_sha256: String,
+}
+
+/// Why an item could not be read back as a grant.
+#[derive(Debug, thiserror::Error)]
+#[error("grant item {field}: {why}")]
+pub struct ItemError {
+    pub field: &'static str,
+    pub why: String,
+}
+
+fn item_err(field: &'static str) -> impl Fn(latch_core::model::InvalidValue) -> ItemError {
+    move |e| ItemError { field, why: e.0 }
+}
+
+impl GrantItem {
+    pub fn from_grant(g: &Grant) -> Self {
+        let active = g.status == GrantStatus::Active;
+        Self {
+            pk: job_pk(&g.account, &g.source, &g.job),
+            sk: grant_sk(&g.id),
+            record_type: "grant".into(),
+            grant_id: g.id.as_str().to_owned(),
+            status: if active { "active" } else { "revoked" }.into(),
+            source: g.source.clone(),
+            account: g.account.as_str().to_owned(),
+            region: g.region.clone(),
+            event_id: g.event_id.clone(),
+            pipeline: g.job.pipeline.clone(),
+            run_id: g.job.run_id.clone(),
+            job: g.job.job.clone(),
+            attempt: g.job.attempt,
+            actor: g.context.actor.clone(),
+            commit: g.context.commit.clone(),
+            git_ref: g.context.git_ref.clone(),
+            ticket: g.context.ticket.clone(),
+            environment: g.context.environment.clone(),
+            justification: g.context.reason.clone(),
+            role_arn: g.role.as_str().to_owned(),
+            policy_name: g.id.policy_name(),
+            permission_set: g.permission_set.as_str().to_owned(),
+            rule: g.rule.as_str().to_owned(),
+            requested_duration_secs: g.requested_duration_secs,
+            requested_at: g.requested_at,
+            granted_at: g.granted_at,
+            expires_at: iam_time(g.expires_at),
+            expires_at_epoch: g.expires_at.timestamp(),
+            ttl: g.expires_at.timestamp(),
+            expiry_bucket: active.then(|| ACTIVE_BUCKET.to_owned()),
+            policy_sha256: g.policy_sha256.clone(),
+        }
+    }
+
+    /// Reads an item back into a grant, validating every domain value again.
+    pub fn into_grant(self) -> Result<Grant, ItemError> {
+        let expires_at = DateTime::from_timestamp(self.expires_at_epoch, 0)
+            .ok_or(ItemError { field: EXPIRES_AT_EPOCH, why: "out of range".into() })?;
+        Ok(Grant {
+            id: GrantId::parse(&self.grant_id).map_err(item_err("grant_id"))?,
+            status: match self.status.as_str() {
+                "active" => GrantStatus::Active,
+                _ => GrantStatus::Revoked,
+            },
+            account: AccountId::parse(&self.account).map_err(item_err("account"))?,
+            role: RoleArn::parse(&self.role_arn).map_err(item_err("role_arn"))?,
+            permission_set: Name::parse(&self.permission_set).map_err(item_err("permission_set"))?,
+            rule: Name::parse(&self.rule).map_err(item_err("rule"))?,
+            source: self.source,
+            region: self.region,
+            event_id: self.event_id,
+            job: JobKey { pipeline: self.pipeline, run_id: self.run_id, job: self.job, attempt: self.attempt },
+            context: JobContext {
+                reason: self.justification,
+                git_ref: self.git_ref,
+                commit: self.commit,
+                actor: self.actor,
+                ticket: self.ticket,
+                environment: self.environment,
+            },
+            requested_duration_secs: self.requested_duration_secs,
+            requested_at: self.requested_at,
+            granted_at: self.granted_at,
+            expires_at,
+            policy_sha256: self.policy_sha256,
+        })
+    }
+}
+
+/// A durable audit item: the record plus its key. No `ttl`: audits are kept for exports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditItem {
+    pub pk: String,
+    pub sk: String,
+    pub record_type: String,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}
+
+impl AuditItem {
+    pub fn from_record(record: &AuditRecord) -> Self {
+        Self { pk: audit_pk(&record.audit_id), sk: SK_AUDIT.into(), record_type: "audit".into(), record: record.clone() }
+    }
+}
