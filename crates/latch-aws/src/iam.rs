@@ -20,11 +20,15 @@ impl IamAdapter {
     }
 }
 
-fn classify<E: ProvideErrorMetadata + std::error::Error>(err: &aws_sdk_iam::error::SdkError<E>, role: &RoleArn) -> IamError {
+fn classify<E: ProvideErrorMetadata + std::error::Error>(
+    err: &aws_sdk_iam::error::SdkError<E>,
+    no_such_entity: bool,
+    role: &RoleArn,
+) -> IamError {
     let text = describe(err);
     if is_transient(err) {
         IamError::Transient(text)
-    } else if err.code() == Some("NoSuchEntity") {
+    } else if no_such_entity {
         IamError::NoSuchRole(format!("{role}: {text}"))
     } else {
         IamError::Rejected(text)
@@ -41,15 +45,20 @@ impl IamWriter for IamAdapter {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| classify(&e, role))
+            .map_err(|e| {
+                let missing = e.as_service_error().is_some_and(|se| se.is_no_such_entity_exception());
+                classify(&e, missing, role)
+            })
     }
 
     async fn delete_role_policy(&self, role: &RoleArn, policy_name: &str) -> Result<Deletion, IamError> {
         match self.client.delete_role_policy().role_name(role.name()).policy_name(policy_name).send().await {
             Ok(_) => Ok(Deletion::Deleted),
             // Gone already (revoked before, or the role was deleted): the goal is reached.
-            Err(e) if e.code() == Some("NoSuchEntity") => Ok(Deletion::AlreadyGone),
-            Err(e) => Err(classify(&e, role)),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_entity_exception()) => {
+                Ok(Deletion::AlreadyGone)
+            }
+            Err(e) => Err(classify(&e, false, role)),
         }
     }
 }
