@@ -10,6 +10,8 @@ mod errors;
 pub mod events;
 pub mod iam;
 pub mod items;
+#[cfg(feature = "local")]
+pub mod provision;
 pub mod telemetry;
 
 pub use config::{Clients, Config, ConfigError};
