@@ -27,7 +27,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A short name unique to this process and call: keeps parallel tests apart in one emulator.
 pub fn unique(prefix: &str) -> String {
     let nanos = Utc::now().timestamp_subsec_nanos();
-    format!("{prefix}{:x}{:x}", nanos % 0xfffff, COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{:x}{:x}",
+        nanos % 0xfffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A file under `events/`, as JSON.
@@ -38,7 +42,11 @@ pub fn fixture(name: &str) -> Value {
 }
 
 pub fn example_policy_text() -> String {
-    std::fs::read_to_string(format!("{}/../infra/policies.yaml", env!("CARGO_MANIFEST_DIR"))).expect("infra/policies.yaml")
+    std::fs::read_to_string(format!(
+        "{}/../infra/policies.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("infra/policies.yaml")
 }
 
 /// Loopback only: tests must never reach real AWS.
@@ -84,7 +92,9 @@ impl Harness {
         let provisioned = Provisioner::new(&sdk)
             .all(&config.table, &config.bus, &policy)
             .await
-            .unwrap_or_else(|e| panic!("{e}; is the emulator running (infra/local/emulator start)?"));
+            .unwrap_or_else(|e| {
+                panic!("{e}; is the emulator running (infra/local/emulator start)?")
+            });
         Self {
             clients: Clients::from_sdk_config(&sdk, &config),
             iam: aws_sdk_iam::Client::new(&sdk),
@@ -116,12 +126,17 @@ impl Harness {
 
     /// An events/ fixture as the Lambda runtime would hand it over: fresh id and time, the
     /// role renamed for this harness, `detail` fields overridden.
-    pub fn event(&self, fixture_name: &str, overrides: Value) -> LambdaEvent<EventBridgeEvent<Value>> {
+    pub fn event(
+        &self,
+        fixture_name: &str,
+        overrides: Value,
+    ) -> LambdaEvent<EventBridgeEvent<Value>> {
         let mut v = fixture(fixture_name);
         v["id"] = Value::String(unique("evt-"));
         v["time"] = Value::String(latch_core::iam_time(Utc::now()));
         if let Some(role) = v["detail"]["role_arn"].as_str() {
-            v["detail"]["role_arn"] = Value::String(role.replace(":role/latch/", &format!(":role/latch/{}-", self.id)));
+            v["detail"]["role_arn"] =
+                Value::String(role.replace(":role/latch/", &format!(":role/latch/{}-", self.id)));
         }
         for (k, val) in overrides.as_object().into_iter().flatten() {
             v["detail"][k] = val.clone();
@@ -132,14 +147,29 @@ impl Harness {
     /// The inline policy document on a role, URL-decoded (IAM returns it encoded).
     pub async fn role_policy(&self, role_arn: &str, policy_name: &str) -> Option<Value> {
         let name = role_arn.rsplit('/').next().unwrap_or_default();
-        let out = self.iam.get_role_policy().role_name(name).policy_name(policy_name).send().await.ok()?;
-        let decoded = percent_encoding::percent_decode_str(out.policy_document()).decode_utf8().ok()?;
+        let out = self
+            .iam
+            .get_role_policy()
+            .role_name(name)
+            .policy_name(policy_name)
+            .send()
+            .await
+            .ok()?;
+        let decoded = percent_encoding::percent_decode_str(out.policy_document())
+            .decode_utf8()
+            .ok()?;
         serde_json::from_str(&decoded).ok()
     }
 
     pub async fn role_policy_names(&self, role_arn: &str) -> Vec<String> {
         let name = role_arn.rsplit('/').next().unwrap_or_default();
-        let out = self.iam.list_role_policies().role_name(name).send().await.expect("ListRolePolicies");
+        let out = self
+            .iam
+            .list_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .expect("ListRolePolicies");
         out.policy_names().to_vec()
     }
 
@@ -157,7 +187,12 @@ impl Harness {
                 .send()
                 .await
                 .expect("Scan");
-            all.extend(out.items().iter().filter(|i| i.get("record_type") == Some(&AttributeValue::S(kind.into()))).cloned());
+            all.extend(
+                out.items()
+                    .iter()
+                    .filter(|i| i.get("record_type") == Some(&AttributeValue::S(kind.into())))
+                    .cloned(),
+            );
             match out.last_evaluated_key {
                 Some(k) => start = Some(k),
                 None => return all,
@@ -185,7 +220,13 @@ impl Harness {
                     seen.push(body);
                 }
                 if let Some(h) = m.receipt_handle() {
-                    let _ = self.sqs.delete_message().queue_url(&self.provisioned.audit_queue_url).receipt_handle(h).send().await;
+                    let _ = self
+                        .sqs
+                        .delete_message()
+                        .queue_url(&self.provisioned.audit_queue_url)
+                        .receipt_handle(h)
+                        .send()
+                        .await;
                 }
             }
         }

@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use latch_core::audit::AuditRecord;
 use latch_core::ports::{Activation, Grant, GrantStore, StoreError};
@@ -40,8 +40,14 @@ fn rejected(e: impl std::fmt::Display) -> StoreError {
     StoreError::Rejected(e.to_string())
 }
 
-fn sdk_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error>(e: &SdkError<E>) -> StoreError {
-    if is_transient(e) { StoreError::Transient(describe(e)) } else { StoreError::Rejected(describe(e)) }
+fn sdk_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error>(
+    e: &SdkError<E>,
+) -> StoreError {
+    if is_transient(e) {
+        StoreError::Transient(describe(e))
+    } else {
+        StoreError::Rejected(describe(e))
+    }
 }
 
 pub(crate) fn key(pk: String, sk: &str) -> Item {
@@ -58,7 +64,10 @@ const TX_COUNTER: usize = 3;
 
 impl DynamoStore {
     pub fn new(client: Client, table: &str) -> Self {
-        Self { client, table: table.to_owned() }
+        Self {
+            client,
+            table: table.to_owned(),
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -78,7 +87,12 @@ impl DynamoStore {
             .map_err(rejected)
     }
 
-    fn activation_items(&self, grant: &Grant, audit: &AuditRecord, cap: Option<u32>) -> Result<Vec<TransactWriteItem>, StoreError> {
+    fn activation_items(
+        &self,
+        grant: &Grant,
+        audit: &AuditRecord,
+        cap: Option<u32>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let grant_item = serde_dynamo::to_item(GrantItem::from_grant(grant)).map_err(rejected)?;
         let audit_item = serde_dynamo::to_item(AuditItem::from_record(audit)).map_err(rejected)?;
         let grant_put = Put::builder()
@@ -90,7 +104,10 @@ impl DynamoStore {
             .map_err(rejected)?;
         let tombstone_check = ConditionCheck::builder()
             .table_name(&self.table)
-            .set_key(Some(key(job_pk(&grant.account, &grant.source, &grant.job), SK_TOMBSTONE)))
+            .set_key(Some(key(
+                job_pk(&grant.account, &grant.source, &grant.job),
+                SK_TOMBSTONE,
+            )))
             .condition_expression(NOT_EXISTS)
             .build()
             .map_err(rejected)?;
@@ -107,9 +124,15 @@ impl DynamoStore {
         }
         Ok(vec![
             TransactWriteItem::builder().put(grant_put).build(),
-            TransactWriteItem::builder().condition_check(tombstone_check).build(),
-            TransactWriteItem::builder().put(self.put_new(audit_item)?).build(),
-            TransactWriteItem::builder().update(counter.build().map_err(rejected)?).build(),
+            TransactWriteItem::builder()
+                .condition_check(tombstone_check)
+                .build(),
+            TransactWriteItem::builder()
+                .put(self.put_new(audit_item)?)
+                .build(),
+            TransactWriteItem::builder()
+                .update(counter.build().map_err(rejected)?)
+                .build(),
         ])
     }
 
@@ -119,7 +142,10 @@ impl DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(job_pk(&grant.account, &grant.source, &grant.job), &crate::items::grant_sk(&grant.id))))
+            .set_key(Some(key(
+                job_pk(&grant.account, &grant.source, &grant.job),
+                &crate::items::grant_sk(&grant.id),
+            )))
             .consistent_read(true)
             .send()
             .await
@@ -134,19 +160,34 @@ pub(crate) fn grant_from_item(item: Item) -> Result<Grant, StoreError> {
 }
 
 fn failed_condition(reasons: &[CancellationReason], index: usize) -> Option<&CancellationReason> {
-    reasons.get(index).filter(|r| r.code() == Some("ConditionalCheckFailed"))
+    reasons
+        .get(index)
+        .filter(|r| r.code() == Some("ConditionalCheckFailed"))
 }
 
 impl GrantStore for DynamoStore {
-    async fn record_activation(&self, grant: &Grant, audit: &AuditRecord, cap: Option<u32>) -> Result<Activation, StoreError> {
+    async fn record_activation(
+        &self,
+        grant: &Grant,
+        audit: &AuditRecord,
+        cap: Option<u32>,
+    ) -> Result<Activation, StoreError> {
         let items = self.activation_items(grant, audit, cap)?;
-        let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+        let err = match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
             Ok(_) => return Ok(Activation::Recorded),
             Err(e) => e,
         };
         let reasons = match &err {
             SdkError::ServiceError(se) => match se.err() {
-                TransactWriteItemsError::TransactionCanceledException(c) => c.cancellation_reasons(),
+                TransactWriteItemsError::TransactionCanceledException(c) => {
+                    c.cancellation_reasons()
+                }
                 _ => return Err(sdk_error(&err)),
             },
             _ => return Err(sdk_error(&err)),
@@ -172,7 +213,10 @@ impl GrantStore for DynamoStore {
             return Ok(Activation::ConcurrencyCapReached);
         }
         if failed_condition(reasons, TX_AUDIT).is_some() {
-            return Err(StoreError::Rejected(format!("activation audit {} exists without its grant", audit.audit_id)));
+            return Err(StoreError::Rejected(format!(
+                "activation audit {} exists without its grant",
+                audit.audit_id
+            )));
         }
         // Cancelled for another reason (TransactionConflict, throttling): a retry may pass.
         Err(StoreError::Transient(describe(&err)))
@@ -190,7 +234,12 @@ impl GrantStore for DynamoStore {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(sdk_error(&e)),
         }
     }

@@ -36,7 +36,12 @@ fn classify<E: ProvideErrorMetadata + std::error::Error>(
 }
 
 impl IamWriter for IamAdapter {
-    async fn put_role_policy(&self, role: &RoleArn, policy_name: &str, document: &PolicyDocument) -> Result<(), IamError> {
+    async fn put_role_policy(
+        &self,
+        role: &RoleArn,
+        policy_name: &str,
+        document: &PolicyDocument,
+    ) -> Result<(), IamError> {
         self.client
             .put_role_policy()
             .role_name(role.name())
@@ -46,16 +51,32 @@ impl IamWriter for IamAdapter {
             .await
             .map(|_| ())
             .map_err(|e| {
-                let missing = e.as_service_error().is_some_and(|se| se.is_no_such_entity_exception());
+                let missing = e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_no_such_entity_exception());
                 classify(&e, missing, role)
             })
     }
 
-    async fn delete_role_policy(&self, role: &RoleArn, policy_name: &str) -> Result<Deletion, IamError> {
-        match self.client.delete_role_policy().role_name(role.name()).policy_name(policy_name).send().await {
+    async fn delete_role_policy(
+        &self,
+        role: &RoleArn,
+        policy_name: &str,
+    ) -> Result<Deletion, IamError> {
+        match self
+            .client
+            .delete_role_policy()
+            .role_name(role.name())
+            .policy_name(policy_name)
+            .send()
+            .await
+        {
             Ok(_) => Ok(Deletion::Deleted),
             // Gone already (revoked before, or the role was deleted): the goal is reached.
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_entity_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_no_such_entity_exception()) =>
+            {
                 Ok(Deletion::AlreadyGone)
             }
             Err(e) => Err(classify(&e, false, role)),

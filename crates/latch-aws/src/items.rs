@@ -142,8 +142,10 @@ impl GrantItem {
 
     /// Reads an item back into a grant, validating every domain value again.
     pub fn into_grant(self) -> Result<Grant, ItemError> {
-        let expires_at = DateTime::from_timestamp(self.expires_at_epoch, 0)
-            .ok_or(ItemError { field: EXPIRES_AT_EPOCH, why: "out of range".into() })?;
+        let expires_at = DateTime::from_timestamp(self.expires_at_epoch, 0).ok_or(ItemError {
+            field: EXPIRES_AT_EPOCH,
+            why: "out of range".into(),
+        })?;
         Ok(Grant {
             id: GrantId::parse(&self.grant_id).map_err(item_err("grant_id"))?,
             status: match self.status.as_str() {
@@ -152,12 +154,18 @@ impl GrantItem {
             },
             account: AccountId::parse(&self.account).map_err(item_err("account"))?,
             role: RoleArn::parse(&self.role_arn).map_err(item_err("role_arn"))?,
-            permission_set: Name::parse(&self.permission_set).map_err(item_err("permission_set"))?,
+            permission_set: Name::parse(&self.permission_set)
+                .map_err(item_err("permission_set"))?,
             rule: Name::parse(&self.rule).map_err(item_err("rule"))?,
             source: self.source,
             region: self.region,
             event_id: self.event_id,
-            job: JobKey { pipeline: self.pipeline, run_id: self.run_id, job: self.job, attempt: self.attempt },
+            job: JobKey {
+                pipeline: self.pipeline,
+                run_id: self.run_id,
+                job: self.job,
+                attempt: self.attempt,
+            },
             context: JobContext {
                 reason: self.justification,
                 git_ref: self.git_ref,
@@ -187,6 +195,11 @@ pub struct AuditItem {
 
 impl AuditItem {
     pub fn from_record(record: &AuditRecord) -> Self {
-        Self { pk: audit_pk(&record.audit_id), sk: SK_AUDIT.into(), record_type: "audit".into(), record: record.clone() }
+        Self {
+            pk: audit_pk(&record.audit_id),
+            sk: SK_AUDIT.into(),
+            record_type: "audit".into(),
+            record: record.clone(),
+        }
     }
 }

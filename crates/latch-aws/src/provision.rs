@@ -4,8 +4,9 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_eventbridge::types::Target;
 use latch_core::model::RoleArn;
@@ -62,15 +63,29 @@ impl Provisioner {
 
     pub async fn table(&self, table: &str) -> Result<(), ProvisionError> {
         let attr = |name: &str, t: ScalarAttributeType| {
-            AttributeDefinition::builder().attribute_name(name).attribute_type(t).build().map_err(|e| e.to_string())
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .map_err(|e| e.to_string())
         };
-        let key = |name: &str, t: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(t).build().map_err(|e| e.to_string());
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(|e| e.to_string())
+        };
         let step = fail("table");
         let gsi = GlobalSecondaryIndex::builder()
             .index_name(EXPIRY_INDEX)
             .key_schema(key(EXPIRY_BUCKET, KeyType::Hash).map_err(&step)?)
             .key_schema(key(EXPIRES_AT_EPOCH, KeyType::Range).map_err(&step)?)
-            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
             .build()
             .map_err(|e| step(e.to_string()))?;
         let created = self
@@ -86,20 +101,33 @@ impl Provisioner {
             .key_schema(key(SK, KeyType::Range).map_err(&step)?)
             .global_secondary_indexes(gsi)
             .stream_specification(
-                StreamSpecification::builder().stream_enabled(true).stream_view_type(StreamViewType::OldImage).build().map_err(|e| step(e.to_string()))?,
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::OldImage)
+                    .build()
+                    .map_err(|e| step(e.to_string()))?,
             )
             .send()
             .await;
         match created {
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception()) => return Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_in_use_exception()) =>
+            {
+                return Ok(());
+            }
             Err(e) => return Err(step(format!("{e:?}"))),
         }
         self.dynamo
             .update_time_to_live()
             .table_name(table)
             .time_to_live_specification(
-                TimeToLiveSpecification::builder().attribute_name(TTL).enabled(true).build().map_err(|e| step(e.to_string()))?,
+                TimeToLiveSpecification::builder()
+                    .attribute_name(TTL)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| step(e.to_string()))?,
             )
             .send()
             .await
@@ -109,7 +137,13 @@ impl Provisioner {
 
     async fn queue(&self, name: &str) -> Result<(String, String), ProvisionError> {
         let step = fail("queue");
-        let url = self.sqs.create_queue().queue_name(name).send().await.map_err(|e| step(format!("{e:?}")))?
+        let url = self
+            .sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| step(format!("{e:?}")))?
             .queue_url
             .ok_or_else(|| step("no queue url".into()))?;
         let attrs = self
@@ -128,7 +162,13 @@ impl Provisioner {
         Ok((url, arn))
     }
 
-    async fn rule_to_queue(&self, bus: &str, rule: &str, pattern: serde_json::Value, queue_arn: &str) -> Result<(), ProvisionError> {
+    async fn rule_to_queue(
+        &self,
+        bus: &str,
+        rule: &str,
+        pattern: serde_json::Value,
+        queue_arn: &str,
+    ) -> Result<(), ProvisionError> {
         let step = fail("rule");
         self.events
             .put_rule()
@@ -142,7 +182,13 @@ impl Provisioner {
             .put_targets()
             .event_bus_name(bus)
             .rule(rule)
-            .targets(Target::builder().id("queue").arn(queue_arn).build().map_err(|e| step(e.to_string()))?)
+            .targets(
+                Target::builder()
+                    .id("queue")
+                    .arn(queue_arn)
+                    .build()
+                    .map_err(|e| step(e.to_string()))?,
+            )
             .send()
             .await
             .map_err(|e| step(format!("{e:?}")))?;
@@ -151,7 +197,11 @@ impl Provisioner {
 
     /// The bus, the grant function's rule (to an inbox queue standing in for the Lambda target)
     /// and an audit tap (every event from source `latch`, to a queue).
-    pub async fn bus(&self, bus: &str, pipeline_sources: &[String]) -> Result<(String, String), ProvisionError> {
+    pub async fn bus(
+        &self,
+        bus: &str,
+        pipeline_sources: &[String],
+    ) -> Result<(String, String), ProvisionError> {
         let step = fail("bus");
         match self.events.create_event_bus().name(bus).send().await {
             Ok(_) => {}
@@ -160,9 +210,17 @@ impl Provisioner {
         }
         let (inbox_url, inbox_arn) = self.queue(&format!("{bus}-grant-inbox")).await?;
         let (audit_url, audit_arn) = self.queue(&format!("{bus}-audit-tap")).await?;
-        let pipeline_pattern = json!({"source": pipeline_sources, "detail-type": PIPELINE_DETAIL_TYPES});
-        self.rule_to_queue(bus, "latch-pipeline-events", pipeline_pattern, &inbox_arn).await?;
-        self.rule_to_queue(bus, "latch-audit-tap", json!({"source": [latch_core::audit::AUDIT_SOURCE]}), &audit_arn).await?;
+        let pipeline_pattern =
+            json!({"source": pipeline_sources, "detail-type": PIPELINE_DETAIL_TYPES});
+        self.rule_to_queue(bus, "latch-pipeline-events", pipeline_pattern, &inbox_arn)
+            .await?;
+        self.rule_to_queue(
+            bus,
+            "latch-audit-tap",
+            json!({"source": [latch_core::audit::AUDIT_SOURCE]}),
+            &audit_arn,
+        )
+        .await?;
         Ok((inbox_url, audit_url))
     }
 
@@ -170,17 +228,39 @@ impl Provisioner {
     pub async fn role(&self, role: &RoleArn) -> Result<(), ProvisionError> {
         let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
             "Principal": {"AWS": format!("arn:aws:iam::{}:root", role.account().as_str())}, "Action": "sts:AssumeRole"}]});
-        match self.iam.create_role().role_name(role.name()).path(role.path()).assume_role_policy_document(trust.to_string()).send().await {
+        match self
+            .iam
+            .create_role()
+            .role_name(role.name())
+            .path(role.path())
+            .assume_role_policy_document(trust.to_string())
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_entity_already_exists_exception()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_entity_already_exists_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(fail("role")(format!("{e:?}"))),
         }
     }
 
     /// Everything: table, bus with rules and queues, and each exact role the policy names.
-    pub async fn all(&self, table: &str, bus: &str, policy: &Policy) -> Result<Provisioned, ProvisionError> {
+    pub async fn all(
+        &self,
+        table: &str,
+        bus: &str,
+        policy: &Policy,
+    ) -> Result<Provisioned, ProvisionError> {
         self.table(table).await?;
-        let mut sources: Vec<String> = policy.rules.iter().flat_map(|r| r.sources.iter().cloned()).collect();
+        let mut sources: Vec<String> = policy
+            .rules
+            .iter()
+            .flat_map(|r| r.sources.iter().cloned())
+            .collect();
         sources.sort();
         sources.dedup();
         let (inbox_queue_url, audit_queue_url) = self.bus(bus, &sources).await?;
@@ -189,6 +269,11 @@ impl Provisioner {
                 self.role(&role).await?;
             }
         }
-        Ok(Provisioned { table: table.to_owned(), bus: bus.to_owned(), audit_queue_url, inbox_queue_url })
+        Ok(Provisioned {
+            table: table.to_owned(),
+            bus: bus.to_owned(),
+            audit_queue_url,
+            inbox_queue_url,
+        })
     }
 }

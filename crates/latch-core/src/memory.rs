@@ -10,8 +10,8 @@ use crate::audit::AuditRecord;
 use crate::model::RoleArn;
 use crate::policy::PolicyDocument;
 use crate::ports::{
-    Activation, AuditSink, Clock, Deletion, Grant, GrantStatus, GrantStore, IamError, IamWriter, SinkError,
-    StoreError,
+    Activation, AuditSink, Clock, Deletion, Grant, GrantStatus, GrantStore, IamError, IamWriter,
+    SinkError, StoreError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,7 +58,10 @@ struct IamState {
 
 impl MemoryIam {
     pub fn policy(&self, role: &RoleArn, name: &str) -> Option<String> {
-        lock(&self.inner).policies.get(&(role.name().to_owned(), name.to_owned())).cloned()
+        lock(&self.inner)
+            .policies
+            .get(&(role.name().to_owned(), name.to_owned()))
+            .cloned()
     }
     pub fn policy_count(&self) -> usize {
         lock(&self.inner).policies.len()
@@ -73,13 +76,21 @@ impl MemoryIam {
 }
 
 impl IamWriter for MemoryIam {
-    async fn put_role_policy(&self, role: &RoleArn, name: &str, document: &PolicyDocument) -> Result<(), IamError> {
+    async fn put_role_policy(
+        &self,
+        role: &RoleArn,
+        name: &str,
+        document: &PolicyDocument,
+    ) -> Result<(), IamError> {
         let mut s = lock(&self.inner);
         s.puts += 1;
         if let Some(e) = s.fail_next.pop_front() {
             return Err(e);
         }
-        s.policies.insert((role.name().to_owned(), name.to_owned()), document.as_json().to_owned());
+        s.policies.insert(
+            (role.name().to_owned(), name.to_owned()),
+            document.as_json().to_owned(),
+        );
         Ok(())
     }
 
@@ -89,10 +100,15 @@ impl IamWriter for MemoryIam {
         if let Some(e) = s.fail_next.pop_front() {
             return Err(e);
         }
-        Ok(match s.policies.remove(&(role.name().to_owned(), name.to_owned())) {
-            Some(_) => Deletion::Deleted,
-            None => Deletion::AlreadyGone,
-        })
+        Ok(
+            match s
+                .policies
+                .remove(&(role.name().to_owned(), name.to_owned()))
+            {
+                Some(_) => Deletion::Deleted,
+                None => Deletion::AlreadyGone,
+            },
+        )
     }
 }
 
@@ -124,7 +140,11 @@ impl MemoryStore {
         lock(&self.inner).audits.values().cloned().collect()
     }
     pub fn active_on(&self, role: &RoleArn) -> u32 {
-        lock(&self.inner).active_per_role.get(role.as_str()).copied().unwrap_or(0)
+        lock(&self.inner)
+            .active_per_role
+            .get(role.as_str())
+            .copied()
+            .unwrap_or(0)
     }
     pub fn add_tombstone(&self, scope: String, until: DateTime<Utc>) {
         lock(&self.inner).tombstones.insert(scope, until);
@@ -140,7 +160,12 @@ impl MemoryStore {
 }
 
 impl GrantStore for MemoryStore {
-    async fn record_activation(&self, grant: &Grant, audit: &AuditRecord, cap: Option<u32>) -> Result<Activation, StoreError> {
+    async fn record_activation(
+        &self,
+        grant: &Grant,
+        audit: &AuditRecord,
+        cap: Option<u32>,
+    ) -> Result<Activation, StoreError> {
         let mut s = lock(&self.inner);
         if let Some(e) = s.fail_next.pop_front() {
             return Err(e);
@@ -151,11 +176,16 @@ impl GrantStore for MemoryStore {
         if s.tombstones.contains_key(&job_scope(grant)) {
             return Ok(Activation::JobFinished);
         }
-        let active = s.active_per_role.get(grant.role.as_str()).copied().unwrap_or(0);
+        let active = s
+            .active_per_role
+            .get(grant.role.as_str())
+            .copied()
+            .unwrap_or(0);
         if cap.is_some_and(|c| active >= c) {
             return Ok(Activation::ConcurrencyCapReached);
         }
-        s.active_per_role.insert(grant.role.as_str().to_owned(), active + 1);
+        s.active_per_role
+            .insert(grant.role.as_str().to_owned(), active + 1);
         s.grants.insert(grant.id.as_str().to_owned(), grant.clone());
         s.audits.insert(audit.audit_id.clone(), audit.clone());
         Ok(Activation::Recorded)

@@ -155,7 +155,10 @@ pub trait GrantStore: Send + Sync {
     ) -> impl Future<Output = Result<Activation, StoreError>> + Send;
 
     /// A durable audit item on its own (denials). `false` when it was recorded before.
-    fn record_audit(&self, audit: &AuditRecord) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn record_audit(
+        &self,
+        audit: &AuditRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Publishes audit events (source `latch`) on the bus.

@@ -21,8 +21,8 @@ use crate::event::{Envelope, EventError, StartRequest};
 use crate::model::{GrantId, GrantIdentity, digest};
 use crate::policy::{Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
-    Activation, AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, Retryable, SinkError,
-    StoreError,
+    Activation, AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, Retryable,
+    SinkError, StoreError,
 };
 
 /// An event's `time` may run ahead of ours by this much (publishers may set it) before we refuse it.
@@ -77,7 +77,10 @@ struct Denial {
 
 impl From<DenyReason> for Denial {
     fn from(reason: DenyReason) -> Self {
-        Self { reason, detail: None }
+        Self {
+            reason,
+            detail: None,
+        }
     }
 }
 
@@ -87,7 +90,10 @@ impl From<EventError> for Denial {
             EventError::TooLarge { .. } => DenyReason::EventTooLarge,
             _ => DenyReason::MalformedEvent,
         };
-        Self { reason, detail: Some(e.to_string()) }
+        Self {
+            reason,
+            detail: Some(e.to_string()),
+        }
     }
 }
 
@@ -97,7 +103,10 @@ impl From<RenderError> for Denial {
             RenderError::UnsafePlaceholderValue { .. } => DenyReason::UnsafePlaceholderValue,
             RenderError::TooLarge { .. } => DenyReason::PolicyTooLarge,
         };
-        Self { reason, detail: Some(e.to_string()) }
+        Self {
+            reason,
+            detail: Some(e.to_string()),
+        }
     }
 }
 
@@ -131,16 +140,41 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         };
         let grant = &proposal.grant;
         let audit = activation_audit(grant, &proposal.actions, now);
-        match self.store.record_activation(grant, &audit, proposal.cap).await {
+        match self
+            .store
+            .record_activation(grant, &audit, proposal.cap)
+            .await
+        {
             Ok(Activation::Recorded) => {}
-            Ok(Activation::AlreadyRecorded(existing)) => return self.converge(*existing, &proposal.actions, now).await,
-            Ok(Activation::JobFinished) => return self.deny(envelope, Some(&request), DenyReason::JobFinished.into(), now).await,
+            Ok(Activation::AlreadyRecorded(existing)) => {
+                return self.converge(*existing, &proposal.actions, now).await;
+            }
+            Ok(Activation::JobFinished) => {
+                return self
+                    .deny(
+                        envelope,
+                        Some(&request),
+                        DenyReason::JobFinished.into(),
+                        now,
+                    )
+                    .await;
+            }
             Ok(Activation::ConcurrencyCapReached) => {
-                return self.deny(envelope, Some(&request), DenyReason::ConcurrencyCap.into(), now).await;
+                return self
+                    .deny(
+                        envelope,
+                        Some(&request),
+                        DenyReason::ConcurrencyCap.into(),
+                        now,
+                    )
+                    .await;
             }
             Err(e) if e.is_retryable() => return Err(e.into()),
             Err(e) => {
-                let denial = Denial { reason: DenyReason::StoreRejected, detail: Some(e.to_string()) };
+                let denial = Denial {
+                    reason: DenyReason::StoreRejected,
+                    detail: Some(e.to_string()),
+                };
                 return self.deny(envelope, Some(&request), denial, now).await;
             }
         }
@@ -153,12 +187,20 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         Ok(StartOutcome::Activated(grant.id.clone()))
     }
 
-    fn propose(&self, envelope: &Envelope, request: &StartRequest, now: DateTime<Utc>) -> Result<Proposal, Denial> {
+    fn propose(
+        &self,
+        envelope: &Envelope,
+        request: &StartRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Proposal, Denial> {
         let allowed = self.policy.decide(envelope, request)?;
         if envelope.time > now + MAX_CLOCK_SKEW {
             return Err(Denial {
                 reason: DenyReason::EventTimeInFuture,
-                detail: Some(format!("event time {} is ahead of now {now}", envelope.time)),
+                detail: Some(format!(
+                    "event time {} is ahead of now {now}",
+                    envelope.time
+                )),
             });
         }
         let duration = ChronoDuration::seconds(request.duration.as_secs() as i64);
@@ -195,7 +237,10 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
             policy_sha256: String::new(),
         };
         let document = self.render(&grant)?;
-        let grant = Grant { policy_sha256: document.sha256().to_owned(), ..grant };
+        let grant = Grant {
+            policy_sha256: document.sha256().to_owned(),
+            ..grant
+        };
         Ok(Proposal {
             grant,
             document,
@@ -205,7 +250,11 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     }
 
     fn render(&self, grant: &Grant) -> Result<PolicyDocument, Denial> {
-        let set = self.policy.permission_sets.get(&grant.permission_set).ok_or(DenyReason::PermissionSetUnknown)?;
+        let set = self
+            .policy
+            .permission_sets
+            .get(&grant.permission_set)
+            .ok_or(DenyReason::PermissionSetUnknown)?;
         let ctx = RenderContext {
             pipeline: &grant.job.pipeline,
             job: &grant.job.job,
@@ -218,7 +267,11 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     /// Puts the grant's policy on its role: `true` once it is there. IAM refusing it for good
     /// (`false`) is audited as a denial: retrying cannot help.
     async fn attach(&self, grant: &Grant, document: &PolicyDocument) -> Result<bool, GrantError> {
-        match self.iam.put_role_policy(&grant.role, &grant.id.policy_name(), document).await {
+        match self
+            .iam
+            .put_role_policy(&grant.role, &grant.id.policy_name(), document)
+            .await
+        {
             Ok(()) => Ok(true),
             Err(e) if e.is_retryable() => Err(e.into()),
             Err(e) => {
@@ -276,11 +329,19 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         problem: &str,
     ) -> Result<StartOutcome, GrantError> {
         let now = self.clock.now();
-        let mut audit = AuditRecord::new(digest(&[source, event_id, "untrusted-envelope"]), Decision::Denied, DenyReason::MalformedEvent.code(), now);
+        let mut audit = AuditRecord::new(
+            digest(&[source, event_id, "untrusted-envelope"]),
+            Decision::Denied,
+            DenyReason::MalformedEvent.code(),
+            now,
+        );
         audit.source = Some(source.to_owned());
         audit.event_id = Some(event_id.to_owned());
         audit.detail = Some(problem.to_owned());
-        warn!(event_id, source, problem, "event envelope cannot be trusted");
+        warn!(
+            event_id,
+            source, problem, "event envelope cannot be trusted"
+        );
         if self.store.record_audit(&audit).await? {
             self.audit.publish(&audit).await?;
         }
@@ -291,7 +352,10 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     pub async fn on_unsupported(&self, envelope: &Envelope) -> Result<StartOutcome, GrantError> {
         let denial = Denial {
             reason: DenyReason::UnsupportedEvent,
-            detail: Some(format!("detail-type {:?} is not handled by Latch", envelope.detail_type)),
+            detail: Some(format!(
+                "detail-type {:?} is not handled by Latch",
+                envelope.detail_type
+            )),
         };
         self.deny(envelope, None, denial, self.clock.now()).await
     }
@@ -304,7 +368,12 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
         let mut audit = AuditRecord::new(
-            digest(&[&envelope.source, envelope.account.as_str(), &envelope.id, "denied"]),
+            digest(&[
+                &envelope.source,
+                envelope.account.as_str(),
+                &envelope.id,
+                "denied",
+            ]),
             Decision::Denied,
             denial.reason.code(),
             now,
@@ -329,7 +398,11 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     }
 }
 
-fn fill_job_fields(audit: &mut AuditRecord, job: &crate::event::JobKey, ctx: &crate::event::JobContext) {
+fn fill_job_fields(
+    audit: &mut AuditRecord,
+    job: &crate::event::JobKey,
+    ctx: &crate::event::JobContext,
+) {
     audit.pipeline = Some(job.pipeline.clone());
     audit.run_id = Some(job.run_id.clone());
     audit.job = Some(job.job.clone());
@@ -362,7 +435,11 @@ pub fn fill_grant_fields(audit: &mut AuditRecord, grant: &Grant) {
 }
 
 /// The activation audit of a grant; its id is stable, so retries and duplicates share it.
-pub fn activation_audit(grant: &Grant, actions: &[String], recorded_at: DateTime<Utc>) -> AuditRecord {
+pub fn activation_audit(
+    grant: &Grant,
+    actions: &[String],
+    recorded_at: DateTime<Utc>,
+) -> AuditRecord {
     let mut audit = AuditRecord::new(
         digest(&[grant.id.as_str(), "activated"]),
         Decision::Activated,

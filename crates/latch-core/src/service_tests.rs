@@ -14,7 +14,11 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn service() -> Service {
-    let policy = Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap();
+    let policy = Policy::load(
+        include_str!("../../../infra/policies.yaml"),
+        "policies.yaml",
+    )
+    .unwrap();
     GrantService {
         policy,
         iam: MemoryIam::default(),
@@ -55,9 +59,15 @@ fn role() -> RoleArn {
 #[tokio::test]
 async fn given_an_allowed_start_when_handled_then_policy_record_audit_and_event_exist() {
     let s = service();
-    let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else { panic!() };
-    let doc: Value = serde_json::from_str(&s.iam.policy(&role(), &id.policy_name()).unwrap()).unwrap();
-    assert_eq!(doc["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"], "2026-11-25T12:15:00Z");
+    let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else {
+        panic!()
+    };
+    let doc: Value =
+        serde_json::from_str(&s.iam.policy(&role(), &id.policy_name()).unwrap()).unwrap();
+    assert_eq!(
+        doc["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
+        "2026-11-25T12:15:00Z"
+    );
     let grants = s.store.grants();
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].expires_at, t0() + Duration::minutes(15));
@@ -66,7 +76,10 @@ async fn given_an_allowed_start_when_handled_then_policy_record_audit_and_event_
     assert_eq!(audits[0].decision, Decision::Activated);
     assert_eq!(audits[0].rule.as_deref(), Some("app-release-deploys"));
     assert_eq!(audits[0].actor.as_deref(), Some("octocat"));
-    assert_eq!(audits[0].policy_sha256.as_deref(), Some(grants[0].policy_sha256.as_str()));
+    assert_eq!(
+        audits[0].policy_sha256.as_deref(),
+        Some(grants[0].policy_sha256.as_str())
+    );
     assert_eq!(s.audit.published(), audits);
     assert_eq!(s.store.active_on(&role()), 1);
 }
@@ -75,7 +88,9 @@ async fn given_an_allowed_start_when_handled_then_policy_record_audit_and_event_
 async fn given_a_duplicate_start_when_handled_then_nothing_new_is_recorded_or_extended() {
     let s = service();
     let first = start(&s, &envelope("e1"), &detail()).await.unwrap();
-    let StartOutcome::Activated(id) = first else { panic!("{first:?}") };
+    let StartOutcome::Activated(id) = first else {
+        panic!("{first:?}")
+    };
     let policy_before = s.iam.policy(&role(), &id.policy_name());
     // Same job re-published later with a longer duration: same grant id, no extension.
     let mut later = envelope("e2");
@@ -83,23 +98,42 @@ async fn given_a_duplicate_start_when_handled_then_nothing_new_is_recorded_or_ex
     let mut longer = detail();
     longer["duration"] = json!("20m");
     s.clock.advance(Duration::minutes(1));
-    assert_eq!(start(&s, &later, &longer).await.unwrap(), StartOutcome::AlreadyActive(id.clone()));
-    assert_eq!(start(&s, &envelope("e1"), &detail()).await.unwrap(), StartOutcome::AlreadyActive(id.clone()));
+    assert_eq!(
+        start(&s, &later, &longer).await.unwrap(),
+        StartOutcome::AlreadyActive(id.clone())
+    );
+    assert_eq!(
+        start(&s, &envelope("e1"), &detail()).await.unwrap(),
+        StartOutcome::AlreadyActive(id.clone())
+    );
     assert_eq!(s.store.grants().len(), 1);
     assert_eq!(s.store.audits().len(), 1);
     assert_eq!(s.store.active_on(&role()), 1);
     assert_eq!(s.iam.policy(&role(), &id.policy_name()), policy_before);
-    let ids: Vec<String> = s.audit.published().into_iter().map(|a| a.audit_id).collect();
-    assert!(ids.windows(2).all(|w| w[0] == w[1]), "re-published events share one audit id: {ids:?}");
+    let ids: Vec<String> = s
+        .audit
+        .published()
+        .into_iter()
+        .map(|a| a.audit_id)
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "re-published events share one audit id: {ids:?}"
+    );
 }
 
 #[tokio::test]
 async fn given_a_duplicate_of_a_revoked_grant_when_handled_then_iam_is_not_touched() {
     let s = service();
-    let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else { panic!() };
+    let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else {
+        panic!()
+    };
     s.store.set_status(id.as_str(), GrantStatus::Revoked);
     let puts = s.iam.calls().0;
-    assert_eq!(start(&s, &envelope("e1"), &detail()).await.unwrap(), StartOutcome::AlreadyEnded(id));
+    assert_eq!(
+        start(&s, &envelope("e1"), &detail()).await.unwrap(),
+        StartOutcome::AlreadyEnded(id)
+    );
     assert_eq!(s.iam.calls().0, puts);
 }
 
@@ -108,13 +142,22 @@ async fn given_a_denied_request_when_handled_then_iam_is_untouched_and_the_reaso
     let s = service();
     let mut d = detail();
     d["role_arn"] = json!("arn:aws:iam::123456789012:role/admin");
-    assert_eq!(start(&s, &envelope("e1"), &d).await.unwrap(), StartOutcome::Denied(DenyReason::RoleNotEligible));
+    assert_eq!(
+        start(&s, &envelope("e1"), &d).await.unwrap(),
+        StartOutcome::Denied(DenyReason::RoleNotEligible)
+    );
     assert_eq!(s.iam.calls(), (0, 0));
     assert!(s.store.grants().is_empty());
     let audits = s.store.audits();
     assert_eq!(audits.len(), 1);
-    assert_eq!((audits[0].decision, audits[0].reason.as_str()), (Decision::Denied, "role_not_eligible"));
-    assert_eq!(audits[0].role_arn.as_deref(), Some("arn:aws:iam::123456789012:role/admin"));
+    assert_eq!(
+        (audits[0].decision, audits[0].reason.as_str()),
+        (Decision::Denied, "role_not_eligible")
+    );
+    assert_eq!(
+        audits[0].role_arn.as_deref(),
+        Some("arn:aws:iam::123456789012:role/admin")
+    );
     assert_eq!(s.audit.published().len(), 1);
     // The same event delivered again is one decision: no second audit, no second event.
     start(&s, &envelope("e1"), &d).await.unwrap();
@@ -126,10 +169,24 @@ async fn given_malformed_detail_when_handled_then_the_audit_names_the_field() {
     let s = service();
     let mut d = detail();
     d["attempt"] = json!(-1);
-    assert_eq!(start(&s, &envelope("e1"), &d).await.unwrap(), StartOutcome::Denied(DenyReason::MalformedEvent));
-    assert!(s.store.audits()[0].detail.as_deref().unwrap().contains("`attempt`"));
+    assert_eq!(
+        start(&s, &envelope("e1"), &d).await.unwrap(),
+        StartOutcome::Denied(DenyReason::MalformedEvent)
+    );
+    assert!(
+        s.store.audits()[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("`attempt`")
+    );
     let s = service();
-    assert_eq!(s.on_start(&envelope("e1"), &json!("x"), 70_000).await.unwrap(), StartOutcome::Denied(DenyReason::EventTooLarge));
+    assert_eq!(
+        s.on_start(&envelope("e1"), &json!("x"), 70_000)
+            .await
+            .unwrap(),
+        StartOutcome::Denied(DenyReason::EventTooLarge)
+    );
 }
 
 #[tokio::test]
@@ -137,10 +194,16 @@ async fn given_event_times_out_of_bounds_when_handled_then_stale_and_future_are_
     let s = service();
     let mut old = envelope("e1");
     old.time = t0() - Duration::minutes(16);
-    assert_eq!(start(&s, &old, &detail()).await.unwrap(), StartOutcome::Denied(DenyReason::RequestStale));
+    assert_eq!(
+        start(&s, &old, &detail()).await.unwrap(),
+        StartOutcome::Denied(DenyReason::RequestStale)
+    );
     let mut future = envelope("e2");
     future.time = t0() + Duration::minutes(10);
-    assert_eq!(start(&s, &future, &detail()).await.unwrap(), StartOutcome::Denied(DenyReason::EventTimeInFuture));
+    assert_eq!(
+        start(&s, &future, &detail()).await.unwrap(),
+        StartOutcome::Denied(DenyReason::EventTimeInFuture)
+    );
     assert_eq!(s.iam.calls(), (0, 0));
 }
 
@@ -149,8 +212,14 @@ async fn given_a_finished_job_when_its_start_arrives_late_then_the_tombstone_ref
     let s = service();
     let probe = service();
     start(&probe, &envelope("e1"), &detail()).await.unwrap();
-    s.store.add_tombstone(job_scope(&probe.store.grants()[0]), t0() + Duration::hours(1));
-    assert_eq!(start(&s, &envelope("e1"), &detail()).await.unwrap(), StartOutcome::Denied(DenyReason::JobFinished));
+    s.store.add_tombstone(
+        job_scope(&probe.store.grants()[0]),
+        t0() + Duration::hours(1),
+    );
+    assert_eq!(
+        start(&s, &envelope("e1"), &detail()).await.unwrap(),
+        StartOutcome::Denied(DenyReason::JobFinished)
+    );
     assert_eq!(s.iam.calls(), (0, 0));
 }
 
@@ -162,32 +231,72 @@ async fn given_a_role_at_its_cap_when_another_job_asks_then_the_cap_denies_it() 
     d["permission_set"] = json!("db-migrate");
     d["duration"] = json!("5m");
     d["environment"] = json!("production");
-    assert!(matches!(start(&s, &envelope("e1"), &d).await.unwrap(), StartOutcome::Activated(_)));
+    assert!(matches!(
+        start(&s, &envelope("e1"), &d).await.unwrap(),
+        StartOutcome::Activated(_)
+    ));
     d["run_id"] = json!("4712");
-    assert_eq!(start(&s, &envelope("e2"), &d).await.unwrap(), StartOutcome::Denied(DenyReason::ConcurrencyCap));
+    assert_eq!(
+        start(&s, &envelope("e2"), &d).await.unwrap(),
+        StartOutcome::Denied(DenyReason::ConcurrencyCap)
+    );
 }
 
 #[tokio::test]
 async fn given_transient_failures_when_retried_then_the_grant_converges_once() {
     let s = service();
     s.store.fail_next(StoreError::Transient("throttled".into()));
-    assert!(start(&s, &envelope("e1"), &detail()).await.unwrap_err().is_retryable());
+    assert!(
+        start(&s, &envelope("e1"), &detail())
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
     s.iam.fail_next(IamError::Transient("503".into()));
-    assert!(start(&s, &envelope("e1"), &detail()).await.unwrap_err().is_retryable());
+    assert!(
+        start(&s, &envelope("e1"), &detail())
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
     assert_eq!(s.iam.policy_count(), 0);
-    s.audit.fail_next(SinkError::Transient("1 failed entry".into()));
-    assert!(start(&s, &envelope("e1"), &detail()).await.unwrap_err().is_retryable());
+    s.audit
+        .fail_next(SinkError::Transient("1 failed entry".into()));
+    assert!(
+        start(&s, &envelope("e1"), &detail())
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
     assert_eq!(s.iam.policy_count(), 1);
-    assert!(matches!(start(&s, &envelope("e1"), &detail()).await.unwrap(), StartOutcome::AlreadyActive(_)));
-    assert_eq!((s.store.grants().len(), s.store.audits().len(), s.audit.published().len()), (1, 1, 1));
+    assert!(matches!(
+        start(&s, &envelope("e1"), &detail()).await.unwrap(),
+        StartOutcome::AlreadyActive(_)
+    ));
+    assert_eq!(
+        (
+            s.store.grants().len(),
+            s.store.audits().len(),
+            s.audit.published().len()
+        ),
+        (1, 1, 1)
+    );
 }
 
 #[tokio::test]
 async fn given_iam_refuses_for_good_when_handled_then_it_is_denied_and_not_retried() {
     let s = service();
     s.iam.fail_next(IamError::NoSuchRole("app-deployer".into()));
-    assert_eq!(start(&s, &envelope("e1"), &detail()).await.unwrap(), StartOutcome::Denied(DenyReason::IamRejected));
-    let denied: Vec<_> = s.store.audits().into_iter().filter(|a| a.decision == Decision::Denied).collect();
+    assert_eq!(
+        start(&s, &envelope("e1"), &detail()).await.unwrap(),
+        StartOutcome::Denied(DenyReason::IamRejected)
+    );
+    let denied: Vec<_> = s
+        .store
+        .audits()
+        .into_iter()
+        .filter(|a| a.decision == Decision::Denied)
+        .collect();
     assert_eq!(denied.len(), 1);
     assert_eq!(denied[0].reason, "iam_rejected");
     assert_eq!(s.iam.policy_count(), 0);

@@ -6,10 +6,10 @@
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent};
-use latch_aws::{Clients, Config};
 use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
+use latch_aws::{Clients, Config};
 use latch_core::event::{DETAIL_TYPE_STARTED, Envelope};
 use latch_core::model::AccountId;
 use latch_core::policy::{LoadError, Policy};
@@ -34,7 +34,13 @@ pub async fn init() -> Result<AwsGrantService, InitError> {
     let config = Config::from_env()?;
     let policy = Policy::load_path(&config.policy_path)?;
     let clients = Clients::from_env(&config).await;
-    Ok(GrantService { policy, iam: clients.iam, store: clients.store, audit: clients.audit, clock: SystemClock })
+    Ok(GrantService {
+        policy,
+        iam: clients.iam,
+        store: clients.store,
+        audit: clients.audit,
+        clock: SystemClock,
+    })
 }
 
 /// The trusted envelope, or what is missing from it.
@@ -64,7 +70,9 @@ where
     let result = match envelope(&event) {
         Err(problem) => {
             let id = event.id.as_deref().unwrap_or("-");
-            service.on_untrusted_envelope(id, &event.source, problem).await
+            service
+                .on_untrusted_envelope(id, &event.source, problem)
+                .await
         }
         Ok(env) if env.detail_type == DETAIL_TYPE_STARTED => {
             let detail_len = serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());

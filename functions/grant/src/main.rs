@@ -3,6 +3,11 @@ use lambda_runtime::{Error, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     latch_aws::telemetry::init();
-    let service = grant::init().await.expect("grant function configuration and policy file");
-    run(service_fn(|event| async { grant::handle(&service, event).await.map(|_| ()) })).await
+    let service = grant::init()
+        .await
+        .expect("grant function configuration and policy file");
+    run(service_fn(|event| async {
+        grant::handle(&service, event).await.map(|_| ())
+    }))
+    .await
 }

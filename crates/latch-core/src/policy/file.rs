@@ -160,7 +160,9 @@ struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     fn new(text: &'a str) -> Self {
-        Self { lines: text.lines().collect() }
+        Self {
+            lines: text.lines().collect(),
+        }
     }
 
     fn line_of(&self, anchors: &[&str]) -> Option<usize> {
@@ -200,28 +202,45 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
             ),
         }],
     })?;
-    let mut c = Collector { locator: Locator::new(text), problems: Vec::new() };
+    let mut c = Collector {
+        locator: Locator::new(text),
+        problems: Vec::new(),
+    };
     let policy = validate(doc, &mut c);
     if c.problems.is_empty() {
         Ok(policy)
     } else {
-        Err(LoadError { origin: origin.to_owned(), problems: c.problems })
+        Err(LoadError {
+            origin: origin.to_owned(),
+            problems: c.problems,
+        })
     }
 }
 
 /// On error the problem is recorded and validation goes on; the policy is discarded anyway.
 fn duration(c: &mut Collector<'_>, anchors: &[&str], text: &str) -> GrantDuration {
     GrantDuration::parse(text).unwrap_or_else(|e| {
-        c.push(anchors, format!("max_duration {text:?}: {e}"), Some("write PT15M or 15m, at most 12h"));
+        c.push(
+            anchors,
+            format!("max_duration {text:?}: {e}"),
+            Some("write PT15M or 15m, at most 12h"),
+        );
         GrantDuration::SHORTEST
     })
 }
 
 fn glob(c: &mut Collector<'_>, anchors: &[&str], text: &str, what: &str) -> Option<Pattern> {
     match GlobBuilder::new(text).literal_separator(true).build() {
-        Ok(g) => Some(Pattern { text: text.to_owned(), matcher: g.compile_matcher() }),
+        Ok(g) => Some(Pattern {
+            text: text.to_owned(),
+            matcher: g.compile_matcher(),
+        }),
         Err(e) => {
-            c.push(anchors, format!("{what} pattern {text:?}: {e}"), Some("use * within a segment, ** across /"));
+            c.push(
+                anchors,
+                format!("{what} pattern {text:?}: {e}"),
+                Some("use * within a segment, ** across /"),
+            );
             None
         }
     }
@@ -229,15 +248,25 @@ fn glob(c: &mut Collector<'_>, anchors: &[&str], text: &str, what: &str) -> Opti
 
 fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
     if doc.version != 1 {
-        c.push(&["version:"], format!("unsupported version {}", doc.version), Some("this Latch reads version: 1"));
+        c.push(
+            &["version:"],
+            format!("unsupported version {}", doc.version),
+            Some("this Latch reads version: 1"),
+        );
     }
-    let elevatable_path = doc.elevatable_path.unwrap_or_else(|| DEFAULT_ELEVATABLE_PATH.to_owned());
-    if !(elevatable_path.len() > 2 && elevatable_path.starts_with('/') && elevatable_path.ends_with('/'))
+    let elevatable_path = doc
+        .elevatable_path
+        .unwrap_or_else(|| DEFAULT_ELEVATABLE_PATH.to_owned());
+    if !(elevatable_path.len() > 2
+        && elevatable_path.starts_with('/')
+        && elevatable_path.ends_with('/'))
         || elevatable_path.contains(['*', '?'])
     {
         c.push(
             &["elevatable_path:"],
-            format!("elevatable_path {elevatable_path:?} must be a non-root IAM path such as /latch/"),
+            format!(
+                "elevatable_path {elevatable_path:?} must be a non-root IAM path such as /latch/"
+            ),
             None,
         );
     }
@@ -247,22 +276,41 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
         let anchor = format!("{name_text}:");
         let anchors = ["permission_sets:", anchor.as_str()];
         let Ok(name) = Name::parse(&name_text) else {
-            c.push(&anchors, format!("permission set name {name_text:?} is not a valid name"), Some("1-64 of A-Z a-z 0-9 _ -"));
+            c.push(
+                &anchors,
+                format!("permission set name {name_text:?} is not a valid name"),
+                Some("1-64 of A-Z a-z 0-9 _ -"),
+            );
             continue;
         };
-        let max_duration = duration(c, &[anchors[0], anchors[1], "max_duration"], &set.max_duration);
+        let max_duration = duration(
+            c,
+            &[anchors[0], anchors[1], "max_duration"],
+            &set.max_duration,
+        );
         if set.statements.is_empty() {
-            c.push(&anchors, format!("permission set {name_text} has no statements"), None);
+            c.push(
+                &anchors,
+                format!("permission set {name_text} has no statements"),
+                None,
+            );
         }
         let statements = set
             .statements
             .into_iter()
             .enumerate()
-            .filter_map(|(i, s)| statement(c, &anchors, &name_text, i, s, &set.guardrail_exceptions))
+            .filter_map(|(i, s)| {
+                statement(c, &anchors, &name_text, i, s, &set.guardrail_exceptions)
+            })
             .collect();
         permission_sets.insert(
             name.clone(),
-            PermissionSet { name, description: set.description, max_duration, statements },
+            PermissionSet {
+                name,
+                description: set.description,
+                max_duration,
+                statements,
+            },
         );
     }
 
@@ -271,35 +319,70 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
         let anchor = format!("name: {}", r.name);
         let at = ["rules:", anchor.as_str()];
         let Ok(name) = Name::parse(&r.name) else {
-            c.push(&at, format!("rule name {:?} is not a valid name", r.name), Some("1-64 of A-Z a-z 0-9 _ -"));
+            c.push(
+                &at,
+                format!("rule name {:?} is not a valid name", r.name),
+                Some("1-64 of A-Z a-z 0-9 _ -"),
+            );
             continue;
         };
         if rules.iter().any(|prev| prev.name == name) {
-            c.push(&at, format!("rule name {name} is used twice"), Some("rule names appear in audits: keep them unique"));
+            c.push(
+                &at,
+                format!("rule name {name} is used twice"),
+                Some("rule names appear in audits: keep them unique"),
+            );
         }
         if r.sources.is_empty() {
-            c.push(&at, format!("rule {name} lists no sources"), Some("name the EventBridge source(s) it trusts"));
+            c.push(
+                &at,
+                format!("rule {name} lists no sources"),
+                Some("name the EventBridge source(s) it trusts"),
+            );
         }
         let accounts: Vec<AccountId> = r
             .accounts
             .iter()
             .filter_map(|a| {
-                AccountId::parse(a).map_err(|e| c.push(&[at[0], at[1], a], format!("rule {name}: account {a:?}: {e}"), None)).ok()
+                AccountId::parse(a)
+                    .map_err(|e| {
+                        c.push(
+                            &[at[0], at[1], a],
+                            format!("rule {name}: account {a:?}: {e}"),
+                            None,
+                        )
+                    })
+                    .ok()
             })
             .collect();
         if r.accounts.is_empty() {
             c.push(&at, format!("rule {name} lists no accounts"), None);
         }
-        let pipelines: Vec<Pattern> =
-            r.pipelines.iter().filter_map(|p| glob(c, &[at[0], at[1], p], p, "pipeline")).collect();
+        let pipelines: Vec<Pattern> = r
+            .pipelines
+            .iter()
+            .filter_map(|p| glob(c, &[at[0], at[1], p], p, "pipeline"))
+            .collect();
         if r.pipelines.is_empty() {
-            c.push(&at, format!("rule {name} lists no pipelines"), Some("use [\"*\"] to mean any pipeline"));
+            c.push(
+                &at,
+                format!("rule {name} lists no pipelines"),
+                Some("use [\"*\"] to mean any pipeline"),
+            );
         }
-        let refs = r.refs.map(|refs| refs.iter().filter_map(|p| glob(c, &[at[0], at[1], p], p, "ref")).collect());
+        let refs = r.refs.map(|refs| {
+            refs.iter()
+                .filter_map(|p| glob(c, &[at[0], at[1], p], p, "ref"))
+                .collect()
+        });
         let mut roles = Vec::new();
         for role in &r.roles {
             if let Some(problem) = role_pattern_problem(role, &elevatable_path, &accounts) {
-                c.push(&[at[0], at[1], role], format!("rule {name}: role {role:?} {problem}"), Some("roles are ARNs under the elevatable path; * only in the role name"));
+                c.push(
+                    &[at[0], at[1], role],
+                    format!("rule {name}: role {role:?} {problem}"),
+                    Some("roles are ARNs under the elevatable path; * only in the role name"),
+                );
             } else if let Some(p) = glob(c, &[at[0], at[1], role], role, "role") {
                 roles.push(p);
             }
@@ -311,12 +394,20 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
         for s in &r.permission_sets {
             match Name::parse(s) {
                 Ok(n) if permission_sets.contains_key(&n) => sets.push(n),
-                _ => c.push(&[at[0], at[1], s], format!("rule {name}: unknown permission set {s:?}"), Some("define it under permission_sets")),
+                _ => c.push(
+                    &[at[0], at[1], s],
+                    format!("rule {name}: unknown permission set {s:?}"),
+                    Some("define it under permission_sets"),
+                ),
             }
         }
         let max_duration = duration(c, &[at[0], at[1], "max_duration"], &r.max_duration);
         if r.max_active_grants_per_role == Some(0) {
-            c.push(&[at[0], at[1], "max_active_grants_per_role"], format!("rule {name}: a cap of 0 allows nothing"), Some("remove the rule instead"));
+            c.push(
+                &[at[0], at[1], "max_active_grants_per_role"],
+                format!("rule {name}: a cap of 0 allows nothing"),
+                Some("remove the rule instead"),
+            );
         }
         rules.push(Rule {
             name,
@@ -331,7 +422,11 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             max_active_grants_per_role: r.max_active_grants_per_role,
         });
     }
-    Policy { elevatable_path, permission_sets, rules }
+    Policy {
+        elevatable_path,
+        permission_sets,
+        rules,
+    }
 }
 
 /// A role pattern must be an ARN under the elevatable path, in one of the rule's accounts,
@@ -341,11 +436,18 @@ fn role_pattern_problem(pattern: &str, path: &str, accounts: &[AccountId]) -> Op
     if pattern[..name_start].contains(['*', '?', '[', '{']) {
         return Some("has a wildcard before the role name".into());
     }
-    let concrete: String = pattern.chars().map(|ch| if "*?[]{}!,".contains(ch) { 'x' } else { ch }).collect();
+    let concrete: String = pattern
+        .chars()
+        .map(|ch| if "*?[]{}!,".contains(ch) { 'x' } else { ch })
+        .collect();
     match RoleArn::parse(&concrete) {
         Err(e) => Some(format!("is not a role ARN: {e}")),
-        Ok(arn) if !arn.is_under_path(path) => Some(format!("is outside the elevatable path {path}")),
-        Ok(arn) if !accounts.contains(arn.account()) => Some("is in an account the rule does not list".into()),
+        Ok(arn) if !arn.is_under_path(path) => {
+            Some(format!("is outside the elevatable path {path}"))
+        }
+        Ok(arn) if !accounts.contains(arn.account()) => {
+            Some("is in an account the rule does not list".into())
+        }
         Ok(_) => None,
     }
 }
@@ -362,19 +464,43 @@ fn statement(
     let where_ = format!("permission set {set}, statement {}", index + 1);
     let mut violations = Vec::new();
     if s.actions.is_empty() == s.not_actions.is_empty() {
-        c.push(&at("statements:"), format!("{where_}: give exactly one of actions or not_actions"), None);
+        c.push(
+            &at("statements:"),
+            format!("{where_}: give exactly one of actions or not_actions"),
+            None,
+        );
         return None;
     }
     if s.resources.is_empty() == s.not_resources.is_empty() {
-        c.push(&at("statements:"), format!("{where_}: give exactly one of resources or not_resources"), None);
+        c.push(
+            &at("statements:"),
+            format!("{where_}: give exactly one of resources or not_resources"),
+            None,
+        );
         return None;
     }
-    if let Some(sid) = s.sid.as_ref().filter(|sid| sid.is_empty() || !sid.chars().all(|ch| ch.is_ascii_alphanumeric())) {
-        c.push(&at("sid:"), format!("{where_}: sid {sid:?} must be ASCII letters and digits"), None);
+    if let Some(sid) = s
+        .sid
+        .as_ref()
+        .filter(|sid| sid.is_empty() || !sid.chars().all(|ch| ch.is_ascii_alphanumeric()))
+    {
+        c.push(
+            &at("sid:"),
+            format!("{where_}: sid {sid:?} must be ASCII letters and digits"),
+            None,
+        );
     }
     for a in s.actions.iter().chain(&s.not_actions) {
-        let Some((service, name)) = a.split_once(':').filter(|(svc, n)| !svc.is_empty() && !n.is_empty()).or(if a == "*" { Some(("*", "*")) } else { None }) else {
-            c.push(&[anchors[0], anchors[1], a], format!("{where_}: action {a:?} is not service:Action"), None);
+        let Some((service, name)) = a
+            .split_once(':')
+            .filter(|(svc, n)| !svc.is_empty() && !n.is_empty())
+            .or(if a == "*" { Some(("*", "*")) } else { None })
+        else {
+            c.push(
+                &[anchors[0], anchors[1], a],
+                format!("{where_}: action {a:?} is not service:Action"),
+                None,
+            );
             continue;
         };
         if service.contains(['*', '?']) {
@@ -407,18 +533,34 @@ fn statement(
             );
         }
     }
-    if s.conditions.get("DateLessThan").and_then(|d| d.get("aws:CurrentTime")).is_some() {
-        c.push(&at("conditions:"), format!("{where_}: DateLessThan aws:CurrentTime is reserved for the grant's expiry"), None);
+    if s.conditions
+        .get("DateLessThan")
+        .and_then(|d| d.get("aws:CurrentTime"))
+        .is_some()
+    {
+        c.push(
+            &at("conditions:"),
+            format!("{where_}: DateLessThan aws:CurrentTime is reserved for the grant's expiry"),
+            None,
+        );
     }
     if s.conditions.values().any(|v| !v.is_object()) {
-        c.push(&at("conditions:"), format!("{where_}: each condition operator maps to {{key: value}}"), None);
+        c.push(
+            &at("conditions:"),
+            format!("{where_}: each condition operator maps to {{key: value}}"),
+            None,
+        );
     }
     let mut templates = |list: Vec<String>| -> Vec<ResourceTemplate> {
         list.into_iter()
             .filter_map(|r| match ResourceTemplate::parse(&r) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    c.push(&[anchors[0], anchors[1], &r], format!("{where_}: resource {r:?}: {e}"), Some("placeholders are ${pipeline} ${job} ${account} ${region}"));
+                    c.push(
+                        &[anchors[0], anchors[1], &r],
+                        format!("{where_}: resource {r:?}: {e}"),
+                        Some("placeholders are ${pipeline} ${job} ${account} ${region}"),
+                    );
                     None
                 }
             })

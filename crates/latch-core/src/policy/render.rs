@@ -3,7 +3,8 @@
 //! Contract: every statement carries `Condition.DateLessThan.aws:CurrentTime` = the grant's
 //! expiry (I1), merged beside the set's own conditions; actions are exactly the set's; a
 //! resource differs from its template only where a placeholder was filled with a value from
-//! the safe character set, so no event can add `*`, `?`, `:` or `/` to a resource. The size is
+//! the safe character set, so no event can add `*`, `?`, `:` or `/` to a resource (condition
+//! values get the same placeholders, filled the same way). The size is
 //! counted as IAM counts it (no whitespace) and refused over the per-role inline limit.
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -75,7 +76,10 @@ impl ResourceTemplate {
         if text.is_empty() {
             return Err("empty resource".into());
         }
-        Ok(Self { text: text.to_owned(), segments })
+        Ok(Self {
+            text: text.to_owned(),
+            segments,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -107,7 +111,8 @@ pub struct RenderContext<'a> {
 pub fn is_safe_placeholder_value(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= MAX_PLACEHOLDER_CHARS
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.+=@-".contains(&b))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.+=@-".contains(&b))
 }
 
 impl RenderContext<'_> {
@@ -121,14 +126,18 @@ impl RenderContext<'_> {
         if is_safe_placeholder_value(v) {
             Ok(v)
         } else {
-            Err(RenderError::UnsafePlaceholderValue { placeholder: p.name() })
+            Err(RenderError::UnsafePlaceholderValue {
+                placeholder: p.name(),
+            })
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    #[error("the value for ${{{placeholder}}} has characters outside A-Z a-z 0-9 _ . + = @ - (or is empty or over 128)")]
+    #[error(
+        "the value for ${{{placeholder}}} has characters outside A-Z a-z 0-9 _ . + = @ - (or is empty or over 128)"
+    )]
     UnsafePlaceholderValue { placeholder: &'static str },
     #[error("the rendered policy is {chars} characters, over IAM's {MAX_POLICY_CHARS}")]
     TooLarge { chars: usize },
@@ -159,38 +168,102 @@ pub fn iam_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn merged_conditions(own: &Map<String, Value>, expires: &str) -> Map<String, Value> {
-    let mut conditions = own.clone();
-    let date_less_than = conditions.entry("DateLessThan").or_insert_with(|| Value::Object(Map::new()));
+/// Fills Latch's placeholders in condition values (strings, and strings in lists); anything
+/// else, IAM's own policy variables such as `${aws:username}` included, is left as written.
+fn fill_condition_value(v: &Value, ctx: &RenderContext<'_>) -> Result<Value, RenderError> {
+    Ok(match v {
+        Value::String(text) => {
+            let mut out = text.clone();
+            for p in [
+                Placeholder::Pipeline,
+                Placeholder::Job,
+                Placeholder::Account,
+                Placeholder::Region,
+            ] {
+                let token = format!("${{{}}}", p.name());
+                if out.contains(&token) {
+                    out = out.replace(&token, ctx.safe_value(p)?);
+                }
+            }
+            Value::String(out)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| fill_condition_value(i, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), fill_condition_value(v, ctx)?)))
+                .collect::<Result<_, RenderError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+fn merged_conditions(
+    own: &Map<String, Value>,
+    expires: &str,
+    ctx: &RenderContext<'_>,
+) -> Result<Map<String, Value>, RenderError> {
+    let Value::Object(mut conditions) = fill_condition_value(&Value::Object(own.clone()), ctx)?
+    else {
+        return Ok(Map::new());
+    };
+    let date_less_than = conditions
+        .entry("DateLessThan")
+        .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(m) = date_less_than {
         m.insert("aws:CurrentTime".into(), Value::String(expires.to_owned()));
     }
-    conditions
+    Ok(conditions)
 }
 
 impl PermissionSet {
     /// Renders the document for one grant. Statement ids are the set's own or `LatchN`.
-    pub fn render(&self, ctx: &RenderContext<'_>, expires: DateTime<Utc>) -> Result<PolicyDocument, RenderError> {
+    pub fn render(
+        &self,
+        ctx: &RenderContext<'_>,
+        expires: DateTime<Utc>,
+    ) -> Result<PolicyDocument, RenderError> {
         let expires = iam_time(expires);
         let mut statements = Vec::with_capacity(self.statements.len());
         for (i, s) in self.statements.iter().enumerate() {
             let mut st = Map::new();
-            st.insert("Sid".into(), Value::String(s.sid.clone().unwrap_or_else(|| format!("Latch{i}"))));
-            st.insert("Effect".into(), json!(if s.effect == Effect::Allow { "Allow" } else { "Deny" }));
+            st.insert(
+                "Sid".into(),
+                Value::String(s.sid.clone().unwrap_or_else(|| format!("Latch{i}"))),
+            );
+            st.insert(
+                "Effect".into(),
+                json!(if s.effect == Effect::Allow {
+                    "Allow"
+                } else {
+                    "Deny"
+                }),
+            );
             if !s.actions.is_empty() {
                 st.insert("Action".into(), json!(s.actions));
             }
             if !s.not_actions.is_empty() {
                 st.insert("NotAction".into(), json!(s.not_actions));
             }
-            let fill = |ts: &[ResourceTemplate]| ts.iter().map(|t| t.fill(ctx)).collect::<Result<Vec<_>, _>>();
+            let fill = |ts: &[ResourceTemplate]| {
+                ts.iter()
+                    .map(|t| t.fill(ctx))
+                    .collect::<Result<Vec<_>, _>>()
+            };
             if !s.resources.is_empty() {
                 st.insert("Resource".into(), json!(fill(&s.resources)?));
             }
             if !s.not_resources.is_empty() {
                 st.insert("NotResource".into(), json!(fill(&s.not_resources)?));
             }
-            st.insert("Condition".into(), Value::Object(merged_conditions(&s.conditions, &expires)));
+            st.insert(
+                "Condition".into(),
+                Value::Object(merged_conditions(&s.conditions, &expires, ctx)?),
+            );
             statements.push(Value::Object(st));
         }
         let doc = json!({ "Version": "2012-10-17", "Statement": statements });
@@ -199,7 +272,10 @@ impl PermissionSet {
         if chars > MAX_POLICY_CHARS {
             return Err(RenderError::TooLarge { chars });
         }
-        let sha256 = Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = Sha256::digest(json.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(PolicyDocument { json, sha256 })
     }
 }

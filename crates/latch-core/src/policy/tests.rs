@@ -51,7 +51,9 @@ fn given_the_worked_example_when_loaded_then_its_sets_and_rules_are_there() {
 #[test]
 fn given_an_allowed_request_when_decided_then_the_rule_is_named() {
     let p = example();
-    let allowed = p.decide(&envelope("ci.github"), &request(json!({}))).unwrap();
+    let allowed = p
+        .decide(&envelope("ci.github"), &request(json!({})))
+        .unwrap();
     assert_eq!(allowed.rule.name.as_str(), "app-release-deploys");
     assert_eq!(allowed.permission_set.name.as_str(), "deploy-artifacts");
 }
@@ -61,21 +63,67 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
     let p = example();
     let gh = envelope("ci.github");
     let cases = [
-        (envelope("ci.unknown"), json!({}), DenyReason::NoMatchingRule),
-        (gh.clone(), json!({"pipeline": "other"}), DenyReason::NoMatchingRule),
-        (gh.clone(), json!({"ref": "refs/heads/feature"}), DenyReason::NoMatchingRule),
+        (
+            envelope("ci.unknown"),
+            json!({}),
+            DenyReason::NoMatchingRule,
+        ),
+        (
+            gh.clone(),
+            json!({"pipeline": "other"}),
+            DenyReason::NoMatchingRule,
+        ),
+        (
+            gh.clone(),
+            json!({"ref": "refs/heads/feature"}),
+            DenyReason::NoMatchingRule,
+        ),
         (gh.clone(), json!({"ref": null}), DenyReason::NoMatchingRule),
-        (gh.clone(), json!({"role_arn": "arn:aws:iam::123456789012:role/admin"}), DenyReason::RoleNotEligible),
-        (gh.clone(), json!({"role_arn": "arn:aws:iam::123456789012:role/latch/other"}), DenyReason::RoleNotEligible),
-        (gh.clone(), json!({"role_arn": "arn:aws:iam::210987654321:role/latch/app-deployer"}), DenyReason::RoleNotEligible),
-        (gh.clone(), json!({"permission_set": "nope"}), DenyReason::PermissionSetUnknown),
-        (gh.clone(), json!({"role_arn": "arn:aws:iam::123456789012:role/latch/app-deployer", "permission_set": "db-migrate"}), DenyReason::PermissionSetNotAllowed),
-        (gh.clone(), json!({"duration": "25m"}), DenyReason::DurationOverMax),
-        (gh.clone(), json!({"permission_set": "lambda-deploy", "duration": "16m"}), DenyReason::DurationOverMax),
-        (gh.clone(), json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator", "permission_set": "db-migrate", "environment": "staging"}), DenyReason::RoleNotEligible),
+        (
+            gh.clone(),
+            json!({"role_arn": "arn:aws:iam::123456789012:role/admin"}),
+            DenyReason::RoleNotEligible,
+        ),
+        (
+            gh.clone(),
+            json!({"role_arn": "arn:aws:iam::123456789012:role/latch/other"}),
+            DenyReason::RoleNotEligible,
+        ),
+        (
+            gh.clone(),
+            json!({"role_arn": "arn:aws:iam::210987654321:role/latch/app-deployer"}),
+            DenyReason::RoleNotEligible,
+        ),
+        (
+            gh.clone(),
+            json!({"permission_set": "nope"}),
+            DenyReason::PermissionSetUnknown,
+        ),
+        (
+            gh.clone(),
+            json!({"role_arn": "arn:aws:iam::123456789012:role/latch/app-deployer", "permission_set": "db-migrate"}),
+            DenyReason::PermissionSetNotAllowed,
+        ),
+        (
+            gh.clone(),
+            json!({"duration": "25m"}),
+            DenyReason::DurationOverMax,
+        ),
+        (
+            gh.clone(),
+            json!({"permission_set": "lambda-deploy", "duration": "16m"}),
+            DenyReason::DurationOverMax,
+        ),
+        (
+            gh.clone(),
+            json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator", "permission_set": "db-migrate", "environment": "staging"}),
+            DenyReason::RoleNotEligible,
+        ),
     ];
     for (env, overrides, want) in cases {
-        let got = p.decide(&env, &request(overrides.clone())).map(|a| a.rule.name.to_string());
+        let got = p
+            .decide(&env, &request(overrides.clone()))
+            .map(|a| a.rule.name.to_string());
         assert_eq!(got, Err(want), "{overrides}");
     }
 }
@@ -83,9 +131,18 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
 #[test]
 fn given_a_claimed_environment_when_the_rule_narrows_on_it_then_only_that_one_passes() {
     let p = example();
-    let r = request(json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator",
-                           "permission_set": "db-migrate", "duration": "5m", "environment": "production"}));
-    assert_eq!(p.decide(&envelope("ci.github"), &r).unwrap().rule.name.as_str(), "prod-migrations");
+    let r = request(
+        json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator",
+                           "permission_set": "db-migrate", "duration": "5m", "environment": "production"}),
+    );
+    assert_eq!(
+        p.decide(&envelope("ci.github"), &r)
+            .unwrap()
+            .rule
+            .name
+            .as_str(),
+        "prod-migrations"
+    );
 }
 
 const MINIMAL: &str = r#"version: 1
@@ -108,7 +165,10 @@ rules:
 
 #[test]
 fn given_an_unknown_key_when_loaded_then_the_error_has_line_and_column() {
-    let text = MINIMAL.replace("    max_duration: 10m\n    statements", "    max_duraton: 10m\n    statements");
+    let text = MINIMAL.replace(
+        "    max_duration: 10m\n    statements",
+        "    max_duraton: 10m\n    statements",
+    );
     let p = problems(&text);
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].line, Some(5));
@@ -125,8 +185,14 @@ fn given_semantic_errors_when_loaded_then_all_are_reported_at_their_lines() {
     let rendered = err.to_string();
     assert_eq!(err.problems.len(), 2, "{rendered}");
     assert!(rendered.contains("p.yaml:14: rule r: role"), "{rendered}");
-    assert!(rendered.contains("outside the elevatable path"), "{rendered}");
-    assert!(rendered.contains("p.yaml:15: rule r: unknown permission set \"ghost\""), "{rendered}");
+    assert!(
+        rendered.contains("outside the elevatable path"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("p.yaml:15: rule r: unknown permission set \"ghost\""),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -135,20 +201,40 @@ fn given_dangerous_statements_when_loaded_then_guardrails_refuse_them_unless_opt
         ("[\"*\"]", "[\"*\"]", "wildcard_action"),
         ("[\"*:Get*\"]", "[\"*\"]", "wildcard_action"),
         ("[\"iam:*\"]", "[\"*\"]", "iam_wildcard"),
-        ("[\"iam:Put*\"]", "[\"arn:aws:iam::123456789012:role/x\"]", "iam_wildcard"),
+        (
+            "[\"iam:Put*\"]",
+            "[\"arn:aws:iam::123456789012:role/x\"]",
+            "iam_wildcard",
+        ),
         ("[iam:PassRole]", "[\"*\"]", "pass_role_any_resource"),
         ("[sts:AssumeRole]", "[\"*\"]", "assume_role_any_resource"),
     ] {
         let text = MINIMAL
             .replace("actions: [s3:GetObject]", &format!("actions: {actions}"))
-            .replace("resources: [\"arn:aws:s3:::b/${pipeline}/*\"]", &format!("resources: {resources}"));
+            .replace(
+                "resources: [\"arn:aws:s3:::b/${pipeline}/*\"]",
+                &format!("resources: {resources}"),
+            );
         let p = problems(&text);
-        assert!(p.iter().any(|p| p.message.contains(guardrail) && p.line.is_some()), "{guardrail}: {p:?}");
-        let opted = text.replace("    max_duration: 10m\n    statements", &format!("    max_duration: 10m\n    guardrail_exceptions: [{guardrail}]\n    statements"));
+        assert!(
+            p.iter()
+                .any(|p| p.message.contains(guardrail) && p.line.is_some()),
+            "{guardrail}: {p:?}"
+        );
+        let opted = text.replace(
+            "    max_duration: 10m\n    statements",
+            &format!(
+                "    max_duration: 10m\n    guardrail_exceptions: [{guardrail}]\n    statements"
+            ),
+        );
         assert!(Policy::load(&opted, "p.yaml").is_ok(), "{guardrail} opt-in");
     }
     let not_action = MINIMAL.replace("actions: [s3:GetObject]", "not_actions: [s3:DeleteObject]");
-    assert!(problems(&not_action).iter().any(|p| p.message.contains("not_action")));
+    assert!(
+        problems(&not_action)
+            .iter()
+            .any(|p| p.message.contains("not_action"))
+    );
 }
 
 #[test]
@@ -158,7 +244,11 @@ fn given_an_unknown_placeholder_or_reserved_condition_when_loaded_then_it_is_ref
         "        resources: [\"arn:aws:s3:::b/${pipeline}/*\"]",
         "        resources: [\"arn:aws:s3:::b/${pipeline}/*\"]\n        conditions:\n          DateLessThan:\n            aws:CurrentTime: \"2030-01-01T00:00:00Z\"",
     );
-    assert!(problems(&reserved).iter().any(|p| p.message.contains("reserved")));
+    assert!(
+        problems(&reserved)
+            .iter()
+            .any(|p| p.message.contains("reserved"))
+    );
 }
 
 fn expires() -> chrono::DateTime<Utc> {
@@ -166,19 +256,35 @@ fn expires() -> chrono::DateTime<Utc> {
 }
 
 fn ctx<'a>(pipeline: &'a str, job: &'a str) -> RenderContext<'a> {
-    RenderContext { pipeline, job, account: "123456789012", region: "us-east-1" }
+    RenderContext {
+        pipeline,
+        job,
+        account: "123456789012",
+        region: "us-east-1",
+    }
 }
 
 #[test]
 fn given_a_set_with_its_own_conditions_when_rendered_then_expiry_is_merged_not_replacing() {
     let p = example();
     let set = &p.permission_sets[&crate::model::Name::parse("deploy-artifacts").unwrap()];
-    let doc = set.render(&ctx("app-release", "deploy"), expires()).unwrap();
+    let doc = set
+        .render(&ctx("app-release", "deploy"), expires())
+        .unwrap();
     let v: Value = serde_json::from_str(doc.as_json()).unwrap();
-    assert_eq!(v["Statement"][0]["Resource"][0], "arn:aws:s3:::latch-artifacts-123456789012/app-release/*");
-    assert_eq!(v["Statement"][1]["Condition"]["StringLike"]["s3:prefix"][0], "${pipeline}/*");
+    assert_eq!(
+        v["Statement"][0]["Resource"][0],
+        "arn:aws:s3:::latch-artifacts-123456789012/app-release/*"
+    );
+    assert_eq!(
+        v["Statement"][1]["Condition"]["StringLike"]["s3:prefix"][0],
+        "app-release/*"
+    );
     for st in v["Statement"].as_array().unwrap() {
-        assert_eq!(st["Condition"]["DateLessThan"]["aws:CurrentTime"], "2026-11-25T12:15:00Z");
+        assert_eq!(
+            st["Condition"]["DateLessThan"]["aws:CurrentTime"],
+            "2026-11-25T12:15:00Z"
+        );
     }
     assert!(!doc.as_json().contains(char::is_whitespace));
     assert_eq!(doc.sha256().len(), 64);
@@ -188,10 +294,21 @@ fn given_a_set_with_its_own_conditions_when_rendered_then_expiry_is_merged_not_r
 fn given_a_hostile_placeholder_value_when_rendered_then_it_is_refused() {
     let p = example();
     let set = &p.permission_sets[&crate::model::Name::parse("deploy-artifacts").unwrap()];
-    for bad in ["*", "app?", "a/b", "a:b", "ａpp", "", "${account}", &"x".repeat(129)] {
+    for bad in [
+        "*",
+        "app?",
+        "a/b",
+        "a:b",
+        "ａpp",
+        "",
+        "${account}",
+        &"x".repeat(129),
+    ] {
         assert_eq!(
             set.render(&ctx(bad, "deploy"), expires()),
-            Err(RenderError::UnsafePlaceholderValue { placeholder: "pipeline" }),
+            Err(RenderError::UnsafePlaceholderValue {
+                placeholder: "pipeline"
+            }),
             "{bad:?}"
         );
     }
@@ -200,10 +317,15 @@ fn given_a_hostile_placeholder_value_when_rendered_then_it_is_refused() {
 #[test]
 fn given_a_huge_set_when_rendered_then_it_is_refused_as_too_large() {
     let actions: Vec<String> = (0..800).map(|i| format!("s3:Action{i:04}")).collect();
-    let text = MINIMAL.replace("actions: [s3:GetObject]", &format!("actions: [{}]", actions.join(", ")));
+    let text = MINIMAL.replace(
+        "actions: [s3:GetObject]",
+        &format!("actions: [{}]", actions.join(", ")),
+    );
     let p = Policy::load(&text, "p.yaml").unwrap();
     let set = p.permission_sets.values().next().unwrap();
-    assert!(matches!(set.render(&ctx("p", "j"), expires()), Err(RenderError::TooLarge { chars }) if chars > MAX_POLICY_CHARS));
+    assert!(
+        matches!(set.render(&ctx("p", "j"), expires()), Err(RenderError::TooLarge { chars }) if chars > MAX_POLICY_CHARS)
+    );
 }
 
 fn arb_value() -> impl Strategy<Value = String> {
@@ -221,11 +343,21 @@ fn arb_set() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
         Just("arn:aws:lambda:${region}:${account}:function:${pipeline}-${job}".to_owned()),
         "arn:aws:[a-z]{2,5}:::[a-z0-9*/-]{1,20}",
     ];
-    (prop::collection::vec(action, 1..5), prop::collection::vec(resource, 1..4))
+    (
+        prop::collection::vec(action, 1..5),
+        prop::collection::vec(resource, 1..4),
+    )
 }
 
 fn yaml_list(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 proptest! {

@@ -1,0 +1,130 @@
+//! `latch policy check` and `latch policy explain`: the policy file, offline, loaded exactly as
+//! the functions load it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use latch_core::event::{DETAIL_TYPE_STARTED, StartRequest};
+use latch_core::policy::{Policy, RenderContext};
+use serde_json::Value;
+
+use crate::CliError;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file; print each problem as FILE:LINE with a hint. Exit 1 on any.
+    Check {
+        /// The policy file [default: infra/policies.yaml]
+        file: Option<PathBuf>,
+    },
+    /// Show which rule allows or denies an event, and the exact policy document it would attach.
+    ///
+    /// Exit codes: 0 allowed, 3 denied (the reason on stderr).
+    Explain {
+        /// A `Pipeline Job Started` event, the whole EventBridge envelope (see events/).
+        #[arg(long, value_name = "FILE")]
+        event: PathBuf,
+        /// The policy file [default: infra/policies.yaml]
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
+}
+
+fn default_policy(file: Option<PathBuf>) -> PathBuf {
+    file.unwrap_or_else(|| PathBuf::from("infra/policies.yaml"))
+}
+
+fn load(path: &Path) -> Result<Policy, CliError> {
+    Ok(Policy::load_path(path)?)
+}
+
+pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
+    match cmd {
+        PolicyCommand::Check { file } => {
+            let path = default_policy(file);
+            let policy = load(&path)?;
+            println!(
+                "{}: ok ({} permission sets, {} rules, elevatable path {})",
+                path.display(),
+                policy.permission_sets.len(),
+                policy.rules.len(),
+                policy.elevatable_path
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Explain { event, policy } => explain(&event, &default_policy(policy)),
+    }
+}
+
+fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> {
+    let policy = load(policy_path)?;
+    let text = std::fs::read_to_string(event_path).map_err(|source| CliError::Read {
+        path: event_path.into(),
+        source,
+    })?;
+    let raw: Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{} is not JSON: {e}", event_path.display())))?;
+    let event: aws_lambda_events::event::eventbridge::EventBridgeEvent<Value> =
+        serde_json::from_value(raw).map_err(|e| {
+            CliError::Usage(format!(
+                "{} is not an EventBridge event envelope: {e}",
+                event_path.display()
+            ))
+        })?;
+    let envelope = grant::envelope(&event)
+        .map_err(|p| CliError::Usage(format!("the envelope is not trusted: {p}")))?;
+    if envelope.detail_type != DETAIL_TYPE_STARTED {
+        return Err(CliError::Usage(format!(
+            "detail-type is {:?}; explain takes {DETAIL_TYPE_STARTED:?}",
+            envelope.detail_type
+        )));
+    }
+    let size = serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());
+    let request = match StartRequest::parse(&event.detail, size) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("denied: malformed_event: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let allowed = match policy.decide(&envelope, &request) {
+        Ok(a) => a,
+        Err(reason) => {
+            eprintln!("denied: {reason}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let expires = envelope.time + chrono::Duration::seconds(request.duration.as_secs() as i64);
+    let ctx = RenderContext {
+        pipeline: &request.job.pipeline,
+        job: &request.job.job,
+        account: envelope.account.as_str(),
+        region: &envelope.region,
+    };
+    match allowed.permission_set.render(&ctx, expires) {
+        Ok(doc) => {
+            println!(
+                "allowed by rule {} (permission set {}, until {})",
+                allowed.rule.name,
+                allowed.permission_set.name,
+                latch_core::iam_time(expires)
+            );
+            let pretty: Value = serde_json::from_str(doc.as_json()).unwrap_or(Value::Null);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&pretty).unwrap_or_default()
+            );
+            println!(
+                "({} characters as IAM counts them, sha256 {})",
+                doc.chars(),
+                doc.sha256()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("denied: {e}");
+            Ok(ExitCode::from(3))
+        }
+    }
+}
