@@ -42,11 +42,8 @@ pub fn fixture(name: &str) -> Value {
 }
 
 pub fn example_policy_text() -> String {
-    std::fs::read_to_string(format!(
-        "{}/../infra/policies.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("infra/policies.yaml")
+    std::fs::read_to_string(format!("{}/../infra/policies.yaml", env!("CARGO_MANIFEST_DIR")))
+        .expect("infra/policies.yaml")
 }
 
 /// Loopback only: tests must never reach real AWS.
@@ -92,9 +89,7 @@ impl Harness {
         let provisioned = Provisioner::new(&sdk)
             .all(&config.table, &config.bus, &policy)
             .await
-            .unwrap_or_else(|e| {
-                panic!("{e}; is the emulator running (infra/local/emulator start)?")
-            });
+            .unwrap_or_else(|e| panic!("{e}; is the emulator running (infra/local/emulator start)?"));
         Self {
             clients: Clients::from_sdk_config(&sdk, &config),
             iam: aws_sdk_iam::Client::new(&sdk),
@@ -126,17 +121,12 @@ impl Harness {
 
     /// An events/ fixture as the Lambda runtime would hand it over: fresh id and time, the
     /// role renamed for this harness, `detail` fields overridden.
-    pub fn event(
-        &self,
-        fixture_name: &str,
-        overrides: Value,
-    ) -> LambdaEvent<EventBridgeEvent<Value>> {
+    pub fn event(&self, fixture_name: &str, overrides: Value) -> LambdaEvent<EventBridgeEvent<Value>> {
         let mut v = fixture(fixture_name);
         v["id"] = Value::String(unique("evt-"));
         v["time"] = Value::String(latch_core::iam_time(Utc::now()));
         if let Some(role) = v["detail"]["role_arn"].as_str() {
-            v["detail"]["role_arn"] =
-                Value::String(role.replace(":role/latch/", &format!(":role/latch/{}-", self.id)));
+            v["detail"]["role_arn"] = Value::String(role.replace(":role/latch/", &format!(":role/latch/{}-", self.id)));
         }
         for (k, val) in overrides.as_object().into_iter().flatten() {
             v["detail"][k] = val.clone();

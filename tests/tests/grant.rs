@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use grant::Outcome;
 use latch_core::service::StartOutcome;
 use latch_tests::{Harness, s};
 use serde_json::json;
@@ -16,7 +17,7 @@ async fn a_start_event_grants_a_self_expiring_policy_records_and_audits_it() {
     let event = h.event("pipeline-job-started.json", json!({}));
     let event_time = event.payload.time.unwrap();
     let outcome = grant::handle(&service, event).await.unwrap();
-    let StartOutcome::Activated(id) = outcome else {
+    let Outcome::Start(StartOutcome::Activated(id)) = outcome else {
         panic!("{outcome:?}")
     };
 
@@ -27,19 +28,13 @@ async fn a_start_event_grants_a_self_expiring_policy_records_and_audits_it() {
         .expect("the policy is on the role");
     let expires = latch_core::iam_time(event_time + chrono::Duration::minutes(15));
     for st in doc["Statement"].as_array().unwrap() {
-        assert_eq!(
-            st["Condition"]["DateLessThan"]["aws:CurrentTime"],
-            expires.as_str()
-        );
+        assert_eq!(st["Condition"]["DateLessThan"]["aws:CurrentTime"], expires.as_str());
     }
 
     let grants = h.items("grant").await;
     assert_eq!(grants.len(), 1);
     let ttl: i64 = grants[0]["ttl"].as_n().unwrap().parse().unwrap();
-    assert_eq!(
-        ttl,
-        (event_time + chrono::Duration::minutes(15)).timestamp()
-    );
+    assert_eq!(ttl, (event_time + chrono::Duration::minutes(15)).timestamp());
     assert_eq!(s(&grants[0], "expiry_bucket").as_deref(), Some("active"));
 
     let audits = h.items("audit").await;
@@ -60,7 +55,7 @@ async fn a_duplicate_start_changes_nothing() {
     let service = h.grant_service();
     let event = h.event("pipeline-job-started.json", json!({}));
     let first = grant::handle(&service, event.clone()).await.unwrap();
-    let StartOutcome::Activated(id) = first else {
+    let Outcome::Start(StartOutcome::Activated(id)) = first else {
         panic!("{first:?}")
     };
     let role = h.role("app-deployer");
@@ -69,58 +64,39 @@ async fn a_duplicate_start_changes_nothing() {
     // The same delivery retried, and the job re-announced later with a longer duration.
     assert_eq!(
         grant::handle(&service, event).await.unwrap(),
-        StartOutcome::AlreadyActive(id.clone())
+        Outcome::Start(StartOutcome::AlreadyActive(id.clone()))
     );
     let again = h.event("pipeline-job-started.json", json!({"duration": "20m"}));
     assert_eq!(
         grant::handle(&service, again).await.unwrap(),
-        StartOutcome::AlreadyActive(id.clone())
+        Outcome::Start(StartOutcome::AlreadyActive(id.clone()))
     );
 
     assert_eq!(h.items("grant").await.len(), 1);
     assert_eq!(h.items("audit").await.len(), 1);
     assert_eq!(h.role_policy_names(&role).await, vec![id.policy_name()]);
-    assert_eq!(
-        h.role_policy(&role, &id.policy_name()).await,
-        before,
-        "never extended"
-    );
+    assert_eq!(h.role_policy(&role, &id.policy_name()).await, before, "never extended");
     let events = h.audit_events(3, Duration::from_secs(3)).await;
-    let ids: std::collections::BTreeSet<_> = events
-        .iter()
-        .map(|e| e["detail"]["audit_id"].to_string())
-        .collect();
-    assert_eq!(
-        ids.len(),
-        1,
-        "one activation, however often re-announced: {events:?}"
-    );
+    let ids: std::collections::BTreeSet<_> = events.iter().map(|e| e["detail"]["audit_id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "one activation, however often re-announced: {events:?}");
 }
 
 #[tokio::test]
 async fn a_denied_request_writes_nothing_to_iam_and_audits_its_reason() {
     let h = Harness::new().await;
     let service = h.grant_service();
-    let event = h.event(
-        "pipeline-job-started.json",
-        json!({"permission_set": "db-migrate"}),
-    );
+    let event = h.event("pipeline-job-started.json", json!({"permission_set": "db-migrate"}));
     assert_eq!(
         grant::handle(&service, event).await.unwrap(),
-        StartOutcome::Denied(latch_core::decision::DenyReason::PermissionSetNotAllowed)
+        Outcome::Start(StartOutcome::Denied(
+            latch_core::decision::DenyReason::PermissionSetNotAllowed
+        ))
     );
-    assert!(
-        h.role_policy_names(&h.role("app-deployer"))
-            .await
-            .is_empty()
-    );
+    assert!(h.role_policy_names(&h.role("app-deployer")).await.is_empty());
     assert!(h.items("grant").await.is_empty());
     let audits = h.items("audit").await;
     assert_eq!(audits.len(), 1);
-    assert_eq!(
-        s(&audits[0], "reason").as_deref(),
-        Some("permission_set_not_allowed")
-    );
+    assert_eq!(s(&audits[0], "reason").as_deref(), Some("permission_set_not_allowed"));
     let events = h.audit_events(1, WAIT).await;
     assert_eq!(events[0]["detail-type"], "Latch Grant Denied");
     assert_eq!(events[0]["detail"]["reason"], "permission_set_not_allowed");
@@ -129,30 +105,20 @@ async fn a_denied_request_writes_nothing_to_iam_and_audits_its_reason() {
 #[tokio::test]
 async fn a_role_outside_the_elevatable_path_is_refused() {
     let h = Harness::new().await;
-    let admin = latch_core::model::RoleArn::parse(&format!(
-        "arn:aws:iam::123456789012:role/{}-admin",
-        h.id
-    ))
-    .unwrap();
+    let admin = latch_core::model::RoleArn::parse(&format!("arn:aws:iam::123456789012:role/{}-admin", h.id)).unwrap();
     latch_aws::provision::Provisioner::new(&h.sdk)
         .role(&admin)
         .await
         .unwrap();
     let service = h.grant_service();
-    let event = h.event(
-        "pipeline-job-started.json",
-        json!({"role_arn": admin.as_str()}),
-    );
+    let event = h.event("pipeline-job-started.json", json!({"role_arn": admin.as_str()}));
     assert_eq!(
         grant::handle(&service, event).await.unwrap(),
-        StartOutcome::Denied(latch_core::decision::DenyReason::RoleNotEligible)
+        Outcome::Start(StartOutcome::Denied(latch_core::decision::DenyReason::RoleNotEligible))
     );
     assert!(h.role_policy_names(admin.as_str()).await.is_empty());
     let audits = h.items("audit").await;
-    assert_eq!(
-        s(&audits[0], "reason").as_deref(),
-        Some("role_not_eligible")
-    );
+    assert_eq!(s(&audits[0], "reason").as_deref(), Some("role_not_eligible"));
     assert_eq!(s(&audits[0], "role_arn").as_deref(), Some(admin.as_str()));
 }
 
@@ -163,7 +129,7 @@ async fn a_malformed_event_is_denied_naming_the_field() {
     let event = h.event("pipeline-job-started.json", json!({"attempt": "first"}));
     assert_eq!(
         grant::handle(&service, event).await.unwrap(),
-        StartOutcome::Denied(latch_core::decision::DenyReason::MalformedEvent)
+        Outcome::Start(StartOutcome::Denied(latch_core::decision::DenyReason::MalformedEvent))
     );
     let audits = h.items("audit").await;
     assert!(s(&audits[0], "detail").unwrap().contains("`attempt`"));

@@ -85,10 +85,7 @@ mod tests {
     #[test]
     fn defaults_apply_and_empty_values_are_refused() {
         let c = Config::from_lookup(|_| None).unwrap();
-        assert_eq!(
-            (c.table.as_str(), c.bus.as_str()),
-            ("latch-grants", "latch")
-        );
+        assert_eq!((c.table.as_str(), c.bus.as_str()), ("latch-grants", "latch"));
         let c = Config::from_lookup(|n| (n == ENV_TABLE).then(|| "t".to_owned())).unwrap();
         assert_eq!(c.table, "t");
         assert!(Config::from_lookup(|n| (n == ENV_BUS).then(|| " ".to_owned())).is_err());

@@ -1,7 +1,10 @@
-//! [`GrantStore`] on DynamoDB. An activation is one TransactWriteItems: the grant (only if
-//! new), a check that the job has no tombstone, the activation audit, and the role's
-//! active-grant counter (refused at the cap). A cancelled transaction says which condition
-//! failed, and that is the answer: duplicate, finished job or cap.
+//! [`GrantStore`] on DynamoDB (item layout: [`crate::items`]).
+//!
+//! An activation is one TransactWriteItems: the grant (only if new), the job item (grant id
+//! added, refused once the job has finished: the tombstone), the activation audit, and the
+//! role's active-grant counter (refused at the cap). A revocation is one TransactWriteItems too:
+//! the grant marked revoked (only if active), the Revoked audit (only if new), the counter. A
+//! cancelled transaction says which condition failed, and that is the answer.
 
 use std::collections::HashMap;
 
@@ -9,15 +12,20 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure,
+    AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
 };
+use chrono::{DateTime, Utc};
 use latch_core::audit::AuditRecord;
-use latch_core::ports::{Activation, Grant, GrantStore, StoreError};
+use latch_core::event::JobKey;
+use latch_core::model::{AccountId, GrantId, RoleArn};
+use latch_core::ports::{Activation, Grant, GrantStatus, GrantStore, RecordState, Revocation, StoreError};
 
 use crate::errors::{describe, is_transient};
 use crate::items::{
-    ACTIVE_GRANTS, AuditItem, GrantItem, PK, SK, SK_COUNTER, SK_TOMBSTONE, job_pk, role_pk,
+    ACTIVE_BUCKET, ACTIVE_GRANTS, AuditItem, EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, FINISHED_AT,
+    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, PK, RECORD_TYPE, SK, SK_COUNTER, SK_DRIFT, SK_GRANT, SK_JOB, STATUS, TTL,
+    drift_pk, grant_pk, job_pk, role_pk,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -40,9 +48,7 @@ fn rejected(e: impl std::fmt::Display) -> StoreError {
     StoreError::Rejected(e.to_string())
 }
 
-fn sdk_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error>(
-    e: &SdkError<E>,
-) -> StoreError {
+fn sdk_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error>(e: &SdkError<E>) -> StoreError {
     if is_transient(e) {
         StoreError::Transient(describe(e))
     } else {
@@ -58,9 +64,31 @@ const NOT_EXISTS: &str = "attribute_not_exists(pk)";
 
 /// Positions of the activation transaction's items, to read cancellation reasons by.
 const TX_GRANT: usize = 0;
-const TX_TOMBSTONE: usize = 1;
+const TX_JOB: usize = 1;
 const TX_AUDIT: usize = 2;
 const TX_COUNTER: usize = 3;
+
+/// The reasons of a cancelled transaction, or the error as it stands.
+fn cancellation(err: &SdkError<TransactWriteItemsError>) -> Option<&[CancellationReason]> {
+    match err {
+        SdkError::ServiceError(se) => match se.err() {
+            TransactWriteItemsError::TransactionCanceledException(c) => Some(c.cancellation_reasons()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn failed_condition(reasons: &[CancellationReason], index: usize) -> Option<&CancellationReason> {
+    reasons
+        .get(index)
+        .filter(|r| r.code() == Some("ConditionalCheckFailed"))
+}
+
+pub fn grant_from_item(item: Item) -> Result<Grant, StoreError> {
+    let parsed: GrantItem = serde_dynamo::from_item(item).map_err(rejected)?;
+    parsed.into_grant().map_err(rejected)
+}
 
 impl DynamoStore {
     pub fn new(client: Client, table: &str) -> Self {
@@ -87,6 +115,30 @@ impl DynamoStore {
             .map_err(rejected)
     }
 
+    fn audit_put(&self, audit: &AuditRecord) -> Result<TransactWriteItem, StoreError> {
+        let item = serde_dynamo::to_item(AuditItem::from_record(audit)).map_err(rejected)?;
+        Ok(TransactWriteItem::builder().put(self.put_new(item)?).build())
+    }
+
+    fn counter(&self, role: &RoleArn, delta: i32, cap: Option<u32>) -> Result<TransactWriteItem, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(role_pk(role), SK_COUNTER)))
+            .update_expression("SET #type = :type ADD #active :delta")
+            .expression_attribute_names("#type", RECORD_TYPE)
+            .expression_attribute_names("#active", ACTIVE_GRANTS)
+            .expression_attribute_values(":type", s("role_counter"))
+            .expression_attribute_values(":delta", n(delta));
+        if let Some(cap) = cap {
+            update = update
+                .condition_expression("attribute_not_exists(#active) OR #active < :cap")
+                .expression_attribute_values(":cap", n(cap));
+        }
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(rejected)?)
+            .build())
+    }
+
     fn activation_items(
         &self,
         grant: &Grant,
@@ -94,7 +146,6 @@ impl DynamoStore {
         cap: Option<u32>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let grant_item = serde_dynamo::to_item(GrantItem::from_grant(grant)).map_err(rejected)?;
-        let audit_item = serde_dynamo::to_item(AuditItem::from_record(audit)).map_err(rejected)?;
         let grant_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(grant_item))
@@ -102,67 +153,69 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(rejected)?;
-        let tombstone_check = ConditionCheck::builder()
+        let job = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(key(
-                job_pk(&grant.account, &grant.source, &grant.job),
-                SK_TOMBSTONE,
-            )))
-            .condition_expression(NOT_EXISTS)
+            .set_key(Some(key(job_pk(&grant.account, &grant.source, &grant.job), SK_JOB)))
+            .update_expression("SET #type = :type, #ttl = :ttl ADD #ids :id")
+            .condition_expression("attribute_not_exists(#finished)")
+            .expression_attribute_names("#type", RECORD_TYPE)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_names("#ids", GRANT_IDS)
+            .expression_attribute_names("#finished", FINISHED_AT)
+            .expression_attribute_values(":type", s("job"))
+            .expression_attribute_values(
+                ":ttl",
+                n((grant.expires_at + latch_core::revoke::TOMBSTONE_LIFETIME).timestamp()),
+            )
+            .expression_attribute_values(":id", AttributeValue::Ss(vec![grant.id.as_str().to_owned()]))
             .build()
             .map_err(rejected)?;
-        let mut counter = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(role_pk(&grant.role), SK_COUNTER)))
-            .update_expression("ADD #active :one")
-            .expression_attribute_names("#active", ACTIVE_GRANTS)
-            .expression_attribute_values(":one", n(1));
-        if let Some(cap) = cap {
-            counter = counter
-                .condition_expression("attribute_not_exists(#active) OR #active < :cap")
-                .expression_attribute_values(":cap", n(cap));
-        }
         Ok(vec![
             TransactWriteItem::builder().put(grant_put).build(),
-            TransactWriteItem::builder()
-                .condition_check(tombstone_check)
-                .build(),
-            TransactWriteItem::builder()
-                .put(self.put_new(audit_item)?)
-                .build(),
-            TransactWriteItem::builder()
-                .update(counter.build().map_err(rejected)?)
-                .build(),
+            TransactWriteItem::builder().update(job).build(),
+            self.audit_put(audit)?,
+            self.counter(&grant.role, 1, cap)?,
         ])
     }
 
-    /// Reads a grant item; used only off the hot path (a duplicate whose old image was not returned).
-    async fn get_grant(&self, grant: &Grant) -> Result<Option<Grant>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(
-                job_pk(&grant.account, &grant.source, &grant.job),
-                &crate::items::grant_sk(&grant.id),
-            )))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&e))?;
-        out.item.map(grant_from_item).transpose()
+    /// Reads grants by id, consistently, in batches of 100 (BatchGetItem's limit).
+    async fn grants_by_id(&self, ids: &[String]) -> Result<Vec<Grant>, StoreError> {
+        let mut grants = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .filter_map(|id| GrantId::parse(id).ok())
+                .map(|id| key(grant_pk(&id), SK_GRANT))
+                .collect();
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(rejected)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&e))?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    grants.push(grant_from_item(item)?);
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+        }
+        Ok(grants)
     }
-}
-
-pub(crate) fn grant_from_item(item: Item) -> Result<Grant, StoreError> {
-    let parsed: GrantItem = serde_dynamo::from_item(item).map_err(rejected)?;
-    parsed.into_grant().map_err(rejected)
-}
-
-fn failed_condition(reasons: &[CancellationReason], index: usize) -> Option<&CancellationReason> {
-    reasons
-        .get(index)
-        .filter(|r| r.code() == Some("ConditionalCheckFailed"))
 }
 
 impl GrantStore for DynamoStore {
@@ -183,30 +236,22 @@ impl GrantStore for DynamoStore {
             Ok(_) => return Ok(Activation::Recorded),
             Err(e) => e,
         };
-        let reasons = match &err {
-            SdkError::ServiceError(se) => match se.err() {
-                TransactWriteItemsError::TransactionCanceledException(c) => {
-                    c.cancellation_reasons()
-                }
-                _ => return Err(sdk_error(&err)),
-            },
-            _ => return Err(sdk_error(&err)),
+        let Some(reasons) = cancellation(&err) else {
+            return Err(sdk_error(&err));
         };
         if let Some(reason) = failed_condition(reasons, TX_GRANT) {
             let existing = match reason.item() {
                 Some(old) => Some(grant_from_item(old.clone())?),
-                None => self.get_grant(grant).await?,
+                None => self.grant(&grant.id).await?,
             };
-            return match existing {
-                Some(g) => Ok(Activation::AlreadyRecorded(Box::new(g))),
-                // Deleted between the two calls (revoked and expired): treat it as ended.
-                None => Ok(Activation::AlreadyRecorded(Box::new(Grant {
-                    status: latch_core::ports::GrantStatus::Revoked,
-                    ..grant.clone()
-                }))),
-            };
+            // Deleted between the two calls (expired): treat it as ended.
+            let existing = existing.unwrap_or_else(|| Grant {
+                status: GrantStatus::Revoked,
+                ..grant.clone()
+            });
+            return Ok(Activation::AlreadyRecorded(Box::new(existing)));
         }
-        if failed_condition(reasons, TX_TOMBSTONE).is_some() {
+        if failed_condition(reasons, TX_JOB).is_some() {
             return Ok(Activation::JobFinished);
         }
         if failed_condition(reasons, TX_COUNTER).is_some() {
@@ -218,7 +263,7 @@ impl GrantStore for DynamoStore {
                 audit.audit_id
             )));
         }
-        // Cancelled for another reason (TransactionConflict, throttling): a retry may pass.
+        // Cancelled for another reason (a conflicting transaction, throttling): a retry may pass.
         Err(StoreError::Transient(describe(&err)))
     }
 
@@ -242,5 +287,166 @@ impl GrantStore for DynamoStore {
             }
             Err(e) => Err(sdk_error(&e)),
         }
+    }
+
+    async fn finish_job(
+        &self,
+        account: &AccountId,
+        source: &str,
+        job: &JobKey,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(job_pk(account, source, job), SK_JOB)))
+            .update_expression("SET #type = :type, #ttl = :ttl, #finished = if_not_exists(#finished, :now)")
+            .expression_attribute_names("#type", RECORD_TYPE)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_names("#finished", FINISHED_AT)
+            .expression_attribute_values(":type", s("job"))
+            .expression_attribute_values(":ttl", n(until.timestamp()))
+            .expression_attribute_values(":now", s(latch_core::iam_time(Utc::now())))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e))?;
+        let ids = out
+            .attributes()
+            .and_then(|a| a.get(GRANT_IDS))
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default();
+        self.grants_by_id(&ids).await
+    }
+
+    async fn record_revocation(
+        &self,
+        grant: &Grant,
+        audit: &AuditRecord,
+        state: RecordState,
+    ) -> Result<Revocation, StoreError> {
+        let mut items = Vec::with_capacity(3);
+        if state == RecordState::Present {
+            let mark = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(grant_pk(&grant.id), SK_GRANT)))
+                .update_expression("SET #status = :revoked, revoked_at = :at REMOVE #bucket")
+                .condition_expression("#status = :active")
+                .expression_attribute_names("#status", STATUS)
+                .expression_attribute_names("#bucket", EXPIRY_BUCKET)
+                .expression_attribute_values(":revoked", s("revoked"))
+                .expression_attribute_values(":active", s("active"))
+                .expression_attribute_values(":at", s(audit.revoked_at.clone().unwrap_or_default()))
+                .build()
+                .map_err(rejected)?;
+            items.push(TransactWriteItem::builder().update(mark).build());
+        }
+        items.push(self.audit_put(audit)?);
+        items.push(self.counter(&grant.role, -1, None)?);
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Revocation::Recorded),
+            Err(err) => match cancellation(&err) {
+                Some(reasons) if reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed")) => {
+                    Ok(Revocation::AlreadyRevoked)
+                }
+                Some(_) => Err(StoreError::Transient(describe(&err))),
+                None => Err(sdk_error(&err)),
+            },
+        }
+    }
+
+    async fn expired_grants(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<&Grant>,
+        limit: u32,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let start = after.map(|g| {
+            HashMap::from([
+                (PK.to_owned(), s(grant_pk(&g.id))),
+                (SK.to_owned(), s(SK_GRANT)),
+                (EXPIRY_BUCKET.to_owned(), s(ACTIVE_BUCKET)),
+                (EXPIRES_AT_EPOCH.to_owned(), n(g.expires_at.timestamp())),
+            ])
+        });
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(EXPIRY_INDEX)
+            .key_condition_expression("#bucket = :active AND #expires <= :now")
+            .expression_attribute_names("#bucket", EXPIRY_BUCKET)
+            .expression_attribute_names("#expires", EXPIRES_AT_EPOCH)
+            .expression_attribute_values(":active", s(ACTIVE_BUCKET))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .set_exclusive_start_key(start)
+            .limit(limit as i32)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e))?;
+        out.items.unwrap_or_default().into_iter().map(grant_from_item).collect()
+    }
+
+    async fn grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(grant_pk(id), SK_GRANT)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e))?;
+        out.item.map(grant_from_item).transpose()
+    }
+
+    async fn drift_seen_since(
+        &self,
+        role: &RoleArn,
+        policy_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(drift_pk(role, policy_name), SK_DRIFT)))
+            .update_expression("SET #type = :type, #first = if_not_exists(#first, :now), #ttl = :ttl")
+            .expression_attribute_names("#type", RECORD_TYPE)
+            .expression_attribute_names("#first", FIRST_SEEN_EPOCH)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":type", s("drift_suspect"))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .expression_attribute_values(":ttl", n((now + chrono::Duration::days(2)).timestamp()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e))?;
+        let first = out
+            .attributes()
+            .and_then(|a| a.get(FIRST_SEEN_EPOCH))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|t| DateTime::from_timestamp(t, 0));
+        Ok(first.unwrap_or(now))
+    }
+
+    async fn clear_drift(&self, role: &RoleArn, policy_name: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(drift_pk(role, policy_name), SK_DRIFT)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error(&e))
     }
 }

@@ -30,12 +30,8 @@ pub(crate) fn is_transient_code(code: Option<&str>) -> bool {
 /// unparseable responses, throttling and 5xx. (Every SDK crate's `SdkError` is the same type.)
 pub(crate) fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
     match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(e) => {
-            is_transient_code(e.err().code()) || e.raw().status().is_server_error()
-        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(e) => is_transient_code(e.err().code()) || e.raw().status().is_server_error(),
         _ => false,
     }
 }

@@ -26,8 +26,7 @@ impl EventBridgeSink {
 
 impl AuditSink for EventBridgeSink {
     async fn publish(&self, audit: &AuditRecord) -> Result<(), SinkError> {
-        let detail =
-            serde_json::to_string(audit).map_err(|e| SinkError::Rejected(e.to_string()))?;
+        let detail = serde_json::to_string(audit).map_err(|e| SinkError::Rejected(e.to_string()))?;
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus)
             .source(AUDIT_SOURCE)
@@ -35,19 +34,13 @@ impl AuditSink for EventBridgeSink {
             .detail(detail)
             .set_resources(audit.role_arn.clone().map(|r| vec![r]))
             .build();
-        let out = self
-            .client
-            .put_events()
-            .entries(entry)
-            .send()
-            .await
-            .map_err(|e| {
-                if is_transient(&e) {
-                    SinkError::Transient(describe(&e))
-                } else {
-                    SinkError::Rejected(describe(&e))
-                }
-            })?;
+        let out = self.client.put_events().entries(entry).send().await.map_err(|e| {
+            if is_transient(&e) {
+                SinkError::Transient(describe(&e))
+            } else {
+                SinkError::Rejected(describe(&e))
+            }
+        })?;
         if out.failed_entry_count() == 0 {
             return Ok(());
         }

@@ -5,7 +5,7 @@ use aws_sdk_iam::Client;
 use aws_sdk_iam::error::ProvideErrorMetadata;
 use latch_core::model::RoleArn;
 use latch_core::policy::PolicyDocument;
-use latch_core::ports::{Deletion, IamError, IamWriter};
+use latch_core::ports::{Deletion, IamError, IamInventory, IamWriter};
 
 use crate::errors::{describe, is_transient};
 
@@ -51,18 +51,12 @@ impl IamWriter for IamAdapter {
             .await
             .map(|_| ())
             .map_err(|e| {
-                let missing = e
-                    .as_service_error()
-                    .is_some_and(|se| se.is_no_such_entity_exception());
+                let missing = e.as_service_error().is_some_and(|se| se.is_no_such_entity_exception());
                 classify(&e, missing, role)
             })
     }
 
-    async fn delete_role_policy(
-        &self,
-        role: &RoleArn,
-        policy_name: &str,
-    ) -> Result<Deletion, IamError> {
+    async fn delete_role_policy(&self, role: &RoleArn, policy_name: &str) -> Result<Deletion, IamError> {
         match self
             .client
             .delete_role_policy()
@@ -73,13 +67,52 @@ impl IamWriter for IamAdapter {
         {
             Ok(_) => Ok(Deletion::Deleted),
             // Gone already (revoked before, or the role was deleted): the goal is reached.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_no_such_entity_exception()) =>
-            {
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_entity_exception()) => {
                 Ok(Deletion::AlreadyGone)
             }
             Err(e) => Err(classify(&e, false, role)),
         }
+    }
+}
+
+impl IamInventory for IamAdapter {
+    async fn roles_under(&self, path_prefix: &str) -> Result<Vec<RoleArn>, IamError> {
+        let mut pages = self
+            .client
+            .list_roles()
+            .path_prefix(path_prefix)
+            .into_paginator()
+            .send();
+        let mut roles = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                if is_transient(&e) {
+                    IamError::Transient(describe(&e))
+                } else {
+                    IamError::Rejected(describe(&e))
+                }
+            })?;
+            // A role IAM lists but Latch cannot parse is not one Latch could have elevated.
+            roles.extend(page.roles().iter().filter_map(|r| RoleArn::parse(r.arn()).ok()));
+        }
+        Ok(roles)
+    }
+
+    async fn inline_policies(&self, role: &RoleArn) -> Result<Vec<String>, IamError> {
+        let mut pages = self
+            .client
+            .list_role_policies()
+            .role_name(role.name())
+            .into_paginator()
+            .send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                let missing = e.as_service_error().is_some_and(|se| se.is_no_such_entity_exception());
+                classify(&e, missing, role)
+            })?;
+            names.extend(page.policy_names().iter().cloned());
+        }
+        Ok(names)
     }
 }

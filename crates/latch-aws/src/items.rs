@@ -1,14 +1,16 @@
 //! The table's item shapes, one place for every attribute name (the template and the parity
 //! test read the same names).
 //!
-//! | item | pk | sk | notes |
+//! | item (`record_type`) | pk | sk | notes |
 //! |---|---|---|---|
-//! | grant | `JOB#<job scope>` | `GRANT#<grant id>` | `ttl` = expiry; `expiry_bucket` only while active (sparse GSI) |
-//! | tombstone | `JOB#<job scope>` | `TOMBSTONE` | `ttl`; refuses a start that arrives after its finish |
-//! | role counter | `ROLE#<role arn>` | `COUNTER` | `active_grants`, for the per-role cap |
-//! | audit | `AUDIT#<audit id>` | `AUDIT` | no `ttl`: kept for exports |
+//! | `grant` | `GRANT#<grant id>` | `GRANT` | `ttl` = expiry; `expiry_bucket` only while active (sparse GSI) |
+//! | `job` | `JOB#<job scope>` | `JOB` | `grant_ids` of the job; `finished_at` once finished: the tombstone |
+//! | `role_counter` | `ROLE#<role arn>` | `COUNTER` | `active_grants`, for the per-role cap |
+//! | `audit` | `AUDIT#<audit id>` | `AUDIT` | no `ttl`: kept for exports |
+//! | `drift_suspect` | `DRIFT#<role arn>#<policy name>` | `SUSPECT` | `first_seen_epoch`; `ttl` |
 //!
-//! A job's grants share a partition, so a finish event finds them with one Query.
+//! A grant is found by its id alone (drift repair reads it from the policy name); a job's
+//! grants are listed on its job item, which the finish event updates and reads in one call.
 
 use chrono::{DateTime, Utc};
 use latch_core::audit::AuditRecord;
@@ -26,17 +28,28 @@ pub const EXPIRY_BUCKET: &str = "expiry_bucket";
 pub const EXPIRES_AT_EPOCH: &str = "expires_at_epoch";
 pub const ACTIVE_BUCKET: &str = "active";
 pub const ACTIVE_GRANTS: &str = "active_grants";
-pub const SK_TOMBSTONE: &str = "TOMBSTONE";
+pub const RECORD_TYPE: &str = "record_type";
+pub const STATUS: &str = "status";
+pub const GRANT_IDS: &str = "grant_ids";
+pub const FINISHED_AT: &str = "finished_at";
+pub const FIRST_SEEN_EPOCH: &str = "first_seen_epoch";
+pub const SK_GRANT: &str = "GRANT";
+pub const SK_JOB: &str = "JOB";
 pub const SK_COUNTER: &str = "COUNTER";
 pub const SK_AUDIT: &str = "AUDIT";
+pub const SK_DRIFT: &str = "SUSPECT";
 
-/// The partition of a job's grants and tombstone.
+/// The job item: the job's grant ids and, once finished, its tombstone.
 pub fn job_pk(account: &AccountId, source: &str, job: &JobKey) -> String {
     format!("JOB#{}", job.scope(account, source))
 }
 
-pub fn grant_sk(id: &GrantId) -> String {
+pub fn grant_pk(id: &GrantId) -> String {
     format!("GRANT#{id}")
+}
+
+pub fn drift_pk(role: &RoleArn, policy_name: &str) -> String {
+    format!("DRIFT#{role}#{policy_name}")
 }
 
 pub fn role_pk(role: &RoleArn) -> String {
@@ -84,6 +97,8 @@ pub struct GrantItem {
     pub expires_at: String,
     pub expires_at_epoch: i64,
     pub ttl: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
     /// Present only while the grant is active: the sparse expiry index holds live grants only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_bucket: Option<String>,
@@ -106,8 +121,8 @@ impl GrantItem {
     pub fn from_grant(g: &Grant) -> Self {
         let active = g.status == GrantStatus::Active;
         Self {
-            pk: job_pk(&g.account, &g.source, &g.job),
-            sk: grant_sk(&g.id),
+            pk: grant_pk(&g.id),
+            sk: SK_GRANT.into(),
             record_type: "grant".into(),
             grant_id: g.id.as_str().to_owned(),
             status: if active { "active" } else { "revoked" }.into(),
@@ -135,6 +150,7 @@ impl GrantItem {
             expires_at: iam_time(g.expires_at),
             expires_at_epoch: g.expires_at.timestamp(),
             ttl: g.expires_at.timestamp(),
+            revoked_at: None,
             expiry_bucket: active.then(|| ACTIVE_BUCKET.to_owned()),
             policy_sha256: g.policy_sha256.clone(),
         }
@@ -154,8 +170,7 @@ impl GrantItem {
             },
             account: AccountId::parse(&self.account).map_err(item_err("account"))?,
             role: RoleArn::parse(&self.role_arn).map_err(item_err("role_arn"))?,
-            permission_set: Name::parse(&self.permission_set)
-                .map_err(item_err("permission_set"))?,
+            permission_set: Name::parse(&self.permission_set).map_err(item_err("permission_set"))?,
             rule: Name::parse(&self.rule).map_err(item_err("rule"))?,
             source: self.source,
             region: self.region,

@@ -4,9 +4,8 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_eventbridge::types::Target;
 use latch_core::model::RoleArn;
@@ -81,11 +80,7 @@ impl Provisioner {
             .index_name(EXPIRY_INDEX)
             .key_schema(key(EXPIRY_BUCKET, KeyType::Hash).map_err(&step)?)
             .key_schema(key(EXPIRES_AT_EPOCH, KeyType::Range).map_err(&step)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
             .build()
             .map_err(|e| step(e.to_string()))?;
         let created = self
@@ -111,10 +106,7 @@ impl Provisioner {
             .await;
         match created {
             Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_resource_in_use_exception()) =>
-            {
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception()) => {
                 return Ok(());
             }
             Err(e) => return Err(step(format!("{e:?}"))),
@@ -197,11 +189,7 @@ impl Provisioner {
 
     /// The bus, the grant function's rule (to an inbox queue standing in for the Lambda target)
     /// and an audit tap (every event from source `latch`, to a queue).
-    pub async fn bus(
-        &self,
-        bus: &str,
-        pipeline_sources: &[String],
-    ) -> Result<(String, String), ProvisionError> {
+    pub async fn bus(&self, bus: &str, pipeline_sources: &[String]) -> Result<(String, String), ProvisionError> {
         let step = fail("bus");
         match self.events.create_event_bus().name(bus).send().await {
             Ok(_) => {}
@@ -210,8 +198,7 @@ impl Provisioner {
         }
         let (inbox_url, inbox_arn) = self.queue(&format!("{bus}-grant-inbox")).await?;
         let (audit_url, audit_arn) = self.queue(&format!("{bus}-audit-tap")).await?;
-        let pipeline_pattern =
-            json!({"source": pipeline_sources, "detail-type": PIPELINE_DETAIL_TYPES});
+        let pipeline_pattern = json!({"source": pipeline_sources, "detail-type": PIPELINE_DETAIL_TYPES});
         self.rule_to_queue(bus, "latch-pipeline-events", pipeline_pattern, &inbox_arn)
             .await?;
         self.rule_to_queue(
@@ -249,18 +236,9 @@ impl Provisioner {
     }
 
     /// Everything: table, bus with rules and queues, and each exact role the policy names.
-    pub async fn all(
-        &self,
-        table: &str,
-        bus: &str,
-        policy: &Policy,
-    ) -> Result<Provisioned, ProvisionError> {
+    pub async fn all(&self, table: &str, bus: &str, policy: &Policy) -> Result<Provisioned, ProvisionError> {
         self.table(table).await?;
-        let mut sources: Vec<String> = policy
-            .rules
-            .iter()
-            .flat_map(|r| r.sources.iter().cloned())
-            .collect();
+        let mut sources: Vec<String> = policy.rules.iter().flat_map(|r| r.sources.iter().cloned()).collect();
         sources.sort();
         sources.dedup();
         let (inbox_queue_url, audit_queue_url) = self.bus(bus, &sources).await?;

@@ -1,9 +1,7 @@
 //! Adapter tests: the exact AWS calls Latch makes, counted and inspected with aws-smithy-mocks.
 //! A mocked client panics on any call no rule matches, so "no other call" is enforced too.
 
-use aws_sdk_dynamodb::operation::transact_write_items::{
-    TransactWriteItemsError, TransactWriteItemsOutput,
-};
+use aws_sdk_dynamodb::operation::transact_write_items::{TransactWriteItemsError, TransactWriteItemsOutput};
 use aws_sdk_dynamodb::types::error::TransactionCanceledException;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason};
 use aws_sdk_eventbridge::operation::put_events::PutEventsOutput;
@@ -48,20 +46,10 @@ fn service(
     eb: &[&Rule],
 ) -> GrantService<IamAdapter, DynamoStore, EventBridgeSink, FixedClock> {
     GrantService {
-        policy: Policy::load(
-            include_str!("../../../infra/policies.yaml"),
-            "policies.yaml",
-        )
-        .unwrap(),
+        policy: Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap(),
         iam: IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam)),
-        store: DynamoStore::new(
-            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
-            "latch-grants",
-        ),
-        audit: EventBridgeSink::new(
-            mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb),
-            "latch",
-        ),
+        store: DynamoStore::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb), "latch-grants"),
+        audit: EventBridgeSink::new(mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb), "latch"),
         clock: FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 1).unwrap()),
     }
 }
@@ -74,8 +62,7 @@ fn put_events_ok() -> Rule {
                 && e.source() == Some("latch")
                 && e.event_bus_name() == Some("latch")
                 && e.detail_type() == Some("Latch Grant Activated")
-                && e.detail()
-                    .is_some_and(|d| d.contains("\"decision\":\"activated\""))
+                && e.detail().is_some_and(|d| d.contains("\"decision\":\"activated\""))
         })
         .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build())
 }
@@ -91,12 +78,12 @@ async fn a_fresh_grant_costs_one_transaction_one_put_role_policy_one_put_events_
                 && grant.condition_expression() == Some("attribute_not_exists(pk)")
                 && grant.item().get("ttl").is_some()
                 && grant.item().get("expiry_bucket") == Some(&AttributeValue::S("active".into()))
-                && items[1]
-                    .condition_check()
-                    .is_some_and(|c| c.key()["sk"] == AttributeValue::S("TOMBSTONE".into()))
+                && items[1].update().is_some_and(|u| {
+                    u.key()["sk"] == AttributeValue::S("JOB".into())
+                        && u.condition_expression() == Some("attribute_not_exists(#finished)")
+                })
                 && items[2].put().is_some_and(|a| {
-                    a.item().get("ttl").is_none()
-                        && a.item()["record_type"] == AttributeValue::S("audit".into())
+                    a.item().get("ttl").is_none() && a.item()["record_type"] == AttributeValue::S("audit".into())
                 })
                 && items[3]
                     .update()
@@ -115,15 +102,9 @@ async fn a_fresh_grant_costs_one_transaction_one_put_role_policy_one_put_events_
     let events = put_events_ok();
     let s = service(&[&put], &[&twi], &[&events]);
     let d = detail();
-    let outcome = s
-        .on_start(&envelope(), &d, d.to_string().len())
-        .await
-        .unwrap();
+    let outcome = s.on_start(&envelope(), &d, d.to_string().len()).await.unwrap();
     assert!(matches!(outcome, StartOutcome::Activated(_)), "{outcome:?}");
-    assert_eq!(
-        (twi.num_calls(), put.num_calls(), events.num_calls()),
-        (1, 1, 1)
-    );
+    assert_eq!((twi.num_calls(), put.num_calls(), events.num_calls()), (1, 1, 1));
 }
 
 #[tokio::test]
@@ -152,20 +133,13 @@ async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_exte
                         .build(),
                 )
                 .cancellation_reasons(CancellationReason::builder().code("None").build())
-                .cancellation_reasons(
-                    CancellationReason::builder()
-                        .code("ConditionalCheckFailed")
-                        .build(),
-                )
+                .cancellation_reasons(CancellationReason::builder().code("ConditionalCheckFailed").build())
                 .cancellation_reasons(CancellationReason::builder().code("None").build())
                 .build(),
         )
     });
     let put = mock!(aws_sdk_iam::Client::put_role_policy)
-        .match_requests(|r| {
-            r.policy_document()
-                .is_some_and(|d| d.contains("2026-11-25T12:15:00Z"))
-        })
+        .match_requests(|r| r.policy_document().is_some_and(|d| d.contains("2026-11-25T12:15:00Z")))
         .then_output(|| PutRolePolicyOutput::builder().build());
     let events = put_events_ok();
     let s = service(&[&put], &[&twi], &[&events]);
@@ -174,14 +148,8 @@ async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_exte
     let mut longer = detail();
     longer["duration"] = json!("20m");
     let outcome = s.on_start(&later, &longer, 300).await.unwrap();
-    assert!(
-        matches!(outcome, StartOutcome::AlreadyActive(_)),
-        "{outcome:?}"
-    );
-    assert_eq!(
-        (twi.num_calls(), put.num_calls(), events.num_calls()),
-        (1, 1, 1)
-    );
+    assert!(matches!(outcome, StartOutcome::AlreadyActive(_)), "{outcome:?}");
+    assert_eq!((twi.num_calls(), put.num_calls(), events.num_calls()), (1, 1, 1));
 }
 
 #[tokio::test]
@@ -190,22 +158,14 @@ async fn cancellation_reasons_map_to_tombstone_and_cap() {
         let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(move || {
             let mut b = TransactionCanceledException::builder();
             for i in 0..4 {
-                let code = if i == index {
-                    "ConditionalCheckFailed"
-                } else {
-                    "None"
-                };
+                let code = if i == index { "ConditionalCheckFailed" } else { "None" };
                 b = b.cancellation_reasons(CancellationReason::builder().code(code).build());
             }
             TransactWriteItemsError::TransactionCanceledException(b.build())
         });
         let denial_audit = mock!(aws_sdk_dynamodb::Client::put_item)
-            .match_requests(move |r| {
-                r.item().and_then(|i| i.get("reason")) == Some(&AttributeValue::S(want.into()))
-            })
-            .then_output(|| {
-                aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
-            });
+            .match_requests(move |r| r.item().and_then(|i| i.get("reason")) == Some(&AttributeValue::S(want.into())))
+            .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
         let events = mock!(aws_sdk_eventbridge::Client::put_events)
             .match_requests(|r| r.entries()[0].detail_type() == Some("Latch Grant Denied"))
             .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
@@ -216,11 +176,7 @@ async fn cancellation_reasons_map_to_tombstone_and_cap() {
             "{outcome:?}"
         );
         assert_eq!(
-            (
-                twi.num_calls(),
-                denial_audit.num_calls(),
-                events.num_calls()
-            ),
+            (twi.num_calls(), denial_audit.num_calls(), events.num_calls()),
             (1, 1, 1)
         );
     }
@@ -230,8 +186,7 @@ async fn cancellation_reasons_map_to_tombstone_and_cap() {
 async fn a_put_events_partial_failure_is_a_retryable_error() {
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
         .then_output(|| TransactWriteItemsOutput::builder().build());
-    let put = mock!(aws_sdk_iam::Client::put_role_policy)
-        .then_output(|| PutRolePolicyOutput::builder().build());
+    let put = mock!(aws_sdk_iam::Client::put_role_policy).then_output(|| PutRolePolicyOutput::builder().build());
     let events = mock!(aws_sdk_eventbridge::Client::put_events).then_output(|| {
         PutEventsOutput::builder()
             .failed_entry_count(1)
@@ -251,9 +206,8 @@ async fn a_put_events_partial_failure_is_a_retryable_error() {
 
 #[tokio::test]
 async fn deleting_a_policy_that_is_gone_is_success() {
-    let gone = mock!(aws_sdk_iam::Client::delete_role_policy).then_error(|| {
-        DeleteRolePolicyError::NoSuchEntityException(NoSuchEntityException::builder().build())
-    });
+    let gone = mock!(aws_sdk_iam::Client::delete_role_policy)
+        .then_error(|| DeleteRolePolicyError::NoSuchEntityException(NoSuchEntityException::builder().build()));
     let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&gone]));
     let role = RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap();
     assert_eq!(
@@ -261,13 +215,8 @@ async fn deleting_a_policy_that_is_gone_is_success() {
         Ok(Deletion::AlreadyGone)
     );
     let ok = mock!(aws_sdk_iam::Client::delete_role_policy)
-        .match_requests(|r| {
-            r.role_name() == Some("app-deployer") && r.policy_name() == Some("latch-x")
-        })
+        .match_requests(|r| r.role_name() == Some("app-deployer") && r.policy_name() == Some("latch-x"))
         .then_output(|| DeleteRolePolicyOutput::builder().build());
     let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&ok]));
-    assert_eq!(
-        iam.delete_role_policy(&role, "latch-x").await,
-        Ok(Deletion::Deleted)
-    );
+    assert_eq!(iam.delete_role_policy(&role, "latch-x").await, Ok(Deletion::Deleted));
 }

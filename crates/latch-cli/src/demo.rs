@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
+use grant::Outcome;
 use latch_aws::provision::Provisioner;
 use latch_aws::{Clients, Config};
 use latch_core::policy::Policy;
@@ -91,15 +92,14 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let deploy = json!({"pipeline": "app-release", "run_id": run_id, "job": "deploy", "attempt": 1,
         "role_arn": DEPLOYER, "permission_set": "deploy-artifacts", "duration": "PT15M",
         "ref": "refs/heads/main", "actor": "octocat", "reason": "release v1.4.2"});
-    t.say(&format!("pipeline app-release run {run_id}, job deploy starts: asks deploy-artifacts on app-deployer for 15m"));
+    t.say(&format!(
+        "pipeline app-release run {run_id}, job deploy starts: asks deploy-artifacts on app-deployer for 15m"
+    ));
     publish(&events, &config.bus, "Pipeline Job Started", &deploy).await?;
     for h in deliver(&runner, 1).await? {
         match &h.outcome {
-            Ok(StartOutcome::Activated(id)) => {
-                t.say(&format!(
-                    "GRANTED: policy {} is on role app-deployer",
-                    id.policy_name()
-                ));
+            Ok(Outcome::Start(StartOutcome::Activated(id))) => {
+                t.say(&format!("GRANTED: policy {} is on role app-deployer", id.policy_name()));
                 let doc = role_policy(&iam, "app-deployer", &id.policy_name())
                     .await
                     .map_err(aws("reading the policy back"))?;
@@ -136,15 +136,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
 fn report(t: &Timeline, handled: Vec<crate::runner::Handled>) {
     for h in handled {
         match h.outcome {
-            Ok(StartOutcome::Denied(reason)) => t.say(&format!("DENIED: {reason}")),
-            Ok(StartOutcome::AlreadyActive(id)) => t.say(&format!(
-                "already active: grant {id} unchanged, no second grant"
-            )),
+            Ok(Outcome::Start(StartOutcome::Denied(reason))) => t.say(&format!("DENIED: {reason}")),
+            Ok(Outcome::Start(StartOutcome::AlreadyActive(id))) => {
+                t.say(&format!("already active: grant {id} unchanged, no second grant"))
+            }
             Ok(other) => t.say(&format!("{other:?}")),
-            Err(e) => t.say(&format!(
-                "{} handler failed (will be retried): {e}",
-                h.detail_type
-            )),
+            Err(e) => t.say(&format!("{} handler failed (will be retried): {e}", h.detail_type)),
         }
     }
 }
@@ -177,10 +174,7 @@ async fn publish(
 }
 
 /// Pumps the inbox until `expected` deliveries were handled (or 10 s passed).
-async fn deliver(
-    runner: &Runner,
-    expected: usize,
-) -> Result<Vec<crate::runner::Handled>, CliError> {
+async fn deliver(runner: &Runner, expected: usize) -> Result<Vec<crate::runner::Handled>, CliError> {
     let mut all = Vec::new();
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     while all.len() < expected && Instant::now() < deadline {
@@ -203,11 +197,7 @@ async fn role_policy(iam: &aws_sdk_iam::Client, role: &str, name: &str) -> Resul
     serde_json::from_str(&decoded).map_err(|e| e.to_string())
 }
 
-async fn audit_trail(
-    sdk: &aws_config::SdkConfig,
-    table: &str,
-    run_id: &str,
-) -> Result<(), CliError> {
+async fn audit_trail(sdk: &aws_config::SdkConfig, table: &str, run_id: &str) -> Result<(), CliError> {
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     let out = dynamo
         .scan()

@@ -3,8 +3,8 @@
 //! on the queue and comes back after its visibility timeout, as Lambda's retries would.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use grant::Outcome;
 use lambda_runtime::{Context, LambdaEvent};
-use latch_core::service::StartOutcome;
 use serde_json::Value;
 
 use crate::CliError;
@@ -13,7 +13,7 @@ use crate::CliError;
 #[derive(Debug)]
 pub struct Handled {
     pub detail_type: String,
-    pub outcome: Result<StartOutcome, String>,
+    pub outcome: Result<Outcome, String>,
 }
 
 pub struct Runner {
@@ -58,12 +58,9 @@ impl Runner {
                     continue;
                 }
             };
-            let outcome = grant::handle(
-                &self.grant,
-                LambdaEvent::new(event.clone(), Context::default()),
-            )
-            .await
-            .map_err(|e| e.to_string());
+            let outcome = grant::handle(&self.grant, LambdaEvent::new(event.clone(), Context::default()))
+                .await
+                .map_err(|e| e.to_string());
             if outcome.is_ok()
                 && let Some(h) = message.receipt_handle()
             {

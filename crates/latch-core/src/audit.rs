@@ -127,12 +127,7 @@ pub fn stamp(t: DateTime<Utc>) -> (Option<String>, Option<i64>) {
 }
 
 impl AuditRecord {
-    pub fn new(
-        audit_id: String,
-        decision: Decision,
-        reason: &str,
-        recorded_at: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(audit_id: String, decision: Decision, reason: &str, recorded_at: DateTime<Utc>) -> Self {
         Self {
             audit_id,
             decision,

@@ -106,10 +106,7 @@ impl EventError {
 }
 
 fn bad(field: &'static str, why: impl Into<String>) -> EventError {
-    EventError::Invalid {
-        field,
-        why: why.into(),
-    }
+    EventError::Invalid { field, why: why.into() }
 }
 
 fn from_invalid(field: &'static str) -> impl Fn(InvalidValue) -> EventError {
@@ -119,19 +116,13 @@ fn from_invalid(field: &'static str) -> impl Fn(InvalidValue) -> EventError {
 /// Refuses a detail that is too big, then returns it as an object.
 fn detail_object(detail: &Value, serialized_len: usize) -> Result<&Map<String, Value>, EventError> {
     if serialized_len > MAX_EVENT_BYTES {
-        return Err(EventError::TooLarge {
-            size: serialized_len,
-        });
+        return Err(EventError::TooLarge { size: serialized_len });
     }
     detail.as_object().ok_or(EventError::NotAnObject)
 }
 
 /// A free-text claim: a string of printable characters (no control characters), within a length.
-fn text(
-    map: &Map<String, Value>,
-    field: &'static str,
-    max: usize,
-) -> Result<Option<String>, EventError> {
+fn text(map: &Map<String, Value>, field: &'static str, max: usize) -> Result<Option<String>, EventError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
@@ -181,12 +172,10 @@ impl StartRequest {
     pub fn parse(detail: &Value, serialized_len: usize) -> Result<Self, EventError> {
         let map = detail_object(detail, serialized_len)?;
         let job = job_key(map)?;
-        let role =
-            RoleArn::parse(&required_text(map, "role_arn")?).map_err(from_invalid("role_arn"))?;
-        let permission_set = Name::parse(&required_text(map, "permission_set")?)
-            .map_err(from_invalid("permission_set"))?;
-        let duration = GrantDuration::parse(&required_text(map, "duration")?)
-            .map_err(from_invalid("duration"))?;
+        let role = RoleArn::parse(&required_text(map, "role_arn")?).map_err(from_invalid("role_arn"))?;
+        let permission_set =
+            Name::parse(&required_text(map, "permission_set")?).map_err(from_invalid("permission_set"))?;
+        let duration = GrantDuration::parse(&required_text(map, "duration")?).map_err(from_invalid("duration"))?;
         let context = JobContext {
             reason: text(map, "reason", MAX_REASON_CHARS)?,
             git_ref: text(map, "ref", MAX_CLAIM_CHARS)?,
@@ -231,10 +220,7 @@ mod tests {
     }
 
     fn parse(v: &Value) -> Result<StartRequest, EventError> {
-        StartRequest::parse(
-            v,
-            serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX),
-        )
+        StartRequest::parse(v, serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX))
     }
 
     #[test]
@@ -268,10 +254,7 @@ mod tests {
         }
         let mut d = start_detail();
         d.as_object_mut().unwrap().remove("duration");
-        assert_eq!(
-            parse(&d).unwrap_err(),
-            EventError::Missing { field: "duration" }
-        );
+        assert_eq!(parse(&d).unwrap_err(), EventError::Missing { field: "duration" });
     }
 
     #[test]
@@ -284,8 +267,7 @@ mod tests {
 
     #[test]
     fn finish_needs_only_the_job_key() {
-        let d =
-            json!({"pipeline": "p", "run_id": "1", "job": "j", "attempt": 2, "outcome": "failure"});
+        let d = json!({"pipeline": "p", "run_id": "1", "job": "j", "attempt": 2, "outcome": "failure"});
         let f = FinishNotice::parse(&d, 80).unwrap();
         assert_eq!(f.job.attempt, 2);
         assert_eq!(f.outcome.as_deref(), Some("failure"));

@@ -9,6 +9,8 @@ pub mod memory;
 pub mod model;
 pub mod policy;
 pub mod ports;
+pub mod revoke;
 pub mod service;
+pub mod sweep;
 
 pub use policy::render::iam_time;

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 
 use crate::audit::AuditRecord;
-use crate::model::RoleArn;
+use crate::event::JobKey;
+use crate::model::{AccountId, GrantId, RoleArn};
 use crate::policy::PolicyDocument;
 use crate::ports::{
-    Activation, AuditSink, Clock, Deletion, Grant, GrantStatus, GrantStore, IamError, IamWriter,
-    SinkError, StoreError,
+    Activation, AuditSink, Clock, Deletion, Grant, GrantStatus, GrantStore, IamError, IamInventory, IamWriter,
+    RecordState, Revocation, SinkError, StoreError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,6 +52,7 @@ pub struct MemoryIam {
 #[derive(Debug, Default)]
 struct IamState {
     policies: BTreeMap<(String, String), String>,
+    roles: Vec<RoleArn>,
     puts: usize,
     deletes: usize,
     fail_next: VecDeque<IamError>,
@@ -73,24 +75,47 @@ impl MemoryIam {
     pub fn fail_next(&self, e: IamError) {
         lock(&self.inner).fail_next.push_back(e);
     }
+    /// Makes a role known to the inventory (drift repair lists roles).
+    pub fn add_role(&self, role: &RoleArn) {
+        lock(&self.inner).roles.push(role.clone());
+    }
+    /// Puts a policy directly, as someone outside Latch would (drift).
+    pub fn plant(&self, role: &RoleArn, name: &str, document: &str) {
+        lock(&self.inner)
+            .policies
+            .insert((role.name().to_owned(), name.to_owned()), document.to_owned());
+    }
+}
+
+impl IamInventory for MemoryIam {
+    async fn roles_under(&self, path_prefix: &str) -> Result<Vec<RoleArn>, IamError> {
+        Ok(lock(&self.inner)
+            .roles
+            .iter()
+            .filter(|r| r.is_under_path(path_prefix))
+            .cloned()
+            .collect())
+    }
+
+    async fn inline_policies(&self, role: &RoleArn) -> Result<Vec<String>, IamError> {
+        let s = lock(&self.inner);
+        Ok(s.policies
+            .keys()
+            .filter(|(r, _)| r == role.name())
+            .map(|(_, n)| n.clone())
+            .collect())
+    }
 }
 
 impl IamWriter for MemoryIam {
-    async fn put_role_policy(
-        &self,
-        role: &RoleArn,
-        name: &str,
-        document: &PolicyDocument,
-    ) -> Result<(), IamError> {
+    async fn put_role_policy(&self, role: &RoleArn, name: &str, document: &PolicyDocument) -> Result<(), IamError> {
         let mut s = lock(&self.inner);
         s.puts += 1;
         if let Some(e) = s.fail_next.pop_front() {
             return Err(e);
         }
-        s.policies.insert(
-            (role.name().to_owned(), name.to_owned()),
-            document.as_json().to_owned(),
-        );
+        s.policies
+            .insert((role.name().to_owned(), name.to_owned()), document.as_json().to_owned());
         Ok(())
     }
 
@@ -100,15 +125,10 @@ impl IamWriter for MemoryIam {
         if let Some(e) = s.fail_next.pop_front() {
             return Err(e);
         }
-        Ok(
-            match s
-                .policies
-                .remove(&(role.name().to_owned(), name.to_owned()))
-            {
-                Some(_) => Deletion::Deleted,
-                None => Deletion::AlreadyGone,
-            },
-        )
+        Ok(match s.policies.remove(&(role.name().to_owned(), name.to_owned())) {
+            Some(_) => Deletion::Deleted,
+            None => Deletion::AlreadyGone,
+        })
     }
 }
 
@@ -124,7 +144,14 @@ struct StoreState {
     tombstones: BTreeMap<String, DateTime<Utc>>,
     active_per_role: HashMap<String, u32>,
     audits: BTreeMap<String, AuditRecord>,
+    drift: BTreeMap<(String, String), DateTime<Utc>>,
     fail_next: VecDeque<StoreError>,
+}
+
+impl StoreState {
+    fn fail(&mut self) -> Result<(), StoreError> {
+        self.fail_next.pop_front().map_or(Ok(()), Err)
+    }
 }
 
 /// The key that ties a job's grants and its tombstone together.
@@ -176,16 +203,11 @@ impl GrantStore for MemoryStore {
         if s.tombstones.contains_key(&job_scope(grant)) {
             return Ok(Activation::JobFinished);
         }
-        let active = s
-            .active_per_role
-            .get(grant.role.as_str())
-            .copied()
-            .unwrap_or(0);
+        let active = s.active_per_role.get(grant.role.as_str()).copied().unwrap_or(0);
         if cap.is_some_and(|c| active >= c) {
             return Ok(Activation::ConcurrencyCapReached);
         }
-        s.active_per_role
-            .insert(grant.role.as_str().to_owned(), active + 1);
+        s.active_per_role.insert(grant.role.as_str().to_owned(), active + 1);
         s.grants.insert(grant.id.as_str().to_owned(), grant.clone());
         s.audits.insert(audit.audit_id.clone(), audit.clone());
         Ok(Activation::Recorded)
@@ -193,14 +215,105 @@ impl GrantStore for MemoryStore {
 
     async fn record_audit(&self, audit: &AuditRecord) -> Result<bool, StoreError> {
         let mut s = lock(&self.inner);
-        if let Some(e) = s.fail_next.pop_front() {
-            return Err(e);
-        }
+        s.fail()?;
         if s.audits.contains_key(&audit.audit_id) {
             return Ok(false);
         }
         s.audits.insert(audit.audit_id.clone(), audit.clone());
         Ok(true)
+    }
+
+    async fn finish_job(
+        &self,
+        account: &AccountId,
+        source: &str,
+        job: &JobKey,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        let scope = job.scope(account, source);
+        s.tombstones.insert(scope.clone(), until);
+        Ok(s.grants.values().filter(|g| job_scope(g) == scope).cloned().collect())
+    }
+
+    async fn record_revocation(
+        &self,
+        grant: &Grant,
+        audit: &AuditRecord,
+        state: RecordState,
+    ) -> Result<Revocation, StoreError> {
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        let still_active = s
+            .grants
+            .get(grant.id.as_str())
+            .is_some_and(|g| g.status == GrantStatus::Active);
+        if (state == RecordState::Present && !still_active) || s.audits.contains_key(&audit.audit_id) {
+            return Ok(Revocation::AlreadyRevoked);
+        }
+        match state {
+            RecordState::Present => {
+                if let Some(g) = s.grants.get_mut(grant.id.as_str()) {
+                    g.status = GrantStatus::Revoked;
+                }
+            }
+            RecordState::DeletedByTtl => {
+                s.grants.remove(grant.id.as_str());
+            }
+        }
+        if let Some(n) = s.active_per_role.get_mut(grant.role.as_str()) {
+            *n = n.saturating_sub(1);
+        }
+        s.audits.insert(audit.audit_id.clone(), audit.clone());
+        Ok(Revocation::Recorded)
+    }
+
+    async fn expired_grants(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<&Grant>,
+        limit: u32,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        let mut expired: Vec<Grant> = s
+            .grants
+            .values()
+            .filter(|g| g.status == GrantStatus::Active && g.expires_at <= now)
+            .filter(|g| after.is_none_or(|a| (g.expires_at, &g.id) > (a.expires_at, &a.id)))
+            .cloned()
+            .collect();
+        expired.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+        expired.truncate(limit as usize);
+        Ok(expired)
+    }
+
+    async fn grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        Ok(s.grants.get(id.as_str()).cloned())
+    }
+
+    async fn drift_seen_since(
+        &self,
+        role: &RoleArn,
+        policy_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        Ok(*s
+            .drift
+            .entry((role.as_str().to_owned(), policy_name.to_owned()))
+            .or_insert(now))
+    }
+
+    async fn clear_drift(&self, role: &RoleArn, policy_name: &str) -> Result<(), StoreError> {
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        s.drift.remove(&(role.as_str().to_owned(), policy_name.to_owned()));
+        Ok(())
     }
 }
 

@@ -74,24 +74,14 @@ impl RoleArn {
             return Err(invalid(SHAPE));
         };
         let (path, name) = match path_and_name.rfind('/') {
-            Some(i) => (
-                format!("/{}", &path_and_name[..=i]),
-                &path_and_name[i + 1..],
-            ),
+            Some(i) => (format!("/{}", &path_and_name[..=i]), &path_and_name[i + 1..]),
             None => ("/".to_owned(), path_and_name),
         };
         if name.is_empty() || name.len() > 64 || !name.chars().all(is_iam_name_char) {
-            return Err(invalid(
-                "role name must be 1-64 of A-Z a-z 0-9 + = , . @ _ -",
-            ));
+            return Err(invalid("role name must be 1-64 of A-Z a-z 0-9 + = , . @ _ -"));
         }
-        if path.len() > 512
-            || path.contains("//")
-            || !path.chars().all(|c| c == '/' || is_iam_name_char(c))
-        {
-            return Err(invalid(
-                "role path must be /segments/ of A-Z a-z 0-9 + = , . @ _ -",
-            ));
+        if path.len() > 512 || path.contains("//") || !path.chars().all(|c| c == '/' || is_iam_name_char(c)) {
+            return Err(invalid("role path must be /segments/ of A-Z a-z 0-9 + = , . @ _ -"));
         }
         Ok(Self {
             arn: s.to_owned(),
@@ -138,12 +128,10 @@ impl GrantDuration {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let s = s.trim();
         let parsed = if s.starts_with('P') || s.starts_with('p') {
-            let d = iso8601::duration(s)
-                .map_err(|_| invalid("not an ISO 8601 duration such as PT15M"))?;
+            let d = iso8601::duration(s).map_err(|_| invalid("not an ISO 8601 duration such as PT15M"))?;
             Duration::from(d)
         } else {
-            humantime::parse_duration(s)
-                .map_err(|_| invalid("expected a duration such as PT15M or 15m"))?
+            humantime::parse_duration(s).map_err(|_| invalid("expected a duration such as PT15M or 15m"))?
         };
         Self::from_std(parsed)
     }
@@ -178,11 +166,7 @@ pub struct Name(String);
 
 impl Name {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        if !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             Ok(Self(s.to_owned()))
         } else {
             Err(invalid("a name is 1-64 of A-Z a-z 0-9 _ -"))
@@ -262,10 +246,7 @@ impl GrantId {
 
     /// Accepts only what [`GrantId::derive`] produces: 32 lowercase hex digits.
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        if s.len() == Self::HEX_CHARS
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() == Self::HEX_CHARS && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Self(s.to_owned()))
         } else {
             Err(invalid("a grant id is 32 lowercase hex digits"))
@@ -357,9 +338,6 @@ mod tests {
 
     #[test]
     fn digest_is_not_fooled_by_shifting_field_boundaries() {
-        assert_ne!(
-            digest_fields(&["ab", "c"], 32),
-            digest_fields(&["a", "bc"], 32)
-        );
+        assert_ne!(digest_fields(&["ab", "c"], 32), digest_fields(&["a", "bc"], 32));
     }
 }

@@ -143,6 +143,23 @@ pub enum Activation {
     ConcurrencyCapReached,
 }
 
+/// Where a grant's record stands when it is revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordState {
+    /// The grant item is in the table (finish, sweep): it is marked revoked, conditionally.
+    Present,
+    /// DynamoDB's TTL already deleted the item (stream path): only the audit and counter remain.
+    DeletedByTtl,
+}
+
+/// What recording a revocation found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    Recorded,
+    /// Another path (finish, stream, sweep) revoked it first: nothing was written.
+    AlreadyRevoked,
+}
+
 /// Grant records and durable audit items.
 pub trait GrantStore: Send + Sync {
     /// Atomically: the grant (unless it exists), its activation audit, and one more active
@@ -155,13 +172,61 @@ pub trait GrantStore: Send + Sync {
     ) -> impl Future<Output = Result<Activation, StoreError>> + Send;
 
     /// A durable audit item on its own (denials). `false` when it was recorded before.
-    fn record_audit(
+    fn record_audit(&self, audit: &AuditRecord) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Marks the job finished (its tombstone, kept until `tombstone_until`) and returns the
+    /// grants it holds, read consistently. Later starts of the job are refused.
+    fn finish_job(
         &self,
+        account: &AccountId,
+        source: &str,
+        job: &JobKey,
+        tombstone_until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Grant>, StoreError>> + Send;
+
+    /// Atomically: the grant marked revoked (only if still active, when present), the Revoked
+    /// audit (only if not yet written) and one active grant less on the role.
+    fn record_revocation(
+        &self,
+        grant: &Grant,
         audit: &AuditRecord,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+        state: RecordState,
+    ) -> impl Future<Output = Result<Revocation, StoreError>> + Send;
+
+    /// Active grants whose expiry is at or before `now`, oldest first, `limit` at a time,
+    /// continuing after `after` (the last grant of the previous page).
+    fn expired_grants(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<&Grant>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Grant>, StoreError>> + Send;
+
+    /// The grant with this id, if it is recorded (drift repair).
+    fn grant(&self, id: &GrantId) -> impl Future<Output = Result<Option<Grant>, StoreError>> + Send;
+
+    /// When drift repair first saw this policy without a live grant (recording `now` if never).
+    fn drift_seen_since(
+        &self,
+        role: &RoleArn,
+        policy_name: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<DateTime<Utc>, StoreError>> + Send;
+
+    /// Forgets a drift suspect (repaired, or its grant turned out live).
+    fn clear_drift(&self, role: &RoleArn, policy_name: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Publishes audit events (source `latch`) on the bus.
 pub trait AuditSink: Send + Sync {
     fn publish(&self, audit: &AuditRecord) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// IAM reads for drift repair only (never on the grant or revoke path).
+pub trait IamInventory: Send + Sync {
+    /// Roles whose path starts with `path_prefix`.
+    fn roles_under(&self, path_prefix: &str) -> impl Future<Output = Result<Vec<RoleArn>, IamError>> + Send;
+
+    /// The names of the role's inline policies (all of them; the caller picks Latch's).
+    fn inline_policies(&self, role: &RoleArn) -> impl Future<Output = Result<Vec<String>, IamError>> + Send;
 }

@@ -17,13 +17,14 @@ use tracing::{info, warn};
 
 use crate::audit::{AuditRecord, Decision, stamp};
 use crate::decision::DenyReason;
-use crate::event::{Envelope, EventError, StartRequest};
+use crate::event::{Envelope, EventError, FinishNotice, StartRequest};
 use crate::model::{GrantId, GrantIdentity, digest};
 use crate::policy::{Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
-    Activation, AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, Retryable,
+    Activation, AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState, Retryable,
     SinkError, StoreError,
 };
+use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker, TOMBSTONE_LIFETIME};
 
 /// An event's `time` may run ahead of ours by this much (publishers may set it) before we refuse it.
 pub const MAX_CLOCK_SKEW: ChronoDuration = ChronoDuration::minutes(5);
@@ -39,6 +40,18 @@ pub enum StartOutcome {
     Denied(DenyReason),
 }
 
+/// What became of a finish event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishOutcome {
+    /// The job is tombstoned; its active grants were revoked now.
+    Finished {
+        revoked: usize,
+        already_ended: usize,
+        failed: usize,
+    },
+    Denied(DenyReason),
+}
+
 /// A failure a retry may cure (or that could not even be audited); Lambda should retry.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
@@ -48,6 +61,16 @@ pub enum GrantError {
     Iam(#[from] IamError),
     #[error(transparent)]
     Audit(#[from] SinkError),
+}
+
+impl From<RevokeError> for GrantError {
+    fn from(e: RevokeError) -> Self {
+        match e {
+            RevokeError::Iam(e) => Self::Iam(e),
+            RevokeError::Store(e) => Self::Store(e),
+            RevokeError::Audit(e) => Self::Audit(e),
+        }
+    }
 }
 
 impl Retryable for GrantError {
@@ -77,10 +100,7 @@ struct Denial {
 
 impl From<DenyReason> for Denial {
     fn from(reason: DenyReason) -> Self {
-        Self {
-            reason,
-            detail: None,
-        }
+        Self { reason, detail: None }
     }
 }
 
@@ -140,33 +160,19 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         };
         let grant = &proposal.grant;
         let audit = activation_audit(grant, &proposal.actions, now);
-        match self
-            .store
-            .record_activation(grant, &audit, proposal.cap)
-            .await
-        {
+        match self.store.record_activation(grant, &audit, proposal.cap).await {
             Ok(Activation::Recorded) => {}
             Ok(Activation::AlreadyRecorded(existing)) => {
                 return self.converge(*existing, &proposal.actions, now).await;
             }
             Ok(Activation::JobFinished) => {
                 return self
-                    .deny(
-                        envelope,
-                        Some(&request),
-                        DenyReason::JobFinished.into(),
-                        now,
-                    )
+                    .deny(envelope, Some(&request), DenyReason::JobFinished.into(), now)
                     .await;
             }
             Ok(Activation::ConcurrencyCapReached) => {
                 return self
-                    .deny(
-                        envelope,
-                        Some(&request),
-                        DenyReason::ConcurrencyCap.into(),
-                        now,
-                    )
+                    .deny(envelope, Some(&request), DenyReason::ConcurrencyCap.into(), now)
                     .await;
             }
             Err(e) if e.is_retryable() => return Err(e.into()),
@@ -187,20 +193,78 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         Ok(StartOutcome::Activated(grant.id.clone()))
     }
 
-    fn propose(
+    /// Handles a `Pipeline Job Finished` event: tombstones the job (so a late start is refused)
+    /// and revokes its active grants now, with reason `job_finished`. Whatever the outcome of
+    /// the job (success, failure, cancel), its grants end. Err when a retry may finish the job.
+    pub async fn on_finish(
         &self,
         envelope: &Envelope,
-        request: &StartRequest,
-        now: DateTime<Utc>,
-    ) -> Result<Proposal, Denial> {
+        detail: &Value,
+        detail_len: usize,
+    ) -> Result<FinishOutcome, GrantError> {
+        let now = self.clock.now();
+        let notice = match FinishNotice::parse(detail, detail_len) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(event_id = %envelope.id, field = e.field().unwrap_or("-"), error = %e, "malformed finish event");
+                let reason = match self.deny(envelope, None, e.into(), now).await? {
+                    StartOutcome::Denied(reason) => reason,
+                    _ => DenyReason::MalformedEvent,
+                };
+                return Ok(FinishOutcome::Denied(reason));
+            }
+        };
+        let grants = self
+            .store
+            .finish_job(
+                &envelope.account,
+                &envelope.source,
+                &notice.job,
+                now + TOMBSTONE_LIFETIME,
+            )
+            .await?;
+        let revoker = self.revoker();
+        let (mut revoked, mut already_ended, mut failed) = (0, 0, 0);
+        let mut retry = None;
+        for grant in &grants {
+            match revoker
+                .revoke(grant, RevokeReason::JobFinished, RecordState::Present)
+                .await
+            {
+                Ok(RevokeOutcome::Revoked) => revoked += 1,
+                Ok(RevokeOutcome::AlreadyRevoked) => already_ended += 1,
+                Ok(RevokeOutcome::Failed(_)) => failed += 1,
+                // Keep going so one role's trouble does not hold the others' grants open.
+                Err(e) => retry = Some(e),
+            }
+        }
+        if let Some(e) = retry {
+            return Err(e.into());
+        }
+        info!(pipeline = %notice.job.pipeline, run_id = %notice.job.run_id, job = %notice.job.job,
+              outcome = notice.outcome.as_deref().unwrap_or("-"), revoked, already_ended, failed, "job finished");
+        Ok(FinishOutcome::Finished {
+            revoked,
+            already_ended,
+            failed,
+        })
+    }
+
+    pub fn revoker(&self) -> Revoker<'_, I, S, A, C> {
+        Revoker {
+            iam: &self.iam,
+            store: &self.store,
+            audit: &self.audit,
+            clock: &self.clock,
+        }
+    }
+
+    fn propose(&self, envelope: &Envelope, request: &StartRequest, now: DateTime<Utc>) -> Result<Proposal, Denial> {
         let allowed = self.policy.decide(envelope, request)?;
         if envelope.time > now + MAX_CLOCK_SKEW {
             return Err(Denial {
                 reason: DenyReason::EventTimeInFuture,
-                detail: Some(format!(
-                    "event time {} is ahead of now {now}",
-                    envelope.time
-                )),
+                detail: Some(format!("event time {} is ahead of now {now}", envelope.time)),
             });
         }
         let duration = ChronoDuration::seconds(request.duration.as_secs() as i64);
@@ -338,10 +402,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         audit.source = Some(source.to_owned());
         audit.event_id = Some(event_id.to_owned());
         audit.detail = Some(problem.to_owned());
-        warn!(
-            event_id,
-            source, problem, "event envelope cannot be trusted"
-        );
+        warn!(event_id, source, problem, "event envelope cannot be trusted");
         if self.store.record_audit(&audit).await? {
             self.audit.publish(&audit).await?;
         }
@@ -368,12 +429,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
         let mut audit = AuditRecord::new(
-            digest(&[
-                &envelope.source,
-                envelope.account.as_str(),
-                &envelope.id,
-                "denied",
-            ]),
+            digest(&[&envelope.source, envelope.account.as_str(), &envelope.id, "denied"]),
             Decision::Denied,
             denial.reason.code(),
             now,
@@ -398,11 +454,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     }
 }
 
-fn fill_job_fields(
-    audit: &mut AuditRecord,
-    job: &crate::event::JobKey,
-    ctx: &crate::event::JobContext,
-) {
+fn fill_job_fields(audit: &mut AuditRecord, job: &crate::event::JobKey, ctx: &crate::event::JobContext) {
     audit.pipeline = Some(job.pipeline.clone());
     audit.run_id = Some(job.run_id.clone());
     audit.job = Some(job.job.clone());
@@ -435,11 +487,7 @@ pub fn fill_grant_fields(audit: &mut AuditRecord, grant: &Grant) {
 }
 
 /// The activation audit of a grant; its id is stable, so retries and duplicates share it.
-pub fn activation_audit(
-    grant: &Grant,
-    actions: &[String],
-    recorded_at: DateTime<Utc>,
-) -> AuditRecord {
+pub fn activation_audit(grant: &Grant, actions: &[String], recorded_at: DateTime<Utc>) -> AuditRecord {
     let mut audit = AuditRecord::new(
         digest(&[grant.id.as_str(), "activated"]),
         Decision::Activated,

@@ -14,11 +14,7 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn service() -> Service {
-    let policy = Policy::load(
-        include_str!("../../../infra/policies.yaml"),
-        "policies.yaml",
-    )
-    .unwrap();
+    let policy = Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap();
     GrantService {
         policy,
         iam: MemoryIam::default(),
@@ -62,8 +58,7 @@ async fn given_an_allowed_start_when_handled_then_policy_record_audit_and_event_
     let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else {
         panic!()
     };
-    let doc: Value =
-        serde_json::from_str(&s.iam.policy(&role(), &id.policy_name()).unwrap()).unwrap();
+    let doc: Value = serde_json::from_str(&s.iam.policy(&role(), &id.policy_name()).unwrap()).unwrap();
     assert_eq!(
         doc["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
         "2026-11-25T12:15:00Z"
@@ -110,12 +105,7 @@ async fn given_a_duplicate_start_when_handled_then_nothing_new_is_recorded_or_ex
     assert_eq!(s.store.audits().len(), 1);
     assert_eq!(s.store.active_on(&role()), 1);
     assert_eq!(s.iam.policy(&role(), &id.policy_name()), policy_before);
-    let ids: Vec<String> = s
-        .audit
-        .published()
-        .into_iter()
-        .map(|a| a.audit_id)
-        .collect();
+    let ids: Vec<String> = s.audit.published().into_iter().map(|a| a.audit_id).collect();
     assert!(
         ids.windows(2).all(|w| w[0] == w[1]),
         "re-published events share one audit id: {ids:?}"
@@ -173,18 +163,10 @@ async fn given_malformed_detail_when_handled_then_the_audit_names_the_field() {
         start(&s, &envelope("e1"), &d).await.unwrap(),
         StartOutcome::Denied(DenyReason::MalformedEvent)
     );
-    assert!(
-        s.store.audits()[0]
-            .detail
-            .as_deref()
-            .unwrap()
-            .contains("`attempt`")
-    );
+    assert!(s.store.audits()[0].detail.as_deref().unwrap().contains("`attempt`"));
     let s = service();
     assert_eq!(
-        s.on_start(&envelope("e1"), &json!("x"), 70_000)
-            .await
-            .unwrap(),
+        s.on_start(&envelope("e1"), &json!("x"), 70_000).await.unwrap(),
         StartOutcome::Denied(DenyReason::EventTooLarge)
     );
 }
@@ -212,10 +194,8 @@ async fn given_a_finished_job_when_its_start_arrives_late_then_the_tombstone_ref
     let s = service();
     let probe = service();
     start(&probe, &envelope("e1"), &detail()).await.unwrap();
-    s.store.add_tombstone(
-        job_scope(&probe.store.grants()[0]),
-        t0() + Duration::hours(1),
-    );
+    s.store
+        .add_tombstone(job_scope(&probe.store.grants()[0]), t0() + Duration::hours(1));
     assert_eq!(
         start(&s, &envelope("e1"), &detail()).await.unwrap(),
         StartOutcome::Denied(DenyReason::JobFinished)
@@ -246,28 +226,12 @@ async fn given_a_role_at_its_cap_when_another_job_asks_then_the_cap_denies_it() 
 async fn given_transient_failures_when_retried_then_the_grant_converges_once() {
     let s = service();
     s.store.fail_next(StoreError::Transient("throttled".into()));
-    assert!(
-        start(&s, &envelope("e1"), &detail())
-            .await
-            .unwrap_err()
-            .is_retryable()
-    );
+    assert!(start(&s, &envelope("e1"), &detail()).await.unwrap_err().is_retryable());
     s.iam.fail_next(IamError::Transient("503".into()));
-    assert!(
-        start(&s, &envelope("e1"), &detail())
-            .await
-            .unwrap_err()
-            .is_retryable()
-    );
+    assert!(start(&s, &envelope("e1"), &detail()).await.unwrap_err().is_retryable());
     assert_eq!(s.iam.policy_count(), 0);
-    s.audit
-        .fail_next(SinkError::Transient("1 failed entry".into()));
-    assert!(
-        start(&s, &envelope("e1"), &detail())
-            .await
-            .unwrap_err()
-            .is_retryable()
-    );
+    s.audit.fail_next(SinkError::Transient("1 failed entry".into()));
+    assert!(start(&s, &envelope("e1"), &detail()).await.unwrap_err().is_retryable());
     assert_eq!(s.iam.policy_count(), 1);
     assert!(matches!(
         start(&s, &envelope("e1"), &detail()).await.unwrap(),

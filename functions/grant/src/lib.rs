@@ -1,7 +1,10 @@
 //! The grant function: EventBridge events in, grant decisions out.
 //!
-//! `Pipeline Job Started` → [`GrantService::on_start`]; anything else that reaches it is
-//! denied as `unsupported_event`. Returns `Err` only when a retry may help (Lambda's async
+//! `Pipeline Job Started` → [`GrantService::on_start`]; `Pipeline Job Finished` →
+//! [`GrantService::on_finish`] (this function, not the revoke function, handles finish events:
+//! the bus delivers them here with the starts, and ending a job's grants at once needs the same
+//! store, IAM and audit ports the grant path holds); anything else is denied as
+//! `unsupported_event`. Returns `Err` only when a retry may help (Lambda's async
 //! retries, then the dead-letter queue); every permanent problem has been audited and is `Ok`.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
@@ -10,11 +13,11 @@ use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
 use latch_aws::{Clients, Config};
-use latch_core::event::{DETAIL_TYPE_STARTED, Envelope};
+use latch_core::event::{DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
 use latch_core::model::AccountId;
 use latch_core::policy::{LoadError, Policy};
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Retryable, SystemClock};
-use latch_core::service::{GrantError, GrantService, StartOutcome};
+use latch_core::service::{FinishOutcome, GrantError, GrantService, StartOutcome};
 use serde_json::Value;
 use tracing::error;
 
@@ -56,10 +59,17 @@ pub fn envelope(event: &EventBridgeEvent<Value>) -> Result<Envelope, &'static st
     })
 }
 
+/// What the function did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Start(StartOutcome),
+    Finish(FinishOutcome),
+}
+
 pub async fn handle<I, S, A, C>(
     service: &GrantService<I, S, A, C>,
     event: LambdaEvent<EventBridgeEvent<Value>>,
-) -> Result<StartOutcome, Error>
+) -> Result<Outcome, Error>
 where
     I: IamWriter,
     S: GrantStore,
@@ -67,18 +77,24 @@ where
     C: Clock,
 {
     let event = event.payload;
+    let detail_len = || serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());
     let result = match envelope(&event) {
         Err(problem) => {
             let id = event.id.as_deref().unwrap_or("-");
             service
                 .on_untrusted_envelope(id, &event.source, problem)
                 .await
+                .map(Outcome::Start)
         }
-        Ok(env) if env.detail_type == DETAIL_TYPE_STARTED => {
-            let detail_len = serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());
-            service.on_start(&env, &event.detail, detail_len).await
-        }
-        Ok(env) => service.on_unsupported(&env).await,
+        Ok(env) if env.detail_type == DETAIL_TYPE_STARTED => service
+            .on_start(&env, &event.detail, detail_len())
+            .await
+            .map(Outcome::Start),
+        Ok(env) if env.detail_type == DETAIL_TYPE_FINISHED => service
+            .on_finish(&env, &event.detail, detail_len())
+            .await
+            .map(Outcome::Finish),
+        Ok(env) => service.on_unsupported(&env).await.map(Outcome::Start),
     };
     result.map_err(|e: GrantError| {
         error!(error = %e, retryable = e.is_retryable(), "grant handling failed");

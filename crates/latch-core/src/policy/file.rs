@@ -257,16 +257,12 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
     let elevatable_path = doc
         .elevatable_path
         .unwrap_or_else(|| DEFAULT_ELEVATABLE_PATH.to_owned());
-    if !(elevatable_path.len() > 2
-        && elevatable_path.starts_with('/')
-        && elevatable_path.ends_with('/'))
+    if !(elevatable_path.len() > 2 && elevatable_path.starts_with('/') && elevatable_path.ends_with('/'))
         || elevatable_path.contains(['*', '?'])
     {
         c.push(
             &["elevatable_path:"],
-            format!(
-                "elevatable_path {elevatable_path:?} must be a non-root IAM path such as /latch/"
-            ),
+            format!("elevatable_path {elevatable_path:?} must be a non-root IAM path such as /latch/"),
             None,
         );
     }
@@ -283,25 +279,15 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             );
             continue;
         };
-        let max_duration = duration(
-            c,
-            &[anchors[0], anchors[1], "max_duration"],
-            &set.max_duration,
-        );
+        let max_duration = duration(c, &[anchors[0], anchors[1], "max_duration"], &set.max_duration);
         if set.statements.is_empty() {
-            c.push(
-                &anchors,
-                format!("permission set {name_text} has no statements"),
-                None,
-            );
+            c.push(&anchors, format!("permission set {name_text} has no statements"), None);
         }
         let statements = set
             .statements
             .into_iter()
             .enumerate()
-            .filter_map(|(i, s)| {
-                statement(c, &anchors, &name_text, i, s, &set.guardrail_exceptions)
-            })
+            .filter_map(|(i, s)| statement(c, &anchors, &name_text, i, s, &set.guardrail_exceptions))
             .collect();
         permission_sets.insert(
             name.clone(),
@@ -345,13 +331,7 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             .iter()
             .filter_map(|a| {
                 AccountId::parse(a)
-                    .map_err(|e| {
-                        c.push(
-                            &[at[0], at[1], a],
-                            format!("rule {name}: account {a:?}: {e}"),
-                            None,
-                        )
-                    })
+                    .map_err(|e| c.push(&[at[0], at[1], a], format!("rule {name}: account {a:?}: {e}"), None))
                     .ok()
             })
             .collect();
@@ -442,12 +422,8 @@ fn role_pattern_problem(pattern: &str, path: &str, accounts: &[AccountId]) -> Op
         .collect();
     match RoleArn::parse(&concrete) {
         Err(e) => Some(format!("is not a role ARN: {e}")),
-        Ok(arn) if !arn.is_under_path(path) => {
-            Some(format!("is outside the elevatable path {path}"))
-        }
-        Ok(arn) if !accounts.contains(arn.account()) => {
-            Some("is in an account the rule does not list".into())
-        }
+        Ok(arn) if !arn.is_under_path(path) => Some(format!("is outside the elevatable path {path}")),
+        Ok(arn) if !accounts.contains(arn.account()) => Some("is in an account the rule does not list".into()),
         Ok(_) => None,
     }
 }
@@ -529,7 +505,9 @@ fn statement(
             c.push(
                 &[anchors[0], anchors[1], &what],
                 format!("{where_}: {what:?} breaks guardrail {guardrail}"),
-                Some(&format!("narrow it, or opt in with guardrail_exceptions: [{guardrail}] on the permission set")),
+                Some(&format!(
+                    "narrow it, or opt in with guardrail_exceptions: [{guardrail}] on the permission set"
+                )),
             );
         }
     }

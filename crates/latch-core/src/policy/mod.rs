@@ -18,8 +18,7 @@ use serde_json::{Map, Value};
 
 pub use file::{Guardrail, LoadError, Problem};
 pub use render::{
-    MAX_POLICY_CHARS, PolicyDocument, RenderContext, RenderError, ResourceTemplate,
-    is_safe_placeholder_value,
+    MAX_POLICY_CHARS, PolicyDocument, RenderContext, RenderError, ResourceTemplate, is_safe_placeholder_value,
 };
 
 use crate::decision::DenyReason;
@@ -59,11 +58,7 @@ pub struct PermissionSet {
 impl PermissionSet {
     /// Every action the set can grant, for audit summaries.
     pub fn actions(&self) -> Vec<String> {
-        let mut all: Vec<String> = self
-            .statements
-            .iter()
-            .flat_map(|s| s.actions.iter().cloned())
-            .collect();
+        let mut all: Vec<String> = self.statements.iter().flat_map(|s| s.actions.iter().cloned()).collect();
         all.sort();
         all.dedup();
         all
@@ -106,12 +101,11 @@ fn any_match(patterns: &[Pattern], candidate: &str) -> bool {
 impl Rule {
     /// Trusted fields first, then the claims that may only narrow.
     fn admits(&self, envelope: &Envelope, request: &StartRequest) -> bool {
-        let claims_pass =
-            |allowed: &Option<Vec<Pattern>>, claim: &Option<String>| match (allowed, claim) {
-                (None, _) => true,
-                (Some(patterns), Some(value)) => any_match(patterns, value),
-                (Some(_), None) => false,
-            };
+        let claims_pass = |allowed: &Option<Vec<Pattern>>, claim: &Option<String>| match (allowed, claim) {
+            (None, _) => true,
+            (Some(patterns), Some(value)) => any_match(patterns, value),
+            (Some(_), None) => false,
+        };
         self.sources.iter().any(|s| s == &envelope.source)
             && self.accounts.contains(&envelope.account)
             && any_match(&self.pipelines, &request.job.pipeline)
@@ -154,14 +148,8 @@ impl Policy {
 
     /// Deny by default. When several rules get part of the way, the reason reported is the
     /// one from the rule that got furthest, so the requester learns what to change.
-    pub fn decide(
-        &self,
-        envelope: &Envelope,
-        request: &StartRequest,
-    ) -> Result<Allowed<'_>, DenyReason> {
-        if !request.role.is_under_path(&self.elevatable_path)
-            || request.role.account() != &envelope.account
-        {
+    pub fn decide(&self, envelope: &Envelope, request: &StartRequest) -> Result<Allowed<'_>, DenyReason> {
+        if !request.role.is_under_path(&self.elevatable_path) || request.role.account() != &envelope.account {
             return Err(DenyReason::RoleNotEligible);
         }
         let Some(permission_set) = self.permission_sets.get(&request.permission_set) else {
@@ -176,10 +164,7 @@ impl Policy {
             } else if request.duration > rule.max_duration.min(permission_set.max_duration) {
                 DenyReason::DurationOverMax
             } else {
-                return Ok(Allowed {
-                    rule,
-                    permission_set,
-                });
+                return Ok(Allowed { rule, permission_set });
             };
             closest = closest.max(reason);
         }

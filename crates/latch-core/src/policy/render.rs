@@ -111,8 +111,7 @@ pub struct RenderContext<'a> {
 pub fn is_safe_placeholder_value(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= MAX_PLACEHOLDER_CHARS
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.+=@-".contains(&b))
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.+=@-".contains(&b))
 }
 
 impl RenderContext<'_> {
@@ -126,9 +125,7 @@ impl RenderContext<'_> {
         if is_safe_placeholder_value(v) {
             Ok(v)
         } else {
-            Err(RenderError::UnsafePlaceholderValue {
-                placeholder: p.name(),
-            })
+            Err(RenderError::UnsafePlaceholderValue { placeholder: p.name() })
         }
     }
 }
@@ -207,8 +204,7 @@ fn merged_conditions(
     expires: &str,
     ctx: &RenderContext<'_>,
 ) -> Result<Map<String, Value>, RenderError> {
-    let Value::Object(mut conditions) = fill_condition_value(&Value::Object(own.clone()), ctx)?
-    else {
+    let Value::Object(mut conditions) = fill_condition_value(&Value::Object(own.clone()), ctx)? else {
         return Ok(Map::new());
     };
     let date_less_than = conditions
@@ -222,11 +218,7 @@ fn merged_conditions(
 
 impl PermissionSet {
     /// Renders the document for one grant. Statement ids are the set's own or `LatchN`.
-    pub fn render(
-        &self,
-        ctx: &RenderContext<'_>,
-        expires: DateTime<Utc>,
-    ) -> Result<PolicyDocument, RenderError> {
+    pub fn render(&self, ctx: &RenderContext<'_>, expires: DateTime<Utc>) -> Result<PolicyDocument, RenderError> {
         let expires = iam_time(expires);
         let mut statements = Vec::with_capacity(self.statements.len());
         for (i, s) in self.statements.iter().enumerate() {
@@ -237,11 +229,7 @@ impl PermissionSet {
             );
             st.insert(
                 "Effect".into(),
-                json!(if s.effect == Effect::Allow {
-                    "Allow"
-                } else {
-                    "Deny"
-                }),
+                json!(if s.effect == Effect::Allow { "Allow" } else { "Deny" }),
             );
             if !s.actions.is_empty() {
                 st.insert("Action".into(), json!(s.actions));
@@ -249,11 +237,7 @@ impl PermissionSet {
             if !s.not_actions.is_empty() {
                 st.insert("NotAction".into(), json!(s.not_actions));
             }
-            let fill = |ts: &[ResourceTemplate]| {
-                ts.iter()
-                    .map(|t| t.fill(ctx))
-                    .collect::<Result<Vec<_>, _>>()
-            };
+            let fill = |ts: &[ResourceTemplate]| ts.iter().map(|t| t.fill(ctx)).collect::<Result<Vec<_>, _>>();
             if !s.resources.is_empty() {
                 st.insert("Resource".into(), json!(fill(&s.resources)?));
             }

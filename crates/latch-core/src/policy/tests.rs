@@ -51,9 +51,7 @@ fn given_the_worked_example_when_loaded_then_its_sets_and_rules_are_there() {
 #[test]
 fn given_an_allowed_request_when_decided_then_the_rule_is_named() {
     let p = example();
-    let allowed = p
-        .decide(&envelope("ci.github"), &request(json!({})))
-        .unwrap();
+    let allowed = p.decide(&envelope("ci.github"), &request(json!({}))).unwrap();
     assert_eq!(allowed.rule.name.as_str(), "app-release-deploys");
     assert_eq!(allowed.permission_set.name.as_str(), "deploy-artifacts");
 }
@@ -63,16 +61,8 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
     let p = example();
     let gh = envelope("ci.github");
     let cases = [
-        (
-            envelope("ci.unknown"),
-            json!({}),
-            DenyReason::NoMatchingRule,
-        ),
-        (
-            gh.clone(),
-            json!({"pipeline": "other"}),
-            DenyReason::NoMatchingRule,
-        ),
+        (envelope("ci.unknown"), json!({}), DenyReason::NoMatchingRule),
+        (gh.clone(), json!({"pipeline": "other"}), DenyReason::NoMatchingRule),
         (
             gh.clone(),
             json!({"ref": "refs/heads/feature"}),
@@ -104,11 +94,7 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
             json!({"role_arn": "arn:aws:iam::123456789012:role/latch/app-deployer", "permission_set": "db-migrate"}),
             DenyReason::PermissionSetNotAllowed,
         ),
-        (
-            gh.clone(),
-            json!({"duration": "25m"}),
-            DenyReason::DurationOverMax,
-        ),
+        (gh.clone(), json!({"duration": "25m"}), DenyReason::DurationOverMax),
         (
             gh.clone(),
             json!({"permission_set": "lambda-deploy", "duration": "16m"}),
@@ -131,16 +117,10 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
 #[test]
 fn given_a_claimed_environment_when_the_rule_narrows_on_it_then_only_that_one_passes() {
     let p = example();
-    let r = request(
-        json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator",
-                           "permission_set": "db-migrate", "duration": "5m", "environment": "production"}),
-    );
+    let r = request(json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator",
+                           "permission_set": "db-migrate", "duration": "5m", "environment": "production"}));
     assert_eq!(
-        p.decide(&envelope("ci.github"), &r)
-            .unwrap()
-            .rule
-            .name
-            .as_str(),
+        p.decide(&envelope("ci.github"), &r).unwrap().rule.name.as_str(),
         "prod-migrations"
     );
 }
@@ -185,10 +165,7 @@ fn given_semantic_errors_when_loaded_then_all_are_reported_at_their_lines() {
     let rendered = err.to_string();
     assert_eq!(err.problems.len(), 2, "{rendered}");
     assert!(rendered.contains("p.yaml:14: rule r: role"), "{rendered}");
-    assert!(
-        rendered.contains("outside the elevatable path"),
-        "{rendered}"
-    );
+    assert!(rendered.contains("outside the elevatable path"), "{rendered}");
     assert!(
         rendered.contains("p.yaml:15: rule r: unknown permission set \"ghost\""),
         "{rendered}"
@@ -217,24 +194,17 @@ fn given_dangerous_statements_when_loaded_then_guardrails_refuse_them_unless_opt
             );
         let p = problems(&text);
         assert!(
-            p.iter()
-                .any(|p| p.message.contains(guardrail) && p.line.is_some()),
+            p.iter().any(|p| p.message.contains(guardrail) && p.line.is_some()),
             "{guardrail}: {p:?}"
         );
         let opted = text.replace(
             "    max_duration: 10m\n    statements",
-            &format!(
-                "    max_duration: 10m\n    guardrail_exceptions: [{guardrail}]\n    statements"
-            ),
+            &format!("    max_duration: 10m\n    guardrail_exceptions: [{guardrail}]\n    statements"),
         );
         assert!(Policy::load(&opted, "p.yaml").is_ok(), "{guardrail} opt-in");
     }
     let not_action = MINIMAL.replace("actions: [s3:GetObject]", "not_actions: [s3:DeleteObject]");
-    assert!(
-        problems(&not_action)
-            .iter()
-            .any(|p| p.message.contains("not_action"))
-    );
+    assert!(problems(&not_action).iter().any(|p| p.message.contains("not_action")));
 }
 
 #[test]
@@ -244,11 +214,7 @@ fn given_an_unknown_placeholder_or_reserved_condition_when_loaded_then_it_is_ref
         "        resources: [\"arn:aws:s3:::b/${pipeline}/*\"]",
         "        resources: [\"arn:aws:s3:::b/${pipeline}/*\"]\n        conditions:\n          DateLessThan:\n            aws:CurrentTime: \"2030-01-01T00:00:00Z\"",
     );
-    assert!(
-        problems(&reserved)
-            .iter()
-            .any(|p| p.message.contains("reserved"))
-    );
+    assert!(problems(&reserved).iter().any(|p| p.message.contains("reserved")));
 }
 
 fn expires() -> chrono::DateTime<Utc> {
@@ -268,9 +234,7 @@ fn ctx<'a>(pipeline: &'a str, job: &'a str) -> RenderContext<'a> {
 fn given_a_set_with_its_own_conditions_when_rendered_then_expiry_is_merged_not_replacing() {
     let p = example();
     let set = &p.permission_sets[&crate::model::Name::parse("deploy-artifacts").unwrap()];
-    let doc = set
-        .render(&ctx("app-release", "deploy"), expires())
-        .unwrap();
+    let doc = set.render(&ctx("app-release", "deploy"), expires()).unwrap();
     let v: Value = serde_json::from_str(doc.as_json()).unwrap();
     assert_eq!(
         v["Statement"][0]["Resource"][0],
@@ -294,16 +258,7 @@ fn given_a_set_with_its_own_conditions_when_rendered_then_expiry_is_merged_not_r
 fn given_a_hostile_placeholder_value_when_rendered_then_it_is_refused() {
     let p = example();
     let set = &p.permission_sets[&crate::model::Name::parse("deploy-artifacts").unwrap()];
-    for bad in [
-        "*",
-        "app?",
-        "a/b",
-        "a:b",
-        "ａpp",
-        "",
-        "${account}",
-        &"x".repeat(129),
-    ] {
+    for bad in ["*", "app?", "a/b", "a:b", "ａpp", "", "${account}", &"x".repeat(129)] {
         assert_eq!(
             set.render(&ctx(bad, "deploy"), expires()),
             Err(RenderError::UnsafePlaceholderValue {
@@ -317,10 +272,7 @@ fn given_a_hostile_placeholder_value_when_rendered_then_it_is_refused() {
 #[test]
 fn given_a_huge_set_when_rendered_then_it_is_refused_as_too_large() {
     let actions: Vec<String> = (0..800).map(|i| format!("s3:Action{i:04}")).collect();
-    let text = MINIMAL.replace(
-        "actions: [s3:GetObject]",
-        &format!("actions: [{}]", actions.join(", ")),
-    );
+    let text = MINIMAL.replace("actions: [s3:GetObject]", &format!("actions: [{}]", actions.join(", ")));
     let p = Policy::load(&text, "p.yaml").unwrap();
     let set = p.permission_sets.values().next().unwrap();
     assert!(
@@ -352,11 +304,7 @@ fn arb_set() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
 fn yaml_list(items: &[String]) -> String {
     format!(
         "[{}]",
-        items
-            .iter()
-            .map(|i| format!("{i:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ")
     )
 }
 

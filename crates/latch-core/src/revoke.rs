@@ -1,0 +1,143 @@
+//! Taking grants away, on every path: the job's finish event, the TTL stream, the sweep.
+//!
+//! A revocation is: DeleteRolePolicy (NoSuchEntity is success) → one atomic store write (grant
+//! marked revoked if still active, the Revoked audit if not yet written, the role's counter) →
+//! the `Latch Grant Revoked` event. The audit id is the same on every path, so when two paths
+//! race on one grant exactly one of them records it and publishes (I2, I3, I5). A failed
+//! IAM delete is audited as `Latch Revoke Failed` and left for the next sweep (or drift repair).
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::{info, warn};
+
+use crate::audit::{AuditRecord, Decision, stamp};
+use crate::model::digest;
+use crate::ports::{
+    AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation,
+    SinkError, StoreError,
+};
+use crate::service::fill_grant_fields;
+
+/// Why a grant ended. Codes are stable: exports depend on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    JobFinished,
+    ExpiredTtl,
+    ExpiredSweep,
+}
+
+impl RevokeReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::JobFinished => "job_finished",
+            Self::ExpiredTtl => "expired_ttl",
+            Self::ExpiredSweep => "expired_sweep",
+        }
+    }
+}
+
+/// A tombstone outlives any start that could still arrive for its job: no grant lasts longer
+/// than the 12-hour cap, and a start whose grant would already have expired is refused anyway.
+pub const TOMBSTONE_LIFETIME: Duration = Duration::hours(13);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked,
+    /// Revoked before, by this path or another: nothing written, nothing published.
+    AlreadyRevoked,
+    /// IAM refused the delete for good; audited as `Latch Revoke Failed`.
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error(transparent)]
+    Iam(#[from] IamError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] SinkError),
+}
+
+impl Retryable for RevokeError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Iam(e) => e.is_retryable(),
+            Self::Store(e) => e.is_retryable(),
+            Self::Audit(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// The revocation steps over borrowed ports, shared by the grant, revoke and sweep functions.
+pub struct Revoker<'a, I, S, A, C> {
+    pub iam: &'a I,
+    pub store: &'a S,
+    pub audit: &'a A,
+    pub clock: &'a C,
+}
+
+/// The one Revoked audit a grant can ever have.
+pub fn revoked_audit(grant: &Grant, reason: RevokeReason, at: DateTime<Utc>) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        digest(&[grant.id.as_str(), "revoked"]),
+        Decision::Revoked,
+        reason.code(),
+        at,
+    );
+    fill_grant_fields(&mut audit, grant);
+    (audit.revoked_at, audit.revoked_at_epoch) = stamp(at);
+    audit
+}
+
+impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C> {
+    pub async fn revoke(
+        &self,
+        grant: &Grant,
+        reason: RevokeReason,
+        state: RecordState,
+    ) -> Result<RevokeOutcome, RevokeError> {
+        if grant.status != GrantStatus::Active {
+            return Ok(RevokeOutcome::AlreadyRevoked);
+        }
+        match self.iam.delete_role_policy(&grant.role, &grant.id.policy_name()).await {
+            Ok(_) => {}
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => {
+                self.record_failure(grant, reason, &e.to_string()).await?;
+                return Ok(RevokeOutcome::Failed(e.to_string()));
+            }
+        }
+        let audit = revoked_audit(grant, reason, self.clock.now());
+        match self.store.record_revocation(grant, &audit, state).await? {
+            Revocation::Recorded => {
+                self.audit.publish(&audit).await?;
+                info!(grant_id = %grant.id, role = %grant.role, reason = reason.code(), "grant revoked");
+                Ok(RevokeOutcome::Revoked)
+            }
+            Revocation::AlreadyRevoked => {
+                info!(grant_id = %grant.id, reason = reason.code(), "already revoked by another path");
+                Ok(RevokeOutcome::AlreadyRevoked)
+            }
+        }
+    }
+
+    /// One `Latch Revoke Failed` audit per grant per minute: a sweep retrying every minute
+    /// leaves one record per attempt, not one per retry inside it.
+    pub async fn record_failure(&self, grant: &Grant, reason: RevokeReason, error: &str) -> Result<(), RevokeError> {
+        let now = self.clock.now();
+        let minute = (now.timestamp() / 60).to_string();
+        let mut audit = AuditRecord::new(
+            digest(&[grant.id.as_str(), "revoke-failed", &minute]),
+            Decision::RevokeFailed,
+            reason.code(),
+            now,
+        );
+        fill_grant_fields(&mut audit, grant);
+        audit.detail = Some(error.to_owned());
+        warn!(grant_id = %grant.id, role = %grant.role, error, "revoke failed; the sweep will retry");
+        if self.store.record_audit(&audit).await? {
+            self.audit.publish(&audit).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! The sweep: the guarantee behind I2 and I4, run on a schedule.
+//!
+//! 1. Expired grants, found through the store's expiry index (its cost follows the number of
+//!    expired grants, not the table), are revoked `concurrency` at a time, page by page, with
+//!    reason `expired_sweep`. A revoke that fails is audited (`Latch Revoke Failed`) and, since
+//!    its grant stays active in the index, retried by the next run.
+//! 2. Drift repair: every `latch-*` inline policy on a role the policy file makes eligible must
+//!    belong to a live grant. One that does not, once seen for longer than the grace period, is
+//!    deleted and audited as `Latch Drift Repaired`.
+//!
+//! The sweep stops starting new work when the deadline is near and leaves the rest to the next
+//! run; nothing it does is lost by stopping (every step is idempotent).
+
+use std::time::Instant;
+
+use chrono::Duration;
+use futures::StreamExt;
+use tracing::{info, warn};
+
+use crate::audit::{AuditRecord, Decision};
+use crate::model::{GrantId, POLICY_NAME_PREFIX, RoleArn, digest};
+use crate::policy::Policy;
+use crate::ports::{
+    AuditSink, Clock, Grant, GrantStatus, GrantStore, IamInventory, IamWriter, RecordState, StoreError,
+};
+use crate::revoke::{RevokeOutcome, RevokeReason, Revoker};
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub revoked: usize,
+    pub already_revoked: usize,
+    /// IAM refused for good, or a transient failure: audited, retried next run.
+    pub revoke_failed: usize,
+    pub drift_repaired: usize,
+    /// Orphans seen, still within the grace period.
+    pub drift_pending: usize,
+    pub drift_errors: usize,
+    /// The deadline came first; the next run carries on.
+    pub stopped_early: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SweepSettings {
+    pub page_size: u32,
+    pub concurrency: usize,
+    pub drift_grace: Duration,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        Self {
+            page_size: 100,
+            concurrency: 8,
+            drift_grace: Duration::minutes(10),
+        }
+    }
+}
+
+pub struct Sweeper<'a, I, V, S, A, C> {
+    pub policy: &'a Policy,
+    pub iam: &'a I,
+    pub inventory: &'a V,
+    pub store: &'a S,
+    pub audit: &'a A,
+    pub clock: &'a C,
+    pub settings: SweepSettings,
+}
+
+impl<I, V, S, A, C> Sweeper<'_, I, V, S, A, C>
+where
+    I: IamWriter,
+    V: IamInventory,
+    S: GrantStore,
+    A: AuditSink,
+    C: Clock,
+{
+    fn revoker(&self) -> Revoker<'_, I, S, A, C> {
+        Revoker {
+            iam: self.iam,
+            store: self.store,
+            audit: self.audit,
+            clock: self.clock,
+        }
+    }
+
+    /// One run. `stop_by`: when to stop starting new work (the Lambda deadline less a margin).
+    /// Err only when the expiry index cannot be read at all (the scheduler retries).
+    pub async fn run(&self, stop_by: Option<Instant>) -> Result<SweepReport, StoreError> {
+        let out_of_time = || stop_by.is_some_and(|t| Instant::now() >= t);
+        let mut report = SweepReport::default();
+        let now = self.clock.now();
+        let mut after: Option<Grant> = None;
+        loop {
+            if out_of_time() {
+                report.stopped_early = true;
+                break;
+            }
+            let page = self
+                .store
+                .expired_grants(now, after.as_ref(), self.settings.page_size)
+                .await?;
+            let revoker = &self.revoker();
+            let results: Vec<_> = futures::stream::iter(page.iter())
+                .map(|g| async move {
+                    (
+                        g,
+                        revoker
+                            .revoke(g, RevokeReason::ExpiredSweep, RecordState::Present)
+                            .await,
+                    )
+                })
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+            for (grant, result) in results {
+                match result {
+                    Ok(RevokeOutcome::Revoked) => report.revoked += 1,
+                    Ok(RevokeOutcome::AlreadyRevoked) => report.already_revoked += 1,
+                    Ok(RevokeOutcome::Failed(_)) => report.revoke_failed += 1,
+                    Err(e) => {
+                        report.revoke_failed += 1;
+                        if let Err(audit_error) = revoker
+                            .record_failure(grant, RevokeReason::ExpiredSweep, &e.to_string())
+                            .await
+                        {
+                            warn!(grant_id = %grant.id, error = %audit_error, "could not audit a failed revoke");
+                        }
+                    }
+                }
+            }
+            let full = page.len() as u32 >= self.settings.page_size;
+            after = page.into_iter().last();
+            if !full {
+                break;
+            }
+        }
+        if !report.stopped_early {
+            self.repair_drift(&mut report, &out_of_time).await;
+        }
+        info!(?report, "sweep done");
+        Ok(report)
+    }
+
+    async fn eligible_roles(&self) -> Result<Vec<RoleArn>, crate::ports::IamError> {
+        let roles = self.inventory.roles_under(&self.policy.elevatable_path).await?;
+        Ok(roles
+            .into_iter()
+            .filter(|r| self.policy.eligible_role_patterns().any(|p| p.is_match(r.as_str())))
+            .collect())
+    }
+
+    async fn repair_drift(&self, report: &mut SweepReport, out_of_time: &impl Fn() -> bool) {
+        let roles = match self.eligible_roles().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "drift repair: cannot list roles");
+                report.drift_errors += 1;
+                return;
+            }
+        };
+        for role in roles {
+            if out_of_time() {
+                report.stopped_early = true;
+                return;
+            }
+            let names = match self.inventory.inline_policies(&role).await {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(role = %role, error = %e, "drift repair: cannot list policies");
+                    report.drift_errors += 1;
+                    continue;
+                }
+            };
+            for name in names.iter().filter(|n| n.starts_with(POLICY_NAME_PREFIX)) {
+                if let Err(e) = self.check_policy(&role, name, report).await {
+                    warn!(role = %role, policy = %name, error = %e, "drift repair failed for a policy");
+                    report.drift_errors += 1;
+                }
+            }
+        }
+    }
+
+    async fn check_policy(
+        &self,
+        role: &RoleArn,
+        name: &str,
+        report: &mut SweepReport,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let id = GrantId::from_policy_name(name);
+        if let Some(id) = &id {
+            let live = self
+                .store
+                .grant(id)
+                .await?
+                .is_some_and(|g| g.status == GrantStatus::Active && &g.role == role);
+            if live {
+                return Ok(());
+            }
+        }
+        let now = self.clock.now();
+        let since = self.store.drift_seen_since(role, name, now).await?;
+        if now - since < self.settings.drift_grace {
+            report.drift_pending += 1;
+            return Ok(());
+        }
+        self.iam.delete_role_policy(role, name).await?;
+        let mut audit = AuditRecord::new(
+            digest(&[role.as_str(), name, &since.timestamp().to_string(), "drift"]),
+            Decision::DriftRepaired,
+            "no_live_grant",
+            now,
+        );
+        audit.role_arn = Some(role.as_str().to_owned());
+        audit.account = Some(role.account().as_str().to_owned());
+        audit.policy_name = Some(name.to_owned());
+        audit.grant_id = id.map(|i| i.as_str().to_owned());
+        audit.detail = Some(format!("inline policy {name} had no live grant since {since}"));
+        if self.store.record_audit(&audit).await? {
+            self.audit.publish(&audit).await?;
+        }
+        self.store.clear_drift(role, name).await?;
+        report.drift_repaired += 1;
+        info!(role = %role, policy = name, "drift repaired");
+        Ok(())
+    }
+}
