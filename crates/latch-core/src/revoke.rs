@@ -141,3 +141,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "revoke_tests.rs"]
+mod tests;

@@ -1,0 +1,311 @@
+//! Revocation on every path, over the in-memory ports: finish, TTL, sweep, drift repair, and
+//! the races between them.
+
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::audit::Decision;
+use crate::decision::DenyReason;
+use crate::event::Envelope;
+use crate::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
+use crate::model::{AccountId, RoleArn};
+use crate::policy::Policy;
+use crate::ports::IamError;
+use crate::service::{FinishOutcome, GrantService, StartOutcome};
+use crate::sweep::{SweepSettings, Sweeper};
+
+type Service = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+}
+
+fn service() -> Service {
+    GrantService {
+        policy: Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap(),
+        iam: MemoryIam::default(),
+        store: MemoryStore::default(),
+        audit: MemoryAuditSink::default(),
+        clock: FixedClock::at(t0()),
+    }
+}
+
+fn envelope(detail_type: &str, id: &str) -> Envelope {
+    Envelope {
+        id: id.into(),
+        detail_type: detail_type.into(),
+        source: "ci.github".into(),
+        account: AccountId::parse("123456789012").unwrap(),
+        region: "us-east-1".into(),
+        time: t0(),
+    }
+}
+
+fn start_detail(run: &str, duration: &str) -> Value {
+    json!({"pipeline": "app-release", "run_id": run, "job": "deploy", "attempt": 1,
+           "role_arn": "arn:aws:iam::123456789012:role/latch/app-deployer",
+           "permission_set": "deploy-artifacts", "duration": duration, "ref": "refs/heads/main"})
+}
+
+fn finish_detail(run: &str) -> Value {
+    json!({"pipeline": "app-release", "run_id": run, "job": "deploy", "attempt": 1, "outcome": "failure"})
+}
+
+fn role() -> RoleArn {
+    RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap()
+}
+
+async fn start(s: &Service, run: &str, duration: &str) -> StartOutcome {
+    s.on_start(
+        &envelope("Pipeline Job Started", &format!("s-{run}")),
+        &start_detail(run, duration),
+        200,
+    )
+    .await
+    .unwrap()
+}
+
+async fn finish(s: &Service, run: &str) -> FinishOutcome {
+    s.on_finish(
+        &envelope("Pipeline Job Finished", &format!("f-{run}")),
+        &finish_detail(run),
+        100,
+    )
+    .await
+    .unwrap()
+}
+
+fn revoked_audits(s: &Service) -> Vec<crate::audit::AuditRecord> {
+    s.store
+        .audits()
+        .into_iter()
+        .filter(|a| a.decision == Decision::Revoked)
+        .collect()
+}
+
+fn sweeper(s: &Service) -> Sweeper<'_, MemoryIam, MemoryIam, MemoryStore, MemoryAuditSink, FixedClock> {
+    Sweeper {
+        policy: &s.policy,
+        iam: &s.iam,
+        inventory: &s.iam,
+        store: &s.store,
+        audit: &s.audit,
+        clock: &s.clock,
+        settings: SweepSettings {
+            page_size: 2,
+            concurrency: 3,
+            drift_grace: Duration::minutes(10),
+        },
+    }
+}
+
+#[tokio::test]
+async fn given_an_active_grant_when_its_job_finishes_then_it_is_revoked_at_once() {
+    let s = service();
+    let StartOutcome::Activated(id) = start(&s, "1", "15m").await else {
+        panic!()
+    };
+    assert_eq!(
+        finish(&s, "1").await,
+        FinishOutcome::Finished {
+            revoked: 1,
+            already_ended: 0,
+            failed: 0
+        }
+    );
+    assert_eq!(s.iam.policy(&role(), &id.policy_name()), None);
+    let revoked = revoked_audits(&s);
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].reason, "job_finished");
+    assert!(revoked[0].revoked_at.is_some());
+    assert_eq!(s.store.active_on(&role()), 0);
+    let published: Vec<_> = s.audit.published().into_iter().map(|a| a.decision).collect();
+    assert_eq!(published, [Decision::Activated, Decision::Revoked]);
+    // The finish delivered again: nothing more.
+    assert_eq!(
+        finish(&s, "1").await,
+        FinishOutcome::Finished {
+            revoked: 0,
+            already_ended: 1,
+            failed: 0
+        }
+    );
+    assert_eq!(revoked_audits(&s).len(), 1);
+}
+
+#[tokio::test]
+async fn given_a_finish_before_its_start_when_the_start_arrives_then_it_is_refused() {
+    let s = service();
+    assert_eq!(
+        finish(&s, "2").await,
+        FinishOutcome::Finished {
+            revoked: 0,
+            already_ended: 0,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        start(&s, "2", "15m").await,
+        StartOutcome::Denied(DenyReason::JobFinished)
+    );
+    assert_eq!(s.iam.policy_count(), 0);
+    // Another run of the same pipeline is not affected.
+    assert!(matches!(start(&s, "3", "15m").await, StartOutcome::Activated(_)));
+}
+
+#[tokio::test]
+async fn given_a_revoked_grant_when_its_start_is_replayed_then_nothing_is_granted_again() {
+    let s = service();
+    let StartOutcome::Activated(id) = start(&s, "4", "15m").await else {
+        panic!()
+    };
+    finish(&s, "4").await;
+    let puts = s.iam.calls().0;
+    assert_eq!(start(&s, "4", "15m").await, StartOutcome::AlreadyEnded(id));
+    assert_eq!((s.iam.policy_count(), s.iam.calls().0), (0, puts));
+}
+
+#[tokio::test]
+async fn given_expired_and_live_grants_when_the_sweep_runs_then_only_expired_ones_go() {
+    let s = service();
+    for run in ["a", "b", "c"] {
+        start(&s, run, "5m").await;
+    }
+    let StartOutcome::Activated(live) = start(&s, "d", "20m").await else {
+        panic!()
+    };
+    s.clock.advance(Duration::minutes(6));
+    let report = sweeper(&s).run(None).await.unwrap();
+    assert_eq!(
+        (report.revoked, report.already_revoked, report.revoke_failed),
+        (3, 0, 0)
+    );
+    assert_eq!(s.iam.policy_count(), 1);
+    assert!(s.iam.policy(&role(), &live.policy_name()).is_some());
+    assert!(revoked_audits(&s).iter().all(|a| a.reason == "expired_sweep"));
+    assert_eq!(s.store.active_on(&role()), 1);
+    // A second run finds nothing left to do.
+    let again = sweeper(&s).run(None).await.unwrap();
+    assert_eq!((again.revoked, again.already_revoked), (0, 0));
+}
+
+#[tokio::test]
+async fn given_the_stream_and_the_sweep_racing_on_one_grant_then_one_revoked_audit() {
+    let s = service();
+    start(&s, "r", "5m").await;
+    let grant = s.store.grants().remove(0);
+    s.clock.advance(Duration::minutes(6));
+    // TTL deleted the item and the stream handler revokes from the old image...
+    let revoker = s.revoker();
+    let ttl = revoker.revoke(&grant, RevokeReason::ExpiredTtl, RecordState::DeletedByTtl);
+    // ...while the sweep, which read the index before the deletion, revokes the same grant.
+    let sweep = revoker.revoke(&grant, RevokeReason::ExpiredSweep, RecordState::Present);
+    let (a, b) = tokio::join!(ttl, sweep);
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert!(
+        outcomes.contains(&RevokeOutcome::Revoked) && outcomes.contains(&RevokeOutcome::AlreadyRevoked),
+        "{outcomes:?}"
+    );
+    assert_eq!(revoked_audits(&s).len(), 1);
+    assert_eq!(
+        s.audit
+            .published()
+            .iter()
+            .filter(|a| a.decision == Decision::Revoked)
+            .count(),
+        1
+    );
+    assert_eq!(s.store.active_on(&role()), 0);
+}
+
+#[tokio::test]
+async fn given_a_policy_already_gone_when_revoking_then_it_is_success() {
+    let s = service();
+    let StartOutcome::Activated(id) = start(&s, "g", "5m").await else {
+        panic!()
+    };
+    s.iam.delete_role_policy(&role(), &id.policy_name()).await.unwrap();
+    assert_eq!(
+        finish(&s, "g").await,
+        FinishOutcome::Finished {
+            revoked: 1,
+            already_ended: 0,
+            failed: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn given_iam_failing_when_the_sweep_revokes_then_it_audits_the_failure_and_retries_next_run() {
+    let s = service();
+    start(&s, "f", "5m").await;
+    s.clock.advance(Duration::minutes(6));
+    s.iam.fail_next(IamError::Transient("throttled".into()));
+    let report = sweeper(&s).run(None).await.unwrap();
+    assert_eq!((report.revoked, report.revoke_failed), (0, 1));
+    let failed: Vec<_> = s
+        .store
+        .audits()
+        .into_iter()
+        .filter(|a| a.decision == Decision::RevokeFailed)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].detail.as_deref().unwrap().contains("throttled"));
+    assert_eq!(s.iam.policy_count(), 1, "still there, and still self-expiring");
+    s.clock.advance(Duration::minutes(1));
+    let next = sweeper(&s).run(None).await.unwrap();
+    assert_eq!((next.revoked, next.revoke_failed), (1, 0));
+    assert_eq!(s.iam.policy_count(), 0);
+}
+
+#[tokio::test]
+async fn given_an_orphan_policy_when_drift_repair_runs_then_it_waits_out_the_grace_and_removes_it() {
+    let s = service();
+    s.iam.add_role(&role());
+    let StartOutcome::Activated(live) = start(&s, "l", "20m").await else {
+        panic!()
+    };
+    s.iam.plant(&role(), "latch-0123456789abcdef0123456789abcdef", "{}");
+    s.iam.plant(&role(), "not-latch", "{}");
+    let first = sweeper(&s).run(None).await.unwrap();
+    assert_eq!((first.drift_repaired, first.drift_pending), (0, 1));
+    s.clock.advance(Duration::minutes(11));
+    let second = sweeper(&s).run(None).await.unwrap();
+    assert_eq!(second.drift_repaired, 1);
+    assert!(
+        s.iam
+            .policy(&role(), "latch-0123456789abcdef0123456789abcdef")
+            .is_none()
+    );
+    assert!(
+        s.iam.policy(&role(), "not-latch").is_some(),
+        "only Latch's policies are Latch's business"
+    );
+    assert!(
+        s.iam.policy(&role(), &live.policy_name()).is_some(),
+        "live grants are kept"
+    );
+    let repaired: Vec<_> = s
+        .store
+        .audits()
+        .into_iter()
+        .filter(|a| a.decision == Decision::DriftRepaired)
+        .collect();
+    assert_eq!(repaired.len(), 1);
+    assert_eq!(
+        repaired[0].policy_name.as_deref(),
+        Some("latch-0123456789abcdef0123456789abcdef")
+    );
+}
+
+#[tokio::test]
+async fn given_a_deadline_already_past_when_the_sweep_runs_then_it_stops_cleanly() {
+    let s = service();
+    start(&s, "x", "5m").await;
+    s.clock.advance(Duration::minutes(6));
+    let report = sweeper(&s).run(Some(std::time::Instant::now())).await.unwrap();
+    assert!(report.stopped_early);
+    assert_eq!(report.revoked, 0);
+    assert_eq!(sweeper(&s).run(None).await.unwrap().revoked, 1);
+}

@@ -1,0 +1,90 @@
+//! The revoke handler on the stream fixtures in events/, over in-memory ports.
+
+use aws_lambda_events::event::dynamodb::Event;
+use chrono::{TimeZone, Utc};
+use lambda_runtime::{Context, LambdaEvent};
+use latch_core::audit::Decision;
+use latch_core::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
+use latch_core::ports::IamError;
+use revoke::{RecordOutcome, RevokeFunction};
+
+type Function = RevokeFunction<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
+
+fn function() -> Function {
+    RevokeFunction {
+        iam: MemoryIam::default(),
+        store: MemoryStore::default(),
+        audit: MemoryAuditSink::default(),
+        clock: FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 13, 15, 0).unwrap()),
+    }
+}
+
+fn fixture(name: &str) -> Event {
+    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[tokio::test]
+async fn given_a_ttl_removal_of_an_active_grant_then_it_is_revoked_as_expired_ttl() {
+    let f = function();
+    let event = fixture("dynamodb-stream-ttl-remove.json");
+    assert_eq!(f.on_record(&event.records[0]).await, RecordOutcome::Revoked);
+    let audits = f.store.audits();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(
+        (audits[0].decision, audits[0].reason.as_str()),
+        (Decision::Revoked, "expired_ttl")
+    );
+    assert_eq!(audits[0].pipeline.as_deref(), Some("app-release"));
+    assert_eq!(f.iam.calls(), (0, 1));
+    assert_eq!(f.audit.published().len(), 1);
+    // The same record delivered again (a batch retry) writes nothing more.
+    assert_eq!(f.on_record(&event.records[0]).await, RecordOutcome::AlreadyRevoked);
+    assert_eq!((f.store.audits().len(), f.audit.published().len()), (1, 1));
+}
+
+#[tokio::test]
+async fn given_records_not_made_by_ttl_then_they_are_skipped_untouched() {
+    let f = function();
+    for name in [
+        "dynamodb-stream-user-remove.json",
+        "dynamodb-stream-insert.json",
+        "dynamodb-stream-modify.json",
+    ] {
+        let event = fixture(name);
+        assert!(
+            matches!(f.on_record(&event.records[0]).await, RecordOutcome::Skipped(_)),
+            "{name}"
+        );
+    }
+    assert_eq!(f.iam.calls(), (0, 0));
+    assert!(f.store.audits().is_empty());
+}
+
+#[tokio::test]
+async fn given_a_batch_with_a_failing_record_then_only_that_one_is_reported() {
+    let f = function();
+    let mut event = fixture("dynamodb-stream-ttl-remove.json");
+    let mut second = event.records[0].clone();
+    second.change.sequence_number = Some("4100000000000000000009".into());
+    second.change.old_image.insert(
+        "grant_id".into(),
+        serde_dynamo::AttributeValue::S("0123456789abcdef0123456789abcdef".into()),
+    );
+    event.records.push(second);
+    let mut not_ttl = fixture("dynamodb-stream-user-remove.json");
+    event.records.push(not_ttl.records.remove(0));
+    f.iam.fail_next(IamError::Transient("throttled".into()));
+    let response = f.handle(LambdaEvent::new(event, Context::default())).await.unwrap();
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|b| b.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, [Some("4100000000000000000001".to_owned())]);
+    assert_eq!(
+        f.store.audits().len(),
+        1,
+        "the second grant was revoked despite the first failing"
+    );
+}
