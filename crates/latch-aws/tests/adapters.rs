@@ -220,3 +220,83 @@ async fn deleting_a_policy_that_is_gone_is_success() {
     let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&ok]));
     assert_eq!(iam.delete_role_policy(&role, "latch-x").await, Ok(Deletion::Deleted));
 }
+
+async fn recorded_grant() -> latch_core::ports::Grant {
+    let s0 = service(&[], &[], &[]);
+    let memory = GrantService {
+        policy: s0.policy.clone(),
+        iam: latch_core::memory::MemoryIam::default(),
+        store: latch_core::memory::MemoryStore::default(),
+        audit: latch_core::memory::MemoryAuditSink::default(),
+        clock: s0.clock.clone(),
+    };
+    let d = detail();
+    memory.on_start(&envelope(), &d, 300).await.unwrap();
+    memory.store.grants().remove(0)
+}
+
+#[tokio::test]
+async fn a_revoke_costs_one_delete_role_policy_one_transaction_one_put_events() {
+    let grant = recorded_grant().await;
+    let policy_name = grant.id.policy_name();
+    let delete = mock!(aws_sdk_iam::Client::delete_role_policy)
+        .match_requests(move |r| r.role_name() == Some("app-deployer") && r.policy_name() == Some(policy_name.as_str()))
+        .then_output(|| DeleteRolePolicyOutput::builder().build());
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| {
+            let items = r.transact_items();
+            items.len() == 3
+                && items[0]
+                    .update()
+                    .is_some_and(|u| u.condition_expression() == Some("#status = :active"))
+                && items[1]
+                    .put()
+                    .is_some_and(|p| p.item()["decision"] == AttributeValue::S("revoked".into()))
+                && items[2].update().is_some_and(|u| {
+                    u.expression_attribute_values()
+                        .is_some_and(|v| v[":delta"] == AttributeValue::N("-1".into()))
+                })
+        })
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let events = mock!(aws_sdk_eventbridge::Client::put_events)
+        .match_requests(|r| r.entries()[0].detail_type() == Some("Latch Grant Revoked"))
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let s = service(&[&delete], &[&twi], &[&events]);
+    let outcome = s
+        .revoker()
+        .revoke(
+            &grant,
+            latch_core::revoke::RevokeReason::ExpiredSweep,
+            latch_core::ports::RecordState::Present,
+        )
+        .await;
+    assert_eq!(outcome.unwrap(), latch_core::revoke::RevokeOutcome::Revoked);
+    assert_eq!((delete.num_calls(), twi.num_calls(), events.num_calls()), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn a_revoke_that_lost_the_race_publishes_nothing() {
+    let grant = recorded_grant().await;
+    let delete = mock!(aws_sdk_iam::Client::delete_role_policy)
+        .then_error(|| DeleteRolePolicyError::NoSuchEntityException(NoSuchEntityException::builder().build()));
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(|| {
+        TransactWriteItemsError::TransactionCanceledException(
+            TransactionCanceledException::builder()
+                .cancellation_reasons(CancellationReason::builder().code("ConditionalCheckFailed").build())
+                .cancellation_reasons(CancellationReason::builder().code("ConditionalCheckFailed").build())
+                .cancellation_reasons(CancellationReason::builder().code("None").build())
+                .build(),
+        )
+    });
+    let s = service(&[&delete], &[&twi], &[]);
+    let outcome = s
+        .revoker()
+        .revoke(
+            &grant,
+            latch_core::revoke::RevokeReason::ExpiredTtl,
+            latch_core::ports::RecordState::Present,
+        )
+        .await;
+    assert_eq!(outcome.unwrap(), latch_core::revoke::RevokeOutcome::AlreadyRevoked);
+    assert_eq!((delete.num_calls(), twi.num_calls()), (1, 1));
+}
