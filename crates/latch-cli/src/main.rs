@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod demo;
 mod local;
 mod policy_cmd;
@@ -39,6 +40,11 @@ enum Command {
     /// Check and explain policy files, offline.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Query a DynamoDB table export of Latch's audit records, offline; write an HTML report.
+    ///
+    /// Reads an ExportTableToPointInTime export (DYNAMODB_JSON) in one streaming pass, filters
+    /// by role, pipeline, time and decision, and prints a table, CSV or JSON lines.
+    Audit(audit::AuditArgs),
 }
 
 #[tokio::main]
@@ -47,6 +53,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(code) => code,
