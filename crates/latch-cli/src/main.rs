@@ -44,7 +44,7 @@ enum Command {
     ///
     /// Reads an ExportTableToPointInTime export (DYNAMODB_JSON) in one streaming pass, filters
     /// by role, pipeline, time and decision, and prints a table, CSV or JSON lines.
-    Audit(audit::AuditArgs),
+    Audit(Box<audit::AuditArgs>),
 }
 
 #[tokio::main]
@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Policy(cmd) => policy_cmd::run(cmd),
-        Command::Audit(args) => audit::run(args),
+        Command::Audit(args) => audit::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -237,7 +237,7 @@ impl Export {
                     let n = (&mut reader)
                         .take(MAX_LINE)
                         .read_until(b'\n', &mut line)
-                        .map_err(read_err(path))?;
+                        .map_err(|e| decode_err(path, e))?;
                     if n == 0 {
                         break;
                     }
@@ -302,6 +302,22 @@ impl Export {
         }
         bar.finish_and_clear();
         Ok(stats)
+    }
+}
+
+/// A decoder failure is damaged data (a cut or altered copy); anything else is the disk's.
+fn decode_err(path: &Path, e: io::Error) -> AuditError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+            AuditError::Integrity {
+                path: path.to_owned(),
+                why: format!("not a whole gzip stream ({e})"),
+            }
+        }
+        _ => AuditError::Read {
+            path: path.to_owned(),
+            source: e,
+        },
     }
 }
 

@@ -154,7 +154,7 @@ impl Filter {
         if !self.decisions.is_empty() && !self.decisions.contains(&r.decision) {
             return false;
         }
-        if !self.reasons.is_empty() && !self.reasons.iter().any(|x| *x == r.reason) {
+        if !self.reasons.is_empty() && !self.reasons.contains(&r.reason) {
             return false;
         }
         if self.since.is_some_and(|s| r.recorded_at_epoch < s) || self.until.is_some_and(|u| r.recorded_at_epoch >= u) {

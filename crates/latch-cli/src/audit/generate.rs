@@ -263,7 +263,7 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// One planned item.
 enum Planned {
-    Audit(AuditRecord),
+    Audit(Box<AuditRecord>),
     Other {
         pk: String,
         kind: &'static str,
@@ -437,7 +437,7 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
             a.git_ref = context.git_ref.clone();
             a.environment = context.environment.clone();
         }
-        out.push(Planned::Audit(a));
+        out.push(Planned::Audit(Box::new(a)));
         return Ok(out);
     }
 
@@ -470,7 +470,11 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
         policy_sha256: digest(&["policy", &seq.to_string()]) + &digest(&["policy2", &seq.to_string()]),
     };
     let actions: Vec<String> = profile.actions.iter().map(|s| (*s).to_owned()).collect();
-    out.push(Planned::Audit(activation_audit(&grant, &actions, grant.granted_at)));
+    out.push(Planned::Audit(Box::new(activation_audit(
+        &grant,
+        &actions,
+        grant.granted_at,
+    ))));
 
     let expires = t + duration;
     let ending = rng.below(100);
@@ -497,7 +501,7 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
         );
         fill_grant_fields(&mut f, &grant);
         f.detail = Some((*rng.pick(REVOKE_ERRORS)).to_owned());
-        out.push(Planned::Audit(f));
+        out.push(Planned::Audit(Box::new(f)));
     }
     let revoked = end <= export;
     if revoked {
@@ -509,7 +513,7 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
         );
         fill_grant_fields(&mut r, &grant);
         (r.revoked_at, r.revoked_at_epoch) = stamp(at(end));
-        out.push(Planned::Audit(r));
+        out.push(Planned::Audit(Box::new(r)));
         grant.status = GrantStatus::Revoked;
     }
     let active = grant.status == GrantStatus::Active;
@@ -581,7 +585,7 @@ fn drift(rng: &mut Rng, seq: u64, t0: i64, span: i64) -> Planned {
         iam_time(at(since))
     ));
     a.policy_name = Some(name);
-    Planned::Audit(a)
+    Planned::Audit(Box::new(a))
 }
 
 fn filler(rng: &mut Rng, seq: u64, export: i64) -> Planned {
