@@ -47,6 +47,15 @@ impl FromStr for TimeArg {
     }
 }
 
+impl std::fmt::Display for TimeArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::At(t) => f.write_str(&latch_core::iam_time(*t)),
+            Self::Ago(d) => write!(f, "{} before the export", humantime::format_duration(*d)),
+        }
+    }
+}
+
 impl TimeArg {
     /// Epoch seconds, relative values counted back from `anchor`.
     pub fn resolve(self, anchor: DateTime<Utc>) -> i64 {

@@ -177,13 +177,17 @@ fn describe_filters(args: &AuditArgs) -> String {
         parts.push(format!("pipeline {p}"));
     }
     if let Some(s) = args.since {
-        parts.push(format!("since {s:?}"));
+        parts.push(format!("since {s}"));
     }
     if let Some(u) = args.until {
-        parts.push(format!("until {u:?}"));
+        parts.push(format!("until {u}"));
     }
     if !args.decision.is_empty() {
-        let d: Vec<String> = args.decision.iter().map(|d| format!("{d:?}")).collect();
+        let d: Vec<&str> = args
+            .decision
+            .iter()
+            .map(|&d| latch_core::audit::Decision::from(d).code())
+            .collect();
         parts.push(format!("decision {}", d.join("|")));
     }
     if !args.reason.is_empty() {

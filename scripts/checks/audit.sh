@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Auditors' tooling (issue 7), beyond `cargo test`:
+#   1. the Athena DDL and queries in infra/athena, run by DuckDB over a generated export;
+#   2. the HTML report of `latch audit`, opened by headless Chromium (Debian's package).
+# Installs what it needs: infra/athena/requirements.txt into the repo's .venv (a stamp makes
+# the second run instant) and `chromium` with apt-get when /usr/bin/chromium is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+infra/local/emulator venv
+venv=.venv
+stamp="$venv/.athena-requirements.sha"
+want=$(sha256sum infra/athena/requirements.txt | cut -d' ' -f1)
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "audit: installing infra/athena/requirements.txt into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r infra/athena/requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "audit: installing Debian's chromium for the browser test" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium > /dev/null
+fi
+
+cargo build --quiet -p latch-cli
+export LATCH_BIN="$PWD/target/debug/latch" CHROMIUM=/usr/bin/chromium
+"$venv/bin/python" -m pytest -q -p no:cacheprovider infra/athena/tests tests/python
+echo "audit: report screenshot in target/audit-report.png" >&2
