@@ -42,7 +42,8 @@ pub(crate) fn describe<E: ProvideErrorMetadata + std::error::Error>(err: &SdkErr
         SdkError::ServiceError(e) => match (e.err().code(), e.err().message()) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             (Some(c), None) => c.to_owned(),
-            _ => e.err().to_string(),
+            // No error code: the body was not an AWS error (a proxy's or emulator's 5xx page).
+            _ => format!("HTTP {}: {}", e.raw().status().as_u16(), e.err()),
         },
         other => format!("{other}"),
     }
