@@ -79,18 +79,11 @@ pub fn endpoint(flag: Option<String>) -> String {
 /// and credentials or harmless test ones.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).endpoint_url(endpoint);
-    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-    {
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
         loader = loader.region(Region::new("us-east-1"));
     }
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-        loader = loader.credentials_provider(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "latch-local",
-        ));
+        loader = loader.credentials_provider(Credentials::new("test", "test", None, None, "latch-local"));
     }
     loader.load().await
 }

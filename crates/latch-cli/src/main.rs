@@ -18,12 +18,7 @@ mod runner;
 /// the policy file, attaches a scoped policy that expires by itself, and takes it away when the
 /// job finishes or the grant expires. Every decision is audited.
 #[derive(Debug, Parser)]
-#[command(
-    name = "latch",
-    version,
-    propagate_version = true,
-    arg_required_else_help = true
-)]
+#[command(name = "latch", version, propagate_version = true, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,10 +72,7 @@ pub enum CliError {
     #[error("{0}")]
     Policy(#[from] latch_core::policy::LoadError),
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Aws(String),
 }
@@ -89,12 +81,10 @@ impl CliError {
     fn hint(&self) -> Option<&'static str> {
         match self {
             Self::Usage(_) => Some("see `latch --help`"),
-            Self::Emulator { .. } => Some(
-                "start it with `infra/local/emulator start`, or set AWS_ENDPOINT_URL to where it listens",
-            ),
-            Self::Policy(_) => {
-                Some("fix the lines above; `latch policy check FILE` re-checks without AWS")
+            Self::Emulator { .. } => {
+                Some("start it with `infra/local/emulator start`, or set AWS_ENDPOINT_URL to where it listens")
             }
+            Self::Policy(_) => Some("fix the lines above; `latch policy check FILE` re-checks without AWS"),
             Self::Read { .. } => Some("check the path"),
             Self::Aws(_) => Some("is the emulator still running? `infra/local/emulator status`"),
         }

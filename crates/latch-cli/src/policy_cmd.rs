@@ -72,8 +72,7 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
                 event_path.display()
             ))
         })?;
-    let envelope = grant::envelope(&event)
-        .map_err(|p| CliError::Usage(format!("the envelope is not trusted: {p}")))?;
+    let envelope = grant::envelope(&event).map_err(|p| CliError::Usage(format!("the envelope is not trusted: {p}")))?;
     if envelope.detail_type != DETAIL_TYPE_STARTED {
         return Err(CliError::Usage(format!(
             "detail-type is {:?}; explain takes {DETAIL_TYPE_STARTED:?}",
@@ -111,10 +110,7 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
                 latch_core::iam_time(expires)
             );
             let pretty: Value = serde_json::from_str(doc.as_json()).unwrap_or(Value::Null);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&pretty).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&pretty).unwrap_or_default());
             println!(
                 "({} characters as IAM counts them, sha256 {})",
                 doc.chars(),
