@@ -282,103 +282,10 @@ impl Harness {
             .expect("DeleteItem");
     }
 
-    /// Every record on the table's stream so far, read through the DynamoDB Streams API and
-    /// shaped as Lambda delivers them. The emulator leaves `userIdentity` out; `ttl_identity`
-    /// sets it on REMOVE records as AWS does for TTL deletions.
+    /// Every record on the table's stream so far, shaped as Lambda delivers them; with
+    /// `ttl_identity`, REMOVE records carry the identity AWS gives TTL deletions.
     pub async fn stream_records(&self, ttl_identity: bool) -> Vec<aws_lambda_events::event::dynamodb::EventRecord> {
-        let streams = aws_sdk_dynamodbstreams::Client::new(&self.sdk);
-        let table = self
-            .dynamo
-            .describe_table()
-            .table_name(&self.config.table)
-            .send()
-            .await
-            .expect("DescribeTable");
-        let arn = table
-            .table()
-            .and_then(|t| t.latest_stream_arn())
-            .expect("the table has a stream")
-            .to_owned();
-        let stream = streams
-            .describe_stream()
-            .stream_arn(&arn)
-            .send()
-            .await
-            .expect("DescribeStream");
-        let mut records = Vec::new();
-        for shard in stream.stream_description().map(|d| d.shards()).unwrap_or_default() {
-            let iterator = streams
-                .get_shard_iterator()
-                .stream_arn(&arn)
-                .shard_id(shard.shard_id().unwrap_or_default())
-                .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .expect("GetShardIterator");
-            let out = streams
-                .get_records()
-                .shard_iterator(iterator.shard_iterator().unwrap_or_default())
-                .send()
-                .await
-                .expect("GetRecords");
-            for r in out.records() {
-                records.push(lambda_record(r, &arn, ttl_identity));
-            }
-        }
-        records
+        let mut reader = latch_aws::stream::StreamReader::open(&self.sdk, &self.config.table).await.expect("stream");
+        reader.poll(|_| ttl_identity).await.expect("stream records")
     }
-}
-
-fn lambda_value(v: &aws_sdk_dynamodbstreams::types::AttributeValue) -> serde_dynamo::AttributeValue {
-    use aws_sdk_dynamodbstreams::types::AttributeValue as A;
-    use serde_dynamo::AttributeValue as L;
-    match v {
-        A::S(s) => L::S(s.clone()),
-        A::N(n) => L::N(n.clone()),
-        A::Bool(b) => L::Bool(*b),
-        A::Null(_) => L::Null(true),
-        A::Ss(s) => L::Ss(s.clone()),
-        A::Ns(n) => L::Ns(n.clone()),
-        A::B(b) => L::B(b.as_ref().to_vec()),
-        A::Bs(bs) => L::Bs(bs.iter().map(|b| b.as_ref().to_vec()).collect()),
-        A::L(l) => L::L(l.iter().map(lambda_value).collect()),
-        A::M(m) => L::M(m.iter().map(|(k, v)| (k.clone(), lambda_value(v))).collect()),
-        _ => L::Null(true),
-    }
-}
-
-fn lambda_item(m: Option<&HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>) -> serde_dynamo::Item {
-    m.map(|m| {
-        m.iter()
-            .map(|(k, v)| (k.clone(), lambda_value(v)))
-            .collect::<HashMap<_, _>>()
-            .into()
-    })
-    .unwrap_or_default()
-}
-
-fn lambda_record(
-    r: &aws_sdk_dynamodbstreams::types::Record,
-    stream_arn: &str,
-    ttl_identity: bool,
-) -> aws_lambda_events::event::dynamodb::EventRecord {
-    let mut record = aws_lambda_events::event::dynamodb::EventRecord::default();
-    record.event_id = r.event_id().unwrap_or_default().to_owned();
-    record.event_name = r.event_name().map(|n| n.as_str().to_owned()).unwrap_or_default();
-    record.aws_region = "us-east-1".into();
-    record.event_source = Some("aws:dynamodb".into());
-    record.event_source_arn = Some(stream_arn.to_owned());
-    if let Some(d) = r.dynamodb() {
-        record.change.keys = lambda_item(d.keys.as_ref());
-        record.change.old_image = lambda_item(d.old_image.as_ref());
-        record.change.new_image = lambda_item(d.new_image.as_ref());
-        record.change.sequence_number = d.sequence_number().map(str::to_owned);
-    }
-    if ttl_identity && record.event_name == "REMOVE" {
-        let mut identity = aws_lambda_events::event::dynamodb::UserIdentity::default();
-        identity.type_ = "Service".into();
-        identity.principal_id = "dynamodb.amazonaws.com".into();
-        record.user_identity = Some(identity);
-    }
-    record
 }

@@ -12,6 +12,8 @@ pub mod iam;
 pub mod items;
 #[cfg(feature = "local")]
 pub mod provision;
+#[cfg(feature = "local")]
+pub mod stream;
 pub mod telemetry;
 
 pub use config::{Clients, Config, ConfigError};
