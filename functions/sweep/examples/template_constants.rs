@@ -1,0 +1,68 @@
+//! Prints, as JSON, every name template.yaml must agree with, straight from the code, for the
+//! template parity test (infra/checks/test_template_parity.py). Also checks values the template
+//! passes in: the sweep settings in the environment (`LATCH_DRIFT_GRACE`,
+//! `LATCH_SWEEP_CONCURRENCY`) are parsed by the sweep's own parser, and the policy file given as
+//! the first argument is loaded by the real loader.
+//!
+//! `cargo run -q -p sweep --example template_constants -- infra/policies.yaml`
+
+use latch_aws::config::{ENV_BUS, ENV_POLICY_PATH, ENV_TABLE};
+use latch_aws::items;
+use latch_core::audit::{AUDIT_SOURCE, Decision};
+use latch_core::event::{DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED};
+use latch_core::policy::Policy;
+use serde_json::json;
+
+fn main() {
+    let defaults = latch_aws::Config::from_lookup(|_| None).expect("defaults");
+    let settings = match sweep::settings_from(|n| std::env::var(n).ok()) {
+        Ok(s) => json!({
+            "ok": true,
+            "drift_grace_secs": s.drift_grace.num_seconds(),
+            "concurrency": s.concurrency,
+        }),
+        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    };
+    let policy = std::env::args()
+        .nth(1)
+        .map(|path| match Policy::load_path(std::path::Path::new(&path)) {
+            Ok(p) => json!({ "ok": true, "elevatable_path": p.elevatable_path }),
+            Err(e) => json!({ "ok": false, "error": e.to_string() }),
+        });
+    let out = json!({
+        "env": {
+            "table": ENV_TABLE,
+            "bus": ENV_BUS,
+            "policy_path": ENV_POLICY_PATH,
+            "drift_grace": sweep::ENV_DRIFT_GRACE,
+            "sweep_concurrency": sweep::ENV_SWEEP_CONCURRENCY,
+        },
+        "defaults": {
+            "table": defaults.table,
+            "bus": defaults.bus,
+            "policy_path": defaults.policy_path,
+        },
+        "table": {
+            "pk": items::PK,
+            "sk": items::SK,
+            "ttl": items::TTL,
+            "expiry_index": items::EXPIRY_INDEX,
+            "expiry_bucket": items::EXPIRY_BUCKET,
+            "expires_at_epoch": items::EXPIRES_AT_EPOCH,
+            "record_type": items::RECORD_TYPE,
+            "status": items::STATUS,
+        },
+        "pipeline_detail_types": [DETAIL_TYPE_STARTED, DETAIL_TYPE_FINISHED],
+        "audit_source": AUDIT_SOURCE,
+        "audit_detail_types": {
+            "activated": Decision::Activated.detail_type(),
+            "denied": Decision::Denied.detail_type(),
+            "revoked": Decision::Revoked.detail_type(),
+            "revoke_failed": Decision::RevokeFailed.detail_type(),
+            "drift_repaired": Decision::DriftRepaired.detail_type(),
+        },
+        "sweep_settings": settings,
+        "policy_file": policy,
+    });
+    println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+}
