@@ -2,8 +2,14 @@
 //! Lambda delivers it to the revoke function, for the local runner and the tests (feature
 //! `local`). The emulator leaves `userIdentity` out of its records; the caller says which
 //! REMOVE records were TTL deletions, and those get the identity AWS gives them.
+//!
+//! Each poll reads every shard from its start and skips the event ids it has already returned.
+//! That is deliberate: the emulator restores a whole-table snapshot when a transaction is
+//! cancelled, stream included, so records vanish and sequence numbers are reused, and an
+//! iterator kept from one poll to the next can point past what is there. Local streams are
+//! small; reading them whole is cheap and always right.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::dynamodb::{EventRecord, UserIdentity};
@@ -17,65 +23,113 @@ fn err(e: impl std::fmt::Debug) -> StreamError {
     StreamError(format!("{e:?}"))
 }
 
+const MAX_PAGES_PER_POLL: usize = 100;
+
 /// Follows every shard of a table's stream from its start, remembering where it got to.
 pub struct StreamReader {
     client: aws_sdk_dynamodbstreams::Client,
     arn: String,
-    /// Shard id → the iterator to continue from.
-    positions: HashMap<String, String>,
+    /// Event ids already returned.
+    seen: HashSet<String>,
 }
 
 impl StreamReader {
     pub async fn open(sdk: &SdkConfig, table: &str) -> Result<Self, StreamError> {
-        let table = aws_sdk_dynamodb::Client::new(sdk).describe_table().table_name(table).send().await.map_err(err)?;
+        let table = aws_sdk_dynamodb::Client::new(sdk)
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(err)?;
         let arn = table
             .table()
             .and_then(|t| t.latest_stream_arn())
             .ok_or_else(|| StreamError("the table has no stream".into()))?
             .to_owned();
-        Ok(Self { client: aws_sdk_dynamodbstreams::Client::new(sdk), arn, positions: HashMap::new() })
+        Ok(Self {
+            client: aws_sdk_dynamodbstreams::Client::new(sdk),
+            arn,
+            seen: HashSet::new(),
+        })
     }
 
-    /// Records written since the last call (all of them, the first time). `is_ttl` tells
-    /// which REMOVE records were TTL deletions.
-    pub async fn poll(&mut self, is_ttl: impl Fn(&EventRecord) -> bool) -> Result<Vec<EventRecord>, StreamError> {
-        let stream = self.client.describe_stream().stream_arn(&self.arn).send().await.map_err(err)?;
+    /// Skips what the stream already holds: the next poll returns only newer records.
+    pub async fn skip_existing(&mut self) -> Result<(), StreamError> {
+        let existing = self.read_all().await?;
+        self.seen.extend(existing.into_iter().filter_map(|r| r.event_id));
+        Ok(())
+    }
+
+    async fn read_all(&self) -> Result<Vec<Record>, StreamError> {
+        let stream = self
+            .client
+            .describe_stream()
+            .stream_arn(&self.arn)
+            .send()
+            .await
+            .map_err(err)?;
         let shards: Vec<String> = stream
             .stream_description()
-            .map(|d| d.shards().iter().filter_map(|s| s.shard_id().map(str::to_owned)).collect())
+            .map(|d| {
+                d.shards()
+                    .iter()
+                    .filter_map(|s| s.shard_id().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut records = Vec::new();
         for shard in shards {
-            let iterator = match self.positions.get(&shard) {
-                Some(it) => it.clone(),
-                None => self
+            let mut iterator = self
+                .client
+                .get_shard_iterator()
+                .stream_arn(&self.arn)
+                .shard_id(&shard)
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .map_err(err)?
+                .shard_iterator
+                .unwrap_or_default();
+            // A page may hold only part of what is there: read until a page comes back empty.
+            for _ in 0..MAX_PAGES_PER_POLL {
+                let out = self
                     .client
-                    .get_shard_iterator()
-                    .stream_arn(&self.arn)
-                    .shard_id(&shard)
-                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                    .get_records()
+                    .shard_iterator(&iterator)
                     .send()
                     .await
-                    .map_err(err)?
-                    .shard_iterator
-                    .unwrap_or_default(),
-            };
-            let out = self.client.get_records().shard_iterator(iterator).send().await.map_err(err)?;
-            for r in out.records() {
-                let mut record = lambda_record(r, &self.arn);
-                if record.event_name == "REMOVE" && is_ttl(&record) {
-                    let mut identity = UserIdentity::default();
-                    identity.type_ = "Service".into();
-                    identity.principal_id = "dynamodb.amazonaws.com".into();
-                    record.user_identity = Some(identity);
+                    .map_err(err)?;
+                let empty = out.records().is_empty();
+                records.extend(out.records().iter().cloned());
+                match out.next_shard_iterator {
+                    Some(next) if !empty => iterator = next,
+                    _ => break,
                 }
-                records.push(record);
-            }
-            if let Some(next) = out.next_shard_iterator {
-                self.positions.insert(shard, next);
             }
         }
         Ok(records)
+    }
+
+    /// Records not returned before. `is_ttl` tells which REMOVE records were TTL deletions.
+    pub async fn poll(&mut self, is_ttl: impl Fn(&EventRecord) -> bool) -> Result<Vec<EventRecord>, StreamError> {
+        let mut fresh = Vec::new();
+        for r in self.read_all().await? {
+            let Some(id) = r.event_id().map(str::to_owned) else {
+                continue;
+            };
+            if !self.seen.insert(id) {
+                continue;
+            }
+            let mut record = lambda_record(&r, &self.arn);
+            if record.event_name == "REMOVE" && is_ttl(&record) {
+                let mut identity = UserIdentity::default();
+                identity.type_ = "Service".into();
+                identity.principal_id = "dynamodb.amazonaws.com".into();
+                record.user_identity = Some(identity);
+            }
+            fresh.push(record);
+        }
+        Ok(fresh)
     }
 }
 
@@ -96,8 +150,13 @@ fn lambda_value(v: &AttributeValue) -> serde_dynamo::AttributeValue {
 }
 
 fn lambda_item(m: Option<&HashMap<String, AttributeValue>>) -> serde_dynamo::Item {
-    m.map(|m| m.iter().map(|(k, v)| (k.clone(), lambda_value(v))).collect::<HashMap<_, _>>().into())
-        .unwrap_or_default()
+    m.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), lambda_value(v)))
+            .collect::<HashMap<_, _>>()
+            .into()
+    })
+    .unwrap_or_default()
 }
 
 fn lambda_record(r: &Record, stream_arn: &str) -> EventRecord {

@@ -1,34 +1,28 @@
 //! `latch demo`: a scripted scenario on the local emulator, printed as a timeline a person can
 //! follow. Everything goes through the real path: PutEvents on the bus, the rule's queue target,
-//! the grant function's handler, IAM, DynamoDB, and the audit events back on the bus.
+//! the grant handler, IAM and DynamoDB, the table's stream to the revoke handler, the sweep, and
+//! the audit records at the end.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use grant::Outcome;
-use latch_aws::provision::Provisioner;
-use latch_aws::{Clients, Config};
-use latch_core::policy::Policy;
-use latch_core::ports::SystemClock;
-use latch_core::service::{GrantService, StartOutcome};
+use latch_core::service::{FinishOutcome, StartOutcome};
+use revoke::RecordOutcome;
 use serde_json::{Value, json};
 
-use crate::runner::Runner;
-use crate::{CliError, local};
+use crate::CliError;
+use crate::local::{self, LocalTarget};
+use crate::runner::{Handled, LocalLatch};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// The emulator's endpoint [default: $AWS_ENDPOINT_URL or http://127.0.0.1:4566]
-    #[arg(long)]
-    endpoint: Option<String>,
-    /// The policy file the demo runs with.
-    #[arg(long, default_value = "infra/policies.yaml")]
-    policy: std::path::PathBuf,
+    #[command(flatten)]
+    target: LocalTarget,
 }
 
-const ACCOUNT: &str = "123456789012";
-const DEPLOYER: &str = "arn:aws:iam::123456789012:role/latch/app-deployer";
+const SOURCE: &str = "ci.github";
 
 struct Timeline {
     started: Instant,
@@ -43,106 +37,159 @@ impl Timeline {
             println!("         {line}");
         }
     }
+    fn step(&self, title: &str) {
+        println!("\n── {title}");
+    }
 }
 
-fn aws(context: &str) -> impl Fn(String) -> CliError + '_ {
+fn aws(context: &'static str) -> impl Fn(String) -> CliError {
     move |e| CliError::Aws(format!("{context}: {e}"))
 }
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
-    let endpoint = local::endpoint(args.endpoint);
-    local::ensure_emulator(&endpoint)?;
     let t = Timeline {
         started: Instant::now(),
     };
-    println!("Latch demo on the local emulator at {endpoint}\n");
-
-    let policy = Policy::load_path(&args.policy)?;
-    let sdk = local::sdk_config(&endpoint).await;
-    let config = Config::from_lookup(|_| None).map_err(|e| CliError::Usage(e.to_string()))?;
-    let provisioned = Provisioner::new(&sdk)
-        .all(&config.table, &config.bus, &policy)
-        .await
-        .map_err(|e| CliError::Aws(e.to_string()))?;
+    let (mut latch, provisioned, sdk) = local::start_latch(&args.target, chrono::Duration::minutes(10)).await?;
+    println!(
+        "Latch demo on the local emulator ({})",
+        local::endpoint(args.target.endpoint.clone())
+    );
     t.say(&format!(
         "provisioned table {}, bus {}, and the roles {} names",
-        config.table,
-        config.bus,
-        args.policy.display()
+        provisioned.table,
+        provisioned.bus,
+        args.target.policy.display()
     ));
-
-    let clients = Clients::from_sdk_config(&sdk, &config);
-    let runner = Runner {
-        grant: GrantService {
-            policy,
-            iam: clients.iam,
-            store: clients.store,
-            audit: clients.audit,
-            clock: SystemClock,
-        },
-        sqs: aws_sdk_sqs::Client::new(&sdk),
-        inbox_url: provisioned.inbox_queue_url.clone(),
-        account: ACCOUNT.into(),
-    };
     let events = aws_sdk_eventbridge::Client::new(&sdk);
     let iam = aws_sdk_iam::Client::new(&sdk);
     let run_id = chrono::Utc::now().timestamp().to_string();
+    let deployer = format!("arn:aws:iam::{}:role/latch/app-deployer", args.target.account);
+    let bus = provisioned.bus.clone();
+    let start = |job: &str, set: &str, duration: &str, git_ref: &str| {
+        json!({"pipeline": "app-release", "run_id": run_id, "job": job, "attempt": 1, "role_arn": deployer,
+               "permission_set": set, "duration": duration, "ref": git_ref, "actor": "octocat"})
+    };
 
-    // 1. A job starts and asks for what the policy allows.
-    let deploy = json!({"pipeline": "app-release", "run_id": run_id, "job": "deploy", "attempt": 1,
-        "role_arn": DEPLOYER, "permission_set": "deploy-artifacts", "duration": "PT15M",
-        "ref": "refs/heads/main", "actor": "octocat", "reason": "release v1.4.2"});
+    t.step("1. A deploy job starts and asks for what its rule allows");
+    let deploy = start("deploy", "deploy-artifacts", "PT15M", "refs/heads/main");
     t.say(&format!(
-        "pipeline app-release run {run_id}, job deploy starts: asks deploy-artifacts on app-deployer for 15m"
+        "app-release run {run_id}, job deploy: deploy-artifacts on app-deployer for 15m"
     ));
-    publish(&events, &config.bus, "Pipeline Job Started", &deploy).await?;
-    for h in deliver(&runner, 1).await? {
-        match &h.outcome {
-            Ok(Outcome::Start(StartOutcome::Activated(id))) => {
-                t.say(&format!("GRANTED: policy {} is on role app-deployer", id.policy_name()));
-                let doc = role_policy(&iam, "app-deployer", &id.policy_name())
-                    .await
-                    .map_err(aws("reading the policy back"))?;
-                t.more(&serde_json::to_string_pretty(&doc).unwrap_or_default());
-            }
-            other => t.say(&format!("unexpected: {other:?}")),
+    publish(&events, &bus, "Pipeline Job Started", &deploy).await?;
+    for h in deliver(&latch, 1).await? {
+        if let Ok(Outcome::Start(StartOutcome::Activated(id))) = &h.outcome {
+            t.say(&format!(
+                "GRANTED by the policy: {} is on role app-deployer",
+                id.policy_name()
+            ));
+            let doc = role_policy(&iam, "app-deployer", &id.policy_name())
+                .await
+                .map_err(aws("reading the policy back"))?;
+            t.more(&serde_json::to_string_pretty(&doc).unwrap_or_default());
+        } else {
+            report(&t, &h);
         }
     }
 
-    // 2. The same job asks for more than its rule allows.
-    let greedy = json!({"pipeline": "app-release", "run_id": run_id, "job": "deploy", "attempt": 1,
-        "role_arn": DEPLOYER, "permission_set": "db-migrate", "duration": "PT10M", "ref": "refs/heads/main"});
+    t.step("2. Requests the policy does not allow");
     t.say("the same job asks db-migrate on app-deployer");
-    publish(&events, &config.bus, "Pipeline Job Started", &greedy).await?;
-    report(&t, deliver(&runner, 1).await?);
-
-    // 3. A job from a feature branch asks for the deploy role.
-    let feature = json!({"pipeline": "app-release", "run_id": run_id, "job": "preview", "attempt": 1,
-        "role_arn": DEPLOYER, "permission_set": "deploy-artifacts", "duration": "PT15M", "ref": "refs/heads/feature/x"});
+    publish(
+        &events,
+        &bus,
+        "Pipeline Job Started",
+        &start("deploy", "db-migrate", "PT10M", "refs/heads/main"),
+    )
+    .await?;
+    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
     t.say("a feature-branch job asks deploy-artifacts on app-deployer");
-    publish(&events, &config.bus, "Pipeline Job Started", &feature).await?;
-    report(&t, deliver(&runner, 1).await?);
+    publish(
+        &events,
+        &bus,
+        "Pipeline Job Started",
+        &start("preview", "deploy-artifacts", "PT15M", "refs/heads/feature/x"),
+    )
+    .await?;
+    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
+    t.say("the first start is published again (a retried step)");
+    publish(&events, &bus, "Pipeline Job Started", &deploy).await?;
+    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
 
-    // 4. The first start is delivered again: nothing changes.
-    t.say("the first start event is published again (a retry)");
-    publish(&events, &config.bus, "Pipeline Job Started", &deploy).await?;
-    report(&t, deliver(&runner, 1).await?);
+    t.step("3. The deploy job finishes: its grant goes at once");
+    let finish =
+        json!({"pipeline": "app-release", "run_id": run_id, "job": "deploy", "attempt": 1, "outcome": "success"});
+    publish(&events, &bus, "Pipeline Job Finished", &finish).await?;
+    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
+    let left = latch_policies(&iam, "app-deployer").await?;
+    t.say(&format!(
+        "latch-* policies left on app-deployer: {}",
+        if left.is_empty() {
+            "none".into()
+        } else {
+            left.join(", ")
+        }
+    ));
 
-    println!("\nAudit trail (durable items in {}):", config.table);
-    audit_trail(&sdk, &config.table, &run_id).await?;
+    t.step("4. A job that never says it finished: its grant expires");
+    let lost = start("smoke-test", "deploy-artifacts", "PT8S", "refs/heads/main");
+    t.say("job smoke-test asks deploy-artifacts for 8s, then its runner dies without a finish event");
+    publish(&events, &bus, "Pipeline Job Started", &lost).await?;
+    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
+    t.say("IAM itself stops honouring the policy at its expiry (DateLessThan aws:CurrentTime); waiting 9s");
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let sweep = latch.run_sweep().await?;
+    t.say(&format!(
+        "the sweep (every minute in AWS) revoked {} expired grant(s)",
+        sweep.revoked
+    ));
+    let deleted = latch.expire_ttl().await?;
+    t.say(&format!(
+        "DynamoDB's TTL deletes {deleted} expired item(s) later; the stream brings them to the revoke function:"
+    ));
+    for (_, outcome) in latch.pump_stream().await? {
+        t.more(&format!("revoke function: {}", stream_outcome(&outcome)));
+    }
+    let left = latch_policies(&iam, "app-deployer").await?;
+    t.say(&format!(
+        "latch-* policies left on app-deployer: {}",
+        if left.is_empty() {
+            "none".into()
+        } else {
+            left.join(", ")
+        }
+    ));
+
+    t.step(&format!(
+        "Audit trail of run {run_id} (durable items in table {})",
+        provisioned.table
+    ));
+    audit_trail(&sdk, &provisioned.table, &run_id).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(t: &Timeline, handled: Vec<crate::runner::Handled>) {
-    for h in handled {
-        match h.outcome {
-            Ok(Outcome::Start(StartOutcome::Denied(reason))) => t.say(&format!("DENIED: {reason}")),
-            Ok(Outcome::Start(StartOutcome::AlreadyActive(id))) => {
-                t.say(&format!("already active: grant {id} unchanged, no second grant"))
-            }
-            Ok(other) => t.say(&format!("{other:?}")),
-            Err(e) => t.say(&format!("{} handler failed (will be retried): {e}", h.detail_type)),
+fn stream_outcome(outcome: &RecordOutcome) -> String {
+    match outcome {
+        RecordOutcome::Skipped(why) => format!("skipped ({why})"),
+        RecordOutcome::Revoked => "revoked (expired_ttl)".into(),
+        RecordOutcome::AlreadyRevoked => "already revoked by another path: nothing written".into(),
+        RecordOutcome::Failed => "IAM refused; audited as Revoke Failed".into(),
+        RecordOutcome::Retry => "will retry".into(),
+    }
+}
+
+fn report(t: &Timeline, h: &Handled) {
+    match &h.outcome {
+        Ok(Outcome::Start(StartOutcome::Activated(id))) => t.say(&format!("GRANTED: {}", id.policy_name())),
+        Ok(Outcome::Start(StartOutcome::Denied(reason))) => t.say(&format!("DENIED: {reason}")),
+        Ok(Outcome::Start(StartOutcome::AlreadyActive(id))) => t.say(&format!(
+            "duplicate: grant {id} is already active; nothing new recorded, expiry unchanged"
+        )),
+        Ok(Outcome::Start(StartOutcome::AlreadyEnded(id))) => t.say(&format!("duplicate: grant {id} already ended")),
+        Ok(Outcome::Finish(FinishOutcome::Finished { revoked, .. })) => {
+            t.say(&format!("REVOKED {revoked} grant(s): reason job_finished"))
         }
+        Ok(Outcome::Finish(FinishOutcome::Denied(reason))) => t.say(&format!("finish refused: {reason}")),
+        Err(e) => t.say(&format!("{} handler failed (Lambda would retry): {e}", h.detail_type)),
     }
 }
 
@@ -154,7 +201,7 @@ async fn publish(
 ) -> Result<(), CliError> {
     let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
         .event_bus_name(bus)
-        .source("ci.github")
+        .source(SOURCE)
         .detail_type(detail_type)
         .detail(detail.to_string())
         .build();
@@ -174,11 +221,11 @@ async fn publish(
 }
 
 /// Pumps the inbox until `expected` deliveries were handled (or 10 s passed).
-async fn deliver(runner: &Runner, expected: usize) -> Result<Vec<crate::runner::Handled>, CliError> {
+async fn deliver(latch: &LocalLatch, expected: usize) -> Result<Vec<Handled>, CliError> {
     let mut all = Vec::new();
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while all.len() < expected && Instant::now() < deadline {
-        all.extend(runner.pump(1).await?);
+        all.extend(latch.pump_inbox(1).await?);
     }
     Ok(all)
 }
@@ -197,29 +244,57 @@ async fn role_policy(iam: &aws_sdk_iam::Client, role: &str, name: &str) -> Resul
     serde_json::from_str(&decoded).map_err(|e| e.to_string())
 }
 
-async fn audit_trail(sdk: &aws_config::SdkConfig, table: &str, run_id: &str) -> Result<(), CliError> {
-    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-    let out = dynamo
-        .scan()
-        .table_name(table)
+async fn latch_policies(iam: &aws_sdk_iam::Client, role: &str) -> Result<Vec<String>, CliError> {
+    let out = iam
+        .list_role_policies()
+        .role_name(role)
         .send()
         .await
-        .map_err(|e| CliError::Aws(format!("Scan: {e}")))?;
-    let mut rows: Vec<latch_core::audit::AuditRecord> = out
-        .items()
+        .map_err(|e| CliError::Aws(format!("ListRolePolicies: {e}")))?;
+    Ok(out
+        .policy_names()
         .iter()
-        .filter(|i| {
-            i.get("record_type")
-                .and_then(|v| v.as_s().ok())
-                .is_some_and(|s| s == "audit")
-        })
-        .filter_map(|i| serde_dynamo::from_item(i.clone()).ok())
-        .filter(|r: &latch_core::audit::AuditRecord| r.run_id.as_deref() == Some(run_id))
-        .collect();
-    rows.sort_by(|a, b| a.recorded_at.cmp(&b.recorded_at));
+        .filter(|n| n.starts_with("latch-"))
+        .cloned()
+        .collect())
+}
+
+async fn audit_trail(sdk: &aws_config::SdkConfig, table: &str, run_id: &str) -> Result<(), CliError> {
+    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+    let mut rows: Vec<latch_core::audit::AuditRecord> = Vec::new();
+    let mut start = None;
+    loop {
+        let out = dynamo
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| CliError::Aws(format!("Scan: {e}")))?;
+        rows.extend(
+            out.items()
+                .iter()
+                .filter(|i| {
+                    i.get("record_type")
+                        .and_then(|v| v.as_s().ok())
+                        .is_some_and(|s| s == "audit")
+                })
+                .filter_map(|i| serde_dynamo::from_item(i.clone()).ok())
+                .filter(|r: &latch_core::audit::AuditRecord| r.run_id.as_deref() == Some(run_id)),
+        );
+        match out.last_evaluated_key {
+            Some(k) => start = Some(k),
+            None => break,
+        }
+    }
+    rows.sort_by(|a, b| (a.recorded_at_epoch, a.decision.code()).cmp(&(b.recorded_at_epoch, b.decision.code())));
+    println!(
+        "  {:<20}  {:<10} {:<26} {:<10} {:<16} rule",
+        "recorded", "decision", "reason", "job", "permission set"
+    );
     for r in rows {
         println!(
-            "  {}  {:<10} {:<28} job={} set={} rule={}",
+            "  {:<20}  {:<10} {:<26} {:<10} {:<16} {}",
             r.recorded_at,
             r.decision.code(),
             r.reason,

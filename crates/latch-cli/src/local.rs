@@ -87,3 +87,88 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     }
     loader.load().await
 }
+
+/// Where the local Latch runs: table, bus and the account the emulator's envelopes get.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalTarget {
+    /// The emulator's endpoint [default: $AWS_ENDPOINT_URL or http://127.0.0.1:4566]
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The policy file the handlers load, as the functions would from their layer.
+    #[arg(long, default_value = "infra/policies.yaml")]
+    pub policy: PathBuf,
+    /// The grants and audit table.
+    #[arg(long, env = "LATCH_TABLE", default_value = "latch-grants")]
+    pub table: String,
+    /// The event bus pipelines publish on and audit events go to.
+    #[arg(long, env = "LATCH_BUS", default_value = "latch")]
+    pub bus: String,
+    /// The account envelopes carry when the emulator leaves it out (never taken from `detail`).
+    #[arg(long, default_value = "123456789012")]
+    pub account: String,
+}
+
+/// Provisions the emulator for `target` and builds the three handlers on it, in-process.
+pub async fn start_latch(
+    target: &LocalTarget,
+    drift_grace: chrono::Duration,
+) -> Result<(crate::runner::LocalLatch, latch_aws::provision::Provisioned, SdkConfig), CliError> {
+    let endpoint = endpoint(target.endpoint.clone());
+    ensure_emulator(&endpoint)?;
+    let policy = latch_core::policy::Policy::load_path(&target.policy)?;
+    let sdk = sdk_config(&endpoint).await;
+    let table = target.table.clone();
+    let bus = target.bus.clone();
+    let config = latch_aws::Config::from_lookup(|name| match name {
+        latch_aws::config::ENV_TABLE => Some(table.clone()),
+        latch_aws::config::ENV_BUS => Some(bus.clone()),
+        _ => None,
+    })
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let provisioned = latch_aws::provision::Provisioner::new(&sdk)
+        .all(&config.table, &config.bus, &policy)
+        .await
+        .map_err(|e| CliError::Aws(e.to_string()))?;
+    let clients = latch_aws::Clients::from_sdk_config(&sdk, &config);
+    let clock = latch_core::ports::SystemClock;
+    let grant = latch_core::service::GrantService {
+        policy: policy.clone(),
+        iam: clients.iam.clone(),
+        store: clients.store.clone(),
+        audit: clients.audit.clone(),
+        clock,
+    };
+    let revoke = revoke::RevokeFunction {
+        iam: clients.iam.clone(),
+        store: clients.store.clone(),
+        audit: clients.audit.clone(),
+        clock,
+    };
+    let settings = latch_core::sweep::SweepSettings {
+        drift_grace,
+        ..Default::default()
+    };
+    let sweep = sweep::SweepFunction {
+        policy,
+        iam: clients.iam,
+        store: clients.store,
+        audit: clients.audit,
+        clock,
+        settings,
+    };
+    let mut stream = latch_aws::stream::StreamReader::open(&sdk, &config.table)
+        .await
+        .map_err(|e| CliError::Aws(e.to_string()))?;
+    stream.skip_existing().await.map_err(|e| CliError::Aws(e.to_string()))?;
+    let latch = crate::runner::LocalLatch::new(
+        grant,
+        revoke,
+        sweep,
+        &sdk,
+        &config.table,
+        &provisioned.inbox_queue_url,
+        &target.account,
+        stream,
+    );
+    Ok((latch, provisioned, sdk))
+}

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod ci_env;
+mod client;
 mod demo;
+mod dev;
 mod local;
 mod policy_cmd;
 mod runner;
@@ -32,6 +35,24 @@ enum Command {
     /// table, bus, rules and example roles, then drives real events through the bus and the
     /// grant function's handler. Needs nothing but this repository.
     Demo(demo::DemoArgs),
+    /// Run Latch locally on the emulator until Ctrl-C: grant, revoke and sweep handlers fed as
+    /// Lambda feeds them.
+    ///
+    /// Provisions the table, bus, rules and the example roles, then hands bus deliveries to the
+    /// grant handler, the table's stream to the revoke handler, and runs the sweep on a timer.
+    /// The emulator never expires TTL items by itself: pass --expire-ttl to delete expired items
+    /// as DynamoDB would, so the stream path runs too.
+    Dev(dev::DevArgs),
+    /// Ask for a grant for this pipeline job (publishes `Pipeline Job Started`).
+    ///
+    /// The job's pipeline, run, job, attempt, actor, commit and ref come from the CI system's
+    /// variables (GitHub Actions, GitLab CI, Jenkins, CodeBuild) unless given as flags. With
+    /// --wait: exit 0 once the grant is active (after --settle), 3 if denied (reason on stderr),
+    /// 4 if no decision came within --timeout.
+    Request(Box<client::RequestArgs>),
+    /// End this job's grants now (publishes `Pipeline Job Finished`). Run it when the job ends,
+    /// whatever its outcome; grants expire by themselves anyway.
+    Release(client::ReleaseArgs),
     /// Check and explain policy files, offline.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -42,11 +63,26 @@ enum Command {
     Audit(Box<audit::AuditArgs>),
 }
 
+/// Wall-clock time for log lines a person reads.
+pub fn now() -> String {
+    chrono::Utc::now().format("%H:%M:%S").to_string()
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Library warnings (a dropped delivery, a retried revoke) go to stderr; RUST_LOG tunes it.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Request(args) => client::request(*args).await,
+        Command::Release(args) => client::release(args).await,
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(args) => audit::run(*args),
     };

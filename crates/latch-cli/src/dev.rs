@@ -1,0 +1,144 @@
+//! `latch dev`: Latch running locally against the emulator, until Ctrl-C.
+//!
+//! Provisions the table, bus, rules and example roles, then loops: deliveries from the bus
+//! rule's queue to the grant handler, new stream records to the revoke handler, the sweep on its
+//! timer, and (with `--expire-ttl`) TTL deletions the emulator would otherwise never make. Each
+//! step prints one line a person can follow. Ctrl-C finishes the step in progress and stops.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use grant::Outcome;
+use latch_core::service::{FinishOutcome, StartOutcome};
+use revoke::RecordOutcome;
+
+use crate::local::{self, LocalTarget};
+use crate::runner::Handled;
+use crate::{CliError, now};
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    target: LocalTarget,
+    /// How often the sweep runs (AWS runs it every minute).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    sweep_every: Duration,
+    /// Delete items whose `ttl` has passed, as DynamoDB's TTL would, so the stream path runs.
+    /// The emulator never expires items by itself; without this only the sweep revokes.
+    #[arg(long)]
+    expire_ttl: bool,
+    /// How long drift repair waits before removing a `latch-*` policy with no live grant.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    drift_grace: Duration,
+    /// Stop by itself after this long (for scripts and tests); runs until Ctrl-C otherwise.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stop_after: Option<Duration>,
+}
+
+/// One line per handled pipeline event.
+pub fn describe(h: &Handled) -> String {
+    let job = |d: &serde_json::Value| {
+        format!(
+            "{}/{}/{}#{}",
+            d["pipeline"].as_str().unwrap_or("?"),
+            d["run_id"].as_str().unwrap_or("?"),
+            d["job"].as_str().unwrap_or("?"),
+            d["attempt"]
+        )
+    };
+    let what = match &h.outcome {
+        Ok(Outcome::Start(StartOutcome::Activated(id))) => format!(
+            "GRANTED {} on {} for {} (policy {})",
+            h.detail["permission_set"].as_str().unwrap_or("?"),
+            h.detail["role_arn"].as_str().unwrap_or("?"),
+            h.detail["duration"].as_str().unwrap_or("?"),
+            id.policy_name()
+        ),
+        Ok(Outcome::Start(StartOutcome::AlreadyActive(id))) => format!("duplicate: grant {id} already active"),
+        Ok(Outcome::Start(StartOutcome::AlreadyEnded(id))) => format!("duplicate: grant {id} already ended"),
+        Ok(Outcome::Start(StartOutcome::Denied(reason))) => format!("DENIED: {reason}"),
+        Ok(Outcome::Finish(FinishOutcome::Finished {
+            revoked,
+            already_ended,
+            failed,
+        })) => {
+            format!("job finished: {revoked} grant(s) revoked, {already_ended} already ended, {failed} failed")
+        }
+        Ok(Outcome::Finish(FinishOutcome::Denied(reason))) => format!("finish refused: {reason}"),
+        Err(e) => format!("handler failed, will be retried: {e}"),
+    };
+    format!("{:<22} {:<28} {what}", h.detail_type, job(&h.detail))
+}
+
+pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
+    let grace = chrono::Duration::from_std(args.drift_grace).map_err(|e| CliError::Usage(e.to_string()))?;
+    let (mut latch, provisioned, _sdk) = local::start_latch(&args.target, grace).await?;
+    println!(
+        "latch dev: table {}, bus {}, policy {}",
+        provisioned.table,
+        provisioned.bus,
+        args.target.policy.display()
+    );
+    println!(
+        "  publish pipeline events on bus {:?}; sweep every {}; TTL expiry {}; Ctrl-C stops",
+        provisioned.bus,
+        humantime::format_duration(args.sweep_every),
+        if args.expire_ttl {
+            "simulated"
+        } else {
+            "off (the emulator never expires items)"
+        }
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    let started = Instant::now();
+    let mut next_sweep = Instant::now() + args.sweep_every;
+    while !stop.load(Ordering::SeqCst) && args.stop_after.is_none_or(|d| started.elapsed() < d) {
+        for h in latch.pump_inbox(1).await? {
+            println!("[{}] grant   {}", now(), describe(&h));
+        }
+        if args.expire_ttl {
+            let n = latch.expire_ttl().await?;
+            if n > 0 {
+                println!(
+                    "[{}] ttl     deleted {n} expired item(s), as DynamoDB's TTL would",
+                    now()
+                );
+            }
+        }
+        for (record, outcome) in latch.pump_stream().await? {
+            if matches!(outcome, RecordOutcome::Skipped(_)) {
+                continue;
+            }
+            let pk = record
+                .change
+                .keys
+                .get("pk")
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default();
+            println!("[{}] revoke  stream REMOVE {pk}: {outcome:?}", now());
+        }
+        if Instant::now() >= next_sweep {
+            let r = latch.run_sweep().await?;
+            println!(
+                "[{}] sweep   revoked {}, failed {}, drift repaired {} (pending {})",
+                now(),
+                r.revoked,
+                r.revoke_failed,
+                r.drift_repaired,
+                r.drift_pending
+            );
+            next_sweep = Instant::now() + args.sweep_every;
+        }
+    }
+    println!("latch dev: stopped");
+    Ok(ExitCode::SUCCESS)
+}
