@@ -59,10 +59,25 @@ fn grant(h: &Harness, i: usize, expired: bool) -> Grant {
     let now = Utc::now();
     let account = AccountId::parse("123456789012").unwrap();
     let role = RoleArn::parse(&h.role(&format!("bench-{}", i % ROLES))).unwrap();
-    let job = JobKey { pipeline: "bench".into(), run_id: i.to_string(), job: "j".into(), attempt: 1 };
+    let job = JobKey {
+        pipeline: "bench".into(),
+        run_id: i.to_string(),
+        job: "j".into(),
+        attempt: 1,
+    };
     let set = Name::parse("deploy-artifacts").unwrap();
-    let id = GrantId::derive(GrantIdentity { account: &account, source: "ci.github", job: &job, permission_set: &set, role: &role });
-    let expires_at = if expired { now - Duration::minutes(1) } else { now + Duration::hours(1) };
+    let id = GrantId::derive(GrantIdentity {
+        account: &account,
+        source: "ci.github",
+        job: &job,
+        permission_set: &set,
+        role: &role,
+    });
+    let expires_at = if expired {
+        now - Duration::minutes(1)
+    } else {
+        now + Duration::hours(1)
+    };
     Grant {
         id,
         status: GrantStatus::Active,
@@ -89,12 +104,23 @@ async fn seed(h: &Harness, grants: &[Grant]) {
             .iter()
             .map(|g| {
                 let item = serde_dynamo::to_item(GrantItem::from_grant(g)).unwrap();
-                WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().unwrap()).build()
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                    .build()
             })
             .collect();
         while !requests.is_empty() {
-            let out = h.dynamo.batch_write_item().request_items(&h.config.table, requests).send().await.unwrap();
-            requests = out.unprocessed_items.and_then(|mut u| u.remove(&h.config.table)).unwrap_or_default();
+            let out = h
+                .dynamo
+                .batch_write_item()
+                .request_items(&h.config.table, requests)
+                .send()
+                .await
+                .unwrap();
+            requests = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&h.config.table))
+                .unwrap_or_default();
         }
     }
 }
@@ -103,14 +129,23 @@ async fn seed(h: &Harness, grants: &[Grant]) {
 async fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let m = args.first().copied().unwrap_or(1000);
-    let ns: Vec<usize> = if args.len() > 1 { args[1..].to_vec() } else { vec![1000, 20_000] };
+    let ns: Vec<usize> = if args.len() > 1 {
+        args[1..].to_vec()
+    } else {
+        vec![1000, 20_000]
+    };
     println!("| M expired | N live | seed s | sweep s (emulator) | revoked | DynamoDB calls by the sweep |");
     println!("|---:|---:|---:|---:|---:|---|");
     for n in ns {
-        let bench_roles: String = (0..ROLES).map(|r| format!("\"arn:aws:iam::123456789012:role/latch/bench-{r}\", ")).collect();
+        let bench_roles: String = (0..ROLES)
+            .map(|r| format!("\"arn:aws:iam::123456789012:role/latch/bench-{r}\", "))
+            .collect();
         let policy = std::fs::read_to_string(format!("{}/../infra/policies.yaml", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
-            .replace("roles: [\"arn:aws:iam::123456789012:role/latch/app-deployer\"]", &format!("roles: [{bench_roles}\"arn:aws:iam::123456789012:role/latch/app-deployer\"]"));
+            .replace(
+                "roles: [\"arn:aws:iam::123456789012:role/latch/app-deployer\"]",
+                &format!("roles: [{bench_roles}\"arn:aws:iam::123456789012:role/latch/app-deployer\"]"),
+            );
         let h = Harness::with_policy(&policy).await;
         let seeding = Instant::now();
         let expired: Vec<Grant> = (0..m).map(|i| grant(&h, i, true)).collect();
@@ -130,15 +165,31 @@ async fn main() {
         let seed_secs = seeding.elapsed().as_secs_f64();
         let mut sweep = h.sweep_function(FixedClock::at(Utc::now()), Duration::hours(1));
         let counter = CallCounter::default();
-        let counted = aws_sdk_dynamodb::config::Builder::from(&h.sdk).interceptor(counter.clone()).build();
-        sweep.store = latch_aws::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(counted), &h.config.table);
+        let counted = aws_sdk_dynamodb::config::Builder::from(&h.sdk)
+            .interceptor(counter.clone())
+            .build();
+        sweep.store =
+            latch_aws::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(counted), &h.config.table);
         sweep.settings.page_size = 100;
-        sweep.settings.concurrency = std::env::var("SWEEP_CONCURRENCY").ok().and_then(|c| c.parse().ok()).unwrap_or(1);
+        sweep.settings.concurrency = std::env::var("SWEEP_CONCURRENCY")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
         let t = Instant::now();
         let report = sweep.sweep(None).await.unwrap();
         let secs = t.elapsed().as_secs_f64();
-        let calls: Vec<String> = counter.0.lock().unwrap().iter().map(|(op, c)| format!("{op} {c}")).collect();
-        println!("| {m} | {n} | {seed_secs:.1} | {secs:.1} | {} | {} |", report.revoked, calls.join(", "));
+        let calls: Vec<String> = counter
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(op, c)| format!("{op} {c}"))
+            .collect();
+        println!(
+            "| {m} | {n} | {seed_secs:.1} | {secs:.1} | {} | {} |",
+            report.revoked,
+            calls.join(", ")
+        );
         assert_eq!(report.revoked, m, "every expired grant is revoked: {report:?}");
     }
 }

@@ -285,7 +285,9 @@ impl Harness {
     /// Every record on the table's stream so far, shaped as Lambda delivers them; with
     /// `ttl_identity`, REMOVE records carry the identity AWS gives TTL deletions.
     pub async fn stream_records(&self, ttl_identity: bool) -> Vec<aws_lambda_events::event::dynamodb::EventRecord> {
-        let mut reader = latch_aws::stream::StreamReader::open(&self.sdk, &self.config.table).await.expect("stream");
+        let mut reader = latch_aws::stream::StreamReader::open(&self.sdk, &self.config.table)
+            .await
+            .expect("stream");
         reader.poll(|_| ttl_identity).await.expect("stream records")
     }
 }
