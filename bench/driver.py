@@ -1,0 +1,374 @@
+"""bench/run's measuring half: a Lambda Runtime API stub on 127.0.0.1, the process spawner,
+the raw emulator calls and the table. Run through bench/run, which builds and provisions first.
+
+Cold start: for each run, a fresh process with AWS_LAMBDA_RUNTIME_API pointing at the stub;
+init = spawn -> first GET /next; first invoke = spawn -> POST of the first response (the
+function's real calls go to the emulator). Peak RSS is the child's ru_maxrss (wait4).
+Warm: one process answers --warm grants in a row; handler time = event handed out -> response
+received. Before each warm event the stub itself sends the same three calls straight to the
+emulator over HTTP (pre-built bodies, keep-alive, no SDK): the emulator's own time. Overhead =
+median handler time - median raw time, measured interleaved in the same process lifetime.
+"""
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(HERE, "python_baseline"))
+from shapes import grant_calls  # noqa: E402
+
+PREFIX = "/2018-06-01/runtime/"
+
+
+def now_ns():
+    return time.monotonic_ns()
+
+
+class Session:
+    """What the stub serves to one process, and what it saw."""
+
+    def __init__(self, events, before_event=None):
+        self.events = list(events)  # event dicts, served in order
+        self.before_event = before_event  # called (index) before serving event index >= 1
+        self.lock = threading.Lock()
+        self.served = {}  # request id -> (index, t_served)
+        self.first_next = None
+        self.responses = []  # (index, t_served, t_answered, ok)
+        self.first_response = threading.Event()
+        self.all_done = threading.Event()
+        self.stopped = threading.Event()
+        self.next_index = 0
+        self.init_error = None
+
+
+SESSION = None
+
+
+class Stub(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, code, body=b"{}", headers=()):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        t = now_ns()
+        s = SESSION
+        if self.path != PREFIX + "invocation/next" or s is None:
+            return self._reply(404)
+        with s.lock:
+            if s.first_next is None:
+                s.first_next = t
+            i = s.next_index
+            s.next_index += 1
+        if i >= len(s.events):
+            s.all_done.set()
+            s.stopped.wait(60)  # long poll until the process is killed
+            self.close_connection = True
+            return
+        if i >= 1 and s.before_event:
+            s.before_event(i)
+        rid = str(uuid.uuid4())
+        body = json.dumps(s.events[i]).encode()
+        deadline = int(time.time() * 1000) + 900_000
+        with s.lock:
+            s.served[rid] = (i, now_ns())
+        self._reply(200, body, [
+            ("Lambda-Runtime-Aws-Request-Id", rid),
+            ("Lambda-Runtime-Deadline-Ms", str(deadline)),
+            ("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:bench"),
+            ("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Sampled=0"),
+        ])
+
+    def do_POST(self):
+        t = now_ns()
+        s = SESSION
+        n = int(self.headers.get("Content-Length") or 0)
+        payload = self.rfile.read(n) if n else b""
+        path = self.path[len(PREFIX):] if self.path.startswith(PREFIX) else ""
+        if path == "init/error":
+            s.init_error = payload.decode(errors="replace")
+            s.first_response.set()
+            return self._reply(202)
+        parts = path.split("/")  # invocation/{id}/response|error
+        if len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
+            with s.lock:
+                i, served = s.served.get(parts[1], (-1, t))
+                ok = parts[2] == "response"
+                s.responses.append((i, served, t, ok, payload[:300]))
+            s.first_response.set()
+            return self._reply(202)
+        self._reply(404)
+
+
+# ---- events -------------------------------------------------------------------------------
+
+
+def load(name):
+    with open(os.path.join(ROOT, "events", name)) as f:
+        return json.load(f)
+
+
+def fresh_start(template, tag):
+    e = json.loads(json.dumps(template))
+    e["id"] = str(uuid.uuid4())
+    e["time"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    e["detail"]["run_id"] = f"bench-{tag}-{uuid.uuid4().hex[:12]}"
+    return e
+
+
+# ---- raw calls: the emulator's own time ---------------------------------------------------
+
+
+class Raw:
+    """The grant's three calls sent straight to the emulator: pre-built bodies, one keep-alive
+    connection, a static (unchecked) SigV4-shaped Authorization naming the service."""
+
+    def __init__(self, endpoint, table, bus, template):
+        u = urllib.parse.urlparse(endpoint)
+        self.host, self.port = u.hostname, u.port
+        self.table, self.bus, self.template = table, bus, template
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        self.samples = []
+
+    @staticmethod
+    def _auth(service):
+        return (f"AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, "
+                "SignedHeaders=host;x-amz-date, Signature=0")
+
+    def _send(self, method, body, headers):
+        self.conn.request(method, "/", body=body, headers=headers)
+        r = self.conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"raw call {headers.get('X-Amz-Target', 'iam')}: {r.status} {data[:300]!r}")
+
+    def once(self):
+        e = fresh_start(self.template, "raw")
+        items, role, name, doc, entries = grant_calls(e, self.table, self.bus)
+        date = {"X-Amz-Date": "20260101T000000Z"}
+        ddb = (json.dumps({"TransactItems": items}).encode(),
+               {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "DynamoDB_20120810.TransactWriteItems",
+                "Authorization": self._auth("dynamodb"), **date})
+        iam = (urllib.parse.urlencode({"Action": "PutRolePolicy", "Version": "2010-05-08", "RoleName": role,
+                                       "PolicyName": name, "PolicyDocument": doc}).encode(),
+               {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                "Authorization": self._auth("iam"), **date})
+        ev = (json.dumps({"Entries": entries}).encode(),
+              {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AWSEvents.PutEvents",
+               "Authorization": self._auth("events"), **date})
+        t = now_ns()
+        for body, headers in (ddb, iam, ev):
+            self._send("POST", body, headers)
+        self.samples.append((now_ns() - t) / 1e6)
+
+
+# ---- spawning -----------------------------------------------------------------------------
+
+
+def lambda_env(base, api, name, handler, extra):
+    env = dict(base)
+    env.update({
+        "AWS_LAMBDA_RUNTIME_API": api,
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "_HANDLER": handler,
+        "LAMBDA_TASK_ROOT": ROOT,
+    })
+    env.update(extra)
+    return env
+
+
+def run_process(cmd, env, session, log, wait_all):
+    """Spawn, wait for the first response (or all events), kill; (t0, maxrss_kb)."""
+    global SESSION
+    SESSION = session
+    t0 = now_ns()
+    p = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    done = session.all_done if wait_all else session.first_response
+    finished = done.wait(120)
+    p.kill()
+    _, _, ru = os.wait4(p.pid, 0)
+    p.returncode = -9
+    session.stopped.set()
+    if not finished:
+        raise RuntimeError(f"{cmd[0]}: no {'completion' if wait_all else 'first response'} within 120 s")
+    if session.init_error:
+        raise RuntimeError(f"{cmd[0]}: init error: {session.init_error}")
+    return t0, ru.ru_maxrss
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    k = (len(xs) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bins", required=True)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warm", type=int, default=50)
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--logs", required=True)
+    ap.add_argument("--python", default=sys.executable)
+    a = ap.parse_args()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"127.0.0.1:{server.server_address[1]}"
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    base.update({"AWS_ENDPOINT_URL": a.endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_EC2_METADATA_DISABLED": "true", "LATCH_TABLE": "latch-grants", "LATCH_BUS": "latch",
+                 "LATCH_POLICY_PATH": a.policy})
+    start_t = load("pipeline-job-started.json")
+    stream = load("dynamodb-stream-ttl-remove.json")
+    sched = load("scheduled-sweep.json")
+    raw = Raw(a.endpoint, "latch-grants", "latch", start_t)
+    raw.once()  # warm the connection and the emulator's code paths
+
+    import boto3  # only to check that grants really activated
+
+    iam = boto3.client("iam", endpoint_url=a.endpoint, region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+
+    def policies():
+        names, marker = [], None
+        while True:
+            kw = {"RoleName": "app-deployer", **({"Marker": marker} if marker else {})}
+            r = iam.list_role_policies(**kw)
+            names += r["PolicyNames"]
+            if not r.get("IsTruncated"):
+                return len(names)
+            marker = r["Marker"]
+
+    py_cmd = [a.python, os.path.join(HERE, "python_baseline", "bootstrap.py")]
+    fns = [
+        ("grant", [os.path.join(a.bins, "grant")], lambda: fresh_start(start_t, "cold"), "bootstrap"),
+        ("revoke", [os.path.join(a.bins, "revoke")], lambda: stream, "bootstrap"),
+        ("sweep", [os.path.join(a.bins, "sweep")], lambda: sched, "bootstrap"),
+        ("python+boto3 grant (baseline)", py_cmd, lambda: fresh_start(start_t, "cold"), "handler.handler"),
+    ]
+    rows = {}
+    for name, cmd, make, handler in fns:
+        short = name.split()[0].replace("+", "_")
+        env = lambda_env(base, api, f"latch-bench-{short}", handler, {})
+        inits, firsts, rss, errors = [], [], [], 0
+        with open(os.path.join(a.logs, f"{short}.log"), "ab") as log:
+            for _ in range(a.runs):
+                s = Session([make()])
+                t0, kb = run_process(cmd, env, s, log, wait_all=False)
+                i, served, answered, ok, payload = s.responses[0]
+                errors += 0 if ok else 1
+                if not ok:
+                    print(f"bench: {name} answered with an error: {payload!r}", file=sys.stderr)
+                inits.append((s.first_next - t0) / 1e6)
+                firsts.append((answered - t0) / 1e6)
+                rss.append(kb / 1024)
+            row = {"init": inits, "first": firsts, "rss": rss, "errors": errors}
+            if name == "grant" or name.startswith("python"):
+                before = policies()
+                warm_events = [fresh_start(start_t, "warm") for _ in range(a.warm + 1)]
+                raw_before = len(raw.samples)
+                s = Session(warm_events, before_event=lambda i: raw.once())
+                _, kb = run_process(cmd, env, s, log, wait_all=True)
+                handler_ms = [(t1 - t) / 1e6 for i, t, t1, ok, _ in s.responses if i >= 1 and ok]
+                row["warm"] = handler_ms
+                row["raw"] = raw.samples[raw_before:]
+                row["warm_rss"] = kb / 1024
+                row["warm_errors"] = sum(1 for r in s.responses if not r[3])
+                row["activated"] = policies() - before
+                row["expected"] = a.warm + 1 + 0
+            rows[name] = row
+        print(f"bench: {name}: done", file=sys.stderr)
+    server.shutdown()
+    report(rows, a)
+
+
+def report(rows, a):
+    sizes = {}
+    for f in ("grant", "revoke", "sweep"):
+        sizes[f] = os.path.getsize(os.path.join(a.bins, f)) / 1e6
+    py = rows["python+boto3 grant (baseline)"]
+    py_init = statistics.median(py["init"])
+    hdr = (f"{'function':<31} {'size MB':>8} {'init med':>9} {'init p90':>9} {'1st inv med':>11} "
+           f"{'1st inv p90':>11} {'peak RSS MB':>11} {'warm med':>9} {'emu med':>8} {'overhead':>9}")
+    print()
+    print(f"Cold starts: {a.runs} fresh processes per function; warm: {a.warm} grants in one process,")
+    print("each preceded by the same three calls sent raw to the emulator (emu). Times in ms.")
+    print()
+    print(hdr)
+    print("-" * len(hdr))
+    for name, r in rows.items():
+        size = f"{sizes[name]:.2f}" if name in sizes else "-"
+        rss_cold = max(r["rss"])
+        rss = f"{max(rss_cold, r.get('warm_rss', 0)):.1f}"
+        if "warm" in r:
+            w, e = statistics.median(r["warm"]), statistics.median(r["raw"])
+            warm, emu, over = f"{w:.2f}", f"{e:.2f}", f"{w - e:+.2f}"
+        else:
+            warm = emu = over = "-"
+        print(f"{name:<31} {size:>8} {statistics.median(r['init']):>9.2f} {pct(r['init'], .9):>9.2f} "
+              f"{statistics.median(r['first']):>11.2f} {pct(r['first'], .9):>11.2f} {rss:>11} "
+              f"{warm:>9} {emu:>8} {over:>9}")
+    print()
+    for name, r in rows.items():
+        notes = []
+        if r["errors"]:
+            notes.append(f"{r['errors']} of {a.runs} first invokes answered with an error")
+        if "warm" in r:
+            notes.append(f"warm grants activated {r['activated']}/{r['expected']} "
+                         f"(new inline policies on the role), {r['warm_errors']} errors")
+        if notes:
+            print(f"  {name}: " + "; ".join(notes))
+    g = rows["grant"]
+    ratio = max(statistics.median(rows[f]["init"]) for f in ("grant", "revoke", "sweep")) / py_init
+    over = statistics.median(g["warm"]) - statistics.median(g["raw"])
+    rss = max(max(rows[f]["rss"] + [rows[f].get("warm_rss", 0)]) for f in ("grant", "revoke", "sweep"))
+    big = max(sizes.values())
+
+    def verdict(ok):
+        return "met" if ok else "NOT met"
+
+    print()
+    print("Targets (measured in this run):")
+    print(f"  init median <= 0.2 x Python baseline   worst function {ratio:.3f} x   {verdict(ratio <= 0.2)}")
+    print(f"  handler overhead <= 1 ms per grant     {over:+.2f} ms          {verdict(over <= 1.0)}")
+    print(f"  stripped size <= 8 MB per function     largest {big:.2f} MB     {verdict(big <= 8.0)}")
+    print(f"  peak RSS <= 30 MB                      largest {rss:.1f} MB     {verdict(rss <= 30.0)}")
+
+
+if __name__ == "__main__":
+    main()
