@@ -8,6 +8,8 @@ Warm: one process answers --warm grants in a row; handler time = event handed ou
 received. Before each warm event the stub itself sends the same three calls straight to the
 emulator over HTTP (pre-built bodies, keep-alive, no SDK): the emulator's own time. Overhead =
 median handler time - median raw time, measured interleaved in the same process lifetime.
+The grants table is recreated before every cold run and around every raw triple (see Table):
+moto's TransactWriteItems slows down as the table grows.
 """
 
 import argparse
@@ -183,6 +185,36 @@ class Raw:
         self.samples.append((now_ns() - t) / 1e6)
 
 
+class Table:
+    """Deletes and recreates the grants table (same schema, stream and TTL) before each
+    measurement. moto deep-copies the whole table, stream records included, once per item of
+    a TransactWriteItems, so its time grows with every write; a fresh table keeps every sample
+    on the same footing (and the raw calls and the grant on the same one)."""
+
+    def __init__(self, client, name):
+        self.c, self.name = client, name
+        t = client.describe_table(TableName=name)["Table"]
+        self.spec = {
+            "TableName": name,
+            "AttributeDefinitions": t["AttributeDefinitions"],
+            "KeySchema": t["KeySchema"],
+            "BillingMode": "PAY_PER_REQUEST",
+            "StreamSpecification": t["StreamSpecification"],
+            "GlobalSecondaryIndexes": [
+                {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
+                for g in t.get("GlobalSecondaryIndexes", [])
+            ],
+        }
+        self.ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"].get("AttributeName")
+
+    def reset(self):
+        self.c.delete_table(TableName=self.name)
+        self.c.create_table(**self.spec)
+        if self.ttl:
+            self.c.update_time_to_live(TableName=self.name,
+                                       TimeToLiveSpecification={"Enabled": True, "AttributeName": self.ttl})
+
+
 # ---- spawning -----------------------------------------------------------------------------
 
 
@@ -256,13 +288,20 @@ def main():
     start_t = load("pipeline-job-started.json")
     stream = load("dynamodb-stream-ttl-remove.json")
     sched = load("scheduled-sweep.json")
+    import boto3  # to reset the table, and to check that grants really activated
+
+    kw = {"endpoint_url": a.endpoint, "region_name": "us-east-1",
+          "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    iam = boto3.client("iam", **kw)
+    table = Table(boto3.client("dynamodb", **kw), "latch-grants")
     raw = Raw(a.endpoint, "latch-grants", "latch", start_t)
-    raw.once()  # warm the connection and the emulator's code paths
+    raw.once()  # warm the emulator's code paths
+    table.reset()
 
-    import boto3  # only to check that grants really activated
-
-    iam = boto3.client("iam", endpoint_url=a.endpoint, region_name="us-east-1",
-                       aws_access_key_id="test", aws_secret_access_key="test")
+    def before_warm(_):
+        table.reset()
+        raw.once()
+        table.reset()
 
     def policies():
         names, marker = [], None
@@ -288,6 +327,7 @@ def main():
         inits, firsts, rss, errors = [], [], [], 0
         with open(os.path.join(a.logs, f"{short}.log"), "ab") as log:
             for _ in range(a.runs):
+                table.reset()
                 s = Session([make()])
                 t0, kb = run_process(cmd, env, s, log, wait_all=False)
                 i, served, answered, ok, payload = s.responses[0]
@@ -302,7 +342,8 @@ def main():
                 before = policies()
                 warm_events = [fresh_start(start_t, "warm") for _ in range(a.warm + 1)]
                 raw_before = len(raw.samples)
-                s = Session(warm_events, before_event=lambda i: raw.once())
+                table.reset()
+                s = Session(warm_events, before_event=before_warm)
                 _, kb = run_process(cmd, env, s, log, wait_all=True)
                 handler_ms = [(t1 - t) / 1e6 for i, t, t1, ok, _ in s.responses if i >= 1 and ok]
                 row["warm"] = handler_ms
