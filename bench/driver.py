@@ -3,13 +3,14 @@ the raw emulator calls and the table. Run through bench/run, which builds and pr
 
 Cold start: for each run, a fresh process with AWS_LAMBDA_RUNTIME_API pointing at the stub;
 init = spawn -> first GET /next; first invoke = spawn -> POST of the first response (the
-function's real calls go to the emulator). Peak RSS is the child's ru_maxrss (wait4).
+function's real calls go to the emulator). Peak RSS is the process's VmHWM, read just before it is killed.
 Warm: one process answers --warm grants in a row; handler time = event handed out -> response
 received. Before each warm event the stub itself sends the same three calls straight to the
 emulator over HTTP (pre-built bodies, keep-alive, no SDK): the emulator's own time. Overhead =
 median handler time - median raw time, measured interleaved in the same process lifetime.
 The grants table is recreated before every cold run and around every raw triple (see Table):
-moto's TransactWriteItems slows down as the table grows.
+moto's TransactWriteItems slows down as the table grows; the example roles' inline policies
+are removed before each cold run and warm session.
 """
 
 import argparse
@@ -243,15 +244,26 @@ def run_process(cmd, env, session, log, wait_all):
     p = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     done = session.all_done if wait_all else session.first_response
     finished = done.wait(120)
+    hwm = vm_hwm_kb(p.pid)  # before the kill: VmHWM of the exec'd image only
     p.kill()
-    _, _, ru = os.wait4(p.pid, 0)
+    os.waitpid(p.pid, 0)
     p.returncode = -9
     session.stopped.set()
     if not finished:
         raise RuntimeError(f"{cmd[0]}: no {'completion' if wait_all else 'first response'} within 120 s")
     if session.init_error:
         raise RuntimeError(f"{cmd[0]}: init error: {session.init_error}")
-    return t0, ru.ru_maxrss
+    return t0, hwm
+
+
+def vm_hwm_kb(pid):
+    """Peak resident set of the process's current image. (wait4's ru_maxrss would not do: after
+    fork + exec it keeps the forking Python's own peak.)"""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def pct(xs, q):
@@ -277,6 +289,7 @@ def main():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
     server.daemon_threads = True
+    server.handle_error = lambda request, address: None  # processes are killed mid-poll
     threading.Thread(target=server.serve_forever, daemon=True).start()
     api = f"127.0.0.1:{server.server_address[1]}"
 
@@ -297,6 +310,15 @@ def main():
     raw = Raw(a.endpoint, "latch-grants", "latch", start_t)
     raw.once()  # warm the emulator's code paths
     table.reset()
+
+    def clean_roles():
+        """Removes every inline policy from the example roles (outside any timing), so each
+        sample starts from the same IAM state and the sweep finds no drift to repair."""
+        for page in iam.get_paginator("list_roles").paginate(PathPrefix="/latch/"):
+            for role in page["Roles"]:
+                for pp in iam.get_paginator("list_role_policies").paginate(RoleName=role["RoleName"]):
+                    for name in pp["PolicyNames"]:
+                        iam.delete_role_policy(RoleName=role["RoleName"], PolicyName=name)
 
     def before_warm(_):
         table.reset()
@@ -328,6 +350,7 @@ def main():
         with open(os.path.join(a.logs, f"{short}.log"), "ab") as log:
             for _ in range(a.runs):
                 table.reset()
+                clean_roles()
                 s = Session([make()])
                 t0, kb = run_process(cmd, env, s, log, wait_all=False)
                 i, served, answered, ok, payload = s.responses[0]
@@ -339,19 +362,22 @@ def main():
                 rss.append(kb / 1024)
             row = {"init": inits, "first": firsts, "rss": rss, "errors": errors}
             if name == "grant" or name.startswith("python"):
-                before = policies()
                 warm_events = [fresh_start(start_t, "warm") for _ in range(a.warm + 1)]
                 raw_before = len(raw.samples)
                 table.reset()
+                clean_roles()
+                before = policies()
                 s = Session(warm_events, before_event=before_warm)
                 _, kb = run_process(cmd, env, s, log, wait_all=True)
-                handler_ms = [(t1 - t) / 1e6 for i, t, t1, ok, _ in s.responses if i >= 1 and ok]
-                row["warm"] = handler_ms
+                handler = {i: (t1 - t) / 1e6 for i, t, t1, ok, _ in s.responses if i >= 1 and ok}
+                row["warm"] = list(handler.values())
                 row["raw"] = raw.samples[raw_before:]
+                # raw sample k was taken just before event k + 1: pair them
+                row["paired"] = [handler[k + 1] - r for k, r in enumerate(row["raw"]) if k + 1 in handler]
                 row["warm_rss"] = kb / 1024
                 row["warm_errors"] = sum(1 for r in s.responses if not r[3])
                 row["activated"] = policies() - before
-                row["expected"] = a.warm + 1 + 0
+                row["expected"] = a.warm + 1 + len(row["raw"])  # the raw calls add one each
             rows[name] = row
         print(f"bench: {name}: done", file=sys.stderr)
     server.shutdown()
@@ -369,6 +395,7 @@ def report(rows, a):
     print()
     print(f"Cold starts: {a.runs} fresh processes per function; warm: {a.warm} grants in one process,")
     print("each preceded by the same three calls sent raw to the emulator (emu). Times in ms.")
+    print("overhead = median over grants of (handler time - the raw calls' time just before it).")
     print()
     print(hdr)
     print("-" * len(hdr))
@@ -378,7 +405,7 @@ def report(rows, a):
         rss = f"{max(rss_cold, r.get('warm_rss', 0)):.1f}"
         if "warm" in r:
             w, e = statistics.median(r["warm"]), statistics.median(r["raw"])
-            warm, emu, over = f"{w:.2f}", f"{e:.2f}", f"{w - e:+.2f}"
+            warm, emu, over = f"{w:.2f}", f"{e:.2f}", f"{statistics.median(r['paired']):+.2f}"
         else:
             warm = emu = over = "-"
         print(f"{name:<31} {size:>8} {statistics.median(r['init']):>9.2f} {pct(r['init'], .9):>9.2f} "
@@ -391,12 +418,12 @@ def report(rows, a):
             notes.append(f"{r['errors']} of {a.runs} first invokes answered with an error")
         if "warm" in r:
             notes.append(f"warm grants activated {r['activated']}/{r['expected']} "
-                         f"(new inline policies on the role), {r['warm_errors']} errors")
+                         f"(new inline policies on the role, raw calls' included), {r['warm_errors']} errors")
         if notes:
             print(f"  {name}: " + "; ".join(notes))
     g = rows["grant"]
     ratio = max(statistics.median(rows[f]["init"]) for f in ("grant", "revoke", "sweep")) / py_init
-    over = statistics.median(g["warm"]) - statistics.median(g["raw"])
+    over = statistics.median(g["paired"])
     rss = max(max(rows[f]["rss"] + [rows[f].get("warm_rss", 0)]) for f in ("grant", "revoke", "sweep"))
     big = max(sizes.values())
 
