@@ -1,6 +1,10 @@
 //! Benchmark (not a test): one sweep over M expired grants beside N live ones, on the emulator.
 //!
-//!     cargo run -p latch-tests --example sweep_bench -- [M] [N...]     (defaults: 1000 1000 20000)
+//!     cargo run -p latch-tests --example sweep_bench -- [M] [N...]     (defaults: 100 100 1000)
+//!
+//! The defaults are small on purpose: moto keeps the table snapshots of every transaction alive
+//! (its stream records hold them), so its memory grows by gigabytes a minute at M = 1000 and the
+//! machine runs out; M = 1000 needs real DynamoDB.
 //!
 //! `SWEEP_CONCURRENCY` (default 1): the emulator serialises requests anyway, and under
 //! concurrent transactions it answers some with HTTP 500 (which Latch treats as transient).
@@ -128,11 +132,11 @@ async fn seed(h: &Harness, grants: &[Grant]) {
 #[tokio::main]
 async fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let m = args.first().copied().unwrap_or(1000);
+    let m = args.first().copied().unwrap_or(100);
     let ns: Vec<usize> = if args.len() > 1 {
         args[1..].to_vec()
     } else {
-        vec![1000, 20_000]
+        vec![100, 1000]
     };
     println!("| M expired | N live | seed s | sweep s (emulator) | revoked | DynamoDB calls by the sweep |");
     println!("|---:|---:|---:|---:|---:|---|");
