@@ -43,7 +43,7 @@ def main(build_dir: Path) -> None:
             newest = max(versions, default=(0, 0))
             if newest > AL2023_GLIBC:
                 problems.append(f"{name}: needs GLIBC_{newest[0]}.{newest[1]}, provided.al2023 has 2.34")
-            print(f"    {name}: bootstrap {len(data) / 1e6:.1f} MB, {arch}, glibc >= {newest[0]}.{newest[1]}")
+            print(f"    {name}: bootstrap {len(data) / 1e6:.1f} MB, {arch}, needs glibc {newest[0]}.{newest[1]} (al2023: 2.34)")
         elif res["Type"] == "AWS::Serverless::LayerVersion":
             content = build_dir / res["Properties"]["ContentUri"]
             from samcli.lib.package.utils import make_zip
