@@ -418,7 +418,8 @@ def report(rows, a):
             notes.append(f"{r['errors']} of {a.runs} first invokes answered with an error")
         if "warm" in r:
             notes.append(f"warm grants activated {r['activated']}/{r['expected']} "
-                         f"(new inline policies on the role, raw calls' included), {r['warm_errors']} errors")
+                         f"(new inline policies on the role, raw calls' included), {r['warm_errors']} errors; "
+                         f"overhead p25 {pct(r['paired'], .25):+.2f}, p75 {pct(r['paired'], .75):+.2f} ms")
         if notes:
             print(f"  {name}: " + "; ".join(notes))
     g = rows["grant"]
