@@ -30,6 +30,7 @@ use latch_core::event::{JobContext, JobKey};
 use latch_core::iam_time;
 use latch_core::model::{AccountId, GrantId, GrantIdentity, Name, RoleArn, digest};
 use latch_core::ports::{Grant, GrantStatus};
+use latch_core::revoke::{RevokeReason, revoked_audit};
 use latch_core::service::{activation_audit, fill_grant_fields};
 use md5::{Digest, Md5};
 use serde::Serialize;
@@ -505,15 +506,13 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
     }
     let revoked = end <= export;
     if revoked {
-        let mut r = AuditRecord::new(
-            digest(&[grant.id.as_str(), "revoked"]),
-            Decision::Revoked,
-            reason,
-            at(end),
-        );
-        fill_grant_fields(&mut r, &grant);
-        (r.revoked_at, r.revoked_at_epoch) = stamp(at(end));
-        out.push(Planned::Audit(Box::new(r)));
+        let why = match reason {
+            "job_finished" => RevokeReason::JobFinished,
+            "expired_ttl" => RevokeReason::ExpiredTtl,
+            _ => RevokeReason::ExpiredSweep,
+        };
+        // The revoker's own record: same id, fields and times as the functions write.
+        out.push(Planned::Audit(Box::new(revoked_audit(&grant, why, at(end)))));
         grant.status = GrantStatus::Revoked;
     }
     let active = grant.status == GrantStatus::Active;
