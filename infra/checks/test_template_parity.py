@@ -467,3 +467,36 @@ def test_every_checkov_skip_is_justified():
 def test_samconfig_enables_the_cargo_lambda_beta():
     cfg = tomllib.loads((ROOT / "samconfig.toml").read_text())
     assert cfg["default"]["build"]["parameters"]["beta_features"] is True
+
+
+def test_the_only_role_sam_generates_is_the_schedulers_and_it_invokes_the_sweep_only(monkeypatch):
+    import copy
+
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self):
+            return {}
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    t = copy.deepcopy(template())
+    for res in t["Resources"].values():
+        for key in ("CodeUri", "ContentUri"):
+            if key in res.get("Properties", {}):
+                res["Properties"][key] = "s3://bucket/key"
+    out = transform(t, {}, NoManagedPolicies())["Resources"]
+    generated = {k: v for k, v in out.items() if k not in template()["Resources"]}
+    roles = {k: v for k, v in generated.items() if v["Type"] == "AWS::IAM::Role"}
+    assert list(roles) == ["SweepFunctionSweepRole"]
+    props = roles["SweepFunctionSweepRole"]["Properties"]
+    assert "Path" not in props or not props["Path"].startswith(default("ElevatableRolePath"))
+    held = {
+        (a, json.dumps(s["Resource"], sort_keys=True))
+        for p in props["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+        for a in actions_of(s)
+    }
+    assert held == {
+        ("lambda:InvokeFunction", json.dumps({"Fn::GetAtt": ["SweepFunction", "Arn"]})),
+        ("sqs:SendMessage", json.dumps({"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]})),
+    }
