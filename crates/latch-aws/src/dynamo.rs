@@ -24,8 +24,8 @@ use latch_core::ports::{Activation, Grant, GrantStatus, GrantStore, RecordState,
 use crate::errors::{describe, is_transient};
 use crate::items::{
     ACTIVE_BUCKET, ACTIVE_GRANTS, AuditItem, EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, FINISHED_AT,
-    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, PK, RECORD_TYPE, SK, SK_COUNTER, SK_DRIFT, SK_GRANT, SK_JOB, STATUS, TTL,
-    drift_pk, grant_pk, job_pk, role_pk,
+    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, PK, RECORD_TYPE, SK, SK_COUNTER, SK_DRIFT, SK_GRANT, SK_JOB, STATUS,
+    STATUS_ACTIVE, STATUS_REVOKED, TTL, drift_pk, grant_pk, job_pk, role_pk,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -336,8 +336,8 @@ impl GrantStore for DynamoStore {
                 .condition_expression("#status = :active")
                 .expression_attribute_names("#status", STATUS)
                 .expression_attribute_names("#bucket", EXPIRY_BUCKET)
-                .expression_attribute_values(":revoked", s("revoked"))
-                .expression_attribute_values(":active", s("active"))
+                .expression_attribute_values(":revoked", s(STATUS_REVOKED))
+                .expression_attribute_values(":active", s(STATUS_ACTIVE))
                 .expression_attribute_values(":at", s(audit.revoked_at.clone().unwrap_or_default()))
                 .build()
                 .map_err(rejected)?;

@@ -1,5 +1,6 @@
-//! [`IamWriter`] on IAM: PutRolePolicy and DeleteRolePolicy, nothing else. No reads: quota and
-//! existence problems come back from the write itself.
+//! [`IamWriter`] on IAM: PutRolePolicy and DeleteRolePolicy, with no reads, so the grant and
+//! revoke paths never ask IAM anything (quota and existence problems come back from the write).
+//! [`IamInventory`] (ListRoles, ListRolePolicies) is the sweep's drift repair only.
 
 use aws_sdk_iam::Client;
 use aws_sdk_iam::error::ProvideErrorMetadata;

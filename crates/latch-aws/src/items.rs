@@ -27,6 +27,10 @@ pub const EXPIRY_INDEX: &str = "by-expiry";
 pub const EXPIRY_BUCKET: &str = "expiry_bucket";
 pub const EXPIRES_AT_EPOCH: &str = "expires_at_epoch";
 pub const ACTIVE_BUCKET: &str = "active";
+/// `record_type` of grant items, and their `status` values (the stream filter matches these).
+pub const RECORD_GRANT: &str = "grant";
+pub const STATUS_ACTIVE: &str = "active";
+pub const STATUS_REVOKED: &str = "revoked";
 pub const ACTIVE_GRANTS: &str = "active_grants";
 pub const RECORD_TYPE: &str = "record_type";
 pub const STATUS: &str = "status";
@@ -123,9 +127,9 @@ impl GrantItem {
         Self {
             pk: grant_pk(&g.id),
             sk: SK_GRANT.into(),
-            record_type: "grant".into(),
+            record_type: RECORD_GRANT.into(),
             grant_id: g.id.as_str().to_owned(),
-            status: if active { "active" } else { "revoked" }.into(),
+            status: if active { STATUS_ACTIVE } else { STATUS_REVOKED }.into(),
             source: g.source.clone(),
             account: g.account.as_str().to_owned(),
             region: g.region.clone(),
@@ -165,7 +169,7 @@ impl GrantItem {
         Ok(Grant {
             id: GrantId::parse(&self.grant_id).map_err(item_err("grant_id"))?,
             status: match self.status.as_str() {
-                "active" => GrantStatus::Active,
+                STATUS_ACTIVE => GrantStatus::Active,
                 _ => GrantStatus::Revoked,
             },
             account: AccountId::parse(&self.account).map_err(item_err("account"))?,

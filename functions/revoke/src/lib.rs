@@ -14,7 +14,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
-use latch_aws::items::GrantItem;
+use latch_aws::items::{GrantItem, RECORD_GRANT, RECORD_TYPE};
 use latch_aws::{Clients, Config};
 use latch_core::ports::{AuditSink, Clock, GrantStatus, GrantStore, IamWriter, RecordState, Retryable, SystemClock};
 use latch_core::revoke::{RevokeOutcome, RevokeReason, Revoker};
@@ -77,7 +77,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> RevokeFunction<I, S, A
             return RecordOutcome::Skipped("not a TTL removal");
         }
         let old = &record.change.old_image;
-        if old.get("record_type") != Some(&serde_dynamo::AttributeValue::S("grant".into())) {
+        if old.get(RECORD_TYPE) != Some(&serde_dynamo::AttributeValue::S(RECORD_GRANT.into())) {
             return RecordOutcome::Skipped("not a grant item");
         }
         let grant = match serde_dynamo::from_item::<_, GrantItem>(old.clone()).map(GrantItem::into_grant) {
