@@ -115,6 +115,7 @@ fn every_subcommand_has_help_a_newcomer_can_follow() {
 /// `latch dev` in the background on its own table, bus and role names.
 struct Dev {
     child: Child,
+    id: String,
     table: String,
     bus: String,
     role: String,
@@ -155,11 +156,13 @@ fn start_dev() -> Dev {
         .unwrap();
     // Provisioned once the bus accepts the events the runner listens for.
     std::thread::sleep(Duration::from_secs(3));
+    let role = format!("arn:aws:iam::123456789012:role/latch/{id}-app-deployer");
     Dev {
         child,
+        id,
         table,
         bus,
-        role: format!("arn:aws:iam::123456789012:role/latch/{id}-app-deployer"),
+        role,
     }
 }
 
@@ -286,4 +289,170 @@ fn demo_prints_the_whole_timeline() {
     ] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
+}
+
+// ---- The CI examples in examples/: parsed, then their commands run with the variables each CI sets.
+
+fn yaml(path: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(&std::fs::read_to_string(repo().join(path)).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn as_str(v: &serde_yaml::Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// Runs a CI step's shell command with `target/debug` on PATH and the given variables.
+fn run_step(command: &str, env: &[(&str, String)]) -> (i32, String, String) {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_latch")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut c = Command::new("bash");
+    c.args(["-euo", "pipefail", "-c", command])
+        .current_dir(repo())
+        .env("PATH", path);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
+
+#[test]
+fn the_github_action_and_workflow_request_wait_and_release() {
+    let action = yaml("examples/github-actions/latch-request/action.yml");
+    let workflow = yaml("examples/github-actions/deploy.yml");
+    assert_eq!(
+        as_str(&workflow["permissions"]["id-token"]),
+        "write",
+        "OIDC credentials need id-token: write"
+    );
+    let steps = workflow["jobs"]["deploy"]["steps"].as_sequence().unwrap();
+    let elevate = steps
+        .iter()
+        .find(|s| as_str(&s["uses"]) == "./examples/github-actions/latch-request")
+        .unwrap();
+    let release = steps
+        .iter()
+        .find(|s| as_str(&s["run"]).starts_with("latch release"))
+        .unwrap();
+    assert_eq!(
+        as_str(&release["if"]),
+        "always()",
+        "grants end whatever the job's outcome"
+    );
+
+    let dev = start_dev();
+    // The action's command, with its inputs filled from the workflow's `with:` (or defaults).
+    let mut command = as_str(&action["runs"]["steps"][0]["run"]).to_owned();
+    for (name, input) in action["inputs"].as_mapping().unwrap() {
+        let name = as_str(name);
+        let value = match as_str(&elevate["with"][name]) {
+            "" => as_str(&input["default"]).to_owned(),
+            v => v.to_owned(),
+        };
+        let value = match name {
+            "bus" => dev.bus.clone(),
+            "table" => dev.table.clone(),
+            "role" => value.replace(":role/latch/", &format!(":role/latch/{}-", dev.id)),
+            "reason" => "deploy abc123".into(),
+            _ => value,
+        };
+        command = command.replace(&format!("${{{{ inputs.{name} }}}}"), &value);
+    }
+    assert!(!command.contains("${{"), "every input is filled: {command}");
+    let run_id = unique("");
+    let github = vec![
+        ("GITHUB_ACTIONS", "true".to_owned()),
+        ("GITHUB_REPOSITORY", "acme/app-release".to_owned()),
+        ("GITHUB_RUN_ID", run_id.clone()),
+        ("GITHUB_JOB", "deploy".to_owned()),
+        ("GITHUB_RUN_ATTEMPT", "1".to_owned()),
+        ("GITHUB_REF", "refs/heads/main".to_owned()),
+        ("GITHUB_SHA", "0123abcd".to_owned()),
+        ("GITHUB_ACTOR", "octocat".to_owned()),
+        ("LATCH_REASON", "deploy abc123".to_owned()),
+        ("LATCH_BUS", dev.bus.clone()),
+        ("LATCH_TABLE", dev.table.clone()),
+    ];
+    let (code, out, err) = run_step(&format!("{command} --settle 0s"), &github);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("active: grant"), "{out}");
+    assert!(
+        err.contains("as app-release/"),
+        "the pipeline is the repository's name: {err}"
+    );
+
+    let release_cmd = as_str(&release["run"]).replace("${{ job.status }}", "success");
+    let (code, _, err) = run_step(&release_cmd, &github);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("released app-release/{run_id}/deploy#1")),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_gitlab_job_requests_waits_and_releases() {
+    let ci = yaml("examples/gitlab/.gitlab-ci.yml");
+    let job = &ci["deploy"];
+    assert_eq!(as_str(&job["id_tokens"]["AWS_OIDC_TOKEN"]["aud"]), "sts.amazonaws.com");
+    let request = job["script"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(as_str)
+        .find(|c| c.starts_with("latch request"))
+        .unwrap();
+    let release = job["after_script"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(as_str)
+        .find(|c| c.starts_with("latch release"))
+        .unwrap();
+    assert!(request.contains("--wait"), "{request}");
+
+    let dev = start_dev();
+    // The rule for GitLab names roles by pattern (ci-*): make the one the job asks for.
+    let role = format!("{}-ci-deployer", dev.id);
+    create_role(&role);
+    let run_id = unique("");
+    let gitlab = vec![
+        ("GITLAB_CI", "true".to_owned()),
+        ("CI_PROJECT_NAME", "platform-tools".to_owned()),
+        ("CI_PIPELINE_ID", run_id.clone()),
+        ("CI_JOB_NAME", "deploy".to_owned()),
+        ("CI_COMMIT_SHA", "0123abcd".to_owned()),
+        ("CI_COMMIT_REF_NAME", "main".to_owned()),
+        ("GITLAB_USER_LOGIN", "maintainer".to_owned()),
+        ("CI_JOB_STATUS", "failed".to_owned()),
+        ("LATCH_SOURCE", as_str(&job["variables"]["LATCH_SOURCE"]).to_owned()),
+        ("LATCH_BUS", dev.bus.clone()),
+        ("LATCH_TABLE", dev.table.clone()),
+    ];
+    let request = format!(
+        "{} --settle 0s --timeout 30s",
+        request.replace(":role/latch/", &format!(":role/latch/{}-", dev.id))
+    );
+    let (code, out, err) = run_step(&request, &gitlab);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(&format!("as platform-tools/{run_id}/deploy#1")), "{err}");
+    let (code, _, err) = run_step(release, &gitlab);
+    assert_eq!(code, 0, "{err}");
+}
+
+fn create_role(name: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        aws_sdk_iam::Client::new(&sdk)
+            .create_role()
+            .role_name(name)
+            .path("/latch/")
+            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+            .send()
+            .await
+            .unwrap();
+    });
 }
