@@ -294,6 +294,7 @@ impl GrantStore for DynamoStore {
         account: &AccountId,
         source: &str,
         job: &JobKey,
+        finished_at: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Vec<Grant>, StoreError> {
         let out = self
@@ -307,7 +308,7 @@ impl GrantStore for DynamoStore {
             .expression_attribute_names("#finished", FINISHED_AT)
             .expression_attribute_values(":type", s("job"))
             .expression_attribute_values(":ttl", n(until.timestamp()))
-            .expression_attribute_values(":now", s(latch_core::iam_time(Utc::now())))
+            .expression_attribute_values(":now", s(latch_core::iam_time(finished_at)))
             .return_values(ReturnValue::AllNew)
             .send()
             .await

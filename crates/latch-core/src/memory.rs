@@ -228,6 +228,7 @@ impl GrantStore for MemoryStore {
         account: &AccountId,
         source: &str,
         job: &JobKey,
+        _finished_at: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Vec<Grant>, StoreError> {
         let mut s = lock(&self.inner);

@@ -174,13 +174,14 @@ pub trait GrantStore: Send + Sync {
     /// A durable audit item on its own (denials). `false` when it was recorded before.
     fn record_audit(&self, audit: &AuditRecord) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Marks the job finished (its tombstone, kept until `tombstone_until`) and returns the
-    /// grants it holds, read consistently. Later starts of the job are refused.
+    /// Marks the job finished at `finished_at` (its tombstone, kept until `tombstone_until`) and
+    /// returns the grants it holds, read consistently. Later starts of the job are refused.
     fn finish_job(
         &self,
         account: &AccountId,
         source: &str,
         job: &JobKey,
+        finished_at: DateTime<Utc>,
         tombstone_until: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<Grant>, StoreError>> + Send;
 

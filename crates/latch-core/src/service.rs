@@ -220,6 +220,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                 &envelope.account,
                 &envelope.source,
                 &notice.job,
+                now,
                 now + TOMBSTONE_LIFETIME,
             )
             .await?;
