@@ -33,6 +33,23 @@ pub enum ConfigError {
     Empty { name: &'static str },
 }
 
+/// Why a function that decides with the policy file could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("policy file refused:\n{0}")]
+    Policy(#[from] latch_core::policy::LoadError),
+}
+
+/// Configuration, the policy file it names, and the clients: what the grant and sweep
+/// functions load once at init.
+pub async fn load_with_policy() -> Result<(latch_core::policy::Policy, Clients), InitError> {
+    let config = Config::from_env()?;
+    let policy = latch_core::policy::Policy::load_path(&config.policy_path)?;
+    Ok((policy, Clients::from_env(&config).await))
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())

@@ -16,4 +16,4 @@ pub mod provision;
 pub mod stream;
 pub mod telemetry;
 
-pub use config::{Clients, Config, ConfigError};
+pub use config::{Clients, Config, ConfigError, InitError, load_with_policy};

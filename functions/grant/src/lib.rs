@@ -12,10 +12,8 @@ use lambda_runtime::{Error, LambdaEvent};
 use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
-use latch_aws::{Clients, Config};
 use latch_core::event::{DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
 use latch_core::model::AccountId;
-use latch_core::policy::{LoadError, Policy};
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Retryable, SystemClock};
 use latch_core::service::{FinishOutcome, GrantError, GrantService, StartOutcome};
 use serde_json::Value;
@@ -24,19 +22,9 @@ use tracing::error;
 /// The service as deployed: AWS adapters, the wall clock.
 pub type AwsGrantService = GrantService<IamAdapter, DynamoStore, EventBridgeSink, SystemClock>;
 
-#[derive(Debug, thiserror::Error)]
-pub enum InitError {
-    #[error(transparent)]
-    Config(#[from] latch_aws::ConfigError),
-    #[error("policy file refused:\n{0}")]
-    Policy(#[from] LoadError),
-}
-
 /// Reads configuration and the policy file, builds the clients once.
-pub async fn init() -> Result<AwsGrantService, InitError> {
-    let config = Config::from_env()?;
-    let policy = Policy::load_path(&config.policy_path)?;
-    let clients = Clients::from_env(&config).await;
+pub async fn init() -> Result<AwsGrantService, latch_aws::InitError> {
+    let (policy, clients) = latch_aws::load_with_policy().await?;
     Ok(GrantService {
         policy,
         iam: clients.iam,

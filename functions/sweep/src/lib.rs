@@ -12,8 +12,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
-use latch_aws::{Clients, Config};
-use latch_core::policy::{LoadError, Policy};
+use latch_core::policy::Policy;
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamInventory, IamWriter, SystemClock};
 use latch_core::sweep::{SweepReport, SweepSettings, Sweeper};
 use serde_json::Value;
@@ -38,9 +37,7 @@ pub type AwsSweepFunction = SweepFunction<IamAdapter, DynamoStore, EventBridgeSi
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
-    Config(#[from] latch_aws::ConfigError),
-    #[error("policy file refused:\n{0}")]
-    Policy(#[from] LoadError),
+    Load(#[from] latch_aws::InitError),
     #[error("{name}: {why}")]
     Setting { name: &'static str, why: String },
 }
@@ -72,10 +69,8 @@ pub fn settings_from(lookup: impl Fn(&str) -> Option<String>) -> Result<SweepSet
 }
 
 pub async fn init() -> Result<AwsSweepFunction, InitError> {
-    let config = Config::from_env()?;
     let settings = settings_from(|n| std::env::var(n).ok())?;
-    let policy = Policy::load_path(&config.policy_path)?;
-    let clients = Clients::from_env(&config).await;
+    let (policy, clients) = latch_aws::load_with_policy().await?;
     Ok(SweepFunction {
         policy,
         iam: clients.iam,
