@@ -242,10 +242,8 @@ impl Provisioner {
         sources.sort();
         sources.dedup();
         let (inbox_queue_url, audit_queue_url) = self.bus(bus, &sources).await?;
-        for pattern in policy.eligible_role_patterns() {
-            if let Ok(role) = RoleArn::parse(&pattern.text) {
-                self.role(&role).await?;
-            }
+        for role in policy.exact_roles() {
+            self.role(&role).await?;
         }
         Ok(Provisioned {
             table: table.to_owned(),

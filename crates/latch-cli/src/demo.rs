@@ -189,6 +189,7 @@ fn report(t: &Timeline, h: &Handled) {
             t.say(&format!("REVOKED {revoked} grant(s): reason job_finished"))
         }
         Ok(Outcome::Finish(FinishOutcome::Denied(reason))) => t.say(&format!("finish refused: {reason}")),
+        Ok(Outcome::NotManaged) => t.say("not a job Latch manages: ignored"),
         Err(e) => t.say(&format!("{} handler failed (Lambda would retry): {e}", h.detail_type)),
     }
 }

@@ -43,9 +43,9 @@ pub fn describe(h: &Handled) -> String {
     let job = |d: &serde_json::Value| {
         format!(
             "{}/{}/{}#{}",
-            d["pipeline"].as_str().unwrap_or("?"),
-            d["run_id"].as_str().unwrap_or("?"),
-            d["job"].as_str().unwrap_or("?"),
+            d["pipeline"].as_str().or(d["project-name"].as_str()).unwrap_or("?"),
+            d["run_id"].as_str().or(d["execution-id"].as_str()).unwrap_or("?"),
+            d["job"].as_str().or(d["action"].as_str()).unwrap_or("?"),
             d["attempt"]
         )
     };
@@ -68,6 +68,7 @@ pub fn describe(h: &Handled) -> String {
             format!("job finished: {revoked} grant(s) revoked, {already_ended} already ended, {failed} failed")
         }
         Ok(Outcome::Finish(FinishOutcome::Denied(reason))) => format!("finish refused: {reason}"),
+        Ok(Outcome::NotManaged) => "native job no rule names: ignored".into(),
         Err(e) => format!("handler failed, will be retried: {e}"),
     };
     format!("{:<22} {:<28} {what}", h.detail_type, job(&h.detail))

@@ -105,7 +105,7 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
         Ok(doc) => {
             println!(
                 "allowed by rule {} (permission set {}, until {})",
-                allowed.rule.name,
+                allowed.rule,
                 allowed.permission_set.name,
                 latch_core::iam_time(expires)
             );

@@ -55,6 +55,16 @@ impl JobKey {
     }
 }
 
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} run {} job {} attempt {}",
+            self.pipeline, self.run_id, self.job, self.attempt
+        )
+    }
+}
+
 /// Optional context a pipeline may attach; recorded in audits, used by rules only to narrow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobContext {

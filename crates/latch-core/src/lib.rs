@@ -7,6 +7,7 @@ pub mod decision;
 pub mod event;
 pub mod memory;
 pub mod model;
+pub mod native;
 pub mod policy;
 pub mod ports;
 pub mod revoke;

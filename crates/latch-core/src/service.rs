@@ -13,13 +13,14 @@
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::audit::{AuditRecord, Decision, stamp};
 use crate::decision::DenyReason;
-use crate::event::{Envelope, EventError, FinishNotice, StartRequest};
+use crate::event::{Envelope, EventError, FinishNotice, JobContext, JobKey, StartRequest};
 use crate::model::{GrantId, GrantIdentity, digest};
-use crate::policy::{Policy, PolicyDocument, RenderContext, RenderError};
+use crate::native::{NativeEvent, NativePhase};
+use crate::policy::{Allowed, Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
     Activation, AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState, Retryable,
     SinkError, StoreError,
@@ -50,6 +51,15 @@ pub enum FinishOutcome {
         failed: usize,
     },
     Denied(DenyReason),
+}
+
+/// What became of a native CodePipeline/CodeBuild event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NativeOutcome {
+    Start(StartOutcome),
+    Finish(FinishOutcome),
+    /// The end of a job no native rule names: nothing to do.
+    NotManaged,
 }
 
 /// A failure a retry may cure (or that could not even be audited); Lambda should retry.
@@ -154,9 +164,75 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                 return self.deny(envelope, None, e.into(), now).await;
             }
         };
-        let proposal = match self.propose(envelope, &request, now) {
+        match self.policy.decide(envelope, &request) {
+            Ok(allowed) => self.activate(envelope, &request, allowed, now).await,
+            Err(reason) => self.deny(envelope, Some(&request), reason.into(), now).await,
+        }
+    }
+
+    /// Handles a native CodePipeline action or CodeBuild build state change ([`crate::native`]):
+    /// a start is decided by the policy's `native` rules; an end finishes the job like
+    /// `Pipeline Job Finished`. The end of a job no native rule names is not Latch's business
+    /// ([`NativeOutcome::NotManaged`]): nothing is written, so every build in the account does
+    /// not cost a write.
+    pub async fn on_native(
+        &self,
+        envelope: &Envelope,
+        detail: &Value,
+        detail_len: usize,
+    ) -> Result<NativeOutcome, GrantError> {
+        let now = self.clock.now();
+        let event = match NativeEvent::parse(&envelope.detail_type, detail, detail_len) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(event_id = %envelope.id, field = e.field().unwrap_or("-"), error = %e, "malformed native event");
+                return self.deny(envelope, None, e.into(), now).await.map(NativeOutcome::Start);
+            }
+        };
+        match event.phase {
+            NativePhase::Started => match self.policy.decide_native(envelope, &event.job) {
+                Ok((request, allowed)) => self
+                    .activate(envelope, &request, allowed, now)
+                    .await
+                    .map(NativeOutcome::Start),
+                Err(reason) => {
+                    let job = event.job.key();
+                    let denial = Denial {
+                        reason,
+                        detail: Some(format!(
+                            "no native rule names {job} in account {}",
+                            envelope.account.as_str()
+                        )),
+                    };
+                    self.deny_with(envelope, denial, now, |audit| {
+                        fill_job_fields(audit, &job, &JobContext::default())
+                    })
+                    .await
+                    .map(NativeOutcome::Start)
+                }
+            },
+            NativePhase::Ended { state } if self.policy.manages_native(&event.job) => self
+                .finish(envelope, &event.job.key(), Some(&state), now)
+                .await
+                .map(NativeOutcome::Finish),
+            NativePhase::Ended { state } => {
+                debug!(event_id = %envelope.id, job = %event.job.key(), state, "native job no rule names: ignored");
+                Ok(NativeOutcome::NotManaged)
+            }
+        }
+    }
+
+    /// Records an allowed request and puts its policy on the role.
+    async fn activate(
+        &self,
+        envelope: &Envelope,
+        request: &StartRequest,
+        allowed: Allowed<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<StartOutcome, GrantError> {
+        let proposal = match self.propose(envelope, request, allowed, now) {
             Ok(p) => p,
-            Err(denial) => return self.deny(envelope, Some(&request), denial, now).await,
+            Err(denial) => return self.deny(envelope, Some(request), denial, now).await,
         };
         let grant = &proposal.grant;
         let audit = activation_audit(grant, &proposal.actions, now);
@@ -167,12 +243,12 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
             }
             Ok(Activation::JobFinished) => {
                 return self
-                    .deny(envelope, Some(&request), DenyReason::JobFinished.into(), now)
+                    .deny(envelope, Some(request), DenyReason::JobFinished.into(), now)
                     .await;
             }
             Ok(Activation::ConcurrencyCapReached) => {
                 return self
-                    .deny(envelope, Some(&request), DenyReason::ConcurrencyCap.into(), now)
+                    .deny(envelope, Some(request), DenyReason::ConcurrencyCap.into(), now)
                     .await;
             }
             Err(e) if e.is_retryable() => return Err(e.into()),
@@ -181,7 +257,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                     reason: DenyReason::StoreRejected,
                     detail: Some(e.to_string()),
                 };
-                return self.deny(envelope, Some(&request), denial, now).await;
+                return self.deny(envelope, Some(request), denial, now).await;
             }
         }
         if !self.attach(grant, &proposal.document).await? {
@@ -214,15 +290,20 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                 return Ok(FinishOutcome::Denied(reason));
             }
         };
+        self.finish(envelope, &notice.job, notice.outcome.as_deref(), now).await
+    }
+
+    /// Tombstones the job and revokes its active grants now.
+    async fn finish(
+        &self,
+        envelope: &Envelope,
+        job: &JobKey,
+        outcome: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<FinishOutcome, GrantError> {
         let grants = self
             .store
-            .finish_job(
-                &envelope.account,
-                &envelope.source,
-                &notice.job,
-                now,
-                now + TOMBSTONE_LIFETIME,
-            )
+            .finish_job(&envelope.account, &envelope.source, job, now, now + TOMBSTONE_LIFETIME)
             .await?;
         let revoker = self.revoker();
         let (mut revoked, mut already_ended, mut failed) = (0, 0, 0);
@@ -242,8 +323,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         if let Some(e) = retry {
             return Err(e.into());
         }
-        info!(pipeline = %notice.job.pipeline, run_id = %notice.job.run_id, job = %notice.job.job,
-              outcome = notice.outcome.as_deref().unwrap_or("-"), revoked, already_ended, failed, "job finished");
+        info!(pipeline = %job.pipeline, run_id = %job.run_id, job = %job.job,
+              outcome = outcome.unwrap_or("-"), revoked, already_ended, failed, "job finished");
         Ok(FinishOutcome::Finished {
             revoked,
             already_ended,
@@ -260,8 +341,13 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         }
     }
 
-    fn propose(&self, envelope: &Envelope, request: &StartRequest, now: DateTime<Utc>) -> Result<Proposal, Denial> {
-        let allowed = self.policy.decide(envelope, request)?;
+    fn propose(
+        &self,
+        envelope: &Envelope,
+        request: &StartRequest,
+        allowed: Allowed<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Proposal, Denial> {
         if envelope.time > now + MAX_CLOCK_SKEW {
             return Err(Denial {
                 reason: DenyReason::EventTimeInFuture,
@@ -294,7 +380,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
             context: request.context.clone(),
             role: request.role.clone(),
             permission_set: request.permission_set.clone(),
-            rule: allowed.rule.name.clone(),
+            rule: allowed.rule.clone(),
             requested_duration_secs: request.duration.as_secs(),
             requested_at: envelope.time,
             granted_at: now,
@@ -309,7 +395,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         Ok(Proposal {
             grant,
             document,
-            cap: allowed.rule.max_active_grants_per_role,
+            cap: allowed.max_active_grants_per_role,
             actions: allowed.permission_set.actions(),
         })
     }
@@ -429,6 +515,25 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         denial: Denial,
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
+        self.deny_with(envelope, denial, now, |audit| {
+            if let Some(r) = request {
+                audit.role_arn = Some(r.role.as_str().to_owned());
+                audit.permission_set = Some(r.permission_set.as_str().to_owned());
+                audit.requested_duration_secs = Some(r.duration.as_secs());
+                fill_job_fields(audit, &r.job, &r.context);
+            }
+        })
+        .await
+    }
+
+    /// Writes and publishes the Denied audit of an event; `describe` adds what is known of the request.
+    async fn deny_with(
+        &self,
+        envelope: &Envelope,
+        denial: Denial,
+        now: DateTime<Utc>,
+        describe: impl FnOnce(&mut AuditRecord),
+    ) -> Result<StartOutcome, GrantError> {
         let mut audit = AuditRecord::new(
             digest(&[&envelope.source, envelope.account.as_str(), &envelope.id, "denied"]),
             Decision::Denied,
@@ -441,12 +546,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         audit.region = Some(envelope.region.clone());
         audit.event_id = Some(envelope.id.clone());
         (audit.requested_at, audit.requested_at_epoch) = stamp(envelope.time);
-        if let Some(r) = request {
-            audit.role_arn = Some(r.role.as_str().to_owned());
-            audit.permission_set = Some(r.permission_set.as_str().to_owned());
-            audit.requested_duration_secs = Some(r.duration.as_secs());
-            fill_job_fields(&mut audit, &r.job, &r.context);
-        }
+        describe(&mut audit);
         info!(event_id = %envelope.id, reason = %denial.reason, detail = audit.detail.as_deref().unwrap_or("-"), "request denied");
         if self.store.record_audit(&audit).await? {
             self.audit.publish(&audit).await?;
@@ -455,7 +555,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     }
 }
 
-fn fill_job_fields(audit: &mut AuditRecord, job: &crate::event::JobKey, ctx: &crate::event::JobContext) {
+fn fill_job_fields(audit: &mut AuditRecord, job: &JobKey, ctx: &JobContext) {
     audit.pipeline = Some(job.pipeline.clone());
     audit.run_id = Some(job.run_id.clone());
     audit.job = Some(job.job.clone());
@@ -503,3 +603,7 @@ pub fn activation_audit(grant: &Grant, actions: &[String], recorded_at: DateTime
 #[cfg(test)]
 #[path = "service_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "service_native_tests.rs"]
+mod native_tests;

@@ -144,10 +144,7 @@ where
 
     async fn eligible_roles(&self) -> Result<Vec<RoleArn>, crate::ports::IamError> {
         let roles = self.inventory.roles_under(&self.policy.elevatable_path).await?;
-        Ok(roles
-            .into_iter()
-            .filter(|r| self.policy.eligible_role_patterns().any(|p| p.is_match(r.as_str())))
-            .collect())
+        Ok(roles.into_iter().filter(|r| self.policy.is_eligible_role(r)).collect())
     }
 
     async fn repair_drift(&self, report: &mut SweepReport, out_of_time: &impl Fn() -> bool) {

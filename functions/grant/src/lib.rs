@@ -1,7 +1,8 @@
 //! The grant function: EventBridge events in, grant decisions out.
 //!
 //! `Pipeline Job Started` → [`GrantService::on_start`]; `Pipeline Job Finished` →
-//! [`GrantService::on_finish`] (this function, not the revoke function, handles finish events:
+//! [`GrantService::on_finish`]; CodePipeline action and CodeBuild build state changes from their
+//! `aws.*` sources → [`GrantService::on_native`] (this function, not the revoke function, handles finish events:
 //! the bus delivers them here with the starts, and ending a job's grants at once needs the same
 //! store, IAM and audit ports the grant path holds); anything else is denied as
 //! `unsupported_event`. Returns `Err` only when a retry may help (Lambda's async
@@ -14,8 +15,9 @@ use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
 use latch_core::event::{DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
 use latch_core::model::AccountId;
+use latch_core::native::is_native;
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Retryable, SystemClock};
-use latch_core::service::{FinishOutcome, GrantError, GrantService, StartOutcome};
+use latch_core::service::{FinishOutcome, GrantError, GrantService, NativeOutcome, StartOutcome};
 use serde_json::Value;
 use tracing::error;
 
@@ -52,6 +54,18 @@ pub fn envelope(event: &EventBridgeEvent<Value>) -> Result<Envelope, &'static st
 pub enum Outcome {
     Start(StartOutcome),
     Finish(FinishOutcome),
+    /// The end of a native job no rule names: not Latch's business.
+    NotManaged,
+}
+
+impl From<NativeOutcome> for Outcome {
+    fn from(native: NativeOutcome) -> Self {
+        match native {
+            NativeOutcome::Start(o) => Self::Start(o),
+            NativeOutcome::Finish(o) => Self::Finish(o),
+            NativeOutcome::NotManaged => Self::NotManaged,
+        }
+    }
 }
 
 pub async fn handle<I, S, A, C>(
@@ -82,6 +96,10 @@ where
             .on_finish(&env, &event.detail, detail_len())
             .await
             .map(Outcome::Finish),
+        Ok(env) if is_native(&env.detail_type, &env.source) => service
+            .on_native(&env, &event.detail, detail_len())
+            .await
+            .map(Outcome::from),
         Ok(env) => service.on_unsupported(&env).await.map(Outcome::Start),
     };
     result.map_err(|e: GrantError| {

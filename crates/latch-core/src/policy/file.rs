@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::render::ResourceTemplate;
-use super::{DEFAULT_ELEVATABLE_PATH, Effect, Pattern, PermissionSet, Policy, Rule, Statement};
+use super::{
+    DEFAULT_ELEVATABLE_PATH, Effect, NativeRule, NativeTrigger, Pattern, PermissionSet, Policy, Rule, Statement,
+};
 use crate::model::{AccountId, GrantDuration, Name, RoleArn};
 
 #[derive(Debug, Deserialize)]
@@ -19,7 +21,10 @@ struct FileDoc {
     #[serde(default)]
     elevatable_path: Option<String>,
     permission_sets: BTreeMap<String, PermissionSetDoc>,
+    #[serde(default)]
     rules: Vec<RuleDoc>,
+    #[serde(default)]
+    native: Vec<NativeRuleDoc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +76,35 @@ struct RuleDoc {
     max_duration: String,
     #[serde(default)]
     max_active_grants_per_role: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NativeRuleDoc {
+    name: String,
+    #[serde(default)]
+    codepipeline: Option<CodePipelineDoc>,
+    #[serde(default)]
+    codebuild: Option<CodeBuildDoc>,
+    role: String,
+    permission_set: String,
+    duration: String,
+    #[serde(default)]
+    max_active_grants_per_role: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodePipelineDoc {
+    pipeline: String,
+    stage: String,
+    action: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeBuildDoc {
+    project: String,
 }
 
 /// A dangerous statement shape, refused unless a permission set lists it under
@@ -198,7 +232,8 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
             column: e.location().map(|l| l.column()),
             message: e.to_string(),
             hint: Some(
-                "top-level keys are version, elevatable_path, permission_sets, rules; see infra/policies.yaml".into(),
+                "top-level keys are version, elevatable_path, permission_sets, rules, native; see infra/policies.yaml"
+                    .into(),
             ),
         }],
     })?;
@@ -222,7 +257,10 @@ fn duration(c: &mut Collector<'_>, anchors: &[&str], text: &str) -> GrantDuratio
     GrantDuration::parse(text).unwrap_or_else(|e| {
         c.push(
             anchors,
-            format!("max_duration {text:?}: {e}"),
+            format!(
+                "{} {text:?}: {e}",
+                anchors.last().map_or("duration", |a| a.trim_end_matches(':'))
+            ),
             Some("write PT15M or 15m, at most 12h"),
         );
         GrantDuration::SHORTEST
@@ -402,11 +440,137 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             max_active_grants_per_role: r.max_active_grants_per_role,
         });
     }
+    let native = doc
+        .native
+        .into_iter()
+        .filter_map(|r| native_rule(c, r, &elevatable_path, &permission_sets, &rules))
+        .collect::<Vec<_>>();
+    for (i, rule) in native.iter().enumerate() {
+        if native[..i].iter().any(|prev| prev.name == rule.name) {
+            let anchor = format!("name: {}", rule.name);
+            c.push(
+                &["native:", anchor.as_str()],
+                format!("rule name {} is used twice", rule.name),
+                Some("rule names appear in audits: keep them unique"),
+            );
+        }
+    }
+    if rules.is_empty() && native.is_empty() {
+        c.push(
+            &["rules:"],
+            "the file has no rules: nothing could ever be granted",
+            None,
+        );
+    }
     Policy {
         elevatable_path,
         permission_sets,
         rules,
+        native,
     }
+}
+
+/// A native rule names one exact role under the path and one known permission set, for a
+/// duration the set allows: everything a native event does not say is settled here.
+fn native_rule(
+    c: &mut Collector<'_>,
+    r: NativeRuleDoc,
+    elevatable_path: &str,
+    permission_sets: &BTreeMap<Name, PermissionSet>,
+    rules: &[Rule],
+) -> Option<NativeRule> {
+    let anchor = format!("name: {}", r.name);
+    let at = ["native:", anchor.as_str()];
+    let Ok(name) = Name::parse(&r.name) else {
+        c.push(
+            &at,
+            format!("native rule name {:?} is not a valid name", r.name),
+            Some("1-64 of A-Z a-z 0-9 _ -"),
+        );
+        return None;
+    };
+    if rules.iter().any(|prev| prev.name == name) {
+        c.push(
+            &at,
+            format!("rule name {name} is used by a rule and a native rule"),
+            Some("rule names appear in audits: keep them unique"),
+        );
+    }
+    let trigger = match (r.codepipeline, r.codebuild) {
+        (Some(p), None) => NativeTrigger::CodePipeline {
+            pipeline: glob(c, &[at[0], at[1], "pipeline:"], &p.pipeline, "pipeline")?,
+            stage: glob(c, &[at[0], at[1], "stage:"], &p.stage, "stage")?,
+            action: glob(c, &[at[0], at[1], "action:"], &p.action, "action")?,
+        },
+        (None, Some(b)) => NativeTrigger::CodeBuild {
+            project: glob(c, &[at[0], at[1], "project:"], &b.project, "project")?,
+        },
+        _ => {
+            c.push(
+                &at,
+                format!("native rule {name}: give exactly one of codepipeline or codebuild"),
+                Some("codepipeline: {pipeline, stage, action} or codebuild: {project}"),
+            );
+            return None;
+        }
+    };
+    let role = match RoleArn::parse(&r.role) {
+        Ok(role) if role.is_under_path(elevatable_path) => Some(role),
+        Ok(_) => {
+            c.push(
+                &[at[0], at[1], "role:"],
+                format!(
+                    "native rule {name}: role {:?} is outside the elevatable path {elevatable_path}",
+                    r.role
+                ),
+                None,
+            );
+            None
+        }
+        Err(e) => {
+            c.push(
+                &[at[0], at[1], "role:"],
+                format!("native rule {name}: role {:?}: {e}", r.role),
+                Some("one exact role ARN: the event names none, so the rule must"),
+            );
+            None
+        }
+    };
+    let duration = duration(c, &[at[0], at[1], "duration:"], &r.duration);
+    let set = Name::parse(&r.permission_set)
+        .ok()
+        .and_then(|n| permission_sets.get(&n));
+    match set {
+        None => c.push(
+            &[at[0], at[1], "permission_set:"],
+            format!("native rule {name}: unknown permission set {:?}", r.permission_set),
+            Some("define it under permission_sets"),
+        ),
+        Some(set) if duration > set.max_duration => c.push(
+            &[at[0], at[1], "duration:"],
+            format!(
+                "native rule {name}: duration {} is over permission set {}'s max_duration {}",
+                r.duration, set.name, set.max_duration
+            ),
+            None,
+        ),
+        Some(_) => {}
+    }
+    if r.max_active_grants_per_role == Some(0) {
+        c.push(
+            &[at[0], at[1], "max_active_grants_per_role"],
+            format!("native rule {name}: a cap of 0 allows nothing"),
+            Some("remove the rule instead"),
+        );
+    }
+    Some(NativeRule {
+        name,
+        trigger,
+        role: role?,
+        permission_set: set?.name.clone(),
+        duration,
+        max_active_grants_per_role: r.max_active_grants_per_role,
+    })
 }
 
 /// A role pattern must be an ARN under the elevatable path, in one of the rule's accounts,

@@ -22,8 +22,9 @@ pub use render::{
 };
 
 use crate::decision::DenyReason;
-use crate::event::{Envelope, StartRequest};
-use crate::model::{AccountId, GrantDuration, Name};
+use crate::event::{Envelope, JobContext, StartRequest};
+use crate::model::{AccountId, GrantDuration, Name, RoleArn};
+use crate::native::{NativeJob, SOURCE_CODEBUILD, SOURCE_CODEPIPELINE};
 
 /// The IAM path every elevatable role sits under, unless the file says otherwise.
 pub const DEFAULT_ELEVATABLE_PATH: &str = "/latch/";
@@ -118,18 +119,76 @@ impl Rule {
     }
 }
 
+/// Which native AWS job a [`NativeRule`] elevates.
+#[derive(Debug, Clone)]
+pub enum NativeTrigger {
+    CodePipeline {
+        pipeline: Pattern,
+        stage: Pattern,
+        action: Pattern,
+    },
+    CodeBuild {
+        project: Pattern,
+    },
+}
+
+impl NativeTrigger {
+    fn matches(&self, job: &NativeJob) -> bool {
+        match (self, job) {
+            (
+                Self::CodePipeline {
+                    pipeline,
+                    stage,
+                    action,
+                },
+                NativeJob::CodePipelineAction {
+                    pipeline: p,
+                    stage: s,
+                    action: a,
+                    ..
+                },
+            ) => pipeline.is_match(p) && stage.is_match(s) && action.is_match(a),
+            (Self::CodeBuild { project }, NativeJob::CodeBuild { project: p, .. }) => project.is_match(p),
+            _ => false,
+        }
+    }
+}
+
+/// A rule for native CodePipeline/CodeBuild events. The event names no role and asks for no
+/// permission set, so the rule gives both, and the duration; the role's account must be the
+/// event's (trusted) account.
+#[derive(Debug, Clone)]
+pub struct NativeRule {
+    pub name: Name,
+    pub trigger: NativeTrigger,
+    pub role: RoleArn,
+    pub permission_set: Name,
+    pub duration: GrantDuration,
+    pub max_active_grants_per_role: Option<u32>,
+}
+
+/// An `aws.codepipeline` job must come from `aws.codepipeline`, and so on.
+fn native_source_matches(source: &str, job: &NativeJob) -> bool {
+    match job {
+        NativeJob::CodePipelineAction { .. } => source == SOURCE_CODEPIPELINE,
+        NativeJob::CodeBuild { .. } => source == SOURCE_CODEBUILD,
+    }
+}
+
 /// A validated policy file.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub elevatable_path: String,
     pub permission_sets: BTreeMap<Name, PermissionSet>,
     pub rules: Vec<Rule>,
+    pub native: Vec<NativeRule>,
 }
 
 /// What a request was allowed by.
 #[derive(Debug, Clone, Copy)]
 pub struct Allowed<'p> {
-    pub rule: &'p Rule,
+    pub rule: &'p Name,
+    pub max_active_grants_per_role: Option<u32>,
     pub permission_set: &'p PermissionSet,
 }
 
@@ -164,16 +223,76 @@ impl Policy {
             } else if request.duration > rule.max_duration.min(permission_set.max_duration) {
                 DenyReason::DurationOverMax
             } else {
-                return Ok(Allowed { rule, permission_set });
+                return Ok(Allowed {
+                    rule: &rule.name,
+                    max_active_grants_per_role: rule.max_active_grants_per_role,
+                    permission_set,
+                });
             };
             closest = closest.max(reason);
         }
         Err(closest)
     }
 
-    /// The exact ARNs and globs of roles any rule makes elevatable (for drift repair and provisioning).
-    pub fn eligible_role_patterns(&self) -> impl Iterator<Item = &Pattern> {
-        self.rules.iter().flat_map(|r| r.roles.iter())
+    /// A native job's request, from the first native rule that names the job and whose role is
+    /// in the event's account. The rule was checked against its permission set at load time.
+    pub fn decide_native(
+        &self,
+        envelope: &Envelope,
+        job: &NativeJob,
+    ) -> Result<(StartRequest, Allowed<'_>), DenyReason> {
+        if !native_source_matches(&envelope.source, job) {
+            return Err(DenyReason::UnsupportedEvent);
+        }
+        let rule = self
+            .native
+            .iter()
+            .find(|r| r.trigger.matches(job) && r.role.account() == &envelope.account)
+            .ok_or(DenyReason::NoMatchingRule)?;
+        let permission_set = self
+            .permission_sets
+            .get(&rule.permission_set)
+            .ok_or(DenyReason::PermissionSetUnknown)?;
+        let request = StartRequest {
+            job: job.key(),
+            role: rule.role.clone(),
+            permission_set: rule.permission_set.clone(),
+            duration: rule.duration,
+            context: JobContext::default(),
+        };
+        let allowed = Allowed {
+            rule: &rule.name,
+            max_active_grants_per_role: rule.max_active_grants_per_role,
+            permission_set,
+        };
+        Ok((request, allowed))
+    }
+
+    /// Whether any native rule names this job (whatever the account): its end is worth acting on.
+    pub fn manages_native(&self, job: &NativeJob) -> bool {
+        self.native.iter().any(|r| r.trigger.matches(job))
+    }
+
+    /// Whether any rule, native or not, may elevate this role (drift repair looks only there).
+    pub fn is_eligible_role(&self, role: &RoleArn) -> bool {
+        self.rules
+            .iter()
+            .flat_map(|r| r.roles.iter())
+            .any(|p| p.is_match(role.as_str()))
+            || self.native.iter().any(|r| &r.role == role)
+    }
+
+    /// Every role a rule names exactly, without wildcards (the roles `latch dev` provisions).
+    pub fn exact_roles(&self) -> Vec<RoleArn> {
+        let patterned = self
+            .rules
+            .iter()
+            .flat_map(|r| r.roles.iter())
+            .filter_map(|p| RoleArn::parse(&p.text).ok());
+        let mut roles: Vec<RoleArn> = patterned.chain(self.native.iter().map(|r| r.role.clone())).collect();
+        roles.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        roles.dedup();
+        roles
     }
 }
 

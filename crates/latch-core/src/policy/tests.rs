@@ -52,7 +52,7 @@ fn given_the_worked_example_when_loaded_then_its_sets_and_rules_are_there() {
 fn given_an_allowed_request_when_decided_then_the_rule_is_named() {
     let p = example();
     let allowed = p.decide(&envelope("ci.github"), &request(json!({}))).unwrap();
-    assert_eq!(allowed.rule.name.as_str(), "app-release-deploys");
+    assert_eq!(allowed.rule.as_str(), "app-release-deploys");
     assert_eq!(allowed.permission_set.name.as_str(), "deploy-artifacts");
 }
 
@@ -107,9 +107,7 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
         ),
     ];
     for (env, overrides, want) in cases {
-        let got = p
-            .decide(&env, &request(overrides.clone()))
-            .map(|a| a.rule.name.to_string());
+        let got = p.decide(&env, &request(overrides.clone())).map(|a| a.rule.to_string());
         assert_eq!(got, Err(want), "{overrides}");
     }
 }
@@ -120,7 +118,7 @@ fn given_a_claimed_environment_when_the_rule_narrows_on_it_then_only_that_one_pa
     let r = request(json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator",
                            "permission_set": "db-migrate", "duration": "5m", "environment": "production"}));
     assert_eq!(
-        p.decide(&envelope("ci.github"), &r).unwrap().rule.name.as_str(),
+        p.decide(&envelope("ci.github"), &r).unwrap().rule.as_str(),
         "prod-migrations"
     );
 }
@@ -350,5 +348,141 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+mod native {
+    use super::*;
+    use crate::native::{NativeJob, SOURCE_CODEBUILD, SOURCE_CODEPIPELINE};
+
+    fn action(pipeline: &str, stage: &str, action: &str) -> NativeJob {
+        NativeJob::CodePipelineAction {
+            pipeline: pipeline.into(),
+            execution_id: "3137f7cb-7cf7-4a17-9d57-1a2b3c4d5e6f".into(),
+            stage: stage.into(),
+            action: action.into(),
+        }
+    }
+
+    fn build(project: &str) -> NativeJob {
+        NativeJob::CodeBuild {
+            project: project.into(),
+            build_id: "8745a7a9-c340-456a-9166-edf953571bef".into(),
+        }
+    }
+
+    fn with_native(native: &str) -> String {
+        format!(
+            "version: 1\npermission_sets:\n  s:\n    description: d\n    max_duration: 30m\n    statements:\n      \
+             - actions: [s3:GetObject]\n        resources: [\"arn:aws:s3:::b/${{pipeline}}/*\"]\nnative:\n{native}"
+        )
+    }
+
+    #[test]
+    fn given_the_worked_example_when_a_named_action_starts_then_its_rule_gives_role_set_and_duration() {
+        let p = example();
+        assert_eq!(p.native.len(), 2);
+        let (request, allowed) = p
+            .decide_native(
+                &envelope(SOURCE_CODEPIPELINE),
+                &action("app-release", "Deploy", "DeployLambda"),
+            )
+            .unwrap();
+        assert_eq!(allowed.rule.as_str(), "codepipeline-release-deploy");
+        assert_eq!(allowed.max_active_grants_per_role, Some(5));
+        assert_eq!(
+            request.role.as_str(),
+            "arn:aws:iam::123456789012:role/latch/codepipeline-deployer"
+        );
+        assert_eq!(request.permission_set.as_str(), "lambda-deploy");
+        assert_eq!(request.duration.as_secs(), 900);
+        assert_eq!(request.job.job, "Deploy.DeployLambda");
+        let (request, allowed) = p
+            .decide_native(&envelope(SOURCE_CODEBUILD), &build("app-build"))
+            .unwrap();
+        assert_eq!(allowed.rule.as_str(), "codebuild-app-builds");
+        assert_eq!(request.job.pipeline, "app-build");
+    }
+
+    #[test]
+    fn given_jobs_no_native_rule_names_when_decided_then_they_are_denied() {
+        let p = example();
+        let cp = envelope(SOURCE_CODEPIPELINE);
+        for job in [
+            action("other-release", "Deploy", "DeployLambda"),
+            action("app-release", "Build", "DeployLambda"),
+            action("app-release", "Deploy", "Approve"),
+        ] {
+            assert_eq!(
+                p.decide_native(&cp, &job).unwrap_err(),
+                DenyReason::NoMatchingRule,
+                "{job:?}"
+            );
+            assert!(!p.manages_native(&job), "its end is not Latch's business: {job:?}");
+        }
+        let other_account = Envelope {
+            account: AccountId::parse("210987654321").unwrap(),
+            ..envelope(SOURCE_CODEBUILD)
+        };
+        assert_eq!(
+            p.decide_native(&other_account, &build("app-build")).unwrap_err(),
+            DenyReason::NoMatchingRule,
+            "a role in another account is never elevated"
+        );
+        assert_eq!(
+            p.decide_native(&envelope(SOURCE_CODEPIPELINE), &build("app-build"))
+                .unwrap_err(),
+            DenyReason::UnsupportedEvent,
+            "a build must come from aws.codebuild"
+        );
+        assert!(p.manages_native(&build("app-build")));
+        assert!(!p.manages_native(&build("docs-build")));
+    }
+
+    #[test]
+    fn given_native_roles_when_drift_repair_asks_then_they_are_eligible() {
+        let p = example();
+        let role = RoleArn::parse("arn:aws:iam::123456789012:role/latch/codebuild-app").unwrap();
+        assert!(p.is_eligible_role(&role));
+        assert!(p.exact_roles().contains(&role));
+        assert!(!p.is_eligible_role(&RoleArn::parse("arn:aws:iam::123456789012:role/latch/unnamed").unwrap()));
+    }
+
+    #[test]
+    fn given_bad_native_rules_when_loaded_then_each_problem_is_placed_and_explained() {
+        let text = with_native(
+            "  - name: both\n    codebuild: {project: a}\n    codepipeline: {pipeline: a, stage: b, action: c}\n    \
+             role: arn:aws:iam::123456789012:role/latch/r\n    permission_set: s\n    duration: 5m\n\
+             \x20 - name: outside\n    codebuild: {project: a}\n    role: arn:aws:iam::123456789012:role/admin\n    \
+             permission_set: s\n    duration: 5m\n\
+             \x20 - name: wild\n    codebuild: {project: a}\n    role: arn:aws:iam::123456789012:role/latch/*\n    \
+             permission_set: s\n    duration: 5m\n\
+             \x20 - name: unknown-set\n    codebuild: {project: a}\n    role: arn:aws:iam::123456789012:role/latch/r\n    \
+             permission_set: nope\n    duration: 5m\n\
+             \x20 - name: too-long\n    codebuild: {project: a}\n    role: arn:aws:iam::123456789012:role/latch/r\n    \
+             permission_set: s\n    duration: 1h\n",
+        );
+        let found = problems(&text);
+        let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
+        for (expected, line) in [
+            ("native rule both: give exactly one of codepipeline or codebuild", 10),
+            (
+                "native rule outside: role \"arn:aws:iam::123456789012:role/admin\" is outside",
+                18,
+            ),
+            ("native rule wild: role \"arn:aws:iam::123456789012:role/latch/*\"", 23),
+            ("native rule unknown-set: unknown permission set \"nope\"", 29),
+            (
+                "native rule too-long: duration 1h is over permission set s's max_duration 30m",
+                35,
+            ),
+        ] {
+            let p = found
+                .iter()
+                .find(|p| p.message.starts_with(expected))
+                .unwrap_or_else(|| panic!("no problem {expected:?} in {messages:#?}"));
+            assert_eq!(p.line, Some(line), "{expected}");
+        }
+        assert_eq!(found.len(), 5, "{messages:#?}");
     }
 }
