@@ -246,7 +246,10 @@ def test_native_rule_is_on_the_default_bus_and_targets_the_grant_function():
     }
     assert props["Targets"][0]["Arn"] == {"Fn::GetAtt": ["GrantFunction", "Arn"]}
     pattern = pattern_of("NativePipelineEventsRule")
-    assert pattern.matches_event({"source": "aws.codebuild", "detail-type": "CodeBuild Build State Change"})
+    samples = sorted((ROOT / "events").glob("code*-*.json"))
+    assert len(samples) == 9, samples  # 5 action states, 4 build states
+    for sample in samples:
+        assert pattern.matches_event(event(sample.name)), sample.name
     assert not pattern.matches_event(event("pipeline-job-started.json"))
 
 

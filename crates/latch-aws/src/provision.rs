@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_eventbridge::types::Target;
 use latch_core::model::RoleArn;
+use latch_core::native;
 use latch_core::policy::Policy;
 use serde_json::json;
 
@@ -200,6 +201,14 @@ impl Provisioner {
         let (audit_url, audit_arn) = self.queue(&format!("{bus}-audit-tap")).await?;
         let pipeline_pattern = json!({"source": pipeline_sources, "detail-type": PIPELINE_DETAIL_TYPES});
         self.rule_to_queue(bus, "latch-pipeline-events", pipeline_pattern, &inbox_arn)
+            .await?;
+        // In AWS these arrive on the default bus (template: NativePipelineEventsRule); locally a
+        // sample put on this bus stands in for them, so `latch dev` handles them the same way.
+        let native_pattern = json!({
+            "source": [native::SOURCE_CODEPIPELINE, native::SOURCE_CODEBUILD],
+            "detail-type": [native::DETAIL_TYPE_CODEPIPELINE_ACTION, native::DETAIL_TYPE_CODEBUILD_BUILD],
+        });
+        self.rule_to_queue(bus, "latch-native-events", native_pattern, &inbox_arn)
             .await?;
         self.rule_to_queue(
             bus,
