@@ -1,0 +1,248 @@
+//! The hostile input corpus (events/bad/, issue 8) through the grant function's `handle`, over
+//! the in-memory ports: for every file, no panic, no grant, and exactly the outcome its entry
+//! in events/bad/cases.json names — one Denied audit with that reason code (naming the field
+//! when the detail is malformed), or for replays and duplicates no second grant and no new
+//! audit. Files the Lambda runtime cannot deserialize never reach the handler: for those, serde
+//! must refuse them without panicking. A failure names the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use grant::{Outcome, handle};
+use lambda_runtime::{Context, LambdaEvent};
+use latch_core::audit::Decision;
+use latch_core::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
+use latch_core::policy::Policy;
+use latch_core::service::{FinishOutcome, GrantService, StartOutcome};
+use serde_json::Value;
+
+type Service = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
+
+fn events_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events")
+}
+
+struct Manifest {
+    policy: String,
+    now: String,
+    cases: BTreeMap<String, Value>,
+}
+
+fn manifest() -> Manifest {
+    let text = std::fs::read_to_string(events_dir().join("bad/cases.json")).expect("events/bad/cases.json");
+    let v: Value = serde_json::from_str(&text).expect("cases.json is JSON");
+    Manifest {
+        policy: v["policy"].as_str().expect("policy").to_owned(),
+        now: v["now"].as_str().expect("now").to_owned(),
+        cases: serde_json::from_value(v["cases"].clone()).expect("cases is an object"),
+    }
+}
+
+fn service(m: &Manifest) -> Service {
+    let path = events_dir().join(&m.policy);
+    let policy = Policy::load_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    GrantService {
+        policy,
+        iam: MemoryIam::default(),
+        store: MemoryStore::default(),
+        audit: MemoryAuditSink::default(),
+        clock: FixedClock::at(serde_json::from_value(Value::String(m.now.clone())).expect("now is a time")),
+    }
+}
+
+fn payload(bytes: &[u8]) -> Result<EventBridgeEvent<Value>, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+async fn deliver(s: &Service, event: EventBridgeEvent<Value>) -> Result<Outcome, String> {
+    handle(s, LambdaEvent::new(event, Context::default()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// What the state looked like before the case's event.
+struct Before {
+    grants: usize,
+    audits: usize,
+    policies: usize,
+    puts: usize,
+}
+
+fn snapshot(s: &Service) -> Before {
+    Before {
+        grants: s.store.grants().len(),
+        audits: s.store.audits().len(),
+        policies: s.iam.policy_count(),
+        puts: s.iam.calls().0,
+    }
+}
+
+/// Runs one corpus file; returns what is wrong (empty: the case holds).
+async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(expect) = case["expect"].as_str() else {
+        return vec!["the manifest entry has no `expect`".into()];
+    };
+    let s = service(m);
+    for given in case["given"].as_array().into_iter().flatten() {
+        let path = events_dir().join(given.as_str().unwrap_or_default());
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        match payload(&bytes) {
+            Ok(e) => {
+                if let Err(err) = deliver(&s, e).await {
+                    problems.push(format!("given {} failed: {err}", path.display()));
+                }
+            }
+            Err(err) => problems.push(format!("given {} is not an event: {err}", path.display())),
+        }
+    }
+    let before = snapshot(&s);
+    let bytes = match std::fs::read(events_dir().join("bad").join(file)) {
+        Ok(b) => b,
+        Err(e) => return vec![format!("unreadable: {e}")],
+    };
+    let event = match (payload(&bytes), expect) {
+        (Err(_), "not_deserialized") => return problems,
+        (Ok(_), "not_deserialized") => {
+            return vec!["expected the runtime to refuse it, but it deserialized".into()];
+        }
+        (Err(e), _) => return vec![format!("did not deserialize ({e}); expected {expect}")],
+        (Ok(e), _) => e,
+    };
+    let outcome = match deliver(&s, event).await {
+        Ok(o) => o,
+        Err(e) => return vec![format!("handler returned Err (Lambda would retry): {e}")],
+    };
+    let after = snapshot(&s);
+    // Whatever the case, nothing new may be on a role or in the grants, and IAM is not written.
+    if after.grants != before.grants {
+        problems.push(format!("grants went from {} to {}", before.grants, after.grants));
+    }
+    let replay = matches!(expect, "already_active" | "already_ended" | "finished");
+    if after.policies > before.policies || (!replay && after.puts != before.puts) {
+        problems.push(format!(
+            "IAM was written: policies {} -> {}, PutRolePolicy calls {} -> {}",
+            before.policies, after.policies, before.puts, after.puts
+        ));
+    }
+    let outcome_text = format!("{outcome:?}");
+    if replay {
+        let ok = match (expect, &outcome) {
+            ("already_active", Outcome::Start(StartOutcome::AlreadyActive(_))) => true,
+            ("already_ended", Outcome::Start(StartOutcome::AlreadyEnded(_))) => true,
+            ("finished", Outcome::Finish(FinishOutcome::Finished { revoked: 0, .. })) => true,
+            _ => false,
+        };
+        if !ok {
+            problems.push(format!("outcome {outcome_text}, expected {expect}"));
+        }
+        if after.audits != before.audits {
+            problems.push(format!("durable audits went from {} to {}", before.audits, after.audits));
+        }
+        return problems;
+    }
+    let reason = match &outcome {
+        Outcome::Start(StartOutcome::Denied(r)) | Outcome::Finish(FinishOutcome::Denied(r)) => Some(r.code()),
+        _ => None,
+    };
+    if reason != Some(expect) {
+        problems.push(format!("outcome {outcome_text}, expected Denied({expect})"));
+    }
+    // A replayed denial shares its audit id with the first: one durable Denied item in all.
+    let denied: Vec<_> = s
+        .store
+        .audits()
+        .into_iter()
+        .filter(|a| a.decision == Decision::Denied)
+        .collect();
+    let new_audits = after.audits - before.audits.min(after.audits);
+    if denied.len() != 1 || (case["given"].is_null() && new_audits != 1) {
+        problems.push(format!(
+            "{} durable Denied audits ({new_audits} new), expected exactly one",
+            denied.len()
+        ));
+    }
+    if let Some(audit) = denied.first() {
+        if audit.reason != expect {
+            problems.push(format!("audit reason {}, expected {expect}", audit.reason));
+        }
+        if let Some(field) = case["field"].as_str() {
+            let detail = audit.detail.as_deref().unwrap_or_default();
+            if !detail.contains(field) {
+                problems.push(format!("audit detail {detail:?} does not name the field {field}"));
+            }
+        }
+        let published = s.audit.published();
+        if !published.iter().any(|p| p.audit_id == audit.audit_id) {
+            problems.push("the Denied audit was not published".into());
+        }
+    }
+    problems
+}
+
+fn corpus_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(events_dir().join("bad"))
+        .expect("events/bad")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json") && n != "cases.json")
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn given_the_corpus_when_listed_then_every_file_has_exactly_one_manifest_entry() {
+    let m = manifest();
+    let files = corpus_files();
+    let unlisted: Vec<_> = files.iter().filter(|f| !m.cases.contains_key(*f)).collect();
+    let missing: Vec<_> = m.cases.keys().filter(|k| !files.contains(k)).collect();
+    assert!(unlisted.is_empty(), "corpus files without an entry in cases.json: {unlisted:?}");
+    assert!(missing.is_empty(), "cases.json entries without a file: {missing:?}");
+    assert!(files.len() >= 100, "the corpus has {} cases, the issue asks for 100", files.len());
+    for (file, case) in &m.cases {
+        let expect = case["expect"].as_str().unwrap_or_default();
+        if expect == "malformed_event" {
+            assert!(case["field"].is_string(), "{file}: a malformed case must name its field");
+        }
+        assert!(case["proves"].is_string(), "{file}: say what the case proves");
+    }
+}
+
+#[tokio::test]
+async fn given_each_hostile_event_when_handled_then_nothing_is_granted_and_the_denial_names_the_reason() {
+    let m = std::sync::Arc::new(manifest());
+    let mut failed = Vec::new();
+    for file in corpus_files() {
+        let Some(case) = m.cases.get(&file).cloned() else {
+            continue;
+        };
+        // Each case on its own task, so a panic is caught and reported against its file.
+        let task = {
+            let (m, file) = (m.clone(), file.clone());
+            tokio::spawn(async move { run_case(&m, &file, &case).await })
+        };
+        match task.await {
+            Ok(problems) => failed.extend(problems.into_iter().map(|p| format!("events/bad/{file}: {p}"))),
+            Err(e) => failed.push(format!("events/bad/{file}: PANICKED: {e}")),
+        }
+    }
+    assert!(failed.is_empty(), "{} problem(s):\n{}", failed.len(), failed.join("\n"));
+}
+
+/// The control: the unmodified fixture is granted under the corpus policy, so each hostile
+/// file is denied for what it changed, not because the baseline was already refused.
+#[tokio::test]
+async fn given_the_unmodified_start_fixture_when_handled_then_it_is_granted() {
+    let m = manifest();
+    let s = service(&m);
+    let bytes = std::fs::read(events_dir().join("pipeline-job-started.json")).expect("fixture");
+    let outcome = deliver(&s, payload(&bytes).expect("fixture deserializes")).await;
+    assert!(
+        matches!(outcome, Ok(Outcome::Start(StartOutcome::Activated(_)))),
+        "{outcome:?}"
+    );
+    assert_eq!(s.iam.policy_count(), 1);
+}
