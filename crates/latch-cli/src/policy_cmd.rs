@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use latch_core::event::{DETAIL_TYPE_STARTED, StartRequest};
+use latch_core::native::{NativeEvent, NativePhase, is_native};
 use latch_core::policy::{Policy, RenderContext};
 use serde_json::Value;
 
@@ -22,7 +23,8 @@ pub enum PolicyCommand {
     ///
     /// Exit codes: 0 allowed, 3 denied (the reason on stderr).
     Explain {
-        /// A `Pipeline Job Started` event, the whole EventBridge envelope (see events/).
+        /// A `Pipeline Job Started` event, or a native CodePipeline action / CodeBuild build state
+        /// change, the whole EventBridge envelope (see events/).
         #[arg(long, value_name = "FILE")]
         event: PathBuf,
         /// The policy file [default: infra/policies.yaml]
@@ -45,10 +47,11 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
             let path = default_policy(file);
             let policy = load(&path)?;
             println!(
-                "{}: ok ({} permission sets, {} rules, elevatable path {})",
+                "{}: ok ({} permission sets, {} rules, {} native rules, elevatable path {})",
                 path.display(),
                 policy.permission_sets.len(),
                 policy.rules.len(),
+                policy.native.len(),
                 policy.elevatable_path
             );
             Ok(ExitCode::SUCCESS)
@@ -73,22 +76,42 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
             ))
         })?;
     let envelope = grant::envelope(&event).map_err(|p| CliError::Usage(format!("the envelope is not trusted: {p}")))?;
-    if envelope.detail_type != DETAIL_TYPE_STARTED {
+    let size = serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());
+    let decided = if is_native(&envelope.detail_type, &envelope.source) {
+        match NativeEvent::parse(&envelope.detail_type, &event.detail, size) {
+            Err(e) => {
+                eprintln!("denied: malformed_event: {e}");
+                return Ok(ExitCode::from(3));
+            }
+            Ok(NativeEvent {
+                job,
+                phase: NativePhase::Ended { state },
+            }) => {
+                if policy.manages_native(&job) {
+                    println!("{state}: ends job {}; its grants are revoked now", job.key());
+                } else {
+                    println!("{state}: no native rule names job {}; ignored", job.key());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(NativeEvent { job, .. }) => policy.decide_native(&envelope, &job),
+        }
+    } else if envelope.detail_type == DETAIL_TYPE_STARTED {
+        match StartRequest::parse(&event.detail, size) {
+            Ok(request) => policy.decide(&envelope, &request).map(|allowed| (request, allowed)),
+            Err(e) => {
+                eprintln!("denied: malformed_event: {e}");
+                return Ok(ExitCode::from(3));
+            }
+        }
+    } else {
         return Err(CliError::Usage(format!(
-            "detail-type is {:?}; explain takes {DETAIL_TYPE_STARTED:?}",
+            "detail-type is {:?}; explain takes {DETAIL_TYPE_STARTED:?} or a native CodePipeline/CodeBuild event",
             envelope.detail_type
         )));
-    }
-    let size = serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());
-    let request = match StartRequest::parse(&event.detail, size) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("denied: malformed_event: {e}");
-            return Ok(ExitCode::from(3));
-        }
     };
-    let allowed = match policy.decide(&envelope, &request) {
-        Ok(a) => a,
+    let (request, allowed) = match decided {
+        Ok(d) => d,
         Err(reason) => {
             eprintln!("denied: {reason}");
             return Ok(ExitCode::from(3));

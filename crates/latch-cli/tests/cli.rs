@@ -94,6 +94,29 @@ fn policy_explain_shows_the_rule_and_document_or_the_reason() {
 }
 
 #[test]
+fn policy_explain_takes_native_events_and_says_what_each_state_does() {
+    let (code, out, _) = run(latch().args([
+        "policy",
+        "explain",
+        "--event",
+        "events/codepipeline-action-started.json",
+    ]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("allowed by rule codepipeline-release-deploy"), "{out}");
+    let (code, out, _) = run(latch().args(["policy", "explain", "--event", "events/codebuild-build-stopped.json"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("STOPPED: ends job app-build"), "{out}");
+
+    let other = std::fs::read_to_string(repo().join("events/codebuild-build-in-progress.json"))
+        .unwrap()
+        .replace("app-build", "docs-build");
+    let path = temp_file("native-denied.json", &other);
+    let (code, _, err) = run(latch().args(["policy", "explain", "--event"]).arg(&path));
+    assert_eq!(code, 3);
+    assert!(err.contains("denied: no_matching_rule"), "{err}");
+}
+
+#[test]
 fn every_subcommand_has_help_a_newcomer_can_follow() {
     for (args, expect) in [
         (vec!["--help"], "just-in-time"),

@@ -121,6 +121,7 @@ impl Rule {
 
 /// Which native AWS job a [`NativeRule`] elevates.
 #[derive(Debug, Clone)]
+#[expect(clippy::large_enum_variant, reason = "a handful per policy file, built once at load")]
 pub enum NativeTrigger {
     CodePipeline {
         pipeline: Pattern,
