@@ -15,3 +15,7 @@ pub mod service;
 pub mod sweep;
 
 pub use policy::render::iam_time;
+
+#[cfg(test)]
+#[path = "crash_tests.rs"]
+mod crash_tests;

@@ -1,5 +1,8 @@
 //! In-memory implementations of every port, for unit tests and examples. They keep what was
-//! written so tests can assert on state, and they can be told to fail the next call.
+//! written so tests can assert on state, and they can be told to fail the next call
+//! (`fail_next`, per port) or, through a shared [`Faults`], the Nth call of one operation, or
+//! to "crash" there: that call and every later call on every port sharing it fail, untouched,
+//! until [`Faults::restart`] — what a Lambda process dying at that point leaves behind.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +21,94 @@ use crate::ports::{
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A test that panicked while holding the lock has already failed; keep going for its report.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A port operation, as [`Faults`] counts and fails it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    PutRolePolicy,
+    DeleteRolePolicy,
+    ListRoles,
+    ListRolePolicies,
+    RecordActivation,
+    RecordAudit,
+    FinishJob,
+    RecordRevocation,
+    ExpiredGrants,
+    GetGrant,
+    DriftSeenSince,
+    ClearDrift,
+    PutEvents,
+}
+
+/// Call counts and planned failures, shared by the ports of one test (`with_faults`). A failed
+/// call has no effect, and is reported as the port's transient error: the handler returns
+/// `Err`, which is what makes Lambda retry the event.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Arc<Mutex<FaultState>>);
+
+#[derive(Debug, Default)]
+struct FaultState {
+    calls: HashMap<Op, usize>,
+    /// (operation, absolute call number, whether the process dies there).
+    planned: Vec<(Op, usize, bool)>,
+    down: bool,
+}
+
+impl Faults {
+    /// Fails the `nth` (1-based) call of `op` counted from now, once.
+    pub fn fail_nth(&self, op: Op, nth: usize) {
+        self.plan(op, nth, false);
+    }
+
+    /// The process dies at the `nth` (1-based) call of `op` counted from now: that call and
+    /// every later call on any port fail without effect, until [`Faults::restart`].
+    pub fn crash_at(&self, op: Op, nth: usize) {
+        self.plan(op, nth, true);
+    }
+
+    fn plan(&self, op: Op, nth: usize, crash: bool) {
+        let mut s = lock(&self.0);
+        let at = s.calls.get(&op).copied().unwrap_or(0) + nth.max(1);
+        s.planned.push((op, at, crash));
+    }
+
+    /// A fresh process (the retry): the ports work again and pending plans are dropped.
+    pub fn restart(&self) {
+        let mut s = lock(&self.0);
+        s.down = false;
+        s.planned.clear();
+    }
+
+    /// Whether a planned crash has happened (and no restart since).
+    pub fn crashed(&self) -> bool {
+        lock(&self.0).down
+    }
+
+    /// Calls of `op` so far, failed ones included.
+    pub fn calls(&self, op: Op) -> usize {
+        lock(&self.0).calls.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Counts the call; `Err` (with a message for the port's error) when it must fail.
+    fn check(&self, op: Op) -> Result<(), String> {
+        let mut s = lock(&self.0);
+        let n = {
+            let c = s.calls.entry(op).or_insert(0);
+            *c += 1;
+            *c
+        };
+        if s.down {
+            return Err(format!("injected: process down before {op:?} call {n}"));
+        }
+        if let Some(i) = s.planned.iter().position(|&(o, at, _)| o == op && at == n) {
+            let (_, _, crash) = s.planned.remove(i);
+            s.down = crash;
+            let what = if crash { "crash" } else { "failure" };
+            return Err(format!("injected {what} at {op:?} call {n}"));
+        }
+        Ok(())
+    }
 }
 
 /// A clock tests can set and move.
@@ -47,6 +138,7 @@ impl Clock for FixedClock {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryIam {
     inner: Arc<Mutex<IamState>>,
+    faults: Faults,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +151,13 @@ struct IamState {
 }
 
 impl MemoryIam {
+    /// Shares `faults` with this port (clones share it too).
+    pub fn with_faults(self, faults: &Faults) -> Self {
+        Self {
+            faults: faults.clone(),
+            ..self
+        }
+    }
     pub fn policy(&self, role: &RoleArn, name: &str) -> Option<String> {
         lock(&self.inner)
             .policies
@@ -89,6 +188,7 @@ impl MemoryIam {
 
 impl IamInventory for MemoryIam {
     async fn roles_under(&self, path_prefix: &str) -> Result<Vec<RoleArn>, IamError> {
+        self.faults.check(Op::ListRoles).map_err(IamError::Transient)?;
         Ok(lock(&self.inner)
             .roles
             .iter()
@@ -98,6 +198,7 @@ impl IamInventory for MemoryIam {
     }
 
     async fn inline_policies(&self, role: &RoleArn) -> Result<Vec<String>, IamError> {
+        self.faults.check(Op::ListRolePolicies).map_err(IamError::Transient)?;
         let s = lock(&self.inner);
         Ok(s.policies
             .keys()
@@ -109,6 +210,7 @@ impl IamInventory for MemoryIam {
 
 impl IamWriter for MemoryIam {
     async fn put_role_policy(&self, role: &RoleArn, name: &str, document: &PolicyDocument) -> Result<(), IamError> {
+        self.faults.check(Op::PutRolePolicy).map_err(IamError::Transient)?;
         let mut s = lock(&self.inner);
         s.puts += 1;
         if let Some(e) = s.fail_next.pop_front() {
@@ -120,6 +222,7 @@ impl IamWriter for MemoryIam {
     }
 
     async fn delete_role_policy(&self, role: &RoleArn, name: &str) -> Result<Deletion, IamError> {
+        self.faults.check(Op::DeleteRolePolicy).map_err(IamError::Transient)?;
         let mut s = lock(&self.inner);
         s.deletes += 1;
         if let Some(e) = s.fail_next.pop_front() {
@@ -136,6 +239,7 @@ impl IamWriter for MemoryIam {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<StoreState>>,
+    faults: Faults,
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +264,13 @@ pub fn job_scope(grant: &Grant) -> String {
 }
 
 impl MemoryStore {
+    /// Shares `faults` with this port (clones share it too).
+    pub fn with_faults(self, faults: &Faults) -> Self {
+        Self {
+            faults: faults.clone(),
+            ..self
+        }
+    }
     pub fn grants(&self) -> Vec<Grant> {
         lock(&self.inner).grants.values().cloned().collect()
     }
@@ -193,6 +304,7 @@ impl GrantStore for MemoryStore {
         audit: &AuditRecord,
         cap: Option<u32>,
     ) -> Result<Activation, StoreError> {
+        self.faults.check(Op::RecordActivation).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         if let Some(e) = s.fail_next.pop_front() {
             return Err(e);
@@ -214,6 +326,7 @@ impl GrantStore for MemoryStore {
     }
 
     async fn record_audit(&self, audit: &AuditRecord) -> Result<bool, StoreError> {
+        self.faults.check(Op::RecordAudit).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         s.fail()?;
         if s.audits.contains_key(&audit.audit_id) {
@@ -231,6 +344,7 @@ impl GrantStore for MemoryStore {
         _finished_at: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Vec<Grant>, StoreError> {
+        self.faults.check(Op::FinishJob).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         s.fail()?;
         let scope = job.scope(account, source);
@@ -244,6 +358,7 @@ impl GrantStore for MemoryStore {
         audit: &AuditRecord,
         state: RecordState,
     ) -> Result<Revocation, StoreError> {
+        self.faults.check(Op::RecordRevocation).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         s.fail()?;
         let still_active = s
@@ -276,6 +391,7 @@ impl GrantStore for MemoryStore {
         after: Option<&Grant>,
         limit: u32,
     ) -> Result<Vec<Grant>, StoreError> {
+        self.faults.check(Op::ExpiredGrants).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         s.fail()?;
         let mut expired: Vec<Grant> = s
@@ -291,6 +407,7 @@ impl GrantStore for MemoryStore {
     }
 
     async fn grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
+        self.faults.check(Op::GetGrant).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         s.fail()?;
         Ok(s.grants.get(id.as_str()).cloned())
@@ -302,6 +419,7 @@ impl GrantStore for MemoryStore {
         policy_name: &str,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StoreError> {
+        self.faults.check(Op::DriftSeenSince).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         s.fail()?;
         Ok(*s
@@ -311,6 +429,7 @@ impl GrantStore for MemoryStore {
     }
 
     async fn clear_drift(&self, role: &RoleArn, policy_name: &str) -> Result<(), StoreError> {
+        self.faults.check(Op::ClearDrift).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         s.fail()?;
         s.drift.remove(&(role.as_str().to_owned(), policy_name.to_owned()));
@@ -322,9 +441,17 @@ impl GrantStore for MemoryStore {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryAuditSink {
     inner: Arc<Mutex<(Vec<AuditRecord>, VecDeque<SinkError>)>>,
+    faults: Faults,
 }
 
 impl MemoryAuditSink {
+    /// Shares `faults` with this port (clones share it too).
+    pub fn with_faults(self, faults: &Faults) -> Self {
+        Self {
+            faults: faults.clone(),
+            ..self
+        }
+    }
     pub fn published(&self) -> Vec<AuditRecord> {
         lock(&self.inner).0.clone()
     }
@@ -335,6 +462,7 @@ impl MemoryAuditSink {
 
 impl AuditSink for MemoryAuditSink {
     async fn publish(&self, audit: &AuditRecord) -> Result<(), SinkError> {
+        self.faults.check(Op::PutEvents).map_err(SinkError::Transient)?;
         let mut s = lock(&self.inner);
         if let Some(e) = s.1.pop_front() {
             return Err(e);
