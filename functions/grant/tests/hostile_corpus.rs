@@ -138,7 +138,10 @@ async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
             problems.push(format!("outcome {outcome_text}, expected {expect}"));
         }
         if after.audits != before.audits {
-            problems.push(format!("durable audits went from {} to {}", before.audits, after.audits));
+            problems.push(format!(
+                "durable audits went from {} to {}",
+                before.audits, after.audits
+            ));
         }
         return problems;
     }
@@ -199,13 +202,23 @@ fn given_the_corpus_when_listed_then_every_file_has_exactly_one_manifest_entry()
     let files = corpus_files();
     let unlisted: Vec<_> = files.iter().filter(|f| !m.cases.contains_key(*f)).collect();
     let missing: Vec<_> = m.cases.keys().filter(|k| !files.contains(k)).collect();
-    assert!(unlisted.is_empty(), "corpus files without an entry in cases.json: {unlisted:?}");
+    assert!(
+        unlisted.is_empty(),
+        "corpus files without an entry in cases.json: {unlisted:?}"
+    );
     assert!(missing.is_empty(), "cases.json entries without a file: {missing:?}");
-    assert!(files.len() >= 100, "the corpus has {} cases, the issue asks for 100", files.len());
+    assert!(
+        files.len() >= 100,
+        "the corpus has {} cases, the issue asks for 100",
+        files.len()
+    );
     for (file, case) in &m.cases {
         let expect = case["expect"].as_str().unwrap_or_default();
         if expect == "malformed_event" {
-            assert!(case["field"].is_string(), "{file}: a malformed case must name its field");
+            assert!(
+                case["field"].is_string(),
+                "{file}: a malformed case must name its field"
+            );
         }
         assert!(case["proves"].is_string(), "{file}: say what the case proves");
     }
