@@ -20,6 +20,9 @@ use latch_core::policy::Policy;
 use latch_core::ports::SystemClock;
 use serde_json::Value;
 
+pub mod faults;
+pub mod moto;
+
 pub type Item = HashMap<String, AttributeValue>;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -76,7 +79,11 @@ impl Harness {
     }
 
     pub async fn with_policy(policy_text: &str) -> Self {
-        let sdk = sdk_config().await;
+        Self::with_sdk(sdk_config().await, policy_text).await
+    }
+
+    /// A fresh harness on an emulator of the caller's choosing (a private one, say).
+    pub async fn with_sdk(sdk: SdkConfig, policy_text: &str) -> Self {
         let id = unique("t");
         let text = policy_text.replace(":role/latch/", &format!(":role/latch/{id}-"));
         let policy = Policy::load(&text, "test policy").expect("test policy loads");

@@ -1,0 +1,109 @@
+//! A private emulator (moto server) on its own loopback port, for runs that must not share the
+//! emulator the other tests use: moto copies a whole table on every TransactWriteItems and its
+//! memory grows with the writes it has seen, so heavy runs get a fresh one and stop it after.
+//!
+//! Contract: [`MotoServer::start`] returns once the server answers; dropping the value kills
+//! the process (also when a test fails and unwinds). The venv is the repository's `.venv`,
+//! created by `infra/local/emulator venv` if it is missing.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct MotoServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn answers(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: x\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).is_ok() && first.starts_with(b"HTTP/1.") && first[9] == b'2'
+}
+
+impl MotoServer {
+    pub fn start() -> Result<Self, String> {
+        let bin = repo().join(".venv/bin/moto_server");
+        if !bin.exists() {
+            let status = Command::new("bash")
+                .arg(repo().join("infra/local/emulator"))
+                .arg("venv")
+                .status()
+                .map_err(|e| format!("cannot run infra/local/emulator venv: {e}"))?;
+            if !status.success() {
+                return Err("infra/local/emulator venv failed".into());
+            }
+        }
+        // An ephemeral port the kernel just handed out; moto binds it right after.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut server = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if answers(addr) {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("moto_server exited: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(format!("moto_server did not answer on {addr} within 30 s"))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        peak_rss_mib(&format!("/proc/{}/status", self.pid()))
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VmHWM from a `/proc/<pid>/status` file, in MiB (this process: `/proc/self/status`).
+pub fn peak_rss_mib(status_path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(status_path).ok()?;
+    let kib: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
