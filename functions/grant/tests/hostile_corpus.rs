@@ -128,12 +128,12 @@ async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
     }
     let outcome_text = format!("{outcome:?}");
     if replay {
-        let ok = match (expect, &outcome) {
-            ("already_active", Outcome::Start(StartOutcome::AlreadyActive(_))) => true,
-            ("already_ended", Outcome::Start(StartOutcome::AlreadyEnded(_))) => true,
-            ("finished", Outcome::Finish(FinishOutcome::Finished { revoked: 0, .. })) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (expect, &outcome),
+            ("already_active", Outcome::Start(StartOutcome::AlreadyActive(_)))
+                | ("already_ended", Outcome::Start(StartOutcome::AlreadyEnded(_)))
+                | ("finished", Outcome::Finish(FinishOutcome::Finished { revoked: 0, .. }))
+        );
         if !ok {
             problems.push(format!("outcome {outcome_text}, expected {expect}"));
         }
@@ -258,4 +258,225 @@ async fn given_the_unmodified_start_fixture_when_handled_then_it_is_granted() {
         "{outcome:?}"
     );
     assert_eq!(s.iam.policy_count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fuzz (proptest): mutated and arbitrary events through `handle` on the memory ports.
+// ---------------------------------------------------------------------------------------------
+
+mod fuzz {
+    use chrono::{DateTime, Duration, Utc};
+    use latch_core::event::StartRequest;
+    use latch_core::iam_time;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn cases(default: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default);
+        ProptestConfig::with_cases(cases)
+    }
+
+    /// A value for a key: mostly ones the policy cares about (so many mutants are still granted
+    /// and the oracle has work), sometimes anything.
+    fn pick(choices: &[Value]) -> impl Strategy<Value = Value> + use<> {
+        prop_oneof![
+            6 => prop::sample::select(choices.to_vec()),
+            1 => any::<String>().prop_map(Value::String),
+            1 => any::<i64>().prop_map(|n| json!(n)),
+            1 => Just(Value::Null),
+        ]
+    }
+
+    fn mutation() -> impl Strategy<Value = (bool, &'static str, Value)> {
+        let role = |name: &str| json!(format!("arn:aws:iam::123456789012:role/{name}"));
+        prop_oneof![
+            pick(&[
+                json!("ci.github"),
+                json!("ci.gitlab"),
+                json!("ci.evil"),
+                json!("aws.codebuild")
+            ])
+            .prop_map(|v| (true, "source", v)),
+            pick(&[json!("123456789012"), json!("210987654321"), json!("12345678901")])
+                .prop_map(|v| (true, "account", v)),
+            pick(&[json!("us-east-1"), json!("eu-west-1"), json!("*"), json!("us-east-1:x")])
+                .prop_map(|v| (true, "region", v)),
+            pick(&[
+                json!("2026-11-25T12:00:00Z"),
+                json!("2026-11-25T12:10:00Z"),
+                json!("2026-11-25T11:50:00Z"),
+                json!("2026-11-24T00:00:00Z")
+            ])
+            .prop_map(|v| (true, "time", v)),
+            pick(&[
+                json!("Pipeline Job Started"),
+                json!("Pipeline Job Finished"),
+                json!("CodeBuild Build State Change")
+            ])
+            .prop_map(|v| (true, "detail-type", v)),
+            pick(&[
+                json!("app-release"),
+                json!("app-*"),
+                json!("app-x:y"),
+                json!("platform-api"),
+                json!("other"),
+                json!("app-\u{0435}")
+            ])
+            .prop_map(|v| (false, "pipeline", v)),
+            pick(&[json!("deploy"), json!("*"), json!("a/b")]).prop_map(|v| (false, "job", v)),
+            pick(&[json!(1), json!(2), json!(0), json!("1")]).prop_map(|v| (false, "attempt", v)),
+            pick(&[
+                role("latch/app-deployer"),
+                role("latch/db-migrator"),
+                role("latch/ci-runner"),
+                role("admin"),
+                json!("arn:aws:iam::210987654321:role/latch/app-deployer"),
+                role("latch/*")
+            ])
+            .prop_map(|v| (false, "role_arn", v)),
+            pick(&[
+                json!("deploy-artifacts"),
+                json!("lambda-deploy"),
+                json!("db-migrate"),
+                json!("job-logs"),
+                json!("admin")
+            ])
+            .prop_map(|v| (false, "permission_set", v)),
+            pick(&[
+                json!("PT15M"),
+                json!("10m"),
+                json!("PT20M"),
+                json!("PT21M"),
+                json!("0s"),
+                json!("PT12H"),
+                json!("PT13H"),
+                json!(900)
+            ])
+            .prop_map(|v| (false, "duration", v)),
+            pick(&[json!("refs/heads/main"), json!("refs/tags/v1"), json!("refs/heads/x")])
+                .prop_map(|v| (false, "ref", v)),
+            pick(&[json!("production"), json!("staging")]).prop_map(|v| (false, "environment", v)),
+            pick(&[json!("123456789012"), json!("ci.github")]).prop_map(|v| (false, "account", v)),
+            pick(&[json!("ci.github")]).prop_map(|v| (false, "source", v)),
+        ]
+    }
+
+    fn base() -> Value {
+        let bytes = std::fs::read(events_dir().join("pipeline-job-started.json")).expect("fixture");
+        serde_json::from_slice(&bytes).expect("fixture is JSON")
+    }
+
+    /// What a grant must satisfy, checked from the event and the policy, not from the service's
+    /// own decision path: the trusted fields admit it, the role and duration are within the
+    /// rule and the set, the time is current, and the document on the role expires on time.
+    fn check_grant(s: &Service, event: &Value) -> Result<(), TestCaseError> {
+        let grants = s.store.grants();
+        prop_assert_eq!(grants.len(), 1);
+        let g = &grants[0];
+        prop_assert_eq!(event["source"].as_str(), Some(g.source.as_str()));
+        prop_assert_eq!(event["account"].as_str(), Some(g.account.as_str()));
+        prop_assert_eq!(g.role.account(), &g.account);
+        prop_assert!(g.role.is_under_path("/latch/"));
+        let detail = &event["detail"];
+        let request = StartRequest::parse(detail, serde_json::to_vec(detail).map_or(usize::MAX, |b| b.len()));
+        prop_assert!(request.is_ok(), "granted an invalid request: {:?}", request);
+        let rule = s.policy.rules.iter().find(|r| r.name == g.rule);
+        prop_assert!(rule.is_some());
+        let rule = rule.unwrap();
+        prop_assert!(rule.sources.contains(&g.source) && rule.accounts.contains(&g.account));
+        prop_assert!(rule.roles.iter().any(|p| p.is_match(g.role.as_str())));
+        prop_assert!(rule.permission_sets.contains(&g.permission_set));
+        let set = &s.policy.permission_sets[&g.permission_set];
+        let lasts = (g.expires_at - g.requested_at).num_seconds();
+        let max = rule.max_duration.min(set.max_duration).as_secs() as i64;
+        prop_assert!(lasts > 0 && lasts <= max, "lasts {lasts}s, max {max}s");
+        let time: DateTime<Utc> = serde_json::from_value(event["time"].clone()).unwrap();
+        let now = s.clock_now();
+        prop_assert_eq!(g.requested_at, time);
+        prop_assert!(time <= now + Duration::minutes(5) && g.expires_at > now);
+        let doc = s.iam.policy(&g.role, &g.id.policy_name());
+        prop_assert!(doc.is_some(), "no policy on the role");
+        let doc: Value = serde_json::from_str(&doc.unwrap()).unwrap();
+        for st in doc["Statement"].as_array().unwrap() {
+            prop_assert_eq!(
+                &st["Condition"]["DateLessThan"]["aws:CurrentTime"],
+                &json!(iam_time(g.expires_at))
+            );
+            for r in st["Resource"].as_array().unwrap() {
+                let r = r.as_str().unwrap();
+                prop_assert!(!r.contains("${") && !r.contains('?'), "{r}");
+            }
+        }
+        Ok(())
+    }
+
+    trait Now {
+        fn clock_now(&self) -> DateTime<Utc>;
+    }
+    impl Now for Service {
+        fn clock_now(&self) -> DateTime<Utc> {
+            latch_core::ports::Clock::now(&self.clock)
+        }
+    }
+
+    async fn run(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let Ok(event) = payload(bytes) else {
+            return Ok(()); // The runtime refuses it; the handler never runs.
+        };
+        let raw: Value = serde_json::from_slice(bytes).unwrap();
+        let s = service(&manifest());
+        let outcome = deliver(&s, event).await;
+        prop_assert!(
+            outcome.is_ok(),
+            "memory ports never fail, so neither may the handler: {:?}",
+            outcome
+        );
+        let granted = matches!(outcome, Ok(Outcome::Start(StartOutcome::Activated(_))));
+        if granted {
+            check_grant(&s, &raw)?;
+        } else {
+            prop_assert_eq!(s.iam.policy_count(), 0, "{:?} but a policy is on a role", outcome);
+            prop_assert!(s.store.grants().is_empty(), "{:?} but a grant is recorded", outcome);
+        }
+        // One durable audit per decision; a finish with nothing to revoke decides nothing.
+        let want = match &outcome {
+            Ok(Outcome::Start(_)) | Ok(Outcome::Finish(FinishOutcome::Denied(_))) => 1,
+            _ => 0,
+        };
+        prop_assert_eq!(s.store.audits().len(), want, "durable audits after {:?}", outcome);
+        Ok(())
+    }
+
+    fn block_on(f: impl std::future::Future<Output = Result<(), TestCaseError>>) -> Result<(), TestCaseError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    proptest! {
+        #![proptest_config(cases(384))]
+
+        /// The start fixture with 1–6 keys of envelope or detail changed: never a panic or an
+        /// `Err`, exactly one audit, and a grant only when the oracle agrees it is allowed.
+        #[test]
+        fn mutated_events_are_granted_only_when_allowed(mutations in prop::collection::vec(mutation(), 1..7)) {
+            let mut event = base();
+            for (envelope, key, value) in mutations {
+                if envelope { event[key] = value } else { event["detail"][key] = value }
+            }
+            block_on(run(&serde_json::to_vec(&event).unwrap()))?;
+        }
+
+        /// Arbitrary bytes as the Lambda payload: refused by serde or handled, never a grant.
+        #[test]
+        fn arbitrary_payloads_never_panic_or_grant(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            block_on(run(&bytes))?;
+        }
+    }
 }
