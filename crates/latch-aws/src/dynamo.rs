@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
@@ -19,13 +20,13 @@ use chrono::{DateTime, Utc};
 use latch_core::audit::AuditRecord;
 use latch_core::event::JobKey;
 use latch_core::model::{AccountId, GrantId, RoleArn};
-use latch_core::ports::{Activation, Grant, GrantStatus, GrantStore, RecordState, Revocation, StoreError};
+use latch_core::ports::{Activation, AuditWrite, Grant, GrantStatus, GrantStore, RecordState, Revocation, StoreError};
 
 use crate::errors::{describe, is_transient};
 use crate::items::{
     ACTIVE_BUCKET, ACTIVE_GRANTS, AuditItem, EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, FINISHED_AT,
-    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, PK, RECORD_TYPE, SK, SK_COUNTER, SK_DRIFT, SK_GRANT, SK_JOB, STATUS,
-    STATUS_ACTIVE, STATUS_REVOKED, TTL, drift_pk, grant_pk, job_pk, role_pk,
+    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, PK, RECORD_TYPE, SK, SK_AUDIT, SK_COUNTER, SK_DRIFT, SK_GRANT, SK_JOB,
+    STATUS, STATUS_ACTIVE, STATUS_REVOKED, TTL, audit_pk, drift_pk, grant_pk, job_pk, role_pk,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -90,6 +91,11 @@ pub fn grant_from_item(item: Item) -> Result<Grant, StoreError> {
     parsed.into_grant().map_err(rejected)
 }
 
+pub fn audit_from_item(item: Item) -> Result<AuditRecord, StoreError> {
+    let parsed: AuditItem = serde_dynamo::from_item(item).map_err(rejected)?;
+    Ok(parsed.record)
+}
+
 impl DynamoStore {
     pub fn new(client: Client, table: &str) -> Self {
         Self {
@@ -115,9 +121,12 @@ impl DynamoStore {
             .map_err(rejected)
     }
 
+    /// The audit's Put, returning the stored item when it exists (a retry publishes that one).
     fn audit_put(&self, audit: &AuditRecord) -> Result<TransactWriteItem, StoreError> {
         let item = serde_dynamo::to_item(AuditItem::from_record(audit)).map_err(rejected)?;
-        Ok(TransactWriteItem::builder().put(self.put_new(item)?).build())
+        let mut put = self.put_new(item)?;
+        put.return_values_on_condition_check_failure = Some(ReturnValuesOnConditionCheckFailure::AllOld);
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 
     fn counter(&self, role: &RoleArn, delta: i32, cap: Option<u32>) -> Result<TransactWriteItem, StoreError> {
@@ -267,26 +276,47 @@ impl GrantStore for DynamoStore {
         Err(StoreError::Transient(describe(&err)))
     }
 
-    async fn record_audit(&self, audit: &AuditRecord) -> Result<bool, StoreError> {
+    async fn record_audit(&self, audit: &AuditRecord) -> Result<AuditWrite, StoreError> {
         let item = serde_dynamo::to_item(AuditItem::from_record(audit)).map_err(rejected)?;
-        match self
+        let err = match self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(NOT_EXISTS)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
+            Ok(_) => return Ok(AuditWrite::Recorded),
+            Err(e) => e,
+        };
+        match err.as_service_error() {
+            Some(PutItemError::ConditionalCheckFailedException(e)) => {
+                let stored = match e.item() {
+                    Some(item) => Some(audit_from_item(item.clone())?),
+                    None => self.recorded_audit(&audit.audit_id).await?,
+                };
+                // Present a moment ago; if it is gone now, what was asked to be written stands in.
+                Ok(AuditWrite::AlreadyRecorded(Box::new(
+                    stored.unwrap_or_else(|| audit.clone()),
+                )))
             }
-            Err(e) => Err(sdk_error(&e)),
+            _ => Err(sdk_error(&err)),
         }
+    }
+
+    async fn recorded_audit(&self, audit_id: &str) -> Result<Option<AuditRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(audit_pk(audit_id), SK_AUDIT)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e))?;
+        out.item.map(audit_from_item).transpose()
     }
 
     async fn finish_job(
@@ -329,6 +359,7 @@ impl GrantStore for DynamoStore {
         state: RecordState,
     ) -> Result<Revocation, StoreError> {
         let mut items = Vec::with_capacity(3);
+        let audit_at = usize::from(state == RecordState::Present);
         if state == RecordState::Present {
             let mark = Update::builder()
                 .table_name(&self.table)
@@ -356,7 +387,11 @@ impl GrantStore for DynamoStore {
             Ok(_) => Ok(Revocation::Recorded),
             Err(err) => match cancellation(&err) {
                 Some(reasons) if reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed")) => {
-                    Ok(Revocation::AlreadyRevoked)
+                    let stored = failed_condition(reasons, audit_at)
+                        .and_then(|r| r.item().cloned())
+                        .map(audit_from_item)
+                        .transpose()?;
+                    Ok(Revocation::AlreadyRevoked(stored.map(Box::new)))
                 }
                 Some(_) => Err(StoreError::Transient(describe(&err))),
                 None => Err(sdk_error(&err)),

@@ -20,6 +20,7 @@ pub enum DenyReason {
     PolicyTooLarge,
     ConcurrencyCap,
     JobFinished,
+    GrantEnded,
     IamRejected,
     StoreRejected,
 }
@@ -42,6 +43,7 @@ impl DenyReason {
             Self::PolicyTooLarge => "policy_too_large",
             Self::ConcurrencyCap => "concurrency_cap",
             Self::JobFinished => "job_finished",
+            Self::GrantEnded => "grant_ended",
             Self::IamRejected => "iam_rejected",
             Self::StoreRejected => "store_rejected",
         }

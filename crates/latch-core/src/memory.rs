@@ -14,8 +14,8 @@ use crate::event::JobKey;
 use crate::model::{AccountId, GrantId, RoleArn};
 use crate::policy::PolicyDocument;
 use crate::ports::{
-    Activation, AuditSink, Clock, Deletion, Grant, GrantStatus, GrantStore, IamError, IamInventory, IamWriter,
-    RecordState, Revocation, SinkError, StoreError,
+    Activation, AuditSink, AuditWrite, Clock, Deletion, Grant, GrantStatus, GrantStore, IamError, IamInventory,
+    IamWriter, RecordState, Revocation, SinkError, StoreError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -36,6 +36,7 @@ pub enum Op {
     RecordRevocation,
     ExpiredGrants,
     GetGrant,
+    GetAudit,
     DriftSeenSince,
     ClearDrift,
     PutEvents,
@@ -325,15 +326,22 @@ impl GrantStore for MemoryStore {
         Ok(Activation::Recorded)
     }
 
-    async fn record_audit(&self, audit: &AuditRecord) -> Result<bool, StoreError> {
+    async fn record_audit(&self, audit: &AuditRecord) -> Result<AuditWrite, StoreError> {
         self.faults.check(Op::RecordAudit).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         s.fail()?;
-        if s.audits.contains_key(&audit.audit_id) {
-            return Ok(false);
+        if let Some(stored) = s.audits.get(&audit.audit_id) {
+            return Ok(AuditWrite::AlreadyRecorded(Box::new(stored.clone())));
         }
         s.audits.insert(audit.audit_id.clone(), audit.clone());
-        Ok(true)
+        Ok(AuditWrite::Recorded)
+    }
+
+    async fn recorded_audit(&self, audit_id: &str) -> Result<Option<AuditRecord>, StoreError> {
+        self.faults.check(Op::GetAudit).map_err(StoreError::Transient)?;
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        Ok(s.audits.get(audit_id).cloned())
     }
 
     async fn finish_job(
@@ -366,7 +374,8 @@ impl GrantStore for MemoryStore {
             .get(grant.id.as_str())
             .is_some_and(|g| g.status == GrantStatus::Active);
         if (state == RecordState::Present && !still_active) || s.audits.contains_key(&audit.audit_id) {
-            return Ok(Revocation::AlreadyRevoked);
+            let stored = s.audits.get(&audit.audit_id).cloned().map(Box::new);
+            return Ok(Revocation::AlreadyRevoked(stored));
         }
         match state {
             RecordState::Present => {

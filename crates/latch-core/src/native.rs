@@ -16,7 +16,7 @@
 //! CodeBuild → project, the build's id, `build`, attempt 1. A CodeBuild retry is a new build
 //! (new id), so it is a new job. A CodePipeline "retry failed actions" re-runs the action in
 //! the *same* execution, after its end was seen: that start finds the action's ended grant and
-//! gets nothing (as a replay would); a new execution (release change) gets a new grant.
+//! is denied as `grant_ended`; a new execution (release change) gets a new grant.
 
 use serde_json::{Map, Value};
 

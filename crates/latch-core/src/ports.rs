@@ -153,11 +153,31 @@ pub enum RecordState {
 }
 
 /// What recording a revocation found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
     Recorded,
-    /// Another path (finish, stream, sweep) revoked it first: nothing was written.
-    AlreadyRevoked,
+    /// Another path (finish, stream, sweep), or an earlier attempt of this one, revoked it first:
+    /// nothing was written. Carries the Revoked audit as stored, when there is one, so it can be
+    /// published again (an attempt may have stopped between the write and the event).
+    AlreadyRevoked(Option<Box<AuditRecord>>),
+}
+
+/// What a conditional audit write found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditWrite {
+    Recorded,
+    /// Recorded before (a retry or a redelivery): the record as stored, to publish unchanged.
+    AlreadyRecorded(Box<AuditRecord>),
+}
+
+impl AuditWrite {
+    /// The record to publish: the stored one when there was one, else the one just written.
+    pub fn into_published(self, written: AuditRecord) -> AuditRecord {
+        match self {
+            Self::Recorded => written,
+            Self::AlreadyRecorded(stored) => *stored,
+        }
+    }
 }
 
 /// Grant records and durable audit items.
@@ -171,8 +191,11 @@ pub trait GrantStore: Send + Sync {
         cap: Option<u32>,
     ) -> impl Future<Output = Result<Activation, StoreError>> + Send;
 
-    /// A durable audit item on its own (denials). `false` when it was recorded before.
-    fn record_audit(&self, audit: &AuditRecord) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// A durable audit item on its own (denials, failures, repairs), unless one with its id exists.
+    fn record_audit(&self, audit: &AuditRecord) -> impl Future<Output = Result<AuditWrite, StoreError>> + Send;
+
+    /// The audit item with this id, read consistently.
+    fn recorded_audit(&self, audit_id: &str) -> impl Future<Output = Result<Option<AuditRecord>, StoreError>> + Send;
 
     /// Marks the job finished at `finished_at` (its tombstone, kept until `tombstone_until`) and
     /// returns the grants it holds, read consistently. Later starts of the job are refused.

@@ -3,14 +3,16 @@
 //! A revocation is: DeleteRolePolicy (NoSuchEntity is success) → one atomic store write (grant
 //! marked revoked if still active, the Revoked audit if not yet written, the role's counter) →
 //! the `Latch Grant Revoked` event. The audit id is the same on every path, so when two paths
-//! race on one grant exactly one of them records it and publishes (I2, I3, I5). A failed
+//! race on one grant exactly one of them records it (I2, I3, I5); the event is published at
+//! least once under that id, by whichever path gets there, and again by a retry that finds the
+//! revocation recorded (an attempt may have stopped between the write and the event). A failed
 //! IAM delete is audited as `Latch Revoke Failed` and left for the next sweep (or drift repair).
 
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
 use crate::audit::{AuditRecord, Decision, stamp};
-use crate::model::digest;
+use crate::model::{GrantId, digest};
 use crate::ports::{
     AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation,
     SinkError, StoreError,
@@ -42,7 +44,8 @@ pub const TOMBSTONE_LIFETIME: Duration = Duration::hours(13);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeOutcome {
     Revoked,
-    /// Revoked before, by this path or another: nothing written, nothing published.
+    /// Revoked before, by this path or another: nothing written; the stored Revoked audit is
+    /// published again under its id.
     AlreadyRevoked,
     /// IAM refused the delete for good; audited as `Latch Revoke Failed`.
     Failed(String),
@@ -76,14 +79,14 @@ pub struct Revoker<'a, I, S, A, C> {
     pub clock: &'a C,
 }
 
+/// The id of a grant's Revoked audit: the same on every path.
+pub fn revoked_audit_id(grant: &GrantId) -> String {
+    digest(&[grant.as_str(), "revoked"])
+}
+
 /// The one Revoked audit a grant can ever have.
 pub fn revoked_audit(grant: &Grant, reason: RevokeReason, at: DateTime<Utc>) -> AuditRecord {
-    let mut audit = AuditRecord::new(
-        digest(&[grant.id.as_str(), "revoked"]),
-        Decision::Revoked,
-        reason.code(),
-        at,
-    );
+    let mut audit = AuditRecord::new(revoked_audit_id(&grant.id), Decision::Revoked, reason.code(), at);
     fill_grant_fields(&mut audit, grant);
     (audit.revoked_at, audit.revoked_at_epoch) = stamp(at);
     audit
@@ -97,6 +100,10 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         state: RecordState,
     ) -> Result<RevokeOutcome, RevokeError> {
         if grant.status != GrantStatus::Active {
+            // An earlier attempt may have recorded the revocation and stopped before its event.
+            if let Some(stored) = self.store.recorded_audit(&revoked_audit_id(&grant.id)).await? {
+                self.audit.publish(&stored).await?;
+            }
             return Ok(RevokeOutcome::AlreadyRevoked);
         }
         match self.iam.delete_role_policy(&grant.role, &grant.id.policy_name()).await {
@@ -114,7 +121,11 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
                 info!(grant_id = %grant.id, role = %grant.role, reason = reason.code(), "grant revoked");
                 Ok(RevokeOutcome::Revoked)
             }
-            Revocation::AlreadyRevoked => {
+            Revocation::AlreadyRevoked(stored) => {
+                // The other path (or an earlier attempt) may not have published yet, or at all.
+                if let Some(stored) = stored {
+                    self.audit.publish(&stored).await?;
+                }
                 info!(grant_id = %grant.id, reason = reason.code(), "already revoked by another path");
                 Ok(RevokeOutcome::AlreadyRevoked)
             }
@@ -135,9 +146,9 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         fill_grant_fields(&mut audit, grant);
         audit.detail = Some(error.to_owned());
         warn!(grant_id = %grant.id, role = %grant.role, error, "revoke failed; the sweep will retry");
-        if self.store.record_audit(&audit).await? {
-            self.audit.publish(&audit).await?;
-        }
+        // Published even when recorded before: an earlier attempt may have stopped short of it.
+        let stored = self.store.record_audit(&audit).await?.into_published(audit);
+        self.audit.publish(&stored).await?;
         Ok(())
     }
 }

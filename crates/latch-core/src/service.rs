@@ -239,7 +239,9 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         match self.store.record_activation(grant, &audit, proposal.cap).await {
             Ok(Activation::Recorded) => {}
             Ok(Activation::AlreadyRecorded(existing)) => {
-                return self.converge(*existing, &proposal.actions, now).await;
+                return self
+                    .converge(envelope, request, *existing, &proposal.actions, now)
+                    .await;
             }
             Ok(Activation::JobFinished) => {
                 return self
@@ -437,23 +439,38 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                 );
                 fill_grant_fields(&mut audit, grant);
                 audit.detail = Some(e.to_string());
-                self.store.record_audit(&audit).await?;
-                self.audit.publish(&audit).await?;
+                let stored = self.store.record_audit(&audit).await?.into_published(audit);
+                self.audit.publish(&stored).await?;
                 Ok(false)
             }
         }
     }
 
-    /// A duplicate: re-put the recorded grant's own document if it is still active.
+    /// A start whose grant is recorded: re-put the recorded grant's own document if it is still
+    /// active. If it has ended, the event that created it delivered again is the same decision
+    /// (nothing to do); any other event asking for it is a new request, denied as `grant_ended`.
     async fn converge(
         &self,
+        envelope: &Envelope,
+        request: &StartRequest,
         existing: Grant,
         actions: &[String],
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
         if existing.status != GrantStatus::Active || existing.expires_at <= now {
-            info!(grant_id = %existing.id, "duplicate start for an ended grant: nothing to do");
-            return Ok(StartOutcome::AlreadyEnded(existing.id));
+            if existing.event_id == envelope.id {
+                info!(grant_id = %existing.id, "duplicate start for an ended grant: nothing to do");
+                return Ok(StartOutcome::AlreadyEnded(existing.id));
+            }
+            let denial = Denial {
+                reason: DenyReason::GrantEnded,
+                detail: Some(format!(
+                    "grant {} of this job ended (expiry {}); a new attempt of the job gets a new grant",
+                    existing.id,
+                    crate::iam_time(existing.expires_at)
+                )),
+            };
+            return self.deny(envelope, Some(request), denial, now).await;
         }
         let document = match self.render(&existing) {
             Ok(d) => d,
@@ -490,9 +507,9 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         audit.event_id = Some(event_id.to_owned());
         audit.detail = Some(problem.to_owned());
         warn!(event_id, source, problem, "event envelope cannot be trusted");
-        if self.store.record_audit(&audit).await? {
-            self.audit.publish(&audit).await?;
-        }
+        // Published even when recorded before: an earlier attempt may have stopped short of it.
+        let stored = self.store.record_audit(&audit).await?.into_published(audit);
+        self.audit.publish(&stored).await?;
         Ok(StartOutcome::Denied(DenyReason::MalformedEvent))
     }
 
@@ -548,9 +565,9 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         (audit.requested_at, audit.requested_at_epoch) = stamp(envelope.time);
         describe(&mut audit);
         info!(event_id = %envelope.id, reason = %denial.reason, detail = audit.detail.as_deref().unwrap_or("-"), "request denied");
-        if self.store.record_audit(&audit).await? {
-            self.audit.publish(&audit).await?;
-        }
+        // Published even when recorded before: an earlier attempt may have stopped short of it.
+        let stored = self.store.record_audit(&audit).await?.into_published(audit);
+        self.audit.publish(&stored).await?;
         Ok(StartOutcome::Denied(denial.reason))
     }
 }

@@ -150,7 +150,7 @@ async fn given_the_end_of_a_job_no_rule_names_when_handled_then_nothing_is_writt
 }
 
 #[tokio::test]
-async fn given_a_failed_action_when_it_is_retried_in_the_same_execution_then_the_retry_gets_nothing() {
+async fn given_a_failed_action_when_it_is_retried_in_the_same_execution_then_the_retry_is_denied() {
     let s = service();
     handle(&s, ACTION_STARTED).await;
     ended_at(&s, ACTION_ENDS[1]);
@@ -159,11 +159,20 @@ async fn given_a_failed_action_when_it_is_retried_in_the_same_execution_then_the
         "0b1c6e44-8d43-4f0e-9a6e-4c5d2f7a1b01",
         "0b1c6e44-8d43-4f0e-9a6e-4c5d2f7a1b99",
     );
-    let NativeOutcome::Start(StartOutcome::AlreadyEnded(_)) = handle(&s, &retry).await else {
-        panic!("the action's grant has ended; its retry must not revive it")
-    };
+    assert_eq!(
+        handle(&s, &retry).await,
+        NativeOutcome::Start(StartOutcome::Denied(DenyReason::GrantEnded)),
+        "the action's grant has ended; its retry must not revive it"
+    );
     assert_eq!(s.iam.policy_count(), 0);
     assert_eq!(s.store.grants().len(), 1);
+    // The ended grant's own STARTED event delivered again is the same decision: nothing new.
+    let audits = s.store.audits().len();
+    assert!(matches!(
+        handle(&s, ACTION_STARTED).await,
+        NativeOutcome::Start(StartOutcome::AlreadyEnded(_))
+    ));
+    assert_eq!(s.store.audits().len(), audits);
 }
 
 #[tokio::test]

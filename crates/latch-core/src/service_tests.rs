@@ -113,6 +113,33 @@ async fn given_a_duplicate_start_when_handled_then_nothing_new_is_recorded_or_ex
 }
 
 #[tokio::test]
+async fn given_an_ended_grant_when_another_event_asks_for_it_then_it_is_denied_as_grant_ended() {
+    let s = service();
+    let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else {
+        panic!()
+    };
+    s.store.set_status(id.as_str(), GrantStatus::Revoked);
+    let puts = s.iam.calls().0;
+    assert_eq!(
+        start(&s, &envelope("e2"), &detail()).await.unwrap(),
+        StartOutcome::Denied(DenyReason::GrantEnded)
+    );
+    assert_eq!(s.iam.calls().0, puts);
+    let denied: Vec<AuditRecord> = s
+        .store
+        .audits()
+        .into_iter()
+        .filter(|a| a.decision == Decision::Denied)
+        .collect();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(
+        (denied[0].reason.as_str(), denied[0].event_id.as_deref()),
+        ("grant_ended", Some("e2"))
+    );
+    assert!(denied[0].detail.as_deref().unwrap_or("").contains(id.as_str()));
+}
+
+#[tokio::test]
 async fn given_a_duplicate_of_a_revoked_grant_when_handled_then_iam_is_not_touched() {
     let s = service();
     let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else {
@@ -149,9 +176,12 @@ async fn given_a_denied_request_when_handled_then_iam_is_untouched_and_the_reaso
         Some("arn:aws:iam::123456789012:role/admin")
     );
     assert_eq!(s.audit.published().len(), 1);
-    // The same event delivered again is one decision: no second audit, no second event.
+    // The same event delivered again is one decision: no second audit; its event goes out
+    // again as recorded (the first delivery may have stopped before publishing it).
+    s.clock.advance(Duration::seconds(30));
     start(&s, &envelope("e1"), &d).await.unwrap();
-    assert_eq!((s.store.audits().len(), s.audit.published().len()), (1, 1));
+    assert_eq!(s.store.audits(), audits);
+    assert_eq!(s.audit.published(), [audits[0].clone(), audits[0].clone()]);
 }
 
 #[tokio::test]

@@ -213,9 +213,9 @@ where
         audit.policy_name = Some(name.to_owned());
         audit.grant_id = id.map(|i| i.as_str().to_owned());
         audit.detail = Some(format!("inline policy {name} had no live grant since {since}"));
-        if self.store.record_audit(&audit).await? {
-            self.audit.publish(&audit).await?;
-        }
+        // Published even when recorded before: an earlier attempt may have stopped short of it.
+        let stored = self.store.record_audit(&audit).await?.into_published(audit);
+        self.audit.publish(&stored).await?;
         self.store.clear_drift(role, name).await?;
         report.drift_repaired += 1;
         info!(role = %role, policy = name, "drift repaired");
