@@ -50,13 +50,15 @@ pub fn describe(h: &Handled) -> String {
         )
     };
     let what = match &h.outcome {
-        Ok(Outcome::Start(StartOutcome::Activated(id))) => format!(
-            "GRANTED {} on {} for {} (policy {})",
-            h.detail["permission_set"].as_str().unwrap_or("?"),
-            h.detail["role_arn"].as_str().unwrap_or("?"),
-            h.detail["duration"].as_str().unwrap_or("?"),
-            id.policy_name()
-        ),
+        Ok(Outcome::Start(StartOutcome::Activated(id))) => match h.detail["role_arn"].as_str() {
+            Some(role) => format!(
+                "GRANTED {} on {role} for {} (policy {})",
+                h.detail["permission_set"].as_str().unwrap_or("?"),
+                h.detail["duration"].as_str().unwrap_or("?"),
+                id.policy_name()
+            ),
+            None => format!("GRANTED by a native rule (policy {})", id.policy_name()),
+        },
         Ok(Outcome::Start(StartOutcome::AlreadyActive(id))) => format!("duplicate: grant {id} already active"),
         Ok(Outcome::Start(StartOutcome::AlreadyEnded(id))) => format!("duplicate: grant {id} already ended"),
         Ok(Outcome::Start(StartOutcome::Denied(reason))) => format!("DENIED: {reason}"),
