@@ -12,7 +12,6 @@
 use std::collections::HashSet;
 
 use aws_lambda_events::event::dynamodb::EventRecord;
-use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use grant::Outcome;
 use lambda_runtime::{Context, LambdaEvent};
@@ -106,14 +105,11 @@ impl LocalLatch {
             if v.get("account").is_none_or(Value::is_null) {
                 v["account"] = Value::String(self.account.clone());
             }
-            let event: EventBridgeEvent<Value> = match serde_json::from_value(v) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "inbox message is not an EventBridge event; dropped");
-                    continue;
-                }
-            };
-            let outcome = grant::handle(&self.grant, LambdaEvent::new(event.clone(), Context::default()))
+            let detail_type = v["detail-type"].as_str().unwrap_or("-").to_owned();
+            let detail = v["detail"].clone();
+            // As Lambda hands it over: a message that is not an EventBridge event is denied and
+            // audited by the function, not dropped here.
+            let outcome = grant::handle_payload(&self.grant, LambdaEvent::new(v, Context::default()))
                 .await
                 .map_err(|e| e.to_string());
             if outcome.is_ok()
@@ -128,8 +124,8 @@ impl LocalLatch {
                     .map_err(|e| aws("deleting a handled delivery")(e.to_string()))?;
             }
             handled.push(Handled {
-                detail_type: event.detail_type,
-                detail: event.detail,
+                detail_type,
+                detail,
                 outcome,
             });
         }

@@ -2,7 +2,8 @@
 //!
 //! `Pipeline Job Started` → [`GrantService::on_start`]; `Pipeline Job Finished` →
 //! [`GrantService::on_finish`]; CodePipeline action and CodeBuild build state changes from their
-//! `aws.*` sources → [`GrantService::on_native`] (this function, not the revoke function, handles finish events:
+//! `aws.*` sources → [`GrantService::on_native`]; a payload that is not an EventBridge event at
+//! all → a Denied audit naming the field ([`handle_payload`]) (this function, not the revoke function, handles finish events:
 //! the bus delivers them here with the starts, and ending a job's grants at once needs the same
 //! store, IAM and audit ports the grant path holds); anything else is denied as
 //! `unsupported_event`. Returns `Err` only when a retry may help (Lambda's async
@@ -14,7 +15,7 @@ use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
 use latch_core::event::{DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
-use latch_core::model::AccountId;
+use latch_core::model::{AccountId, digest};
 use latch_core::native::is_native;
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Retryable, SystemClock};
 use latch_core::service::{FinishOutcome, GrantError, GrantService, NativeOutcome, StartOutcome};
@@ -66,6 +67,42 @@ impl From<NativeOutcome> for Outcome {
             NativeOutcome::NotManaged => Self::NotManaged,
         }
     }
+}
+
+/// The function's entry point: the payload exactly as Lambda hands it over. One that does not
+/// even deserialize as an EventBridge event (a hand-made invoke, a misrouted target, a field of
+/// the wrong type) is denied as `malformed_event` with the path of the field at fault, rather
+/// than failing before the handler and retrying into the dead-letter queue unaudited.
+pub async fn handle_payload<I, S, A, C>(
+    service: &GrantService<I, S, A, C>,
+    event: LambdaEvent<Value>,
+) -> Result<Outcome, Error>
+where
+    I: IamWriter,
+    S: GrantStore,
+    A: AuditSink,
+    C: Clock,
+{
+    let LambdaEvent { payload, context } = event;
+    let problem = match serde_path_to_error::deserialize::<_, EventBridgeEvent<Value>>(&payload) {
+        Ok(parsed) => return handle(service, LambdaEvent::new(parsed, context)).await,
+        Err(e) => format!("not an EventBridge event: field `{}`: {}", e.path(), e.inner()),
+    };
+    // Labels for the audit only; nothing here is trusted. Without an id, the payload's digest
+    // keeps different bad payloads apart and the same one (redelivered) together.
+    let id = match payload.get("id").and_then(Value::as_str) {
+        Some(id) => id.to_owned(),
+        None => format!("payload-{}", digest(&[&payload.to_string()])),
+    };
+    let source = payload.get("source").and_then(Value::as_str).unwrap_or("-");
+    service
+        .on_untrusted_envelope(&id, source, &problem)
+        .await
+        .map(Outcome::Start)
+        .map_err(|e| {
+            error!(error = %e, retryable = e.is_retryable(), "grant handling failed");
+            Error::from(e)
+        })
 }
 
 pub async fn handle<I, S, A, C>(

@@ -7,7 +7,7 @@ async fn main() -> Result<(), Error> {
         .await
         .expect("grant function configuration and policy file");
     run(service_fn(|event| async {
-        grant::handle(&service, event).await.map(|_| ())
+        grant::handle_payload(&service, event).await.map(|_| ())
     }))
     .await
 }

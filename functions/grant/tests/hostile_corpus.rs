@@ -1,15 +1,15 @@
-//! The hostile input corpus (events/bad/, issue 8) through the grant function's `handle`, over
-//! the in-memory ports: for every file, no panic, no grant, and exactly the outcome its entry
-//! in events/bad/cases.json names — one Denied audit with that reason code (naming the field
-//! when the detail is malformed), or for replays and duplicates no second grant and no new
-//! audit. Files the Lambda runtime cannot deserialize never reach the handler: for those, serde
-//! must refuse them without panicking. A failure names the file.
+//! The hostile input corpus (events/bad/, issue 8) through the grant function's entry point
+//! (`handle_payload`, the payload as Lambda hands it over), over the in-memory ports: for every
+//! file, no panic, no grant, and exactly the outcome its entry in events/bad/cases.json names —
+//! one Denied audit with that reason code (naming the field when the event is malformed), or
+//! for replays and duplicates no second grant and no new audit. Bytes that are not JSON at all
+//! never reach the handler (the runtime cannot parse them; `not_json`): for those, parsing must
+//! refuse them without panicking. A failure names the file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use grant::{Outcome, handle};
+use grant::{Outcome, handle_payload};
 use lambda_runtime::{Context, LambdaEvent};
 use latch_core::audit::Decision;
 use latch_core::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
@@ -51,12 +51,13 @@ fn service(m: &Manifest) -> Service {
     }
 }
 
-fn payload(bytes: &[u8]) -> Result<EventBridgeEvent<Value>, serde_json::Error> {
+/// What the Lambda runtime does before the handler: parse the bytes as JSON.
+fn payload(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     serde_json::from_slice(bytes)
 }
 
-async fn deliver(s: &Service, event: EventBridgeEvent<Value>) -> Result<Outcome, String> {
-    handle(s, LambdaEvent::new(event, Context::default()))
+async fn deliver(s: &Service, event: Value) -> Result<Outcome, String> {
+    handle_payload(s, LambdaEvent::new(event, Context::default()))
         .await
         .map_err(|e| e.to_string())
 }
@@ -103,11 +104,11 @@ async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
         Err(e) => return vec![format!("unreadable: {e}")],
     };
     let event = match (payload(&bytes), expect) {
-        (Err(_), "not_deserialized") => return problems,
-        (Ok(_), "not_deserialized") => {
-            return vec!["expected the runtime to refuse it, but it deserialized".into()];
+        (Err(_), "not_json") => return problems,
+        (Ok(_), "not_json") => {
+            return vec!["expected bytes the runtime cannot parse, but they are JSON".into()];
         }
-        (Err(e), _) => return vec![format!("did not deserialize ({e}); expected {expect}")],
+        (Err(e), _) => return vec![format!("is not JSON ({e}); expected {expect}")],
         (Ok(e), _) => e,
     };
     let outcome = match deliver(&s, event).await {
