@@ -5,17 +5,38 @@
 //! Contract: [`MotoServer::start`] returns once the server answers; dropping the value kills
 //! the process (also when a test fails and unwinds). The venv is the repository's `.venv`,
 //! created by `infra/local/emulator venv` if it is missing.
+//!
+//! Memory: moto's `BaseModel.__new__` appends every model instance it creates to a class-wide
+//! list (for its dashboard), deep copies included, and every TransactWriteItems deep-copies the
+//! whole table, stream records included: nothing is ever freed and the heap grows with
+//! writes × table size (23 GB within minutes of the campaign on a 23 GB machine). The server
+//! therefore runs behind a launcher that stops that tracking (the dashboard is not used here),
+//! and a watchdog kills it when its RSS passes [`MotoServer::rss_cap_mib`]
+//! (`LATCH_MOTO_RSS_CAP_MIB`, default 3072), so a runaway emulator fails the run instead of
+//! the machine. The copy's time (O(table + stream)) remains: see [`crate::Harness::drop_stream`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct MotoServer {
     child: Child,
     pub addr: SocketAddr,
+    killed_for_memory: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
+
+/// moto's own entry point, its models no longer tracked (see the module doc).
+const LAUNCH: &str = "import sys
+from moto.core.common_models import BaseModel
+BaseModel.__new__ = lambda cls, *args, **kwargs: object.__new__(cls)
+from moto.server import main
+sys.exit(main(sys.argv[1:]))
+";
 
 fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -35,7 +56,7 @@ fn answers(addr: SocketAddr) -> bool {
 
 impl MotoServer {
     pub fn start() -> Result<Self, String> {
-        let bin = repo().join(".venv/bin/moto_server");
+        let bin = repo().join(".venv/bin/python3");
         if !bin.exists() {
             let status = Command::new("bash")
                 .arg(repo().join("infra/local/emulator"))
@@ -53,13 +74,19 @@ impl MotoServer {
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-c", LAUNCH, "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut server = Self { child, addr };
+        let mut server = Self {
+            child,
+            addr,
+            killed_for_memory: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        server.watch_memory();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if answers(addr) {
@@ -71,6 +98,42 @@ impl MotoServer {
             std::thread::sleep(Duration::from_millis(200));
         }
         Err(format!("moto_server did not answer on {addr} within 30 s"))
+    }
+
+    /// The RSS past which the watchdog kills the server.
+    pub fn rss_cap_mib() -> f64 {
+        std::env::var("LATCH_MOTO_RSS_CAP_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3072.0)
+    }
+
+    fn watch_memory(&self) {
+        let pid = self.pid();
+        let (killed, stop) = (self.killed_for_memory.clone(), self.stop.clone());
+        let cap = Self::rss_cap_mib();
+        std::thread::spawn(move || {
+            let status = format!("/proc/{pid}/status");
+            while !stop.load(Ordering::SeqCst) {
+                match status_mib(&status, "VmRSS:") {
+                    Some(rss) if rss > cap => {
+                        eprintln!("moto_server (pid {pid}) passed {cap:.0} MiB RSS ({rss:.0}); killing it");
+                        killed.store(true, Ordering::SeqCst);
+                        // SIGKILL by the pid we started; the Child is reaped on drop.
+                        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                        return;
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+    }
+
+    /// Whether the watchdog had to kill the server.
+    pub fn killed_for_memory(&self) -> bool {
+        self.killed_for_memory.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
@@ -89,6 +152,7 @@ impl MotoServer {
 
 impl Drop for MotoServer {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -96,10 +160,14 @@ impl Drop for MotoServer {
 
 /// VmHWM from a `/proc/<pid>/status` file, in MiB (this process: `/proc/self/status`).
 pub fn peak_rss_mib(status_path: &str) -> Option<f64> {
+    status_mib(status_path, "VmHWM:")
+}
+
+fn status_mib(status_path: &str, field: &str) -> Option<f64> {
     let text = std::fs::read_to_string(status_path).ok()?;
     let kib: f64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()

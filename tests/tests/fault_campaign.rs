@@ -23,8 +23,10 @@
 //! timeout production lacks (see the findings): without one, a held response hangs
 //! the call until Lambda's own timeout.
 //!
-//! The campaign runs on its own emulator (moto's memory grows with every transaction) and the
-//! proxy forwards one request at a time (moto is not safe under concurrent transactions).
+//! The campaign runs on its own emulator (see `latch_tests::moto` for moto's memory), whose
+//! table gets its stream only for the TTL phase (moto copies the table, stream included, on
+//! every transaction), and the proxy forwards one request at a time (moto is not safe under
+//! concurrent transactions).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -349,6 +351,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
     let moto = MotoServer::start().expect("a private emulator");
     let direct = sdk(&moto.url(), false).await;
     let h = Harness::with_sdk(direct, &policy_text()).await;
+    h.drop_stream().await;
     let plan = FaultPlan::new(seed)
         .service("iam", rate)
         .service("dynamodb", rate)
@@ -386,6 +389,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
         .collect();
     let start_stats = deliver(&service, starts, concurrency).await;
     lap("starts", &mut phases);
+    assert!(!moto.killed_for_memory(), "the emulator ran out of memory");
 
     // I3 and I5 after the starts: one grant and one activation audit per job; I1: each policy
     // on its role carries the grant's expiry.
@@ -441,6 +445,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
 
     // 3. Half of the others expire through TTL: deleted as DynamoDB's TTL would, the stream's
     // REMOVE records fed to the revoke function.
+    h.enable_stream().await;
     let mut reader = latch_aws::stream::StreamReader::open(&h.sdk, &h.config.table)
         .await
         .expect("the stream");
@@ -512,6 +517,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
         clock.advance(chrono::Duration::minutes(1));
     }
     lap("sweep", &mut phases);
+    assert!(!moto.killed_for_memory(), "the emulator ran out of memory");
     let faults = proxy.report();
     drop(proxy);
 
