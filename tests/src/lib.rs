@@ -277,66 +277,6 @@ impl Harness {
         }
     }
 
-    /// Recreates the (empty) table as it is but without its stream; [`Self::enable_stream`]
-    /// turns one on later. Only for runs on a private emulator that write a lot: moto copies
-    /// the whole table, stream records included, on every TransactWriteItems, so a stream nobody
-    /// reads makes each transaction slower and slower; and moto cannot switch a stream off.
-    pub async fn drop_stream(&self) {
-        let table = &self.config.table;
-        let described = self
-            .dynamo
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .expect("DescribeTable");
-        let t = described.table.expect("a table description");
-        self.dynamo
-            .delete_table()
-            .table_name(table)
-            .send()
-            .await
-            .expect("DeleteTable");
-        let gsis = t
-            .global_secondary_indexes()
-            .iter()
-            .map(|g| {
-                aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
-                    .index_name(g.index_name().unwrap_or_default())
-                    .set_key_schema(g.key_schema.clone())
-                    .set_projection(g.projection.clone())
-                    .build()
-                    .expect("an index")
-            })
-            .collect();
-        self.dynamo
-            .create_table()
-            .table_name(table)
-            .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-            .set_attribute_definitions(t.attribute_definitions)
-            .set_key_schema(t.key_schema)
-            .set_global_secondary_indexes(Some(gsis))
-            .send()
-            .await
-            .expect("CreateTable");
-    }
-
-    /// Turns the table's stream on (OLD_IMAGE, as the template has it).
-    pub async fn enable_stream(&self) {
-        let spec = aws_sdk_dynamodb::types::StreamSpecification::builder()
-            .stream_enabled(true)
-            .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::OldImage)
-            .build()
-            .expect("a stream specification");
-        self.dynamo
-            .update_table()
-            .table_name(&self.config.table)
-            .stream_specification(spec)
-            .send()
-            .await
-            .expect("UpdateTable");
-    }
-
     /// Deletes an item as DynamoDB's TTL would (the emulator never expires items by itself).
     pub async fn delete_item(&self, pk: &str, sk: &str) {
         self.dynamo

@@ -6,14 +6,19 @@
 //! the process (also when a test fails and unwinds). The venv is the repository's `.venv`,
 //! created by `infra/local/emulator venv` if it is missing.
 //!
-//! Memory: moto's `BaseModel.__new__` appends every model instance it creates to a class-wide
-//! list (for its dashboard), deep copies included, and every TransactWriteItems deep-copies the
-//! whole table, stream records included: nothing is ever freed and the heap grows with
-//! writes × table size (23 GB within minutes of the campaign on a 23 GB machine). The server
-//! therefore runs behind a launcher that stops that tracking (the dashboard is not used here),
-//! and a watchdog kills it when its RSS passes [`MotoServer::rss_cap_mib`]
-//! (`LATCH_MOTO_RSS_CAP_MIB`, default 3072), so a runaway emulator fails the run instead of
-//! the machine. The copy's time (O(table + stream)) remains: see [`crate::Harness::drop_stream`].
+//! The server runs behind `moto_launch.py` (beside this file), which patches three things:
+//! - memory: moto's `BaseModel.__new__` appends every model instance to a class-wide list (for
+//!   its dashboard), deep copies included, so nothing is ever freed (23 GB within minutes of
+//!   the campaign, on a 23 GB machine); the launcher stops that tracking;
+//! - time: every TransactWriteItems deep-copied the whole table, stream records included, to
+//!   roll back on failure (O(table) per transaction, hundreds of ms at a few thousand items);
+//!   the launcher snapshots only the items the transaction names and the stream's length, and
+//!   restores those. Same outcome for a cancelled transaction, given one request at a time
+//!   (the fault proxy's `serialize_upstream`), which the old snapshot needed too;
+//! - lifetime: it exits when the process that started it goes away, even by SIGKILL.
+//!
+//! A watchdog still kills the server when its RSS passes [`MotoServer::rss_cap_mib`]
+//! (`LATCH_MOTO_RSS_CAP_MIB`, default 3072): a runaway emulator fails the run, not the machine.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,13 +35,8 @@ pub struct MotoServer {
     stop: Arc<AtomicBool>,
 }
 
-/// moto's own entry point, its models no longer tracked (see the module doc).
-const LAUNCH: &str = "import sys
-from moto.core.common_models import BaseModel
-BaseModel.__new__ = lambda cls, *args, **kwargs: object.__new__(cls)
-from moto.server import main
-sys.exit(main(sys.argv[1:]))
-";
+/// moto's entry point with the patches the module doc lists.
+const LAUNCH: &str = include_str!("moto_launch.py");
 
 fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
