@@ -158,9 +158,12 @@ struct AsyncStats {
     outcomes: BTreeMap<String, usize>,
 }
 
+/// How many invocations an event took, and its outcome or the last error (its DLQ entry).
+type Invoked = (u32, Result<Outcome, String>);
+
 /// One event as Lambda's asynchronous invoke runs it: `Err` (the event's DLQ entry) after
 /// [`ASYNC_ATTEMPTS`] failures.
-async fn invoke_async(service: &AwsGrant, event: &Value) -> (u32, Result<Outcome, String>) {
+async fn invoke_async(service: &AwsGrant, event: &Value) -> Invoked {
     let mut last = String::new();
     for attempt in 1..=ASYNC_ATTEMPTS {
         match grant::handle(service, lambda_event(event.clone())).await {
@@ -186,7 +189,7 @@ async fn deliver(service: &AwsGrant, events: Vec<Value>, concurrency: usize) -> 
     };
     let mut pending = events;
     while !pending.is_empty() {
-        let results: Vec<(Value, (u32, Result<Outcome, String>))> = futures::stream::iter(pending)
+        let results: Vec<(Value, Invoked)> = futures::stream::iter(pending)
             .map(|e| async move {
                 let r = invoke_async(service, &e).await;
                 (e, r)
