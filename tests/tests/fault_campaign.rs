@@ -597,14 +597,24 @@ async fn fault_campaign_keeps_i1_to_i5() {
 
     let rss = moto.peak_rss_mib();
     drop(moto);
-    println!("\nfault campaign: {jobs} jobs, seed {seed}, fault rate {rate}, concurrency {concurrency}");
-    println!(
+    // Straight to stderr: libtest captures print! but not the stream itself, so the counts show
+    // in CI logs on success too.
+    let mut out = String::new();
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            out.push_str(&format!($($arg)*));
+            out.push('\n');
+        }};
+    }
+    say!("\nfault campaign: {jobs} jobs, seed {seed}, fault rate {rate}, concurrency {concurrency}");
+    say!(
         "grants: {} activated, {} job items finished",
-        by_decision["activated"], finished
+        by_decision["activated"],
+        finished
     );
-    println!("revocations by path: {by_reason:?}");
-    println!("revoke failures audited (each retried later): {revoke_failed}");
-    println!(
+    say!("revocations by path: {by_reason:?}");
+    say!("revoke failures audited (each retried later): {revoke_failed}");
+    say!(
         "starts: {} events, {} invocations, {} Lambda retries, {} DLQ'd and re-driven in {} rounds, outcomes {:?}",
         start_stats.events,
         start_stats.invocations,
@@ -613,7 +623,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
         start_stats.redrive_rounds,
         start_stats.outcomes
     );
-    println!(
+    say!(
         "finishes: {} events, {} invocations, {} Lambda retries, {} DLQ'd and re-driven in {} rounds, outcomes {:?}",
         finish_stats.events,
         finish_stats.invocations,
@@ -622,26 +632,31 @@ async fn fault_campaign_keeps_i1_to_i5() {
         finish_stats.redrive_rounds,
         finish_stats.outcomes
     );
-    println!(
+    say!(
         "stream: {} TTL records, {} batch deliveries (at most {} for one batch), {} records redelivered",
-        stream_stats.records, stream_stats.deliveries, stream_stats.max_deliveries, stream_stats.redelivered_records
+        stream_stats.records,
+        stream_stats.deliveries,
+        stream_stats.max_deliveries,
+        stream_stats.redelivered_records
     );
-    println!("sweep: {sweep_runs} runs ({sweep_errors} failed), totals {sweep_total:?}");
-    println!(
+    say!("sweep: {sweep_runs} runs ({sweep_errors} failed), totals {sweep_total:?}");
+    say!(
         "bus: {} distinct audit events, {duplicates} duplicate deliveries; durable audits with no event: {unpublished:?}",
         published.len()
     );
-    println!(
+    say!(
         "faults: {} injected in {} requests; by kind {:?}",
         faults.injected(),
         faults.requests(),
         faults.by_kind()
     );
-    print!("{faults}");
-    println!(
+    out.push_str(&faults.to_string());
+    say!(
         "emulator peak RSS {:.0} MiB; phases {:?}; wall {:.1} s",
         rss.unwrap_or(0.0),
         phases,
         began.elapsed().as_secs_f64()
     );
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(out.as_bytes());
 }
