@@ -6,10 +6,13 @@
 //! | `LATCH_BUS` | `latch` | the bus audit events go to |
 //! | `LATCH_POLICY_PATH` | `/opt/latch/policies.yaml` | the policy file (a Lambda layer in AWS) |
 //!
-//! Region, credentials and `AWS_ENDPOINT_URL` are the SDK's own variables.
+//! Region, credentials and `AWS_ENDPOINT_URL` are the SDK's own variables. Every call is
+//! bounded ([`timeouts`]): a stalled connection costs one attempt, not the Lambda's whole timeout.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::dynamo::DynamoStore;
@@ -70,6 +73,18 @@ impl Config {
     }
 }
 
+/// Each of Latch's calls moves a few KiB and answers in well under a second; an attempt that
+/// has not answered in 3 s is retried (the SDK's standard retries), and no call, retries
+/// included, takes more than 10 s, well inside the functions' 30 s timeout. Without these the
+/// SDK bounds only the connect, so one stalled response would hold an invocation to its end.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(Duration::from_secs(10))
+        .build()
+}
+
 /// The three adapters over one shared `SdkConfig`.
 #[derive(Debug, Clone)]
 pub struct Clients {
@@ -82,7 +97,10 @@ impl Clients {
     /// Loads the SDK configuration once (region, credentials, `AWS_ENDPOINT_URL`) and builds
     /// every client from it.
     pub async fn from_env(config: &Config) -> Self {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(timeouts())
+            .load()
+            .await;
         Self::from_sdk_config(&sdk, config)
     }
 

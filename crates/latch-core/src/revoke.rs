@@ -59,6 +59,10 @@ pub enum RevokeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Audit(#[from] SinkError),
+    /// The grant is revoked and recorded; only its event did not go out. Not a failed revoke:
+    /// a retry of the same finish or stream record publishes the stored record.
+    #[error("grant revoked and recorded, but its event was not published: {0}")]
+    EventNotPublished(SinkError),
 }
 
 impl Retryable for RevokeError {
@@ -66,7 +70,7 @@ impl Retryable for RevokeError {
         match self {
             Self::Iam(e) => e.is_retryable(),
             Self::Store(e) => e.is_retryable(),
-            Self::Audit(e) => e.is_retryable(),
+            Self::Audit(e) | Self::EventNotPublished(e) => e.is_retryable(),
         }
     }
 }
@@ -102,7 +106,10 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         if grant.status != GrantStatus::Active {
             // An earlier attempt may have recorded the revocation and stopped before its event.
             if let Some(stored) = self.store.recorded_audit(&revoked_audit_id(&grant.id)).await? {
-                self.audit.publish(&stored).await?;
+                self.audit
+                    .publish(&stored)
+                    .await
+                    .map_err(RevokeError::EventNotPublished)?;
             }
             return Ok(RevokeOutcome::AlreadyRevoked);
         }
@@ -117,14 +124,20 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         let audit = revoked_audit(grant, reason, self.clock.now());
         match self.store.record_revocation(grant, &audit, state).await? {
             Revocation::Recorded => {
-                self.audit.publish(&audit).await?;
+                self.audit
+                    .publish(&audit)
+                    .await
+                    .map_err(RevokeError::EventNotPublished)?;
                 info!(grant_id = %grant.id, role = %grant.role, reason = reason.code(), "grant revoked");
                 Ok(RevokeOutcome::Revoked)
             }
             Revocation::AlreadyRevoked(stored) => {
                 // The other path (or an earlier attempt) may not have published yet, or at all.
                 if let Some(stored) = stored {
-                    self.audit.publish(&stored).await?;
+                    self.audit
+                        .publish(&stored)
+                        .await
+                        .map_err(RevokeError::EventNotPublished)?;
                 }
                 info!(grant_id = %grant.id, reason = reason.code(), "already revoked by another path");
                 Ok(RevokeOutcome::AlreadyRevoked)

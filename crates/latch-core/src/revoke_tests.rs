@@ -191,6 +191,25 @@ async fn given_expired_and_live_grants_when_the_sweep_runs_then_only_expired_one
 }
 
 #[tokio::test]
+async fn given_the_bus_failing_when_the_sweep_revokes_then_the_revoke_stands_and_no_failure_is_audited() {
+    let s = service();
+    start(&s, "e", "5m").await;
+    s.clock.advance(Duration::minutes(6));
+    s.audit.fail_next(SinkError::Transient("throttled".into()));
+    let report = sweeper(&s).run(None).await.unwrap();
+    assert_eq!(
+        (report.revoked, report.revoke_failed, report.events_unpublished),
+        (1, 0, 1)
+    );
+    assert_eq!(s.iam.policy_count(), 0);
+    assert_eq!(revoked_audits(&s).len(), 1, "the durable Revoked audit stands");
+    assert!(
+        s.store.audits().iter().all(|a| a.decision != Decision::RevokeFailed),
+        "a revoke that succeeded is not audited as failed"
+    );
+}
+
+#[tokio::test]
 async fn given_the_stream_and_the_sweep_racing_on_one_grant_then_one_revoked_audit_and_its_event() {
     let s = service();
     start(&s, "r", "5m").await;

@@ -78,7 +78,7 @@ impl From<RevokeError> for GrantError {
         match e {
             RevokeError::Iam(e) => Self::Iam(e),
             RevokeError::Store(e) => Self::Store(e),
-            RevokeError::Audit(e) => Self::Audit(e),
+            RevokeError::Audit(e) | RevokeError::EventNotPublished(e) => Self::Audit(e),
         }
     }
 }

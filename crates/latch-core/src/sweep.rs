@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use chrono::Duration;
 use futures::StreamExt;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::audit::{AuditRecord, Decision};
 use crate::model::{GrantId, POLICY_NAME_PREFIX, RoleArn, digest};
@@ -23,7 +23,7 @@ use crate::policy::Policy;
 use crate::ports::{
     AuditSink, Clock, Grant, GrantStatus, GrantStore, IamInventory, IamWriter, RecordState, StoreError,
 };
-use crate::revoke::{RevokeOutcome, RevokeReason, Revoker};
+use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker};
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub struct SweepReport {
     pub already_revoked: usize,
     /// IAM refused for good, or a transient failure: audited, retried next run.
     pub revoke_failed: usize,
+    /// Revoked and recorded, but the event did not go out (the durable audit item stands).
+    pub events_unpublished: usize,
     pub drift_repaired: usize,
     /// Orphans seen, still within the grace period.
     pub drift_pending: usize,
@@ -118,6 +120,14 @@ where
                     Ok(RevokeOutcome::Revoked) => report.revoked += 1,
                     Ok(RevokeOutcome::AlreadyRevoked) => report.already_revoked += 1,
                     Ok(RevokeOutcome::Failed(_)) => report.revoke_failed += 1,
+                    Err(RevokeError::EventNotPublished(e)) => {
+                        // The grant has left the expiry index, so no later run sees it again:
+                        // its event is lost (the durable audit item is not). Say so loudly
+                        // rather than audit a revoke that did not fail.
+                        report.revoked += 1;
+                        report.events_unpublished += 1;
+                        error!(grant_id = %grant.id, error = %e, "grant revoked, but its audit event was not published");
+                    }
                     Err(e) => {
                         report.revoke_failed += 1;
                         if let Err(audit_error) = revoker

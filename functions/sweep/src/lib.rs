@@ -120,6 +120,7 @@ where
             "revoked": report.revoked,
             "already_revoked": report.already_revoked,
             "revoke_failed": report.revoke_failed,
+            "events_unpublished": report.events_unpublished,
             "drift_repaired": report.drift_repaired,
             "drift_pending": report.drift_pending,
             "drift_errors": report.drift_errors,
