@@ -37,34 +37,6 @@ use serde_json::{Value, json};
 const ROLES: usize = 8;
 const ACCOUNT: &str = "123456789012";
 
-fn policy_text(cap: usize) -> String {
-    let roles: Vec<String> = (0..ROLES)
-        .map(|r| format!("\"arn:aws:iam::{ACCOUNT}:role/latch/load-{r}\""))
-        .collect();
-    format!(
-        r#"version: 1
-elevatable_path: /latch/
-permission_sets:
-  deploy-artifacts:
-    description: Upload and read this pipeline's build artifacts.
-    max_duration: PT30M
-    statements:
-      - actions: [s3:PutObject, s3:GetObject]
-        resources: ["arn:aws:s3:::latch-artifacts-${{account}}/${{pipeline}}/*"]
-rules:
-  - name: load
-    sources: [ci.github]
-    accounts: ["{ACCOUNT}"]
-    pipelines: ["load-*"]
-    roles: [{}]
-    permission_sets: [deploy-artifacts]
-    max_duration: 30m
-    max_active_grants_per_role: {cap}
-"#,
-        roles.join(", ")
-    )
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -91,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .load()
         .await;
-    let h = Harness::with_sdk(sdk.clone(), &policy_text(events)).await;
+    let h = Harness::with_sdk(sdk.clone(), &latch_tests::many_roles_policy("load", ROLES, events)).await;
     let service = GrantService {
         policy: h.policy.clone(),
         iam: h.clients.iam.clone(),

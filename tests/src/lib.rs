@@ -44,6 +44,36 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
+/// A policy with one rule over `roles` roles named `<prefix>-0` … (for campaigns and load runs):
+/// pipelines `<prefix>-*` from `ci.github`, the `deploy-artifacts` set, up to `cap` grants a role.
+pub fn many_roles_policy(prefix: &str, roles: usize, cap: usize) -> String {
+    let roles: Vec<String> = (0..roles)
+        .map(|r| format!("\"arn:aws:iam::123456789012:role/latch/{prefix}-{r}\""))
+        .collect();
+    format!(
+        r#"version: 1
+elevatable_path: /latch/
+permission_sets:
+  deploy-artifacts:
+    description: Upload and read this pipeline's build artifacts.
+    max_duration: PT30M
+    statements:
+      - actions: [s3:PutObject, s3:GetObject]
+        resources: ["arn:aws:s3:::latch-artifacts-${{account}}/${{pipeline}}/*"]
+rules:
+  - name: {prefix}
+    sources: [ci.github]
+    accounts: ["123456789012"]
+    pipelines: ["{prefix}-*"]
+    roles: [{}]
+    permission_sets: [deploy-artifacts]
+    max_duration: 30m
+    max_active_grants_per_role: {cap}
+"#,
+        roles.join(", ")
+    )
+}
+
 pub fn example_policy_text() -> String {
     std::fs::read_to_string(format!("{}/../infra/policies.yaml", env!("CARGO_MANIFEST_DIR")))
         .expect("infra/policies.yaml")

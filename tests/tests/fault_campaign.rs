@@ -62,35 +62,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn policy_text() -> String {
-    let roles: Vec<String> = (0..ROLES)
-        .map(|r| format!("\"arn:aws:iam::123456789012:role/latch/camp-{r}\""))
-        .collect();
-    format!(
-        r#"version: 1
-elevatable_path: /latch/
-permission_sets:
-  deploy-artifacts:
-    description: Upload and read this pipeline's build artifacts.
-    max_duration: PT30M
-    statements:
-      - sid: WriteArtifacts
-        actions: [s3:PutObject, s3:GetObject]
-        resources: ["arn:aws:s3:::latch-artifacts-${{account}}/${{pipeline}}/*"]
-rules:
-  - name: campaign
-    sources: [ci.github]
-    accounts: ["123456789012"]
-    pipelines: ["camp-*"]
-    roles: [{}]
-    permission_sets: [deploy-artifacts]
-    max_duration: 20m
-    max_active_grants_per_role: 1000
-"#,
-        roles.join(", ")
-    )
-}
-
 /// The SDK as the functions load it, pointed at `endpoint`, plus the attempt timeout and a
 /// 10× shorter backoff (see the module doc).
 async fn sdk(endpoint: &str, faulted: bool) -> SdkConfig {
@@ -355,7 +326,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
 
     let moto = MotoServer::start().expect("a private emulator");
     let direct = sdk(&moto.url(), false).await;
-    let h = Harness::with_sdk(direct, &policy_text()).await;
+    let h = Harness::with_sdk(direct, &latch_tests::many_roles_policy("camp", ROLES, 1000)).await;
     let plan = FaultPlan::new(seed)
         .service("iam", rate)
         .service("dynamodb", rate)

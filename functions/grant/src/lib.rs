@@ -99,10 +99,13 @@ where
         .on_untrusted_envelope(&id, source, &problem)
         .await
         .map(Outcome::Start)
-        .map_err(|e| {
-            error!(error = %e, retryable = e.is_retryable(), "grant handling failed");
-            Error::from(e)
-        })
+        .map_err(for_lambda)
+}
+
+/// An error reaches Lambda only when a retry may help; it is logged with that verdict.
+fn for_lambda(e: GrantError) -> Error {
+    error!(error = %e, retryable = e.is_retryable(), "grant handling failed");
+    Error::from(e)
 }
 
 pub async fn handle<I, S, A, C>(
@@ -139,8 +142,5 @@ where
             .map(Outcome::from),
         Ok(env) => service.on_unsupported(&env).await.map(Outcome::Start),
     };
-    result.map_err(|e: GrantError| {
-        error!(error = %e, retryable = e.is_retryable(), "grant handling failed");
-        Error::from(e)
-    })
+    result.map_err(for_lambda)
 }
