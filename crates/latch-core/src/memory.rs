@@ -251,6 +251,8 @@ struct StoreState {
     audits: BTreeMap<String, AuditRecord>,
     drift: BTreeMap<(String, String), DateTime<Utc>>,
     fail_next: VecDeque<StoreError>,
+    /// The next revocation is written, then its answer is lost (the caller sees an error).
+    lose_next_revocation_answer: bool,
 }
 
 impl StoreState {
@@ -295,6 +297,11 @@ impl MemoryStore {
     }
     pub fn fail_next(&self, e: StoreError) {
         lock(&self.inner).fail_next.push_back(e);
+    }
+    /// The next `record_revocation` takes effect but reports a transient error, as when the
+    /// connection drops after DynamoDB applied the transaction.
+    pub fn lose_next_revocation_answer(&self) {
+        lock(&self.inner).lose_next_revocation_answer = true;
     }
 }
 
@@ -391,6 +398,11 @@ impl GrantStore for MemoryStore {
             *n = n.saturating_sub(1);
         }
         s.audits.insert(audit.audit_id.clone(), audit.clone());
+        if std::mem::take(&mut s.lose_next_revocation_answer) {
+            return Err(StoreError::Transient(
+                "the answer was lost after the write was applied".into(),
+            ));
+        }
         Ok(Revocation::Recorded)
     }
 

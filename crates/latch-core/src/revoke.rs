@@ -145,6 +145,24 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         }
     }
 
+    /// After an error whose effect is unknown (the store's answer lost after it applied the
+    /// write, say): if the store shows the grant revoked, publishes its recorded audit and
+    /// returns `true`; `false` when the grant is still active, so the revoke really failed.
+    pub async fn settle_after_error(&self, grant: &Grant) -> Result<bool, RevokeError> {
+        match self.store.grant(&grant.id).await? {
+            Some(recorded) if recorded.status == GrantStatus::Active => Ok(false),
+            _ => {
+                if let Some(stored) = self.store.recorded_audit(&revoked_audit_id(&grant.id)).await? {
+                    self.audit
+                        .publish(&stored)
+                        .await
+                        .map_err(RevokeError::EventNotPublished)?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
     /// One `Latch Revoke Failed` audit per grant per minute: a sweep retrying every minute
     /// leaves one record per attempt, not one per retry inside it.
     pub async fn record_failure(&self, grant: &Grant, reason: RevokeReason, error: &str) -> Result<(), RevokeError> {

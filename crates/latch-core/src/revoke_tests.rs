@@ -210,6 +210,23 @@ async fn given_the_bus_failing_when_the_sweep_revokes_then_the_revoke_stands_and
 }
 
 #[tokio::test]
+async fn given_the_sweep_revoke_applied_but_its_answer_lost_then_the_event_is_still_published() {
+    let s = service();
+    start(&s, "l", "5m").await;
+    s.clock.advance(Duration::minutes(6));
+    s.store.lose_next_revocation_answer();
+    let report = sweeper(&s).run(None).await.unwrap();
+    assert_eq!((report.revoked, report.revoke_failed), (1, 0));
+    let recorded = revoked_audits(&s);
+    assert_eq!(recorded.len(), 1);
+    assert!(
+        s.audit.published().contains(&recorded[0]),
+        "no later sweep would see this grant: this run must publish its event"
+    );
+    assert!(s.store.audits().iter().all(|a| a.decision != Decision::RevokeFailed));
+}
+
+#[tokio::test]
 async fn given_the_stream_and_the_sweep_racing_on_one_grant_then_one_revoked_audit_and_its_event() {
     let s = service();
     start(&s, "r", "5m").await;

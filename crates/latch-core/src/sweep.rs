@@ -128,6 +128,12 @@ where
                         report.events_unpublished += 1;
                         error!(grant_id = %grant.id, error = %e, "grant revoked, but its audit event was not published");
                     }
+                    // The write may have been applied with its answer lost: the grant has then
+                    // left the index, and only this run can still publish its event.
+                    Err(e) if matches!(revoker.settle_after_error(grant).await, Ok(true)) => {
+                        report.revoked += 1;
+                        warn!(grant_id = %grant.id, error = %e, "revoke reported an error but is recorded; event published");
+                    }
                     Err(e) => {
                         report.revoke_failed += 1;
                         if let Err(audit_error) = revoker
