@@ -42,6 +42,17 @@ pub struct SweepReport {
     pub stopped_early: bool,
 }
 
+impl SweepReport {
+    /// A grant revoked and recorded whose event did not go out. It has left the expiry index,
+    /// so no later run sees it: the event is lost (the durable audit item is not). Said loudly
+    /// rather than audited as a revoke that failed.
+    fn note_unpublished(&mut self, grant: &Grant, error: &crate::ports::SinkError) {
+        self.revoked += 1;
+        self.events_unpublished += 1;
+        error!(grant_id = %grant.id, error = %error, "grant revoked, but its audit event was not published");
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct SweepSettings {
     pub page_size: u32,
@@ -120,29 +131,25 @@ where
                     Ok(RevokeOutcome::Revoked) => report.revoked += 1,
                     Ok(RevokeOutcome::AlreadyRevoked) => report.already_revoked += 1,
                     Ok(RevokeOutcome::Failed(_)) => report.revoke_failed += 1,
-                    Err(RevokeError::EventNotPublished(e)) => {
-                        // The grant has left the expiry index, so no later run sees it again:
-                        // its event is lost (the durable audit item is not). Say so loudly
-                        // rather than audit a revoke that did not fail.
-                        report.revoked += 1;
-                        report.events_unpublished += 1;
-                        error!(grant_id = %grant.id, error = %e, "grant revoked, but its audit event was not published");
-                    }
+                    Err(RevokeError::EventNotPublished(e)) => report.note_unpublished(grant, &e),
                     // The write may have been applied with its answer lost: the grant has then
                     // left the index, and only this run can still publish its event.
-                    Err(e) if matches!(revoker.settle_after_error(grant).await, Ok(true)) => {
-                        report.revoked += 1;
-                        warn!(grant_id = %grant.id, error = %e, "revoke reported an error but is recorded; event published");
-                    }
-                    Err(e) => {
-                        report.revoke_failed += 1;
-                        if let Err(audit_error) = revoker
-                            .record_failure(grant, RevokeReason::ExpiredSweep, &e.to_string())
-                            .await
-                        {
-                            warn!(grant_id = %grant.id, error = %audit_error, "could not audit a failed revoke");
+                    Err(e) => match revoker.settle_after_error(grant).await {
+                        Ok(true) => {
+                            report.revoked += 1;
+                            warn!(grant_id = %grant.id, error = %e, "revoke reported an error but is recorded; event published");
                         }
-                    }
+                        Err(RevokeError::EventNotPublished(e)) => report.note_unpublished(grant, &e),
+                        Ok(false) | Err(_) => {
+                            report.revoke_failed += 1;
+                            if let Err(audit_error) = revoker
+                                .record_failure(grant, RevokeReason::ExpiredSweep, &e.to_string())
+                                .await
+                            {
+                                warn!(grant_id = %grant.id, error = %audit_error, "could not audit a failed revoke");
+                            }
+                        }
+                    },
                 }
             }
             let full = page.len() as u32 >= self.settings.page_size;
