@@ -112,6 +112,20 @@ impl DynamoStore {
         &self.table
     }
 
+    /// One item, read consistently: what a retry must see is what was last written.
+    async fn read(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e))?;
+        Ok(out.item)
+    }
+
     fn put_new(&self, item: Item) -> Result<Put, StoreError> {
         Put::builder()
             .table_name(&self.table)
@@ -307,16 +321,10 @@ impl GrantStore for DynamoStore {
     }
 
     async fn recorded_audit(&self, audit_id: &str) -> Result<Option<AuditRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(audit_pk(audit_id), SK_AUDIT)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&e))?;
-        out.item.map(audit_from_item).transpose()
+        self.read(audit_pk(audit_id), SK_AUDIT)
+            .await?
+            .map(audit_from_item)
+            .transpose()
     }
 
     async fn finish_job(
@@ -432,16 +440,10 @@ impl GrantStore for DynamoStore {
     }
 
     async fn grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(grant_pk(id), SK_GRANT)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&e))?;
-        out.item.map(grant_from_item).transpose()
+        self.read(grant_pk(id), SK_GRANT)
+            .await?
+            .map(grant_from_item)
+            .transpose()
     }
 
     async fn drift_seen_since(
