@@ -103,6 +103,28 @@ async fn a_denied_request_writes_nothing_to_iam_and_audits_its_reason() {
 }
 
 #[tokio::test]
+async fn a_denied_request_delivered_again_keeps_one_audit_and_republishes_it_as_stored() {
+    let h = Harness::new().await;
+    let service = h.grant_service();
+    let event = h.event("pipeline-job-started.json", json!({"permission_set": "db-migrate"}));
+    grant::handle(&service, event.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a later recorded_at, were it rebuilt
+    grant::handle(&service, event).await.unwrap();
+    let audits = h.items("audit").await;
+    assert_eq!(audits.len(), 1);
+    let events = h.audit_events(2, WAIT).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert_eq!(e["detail"]["audit_id"].as_str(), s(&audits[0], "audit_id").as_deref());
+        assert_eq!(
+            e["detail"]["recorded_at"].as_str(),
+            s(&audits[0], "recorded_at").as_deref(),
+            "the stored record, not a rebuilt one"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_role_outside_the_elevatable_path_is_refused() {
     let h = Harness::new().await;
     let admin = latch_core::model::RoleArn::parse(&format!("arn:aws:iam::123456789012:role/{}-admin", h.id)).unwrap();
