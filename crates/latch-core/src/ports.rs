@@ -246,6 +246,20 @@ pub trait AuditSink: Send + Sync {
     fn publish(&self, audit: &AuditRecord) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
+/// A decision's durable audit item (unless one with its id exists), then its event. The event
+/// goes out even when the item was recorded before, as the record stored: an earlier attempt
+/// may have stopped between the two.
+pub async fn record_then_publish<S, A, E>(store: &S, sink: &A, audit: AuditRecord) -> Result<(), E>
+where
+    S: GrantStore,
+    A: AuditSink,
+    E: From<StoreError> + From<SinkError>,
+{
+    let stored = store.record_audit(&audit).await?.into_published(audit);
+    sink.publish(&stored).await?;
+    Ok(())
+}
+
 /// IAM reads for drift repair only (never on the grant or revoke path).
 pub trait IamInventory: Send + Sync {
     /// Roles whose path starts with `path_prefix`.

@@ -15,7 +15,7 @@ use crate::audit::{AuditRecord, Decision, stamp};
 use crate::model::{GrantId, digest};
 use crate::ports::{
     AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation,
-    SinkError, StoreError,
+    SinkError, StoreError, record_then_publish,
 };
 use crate::service::fill_grant_fields;
 
@@ -177,9 +177,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         fill_grant_fields(&mut audit, grant);
         audit.detail = Some(error.to_owned());
         warn!(grant_id = %grant.id, role = %grant.role, error, "revoke failed; the sweep will retry");
-        // Published even when recorded before: an earlier attempt may have stopped short of it.
-        let stored = self.store.record_audit(&audit).await?.into_published(audit);
-        self.audit.publish(&stored).await?;
+        record_then_publish::<_, _, RevokeError>(self.store, self.audit, audit).await?;
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ use crate::native::{NativeEvent, NativePhase};
 use crate::policy::{Allowed, Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
     Activation, AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState, Retryable,
-    SinkError, StoreError,
+    SinkError, StoreError, record_then_publish,
 };
 use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker, TOMBSTONE_LIFETIME};
 
@@ -439,8 +439,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                 );
                 fill_grant_fields(&mut audit, grant);
                 audit.detail = Some(e.to_string());
-                let stored = self.store.record_audit(&audit).await?.into_published(audit);
-                self.audit.publish(&stored).await?;
+                record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
                 Ok(false)
             }
         }
@@ -507,9 +506,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         audit.event_id = Some(event_id.to_owned());
         audit.detail = Some(problem.to_owned());
         warn!(event_id, source, problem, "event envelope cannot be trusted");
-        // Published even when recorded before: an earlier attempt may have stopped short of it.
-        let stored = self.store.record_audit(&audit).await?.into_published(audit);
-        self.audit.publish(&stored).await?;
+        record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
         Ok(StartOutcome::Denied(DenyReason::MalformedEvent))
     }
 
@@ -565,9 +562,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         (audit.requested_at, audit.requested_at_epoch) = stamp(envelope.time);
         describe(&mut audit);
         info!(event_id = %envelope.id, reason = %denial.reason, detail = audit.detail.as_deref().unwrap_or("-"), "request denied");
-        // Published even when recorded before: an earlier attempt may have stopped short of it.
-        let stored = self.store.record_audit(&audit).await?.into_published(audit);
-        self.audit.publish(&stored).await?;
+        record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
         Ok(StartOutcome::Denied(denial.reason))
     }
 }

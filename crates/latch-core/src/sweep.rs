@@ -22,6 +22,7 @@ use crate::model::{GrantId, POLICY_NAME_PREFIX, RoleArn, digest};
 use crate::policy::Policy;
 use crate::ports::{
     AuditSink, Clock, Grant, GrantStatus, GrantStore, IamInventory, IamWriter, RecordState, StoreError,
+    record_then_publish,
 };
 use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker};
 
@@ -236,9 +237,7 @@ where
         audit.policy_name = Some(name.to_owned());
         audit.grant_id = id.map(|i| i.as_str().to_owned());
         audit.detail = Some(format!("inline policy {name} had no live grant since {since}"));
-        // Published even when recorded before: an earlier attempt may have stopped short of it.
-        let stored = self.store.record_audit(&audit).await?.into_published(audit);
-        self.audit.publish(&stored).await?;
+        record_then_publish::<_, _, Box<dyn std::error::Error + Send + Sync>>(self.store, self.audit, audit).await?;
         self.store.clear_drift(role, name).await?;
         report.drift_repaired += 1;
         info!(role = %role, policy = name, "drift repaired");
