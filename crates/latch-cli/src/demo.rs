@@ -94,32 +94,32 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
 
     t.step("2. Requests the policy does not allow");
     t.say("the same job asks db-migrate on app-deployer");
-    publish(
+    play(
+        &t,
+        &latch,
         &events,
         &bus,
         "Pipeline Job Started",
         &start("deploy", "db-migrate", "PT10M", "refs/heads/main"),
     )
     .await?;
-    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
     t.say("a feature-branch job asks deploy-artifacts on app-deployer");
-    publish(
+    play(
+        &t,
+        &latch,
         &events,
         &bus,
         "Pipeline Job Started",
         &start("preview", "deploy-artifacts", "PT15M", "refs/heads/feature/x"),
     )
     .await?;
-    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
     t.say("the first start is published again (a retried step)");
-    publish(&events, &bus, "Pipeline Job Started", &deploy).await?;
-    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
+    play(&t, &latch, &events, &bus, "Pipeline Job Started", &deploy).await?;
 
     t.step("3. The deploy job finishes: its grant goes at once");
     let finish =
         json!({"pipeline": "app-release", "run_id": run_id, "job": "deploy", "attempt": 1, "outcome": "success"});
-    publish(&events, &bus, "Pipeline Job Finished", &finish).await?;
-    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
+    play(&t, &latch, &events, &bus, "Pipeline Job Finished", &finish).await?;
     let left = latch_policies(&iam, "app-deployer").await?;
     t.say(&format!(
         "latch-* policies left on app-deployer: {}",
@@ -133,8 +133,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     t.step("4. A job that never says it finished: its grant expires");
     let lost = start("smoke-test", "deploy-artifacts", "PT8S", "refs/heads/main");
     t.say("job smoke-test asks deploy-artifacts for 8s, then its runner dies without a finish event");
-    publish(&events, &bus, "Pipeline Job Started", &lost).await?;
-    deliver(&latch, 1).await?.iter().for_each(|h| report(&t, h));
+    play(&t, &latch, &events, &bus, "Pipeline Job Started", &lost).await?;
     t.say("IAM itself stops honouring the policy at its expiry (DateLessThan aws:CurrentTime); waiting 9s");
     tokio::time::sleep(Duration::from_secs(9)).await;
     let sweep = latch.run_sweep().await?;
@@ -222,6 +221,20 @@ async fn publish(
 }
 
 /// Pumps the inbox until `expected` deliveries were handled (or 10 s passed).
+/// Publishes one pipeline event on the bus and says what the grant function made of it.
+async fn play(
+    t: &Timeline,
+    latch: &LocalLatch,
+    events: &aws_sdk_eventbridge::Client,
+    bus: &str,
+    detail_type: &str,
+    detail: &Value,
+) -> Result<(), CliError> {
+    publish(events, bus, detail_type, detail).await?;
+    deliver(latch, 1).await?.iter().for_each(|h| report(t, h));
+    Ok(())
+}
+
 async fn deliver(latch: &LocalLatch, expected: usize) -> Result<Vec<Handled>, CliError> {
     let mut all = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
