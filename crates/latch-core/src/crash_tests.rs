@@ -6,47 +6,18 @@
 //! once under its own id (nothing published that is not durable). Each case is named by its
 //! crash point, and a failure quotes it.
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::Duration;
 use serde_json::{Value, json};
 
 use crate::audit::Decision;
-use crate::event::Envelope;
-use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore, Op};
-use crate::model::{AccountId, RoleArn};
-use crate::policy::Policy;
+use crate::memory::{Faults, Op};
 use crate::ports::GrantStatus;
-use crate::service::{FinishOutcome, GrantService, StartOutcome};
+use crate::service::{FinishOutcome, StartOutcome};
 use crate::sweep::{SweepSettings, Sweeper};
-
-type Service = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
-
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
-}
+use crate::test_fixtures::{MemoryService as Service, deployer as role, envelope, memory_service, t0};
 
 fn service(faults: &Faults) -> Service {
-    GrantService {
-        policy: Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap(),
-        iam: MemoryIam::default().with_faults(faults),
-        store: MemoryStore::default().with_faults(faults),
-        audit: MemoryAuditSink::default().with_faults(faults),
-        clock: FixedClock::at(t0() + Duration::seconds(2)),
-    }
-}
-
-fn role() -> RoleArn {
-    RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap()
-}
-
-fn envelope(detail_type: &str, id: &str) -> Envelope {
-    Envelope {
-        id: id.into(),
-        detail_type: detail_type.into(),
-        source: "ci.github".into(),
-        account: AccountId::parse("123456789012").unwrap(),
-        region: "us-east-1".into(),
-        time: t0(),
-    }
+    memory_service(t0() + Duration::seconds(2), faults)
 }
 
 fn start_detail(permission_set: &str) -> Value {

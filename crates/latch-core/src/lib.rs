@@ -19,3 +19,5 @@ pub use policy::render::iam_time;
 #[cfg(test)]
 #[path = "crash_tests.rs"]
 mod crash_tests;
+#[cfg(test)]
+mod test_fixtures;

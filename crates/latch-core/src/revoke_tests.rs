@@ -1,45 +1,20 @@
 //! Revocation on every path, over the in-memory ports: finish, TTL, sweep, drift repair, and
 //! the races between them.
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::Duration;
 use serde_json::{Value, json};
 
 use super::*;
 use crate::audit::Decision;
 use crate::decision::DenyReason;
-use crate::event::Envelope;
-use crate::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
-use crate::model::{AccountId, RoleArn};
-use crate::policy::Policy;
+use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
 use crate::ports::IamError;
-use crate::service::{FinishOutcome, GrantService, StartOutcome};
+use crate::service::{FinishOutcome, StartOutcome};
 use crate::sweep::{SweepSettings, Sweeper};
-
-type Service = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
-
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
-}
+use crate::test_fixtures::{MemoryService as Service, deployer as role, envelope, memory_service, t0};
 
 fn service() -> Service {
-    GrantService {
-        policy: Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap(),
-        iam: MemoryIam::default(),
-        store: MemoryStore::default(),
-        audit: MemoryAuditSink::default(),
-        clock: FixedClock::at(t0()),
-    }
-}
-
-fn envelope(detail_type: &str, id: &str) -> Envelope {
-    Envelope {
-        id: id.into(),
-        detail_type: detail_type.into(),
-        source: "ci.github".into(),
-        account: AccountId::parse("123456789012").unwrap(),
-        region: "us-east-1".into(),
-        time: t0(),
-    }
+    memory_service(t0(), &Faults::default())
 }
 
 fn start_detail(run: &str, duration: &str) -> Value {
@@ -50,10 +25,6 @@ fn start_detail(run: &str, duration: &str) -> Value {
 
 fn finish_detail(run: &str) -> Value {
     json!({"pipeline": "app-release", "run_id": run, "job": "deploy", "attempt": 1, "outcome": "failure"})
-}
-
-fn role() -> RoleArn {
-    RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap()
 }
 
 async fn start(s: &Service, run: &str, duration: &str) -> StartOutcome {

@@ -1,23 +1,15 @@
 //! Native CodePipeline / CodeBuild events through the service, from the samples in events/.
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::Duration;
 use serde_json::Value;
 
 use super::*;
-use crate::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
+use crate::memory::Faults;
 use crate::model::{AccountId, RoleArn};
-
-type Service = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
+use crate::test_fixtures::{MemoryService as Service, memory_service, t0};
 
 fn service() -> Service {
-    let policy = Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap();
-    GrantService {
-        policy,
-        iam: MemoryIam::default(),
-        store: MemoryStore::default(),
-        audit: MemoryAuditSink::default(),
-        clock: FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 2).unwrap()),
-    }
+    memory_service(t0() + Duration::seconds(2), &Faults::default())
 }
 
 /// The sample's envelope and detail, as the grant function hands them over.

@@ -1,38 +1,18 @@
-use chrono::{Duration, TimeZone, Utc};
+use chrono::Duration;
 use serde_json::{Value, json};
 
 use super::*;
 use crate::audit::Decision;
-use crate::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore, job_scope};
-use crate::model::{AccountId, RoleArn};
+use crate::memory::{Faults, job_scope};
 use crate::ports::{IamError, SinkError, StoreError};
-
-type Service = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
-
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
-}
+use crate::test_fixtures::{MemoryService as Service, deployer as role, memory_service, t0};
 
 fn service() -> Service {
-    let policy = Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap();
-    GrantService {
-        policy,
-        iam: MemoryIam::default(),
-        store: MemoryStore::default(),
-        audit: MemoryAuditSink::default(),
-        clock: FixedClock::at(t0() + Duration::seconds(2)),
-    }
+    memory_service(t0() + Duration::seconds(2), &Faults::default())
 }
 
 fn envelope(id: &str) -> Envelope {
-    Envelope {
-        id: id.into(),
-        detail_type: "Pipeline Job Started".into(),
-        source: "ci.github".into(),
-        account: AccountId::parse("123456789012").unwrap(),
-        region: "us-east-1".into(),
-        time: t0(),
-    }
+    crate::test_fixtures::envelope("Pipeline Job Started", id)
 }
 
 fn detail() -> Value {
@@ -46,10 +26,6 @@ fn detail() -> Value {
 
 async fn start(s: &Service, env: &Envelope, d: &Value) -> Result<StartOutcome, GrantError> {
     s.on_start(env, d, d.to_string().len()).await
-}
-
-fn role() -> RoleArn {
-    RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap()
 }
 
 #[tokio::test]

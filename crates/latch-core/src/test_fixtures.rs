@@ -1,0 +1,50 @@
+//! What the in-memory test modules share: the example policy file, a service over memory ports
+//! with a clock set where the test wants it, and the envelope of a `ci.github` event at [`t0`].
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::event::Envelope;
+use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
+use crate::model::{AccountId, RoleArn};
+use crate::policy::Policy;
+use crate::service::GrantService;
+
+pub type MemoryService = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
+
+/// When the test events say they happened.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+}
+
+/// infra/policies.yaml, the worked example.
+pub fn example_policy() -> Policy {
+    Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap()
+}
+
+/// The example policy over memory ports sharing `faults`, the clock at `now`.
+pub fn memory_service(now: DateTime<Utc>, faults: &Faults) -> MemoryService {
+    GrantService {
+        policy: example_policy(),
+        iam: MemoryIam::default().with_faults(faults),
+        store: MemoryStore::default().with_faults(faults),
+        audit: MemoryAuditSink::default().with_faults(faults),
+        clock: FixedClock::at(now),
+    }
+}
+
+/// An event from `ci.github` in the example account, at [`t0`].
+pub fn envelope(detail_type: &str, id: &str) -> Envelope {
+    Envelope {
+        id: id.into(),
+        detail_type: detail_type.into(),
+        source: "ci.github".into(),
+        account: AccountId::parse("123456789012").unwrap(),
+        region: "us-east-1".into(),
+        time: t0(),
+    }
+}
+
+/// The example file's app-deployer role.
+pub fn deployer() -> RoleArn {
+    RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap()
+}
