@@ -1,14 +1,17 @@
 """bench/run's measuring half: a Lambda Runtime API stub on 127.0.0.1, the process spawner,
-the raw emulator calls and the table. Run through bench/run, which builds and provisions first.
+the replayed emulator calls and the table. Run through bench/run, which builds the binaries and
+starts and provisions bench/emulator.py first.
 
 Cold start: for each run, a fresh process with AWS_LAMBDA_RUNTIME_API pointing at the stub;
 init = spawn -> first GET /next; first invoke = spawn -> POST of the first response (the
 function's real calls go to the emulator). Peak RSS is the process's VmHWM, read just before it is killed.
-Warm: one process answers --warm grants in a row; handler time = event handed out -> response
-received. Before each warm event the stub itself sends the same three calls straight to the
-emulator over HTTP (pre-built bodies, keep-alive, no SDK): the emulator's own time. Overhead =
-median handler time - median raw time, measured interleaved in the same process lifetime.
-The grants table is recreated before every cold run and around every raw triple (see Table):
+Warm: one process answers --warm grants in a row; handler time = the event's last byte written
+-> the response's request line read (the stub's own Python, writing and parsing HTTP, is kept
+out of the window as far as it can be). After each warm grant the stub reads the grant's own three requests back from the
+emulator's request log and sends them again, byte for byte, on a freshly recreated table over
+one keep-alive connection with no SDK: the emulator's own time for the same three calls.
+Overhead = median over grants of (handler time - that grant's replay time).
+The grants table is recreated before every cold run, every grant and every replay (see Table):
 moto's TransactWriteItems slows down as the table grows; the example roles' inline policies
 are removed before each cold run and warm session.
 """
@@ -29,9 +32,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(HERE, "python_baseline"))
-from shapes import grant_calls  # noqa: E402
-
 PREFIX = "/2018-06-01/runtime/"
 
 
@@ -54,6 +54,7 @@ class Session:
         self.stopped = threading.Event()
         self.next_index = 0
         self.init_error = None
+        self.stub_error = None  # what went wrong on the stub's side (the measurement, not the function)
 
 
 SESSION = None
@@ -65,6 +66,12 @@ class Stub(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def parse_request(self):
+        # Called as soon as the request line is read: the request's arrival. Parsing the headers
+        # (email.parser, a good fraction of a millisecond in Python) is the stub's own cost.
+        self.arrived = now_ns()
+        return super().parse_request()
+
     def _reply(self, code, body=b"{}", headers=()):
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -75,7 +82,7 @@ class Stub(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
-        t = now_ns()
+        t = self.arrived
         s = SESSION
         if self.path != PREFIX + "invocation/next" or s is None:
             return self._reply(404)
@@ -90,21 +97,29 @@ class Stub(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if i >= 1 and s.before_event:
-            s.before_event(i)
+            try:
+                s.before_event(i)
+            except Exception as e:  # the server would swallow it; stop the run and say why
+                s.stub_error = f"before event {i}: {type(e).__name__}: {e}"
+                s.all_done.set()
+                s.first_response.set()
+                raise
         rid = str(uuid.uuid4())
         body = json.dumps(s.events[i]).encode()
         deadline = int(time.time() * 1000) + 900_000
+        served = [i, None]  # filled in once the event is written, before the function can answer
         with s.lock:
-            s.served[rid] = (i, now_ns())
+            s.served[rid] = served
         self._reply(200, body, [
             ("Lambda-Runtime-Aws-Request-Id", rid),
             ("Lambda-Runtime-Deadline-Ms", str(deadline)),
             ("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:bench"),
             ("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Sampled=0"),
         ])
+        served[1] = now_ns()  # the event is handed out when its last byte is written
 
     def do_POST(self):
-        t = now_ns()
+        t = self.arrived
         s = SESSION
         n = int(self.headers.get("Content-Length") or 0)
         payload = self.rfile.read(n) if n else b""
@@ -117,6 +132,7 @@ class Stub(BaseHTTPRequestHandler):
         if len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
             with s.lock:
                 i, served = s.served.get(parts[1], (-1, t))
+                served = t if served is None else served
                 ok = parts[2] == "response"
                 s.responses.append((i, served, t, ok, payload[:300]))
             s.first_response.set()
@@ -140,57 +156,69 @@ def fresh_start(template, tag):
     return e
 
 
-# ---- raw calls: the emulator's own time ---------------------------------------------------
+# ---- replayed calls: the emulator's own time ---------------------------------------------
 
 
-class Raw:
-    """The grant's three calls sent straight to the emulator: pre-built bodies, one keep-alive
-    connection, a static (unchecked) SigV4-shaped Authorization naming the service."""
+class Replay:
+    """A grant's three requests (TransactWriteItems, PutRolePolicy, PutEvents), read back from
+    bench/emulator.py's request log and sent again as they were: one keep-alive connection, a
+    static (unchecked) SigV4-shaped Authorization naming the service."""
 
-    def __init__(self, endpoint, table, bus, template):
+    GRANT = ("DynamoDB_20120810.TransactWriteItems", "iam:PutRolePolicy", "AWSEvents.PutEvents")
+
+    def __init__(self, endpoint):
         u = urllib.parse.urlparse(endpoint)
-        self.host, self.port = u.hostname, u.port
-        self.table, self.bus, self.template = table, bus, template
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        self.samples = []
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        self.samples = {}  # warm event index -> ms for its three requests, replayed
+        self.moto = {}  # warm event index -> (moto's ms for the grant's requests, for the replay's)
+        self.unmatched = 0  # grants whose log was not exactly the three requests (an SDK retry)
 
-    @staticmethod
-    def _auth(service):
-        return (f"AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, "
-                "SignedHeaders=host;x-amz-date, Signature=0")
-
-    def _send(self, method, body, headers):
-        self.conn.request(method, "/", body=body, headers=headers)
+    def _call(self, method, path, body=None, headers=None):
+        self.conn.request(method, path, body=body, headers=headers or {})
         r = self.conn.getresponse()
         data = r.read()
         if r.status != 200:
-            raise RuntimeError(f"raw call {headers.get('X-Amz-Target', 'iam')}: {r.status} {data[:300]!r}")
+            raise RuntimeError(f"replay {method} {path} {headers}: {r.status} {data[:300]!r}")
+        return data
 
-    def once(self):
-        e = fresh_start(self.template, "raw")
-        items, role, name, doc, entries = grant_calls(e, self.table, self.bus)
-        date = {"X-Amz-Date": "20260101T000000Z"}
-        ddb = (json.dumps({"TransactItems": items}).encode(),
-               {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "DynamoDB_20120810.TransactWriteItems",
-                "Authorization": self._auth("dynamodb"), **date})
-        iam = (urllib.parse.urlencode({"Action": "PutRolePolicy", "Version": "2010-05-08", "RoleName": role,
-                                       "PolicyName": name, "PolicyDocument": doc}).encode(),
-               {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-                "Authorization": self._auth("iam"), **date})
-        ev = (json.dumps({"Entries": entries}).encode(),
-              {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AWSEvents.PutEvents",
-               "Authorization": self._auth("events"), **date})
+    def drain(self):
+        """The requests the emulator saw since the last drain."""
+        return json.loads(self._call("GET", "/_bench/requests"))
+
+    @staticmethod
+    def kind(entry):
+        if entry["service"] == "iam":
+            return "iam:" + urllib.parse.parse_qs(entry["body"]).get("Action", ["?"])[0]
+        return entry["target"]
+
+    def measure(self, index, fresh_table):
+        """Replays what event `index`'s grant sent (everything the emulator saw since the last
+        drain) on a fresh table, then leaves a fresh table for the next grant."""
+        sent = self.drain()
+        fresh_table()
+        if tuple(self.kind(e) for e in sent) != self.GRANT:
+            self.unmatched += 1
+            return
+        auth = ("AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{}/aws4_request, "
+                "SignedHeaders=host;x-amz-date, Signature=0")
+        calls = [(e["body"].encode(), {"Content-Type": e["content_type"], "X-Amz-Date": "20260101T000000Z",
+                                       "Authorization": auth.format(e["service"]),
+                                       **({"X-Amz-Target": e["target"]} if e["target"] else {})})
+                 for e in sent]
         t = now_ns()
-        for body, headers in (ddb, iam, ev):
-            self._send("POST", body, headers)
-        self.samples.append((now_ns() - t) / 1e6)
+        for body, headers in calls:
+            self._call("POST", "/", body, headers)
+        self.samples[index] = (now_ns() - t) / 1e6
+        fresh_table()
+        replayed = [e for e in self.drain() if self.kind(e) in self.GRANT]
+        self.moto[index] = (sum(e["ms"] for e in sent), sum(e["ms"] for e in replayed))
 
 
 class Table:
     """Deletes and recreates the grants table (same schema, stream and TTL) before each
     measurement. moto deep-copies the whole table, stream records included, once per item of
     a TransactWriteItems, so its time grows with every write; a fresh table keeps every sample
-    on the same footing (and the raw calls and the grant on the same one)."""
+    on the same footing (and a grant and its replay on the same one)."""
 
     def __init__(self, client, name):
         self.c, self.name = client, name
@@ -245,12 +273,13 @@ def run_process(cmd, env, session, log, wait_all):
     done = session.all_done if wait_all else session.first_response
     finished = done.wait(120)
     hwm = vm_hwm_kb(p.pid)  # before the kill: VmHWM of the exec'd image only
-    p.kill()
-    os.waitpid(p.pid, 0)
-    p.returncode = -9
+    p.kill()  # (a process that already exited is reaped here, or by the wait below)
+    p.wait()
     session.stopped.set()
     if not finished:
         raise RuntimeError(f"{cmd[0]}: no {'completion' if wait_all else 'first response'} within 120 s")
+    if session.stub_error:
+        raise RuntimeError(f"bench: the measurement failed {session.stub_error}")
     if session.init_error:
         raise RuntimeError(f"{cmd[0]}: init error: {session.init_error}")
     return t0, hwm
@@ -280,7 +309,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bins", required=True)
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--warm", type=int, default=50)
+    ap.add_argument("--warm", type=int, default=200)
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--policy", required=True)
     ap.add_argument("--logs", required=True)
@@ -307,8 +336,7 @@ def main():
           "aws_access_key_id": "test", "aws_secret_access_key": "test"}
     iam = boto3.client("iam", **kw)
     table = Table(boto3.client("dynamodb", **kw), "latch-grants")
-    raw = Raw(a.endpoint, "latch-grants", "latch", start_t)
-    raw.once()  # warm the emulator's code paths
+    replay = Replay(a.endpoint)
     table.reset()
 
     def clean_roles():
@@ -320,10 +348,8 @@ def main():
                     for name in pp["PolicyNames"]:
                         iam.delete_role_policy(RoleName=role["RoleName"], PolicyName=name)
 
-    def before_warm(_):
-        table.reset()
-        raw.once()
-        table.reset()
+    def before_warm(i):
+        replay.measure(i - 1, table.reset)
 
     def policies():
         names, marker = [], None
@@ -362,22 +388,31 @@ def main():
                 rss.append(kb / 1024)
             row = {"init": inits, "first": firsts, "rss": rss, "errors": errors}
             if name == "grant" or name.startswith("python"):
-                warm_events = [fresh_start(start_t, "warm") for _ in range(a.warm + 1)]
-                raw_before = len(raw.samples)
+                # event 0 warms the process up (unmeasured); 1..warm are measured; the last one
+                # only triggers the replay of the one before it.
+                warm_events = [fresh_start(start_t, "warm") for _ in range(a.warm + 2)]
                 table.reset()
                 clean_roles()
                 before = policies()
+                replay.samples, replay.moto, replay.unmatched = {}, {}, 0
+                replay.drain()
                 s = Session(warm_events, before_event=before_warm)
                 _, kb = run_process(cmd, env, s, log, wait_all=True)
-                handler = {i: (t1 - t) / 1e6 for i, t, t1, ok, _ in s.responses if i >= 1 and ok}
-                row["warm"] = list(handler.values())
-                row["raw"] = raw.samples[raw_before:]
-                # raw sample k was taken just before event k + 1: pair them
-                row["paired"] = [handler[k + 1] - r for k, r in enumerate(row["raw"]) if k + 1 in handler]
+                handler = {i: (t1 - t) / 1e6 for i, t, t1, ok, _ in s.responses if 1 <= i <= a.warm and ok}
+                measured = sorted(i for i in handler if i in replay.samples)
+                row["warm"] = [handler[i] for i in measured]
+                row["raw"] = [replay.samples[i] for i in measured]
+                row["paired"] = [handler[i] - replay.samples[i] for i in measured]
+                row["moto_grant"] = [replay.moto[i][0] for i in measured]
+                row["moto_replay"] = [replay.moto[i][1] for i in measured]
+                row["beside_moto"] = [handler[i] - replay.moto[i][0] for i in measured]
+                row["replay_beside_moto"] = [replay.samples[i] - replay.moto[i][1] for i in measured]
+                row["steady"] = [b - r for b, r in zip(row["beside_moto"], row["replay_beside_moto"])]
+                row["unmatched"] = replay.unmatched
                 row["warm_rss"] = kb / 1024
                 row["warm_errors"] = sum(1 for r in s.responses if not r[3])
                 row["activated"] = policies() - before
-                row["expected"] = a.warm + 1 + len(row["raw"])  # the raw calls add one each
+                row["expected"] = len(warm_events)  # a replay rewrites its grant's policy, adds none
             rows[name] = row
         print(f"bench: {name}: done", file=sys.stderr)
     server.shutdown()
@@ -394,8 +429,8 @@ def report(rows, a):
            f"{'1st inv p90':>11} {'peak RSS MB':>11} {'warm med':>9} {'emu med':>8} {'overhead':>9}")
     print()
     print(f"Cold starts: {a.runs} fresh processes per function; warm: {a.warm} grants in one process,")
-    print("each preceded by the same three calls sent raw to the emulator (emu). Times in ms.")
-    print("overhead = median over grants of (handler time - the raw calls' time just before it).")
+    print("each followed by its own three requests replayed raw to the emulator (emu). Times in ms.")
+    print("overhead = median over grants of (handler time - its replay's time).")
     print()
     print(hdr)
     print("-" * len(hdr))
@@ -418,10 +453,20 @@ def report(rows, a):
             notes.append(f"{r['errors']} of {a.runs} first invokes answered with an error")
         if "warm" in r:
             notes.append(f"warm grants activated {r['activated']}/{r['expected']} "
-                         f"(new inline policies on the role, raw calls' included), {r['warm_errors']} errors; "
+                         f"(new inline policies on the role), {r['warm_errors']} errors, "
+                         f"{r['unmatched']} not replayed (not exactly the three calls); "
                          f"overhead p25 {pct(r['paired'], .25):+.2f}, p75 {pct(r['paired'], .75):+.2f} ms")
+            if r["moto_grant"]:
+                med = statistics.median
+                notes.append(f"cross-check against moto's own clock (time inside its WSGI app): the grant's "
+                             f"requests {med(r['moto_grant']):.2f} ms, the replay's {med(r['moto_replay']):.2f}; "
+                             f"handler - its requests' moto time {med(r['beside_moto']):+.2f} ms (an upper bound "
+                             f"on the overhead: it also counts the HTTP server, loopback and the runtime stub), "
+                             f"replay - its moto time {med(r['replay_beside_moto']):+.2f} ms (the same for the raw client); "
+                             f"per grant, the first less the second {med(r['steady']):+.2f} ms (the overhead with "
+                             f"moto's own jitter taken out)")
         if notes:
-            print(f"  {name}: " + "; ".join(notes))
+            print(f"  {name}: " + ";\n    ".join(notes))
     g = rows["grant"]
     ratio = max(statistics.median(rows[f]["init"]) for f in ("grant", "revoke", "sweep")) / py_init
     over = statistics.median(g["paired"])
