@@ -7,9 +7,10 @@ init = spawn -> first GET /next; first invoke = spawn -> POST of the first respo
 function's real calls go to the emulator). Peak RSS is the process's VmHWM, read just before it is killed.
 Warm: one process answers --warm grants in a row; handler time = the event's last byte written
 -> the response's request line read (the stub's own Python, writing and parsing HTTP, is kept
-out of the window as far as it can be). After each warm grant the stub reads the grant's own three requests back from the
-emulator's request log and sends them again, byte for byte, on a freshly recreated table over
-one keep-alive connection with no SDK: the emulator's own time for the same three calls.
+out of the window as far as it can be). After each warm grant the stub reads the grant's own
+three requests back from the emulator's request log and sends them again, byte for byte, on a
+freshly recreated table over one keep-alive connection with no SDK: the emulator's own time
+for the same three calls.
 Overhead = median over grants of (handler time - that grant's replay time).
 The grants table is recreated before every cold run, every grant and every replay (see Table):
 moto's TransactWriteItems slows down as the table grows; the example roles' inline policies
@@ -68,7 +69,7 @@ class Stub(BaseHTTPRequestHandler):
 
     def parse_request(self):
         # Called as soon as the request line is read: the request's arrival. Parsing the headers
-        # (email.parser, a good fraction of a millisecond in Python) is the stub's own cost.
+        # after it (http.client's email.parser) is the stub's own cost, not the function's.
         self.arrived = now_ns()
         return super().parse_request()
 
