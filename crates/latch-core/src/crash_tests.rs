@@ -13,8 +13,8 @@ use crate::audit::Decision;
 use crate::memory::{Faults, Op};
 use crate::ports::GrantStatus;
 use crate::service::{FinishOutcome, StartOutcome};
-use crate::sweep::{SweepSettings, Sweeper};
-use crate::test_fixtures::{MemoryService as Service, deployer as role, envelope, memory_service, t0};
+use crate::sweep::SweepSettings;
+use crate::test_fixtures::{MemoryService as Service, deployer as role, envelope, memory_service, memory_sweeper, t0};
 
 fn service(faults: &Faults) -> Service {
     memory_service(t0() + Duration::seconds(2), faults)
@@ -68,22 +68,11 @@ async fn deliver(s: &Service, event: Event) -> Result<String, String> {
                 .map(|o| format!("{o:?}"))
                 .map_err(|e| e.to_string())
         }
-        Event::Sweep => {
-            let sweeper = Sweeper {
-                policy: &s.policy,
-                iam: &s.iam,
-                inventory: &s.iam,
-                store: &s.store,
-                audit: &s.audit,
-                clock: &s.clock,
-                settings: SweepSettings::default(),
-            };
-            sweeper
-                .run(None)
-                .await
-                .map(|r| format!("{r:?}"))
-                .map_err(|e| e.to_string())
-        }
+        Event::Sweep => memory_sweeper(s, SweepSettings::default())
+            .run(None)
+            .await
+            .map(|r| format!("{r:?}"))
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -98,6 +87,56 @@ struct Case {
     /// `None`: it dies after its last side effect, before Lambda hears back (a plain redelivery).
     crash_at: Option<(Op, usize)>,
     expect: Expect,
+}
+
+impl Case {
+    /// A start that is granted.
+    fn grant(name: &'static str, crash_at: Option<(Op, usize)>) -> Self {
+        Self {
+            name,
+            given: &[],
+            then_wait: Duration::zero(),
+            event: Event::Start("deploy-artifacts"),
+            crash_at,
+            expect: GRANTED,
+        }
+    }
+
+    /// A start that is denied.
+    fn deny(name: &'static str, crash_at: Option<(Op, usize)>) -> Self {
+        Self {
+            name,
+            given: &[],
+            then_wait: Duration::zero(),
+            event: Event::DeniedStart,
+            crash_at,
+            expect: DENIED,
+        }
+    }
+
+    /// The finish of a job holding two grants.
+    fn finish(name: &'static str, crash_at: Option<(Op, usize)>) -> Self {
+        Self {
+            name,
+            given: TWO_GRANTS,
+            then_wait: Duration::minutes(1),
+            event: Event::Finish,
+            crash_at,
+            expect: BOTH_REVOKED,
+        }
+    }
+
+    /// A sweep run after one grant expired.
+    fn sweep(name: &'static str, crash_at: Option<(Op, usize)>) -> Self {
+        Self {
+            name,
+            given: ONE_GRANT,
+            then_wait: Duration::minutes(16),
+            event: Event::Sweep,
+            crash_at,
+            expect: ONE_REVOKED,
+        }
+    }
 }
 
 struct Expect {
@@ -141,30 +180,7 @@ const TWO_GRANTS: &[Event] = &[Event::Start("deploy-artifacts"), Event::Start("l
 const ONE_GRANT: &[Event] = &[Event::Start("deploy-artifacts")];
 
 fn cases_that_converge() -> Vec<Case> {
-    let grant = |name, crash_at| Case {
-        name,
-        given: &[],
-        then_wait: Duration::zero(),
-        event: Event::Start("deploy-artifacts"),
-        crash_at,
-        expect: GRANTED,
-    };
-    let finish = |name, crash_at| Case {
-        name,
-        given: TWO_GRANTS,
-        then_wait: Duration::minutes(1),
-        event: Event::Finish,
-        crash_at,
-        expect: BOTH_REVOKED,
-    };
-    let sweep = |name, crash_at| Case {
-        name,
-        given: ONE_GRANT,
-        then_wait: Duration::minutes(16),
-        event: Event::Sweep,
-        crash_at,
-        expect: ONE_REVOKED,
-    };
+    let (grant, deny, finish, sweep) = (Case::grant, Case::deny, Case::finish, Case::sweep);
     vec![
         grant(
             "grant: before the DynamoDB transaction",
@@ -176,14 +192,7 @@ fn cases_that_converge() -> Vec<Case> {
         ),
         grant("grant: after PutRolePolicy, before PutEvents", Some((Op::PutEvents, 1))),
         grant("grant: after PutEvents, before Lambda hears back", None),
-        Case {
-            name: "deny: before the audit item",
-            given: &[],
-            then_wait: Duration::zero(),
-            event: Event::DeniedStart,
-            crash_at: Some((Op::RecordAudit, 1)),
-            expect: DENIED,
-        },
+        deny("deny: before the audit item", Some((Op::RecordAudit, 1))),
         finish("finish: before finish_job", Some((Op::FinishJob, 1))),
         finish(
             "finish: after finish_job, before the first revoke (DeleteRolePolicy 1)",
@@ -220,14 +229,7 @@ fn cases_that_converge() -> Vec<Case> {
 /// window without a second write per revoke needs the audit events published from the table's
 /// stream (an outbox), noted on issue 8.
 fn cases_between_the_audit_item_and_its_event() -> Vec<Case> {
-    let finish = |name, crash_at| Case {
-        name,
-        given: TWO_GRANTS,
-        then_wait: Duration::minutes(1),
-        event: Event::Finish,
-        crash_at,
-        expect: BOTH_REVOKED,
-    };
+    let (deny, finish) = (Case::deny, Case::finish);
     vec![
         finish(
             "finish/revoke 1: after the store write, before PutEvents",
@@ -237,14 +239,7 @@ fn cases_between_the_audit_item_and_its_event() -> Vec<Case> {
             "finish/revoke 2: after the store write, before PutEvents",
             Some((Op::PutEvents, 2)),
         ),
-        Case {
-            name: "deny: after the audit item, before PutEvents",
-            given: &[],
-            then_wait: Duration::zero(),
-            event: Event::DeniedStart,
-            crash_at: Some((Op::PutEvents, 1)),
-            expect: DENIED,
-        },
+        deny("deny: after the audit item, before PutEvents", Some((Op::PutEvents, 1))),
     ]
 }
 

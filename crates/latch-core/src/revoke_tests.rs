@@ -7,11 +7,13 @@ use serde_json::{Value, json};
 use super::*;
 use crate::audit::Decision;
 use crate::decision::DenyReason;
-use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
+use crate::memory::Faults;
 use crate::ports::IamError;
 use crate::service::{FinishOutcome, StartOutcome};
-use crate::sweep::{SweepSettings, Sweeper};
-use crate::test_fixtures::{MemoryService as Service, deployer as role, envelope, memory_service, t0};
+use crate::sweep::SweepSettings;
+use crate::test_fixtures::{
+    MemoryService as Service, MemorySweeper, deployer as role, envelope, memory_service, memory_sweeper, t0,
+};
 
 fn service() -> Service {
     memory_service(t0(), &Faults::default())
@@ -55,20 +57,15 @@ fn revoked_audits(s: &Service) -> Vec<crate::audit::AuditRecord> {
         .collect()
 }
 
-fn sweeper(s: &Service) -> Sweeper<'_, MemoryIam, MemoryIam, MemoryStore, MemoryAuditSink, FixedClock> {
-    Sweeper {
-        policy: &s.policy,
-        iam: &s.iam,
-        inventory: &s.iam,
-        store: &s.store,
-        audit: &s.audit,
-        clock: &s.clock,
-        settings: SweepSettings {
+fn sweeper(s: &Service) -> MemorySweeper<'_> {
+    memory_sweeper(
+        s,
+        SweepSettings {
             page_size: 2,
             concurrency: 3,
             drift_grace: Duration::minutes(10),
         },
-    }
+    )
 }
 
 #[tokio::test]

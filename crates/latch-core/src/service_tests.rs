@@ -88,13 +88,19 @@ async fn given_a_duplicate_start_when_handled_then_nothing_new_is_recorded_or_ex
     );
 }
 
+/// A grant made for event `e1`, then revoked behind the service's back.
+async fn granted_then_revoked(s: &Service) -> GrantId {
+    let StartOutcome::Activated(id) = start(s, &envelope("e1"), &detail()).await.unwrap() else {
+        panic!("the first start is granted")
+    };
+    s.store.set_status(id.as_str(), GrantStatus::Revoked);
+    id
+}
+
 #[tokio::test]
 async fn given_an_ended_grant_when_another_event_asks_for_it_then_it_is_denied_as_grant_ended() {
     let s = service();
-    let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else {
-        panic!()
-    };
-    s.store.set_status(id.as_str(), GrantStatus::Revoked);
+    let id = granted_then_revoked(&s).await;
     let puts = s.iam.calls().0;
     assert_eq!(
         start(&s, &envelope("e2"), &detail()).await.unwrap(),
@@ -118,10 +124,7 @@ async fn given_an_ended_grant_when_another_event_asks_for_it_then_it_is_denied_a
 #[tokio::test]
 async fn given_a_duplicate_of_a_revoked_grant_when_handled_then_iam_is_not_touched() {
     let s = service();
-    let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else {
-        panic!()
-    };
-    s.store.set_status(id.as_str(), GrantStatus::Revoked);
+    let id = granted_then_revoked(&s).await;
     let puts = s.iam.calls().0;
     assert_eq!(
         start(&s, &envelope("e1"), &detail()).await.unwrap(),

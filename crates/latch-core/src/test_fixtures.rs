@@ -1,5 +1,6 @@
 //! What the in-memory test modules share: the example policy file, a service over memory ports
-//! with a clock set where the test wants it, and the envelope of a `ci.github` event at [`t0`].
+//! with a clock set where the test wants it, a sweep over the same ports, and the envelope of a
+//! `ci.github` event at [`t0`].
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -8,8 +9,10 @@ use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore}
 use crate::model::{AccountId, RoleArn};
 use crate::policy::Policy;
 use crate::service::GrantService;
+use crate::sweep::{SweepSettings, Sweeper};
 
 pub type MemoryService = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
+pub type MemorySweeper<'a> = Sweeper<'a, MemoryIam, MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
 
 /// When the test events say they happened.
 pub fn t0() -> DateTime<Utc> {
@@ -29,6 +32,19 @@ pub fn memory_service(now: DateTime<Utc>, faults: &Faults) -> MemoryService {
         store: MemoryStore::default().with_faults(faults),
         audit: MemoryAuditSink::default().with_faults(faults),
         clock: FixedClock::at(now),
+    }
+}
+
+/// A sweep over `s`'s ports, policy and clock (its IAM is also the role inventory).
+pub fn memory_sweeper(s: &MemoryService, settings: SweepSettings) -> MemorySweeper<'_> {
+    Sweeper {
+        policy: &s.policy,
+        iam: &s.iam,
+        inventory: &s.iam,
+        store: &s.store,
+        audit: &s.audit,
+        clock: &s.clock,
+        settings,
     }
 }
 
