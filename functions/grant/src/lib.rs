@@ -84,19 +84,20 @@ where
     C: Clock,
 {
     let LambdaEvent { payload, context } = event;
-    let problem = match serde_path_to_error::deserialize::<_, EventBridgeEvent<Value>>(&payload) {
-        Ok(parsed) => return handle(service, LambdaEvent::new(parsed, context)).await,
-        Err(e) => format!("not an EventBridge event: field `{}`: {}", e.path(), e.inner()),
-    };
-    // Labels for the audit only; nothing here is trusted. Without an id, the payload's digest
-    // keeps different bad payloads apart and the same one (redelivered) together.
+    // Labels for a refusal's audit, taken before parsing consumes the payload (parsing it by
+    // value spares a copy of every event's detail); nothing here is trusted. Without an id, the
+    // payload's digest keeps different bad payloads apart and the same one (redelivered) together.
     let id = match payload.get("id").and_then(Value::as_str) {
         Some(id) => id.to_owned(),
         None => format!("payload-{}", digest(&[&payload.to_string()])),
     };
-    let source = payload.get("source").and_then(Value::as_str).unwrap_or("-");
+    let source = payload.get("source").and_then(Value::as_str).unwrap_or("-").to_owned();
+    let problem = match serde_path_to_error::deserialize::<_, EventBridgeEvent<Value>>(payload) {
+        Ok(parsed) => return handle(service, LambdaEvent::new(parsed, context)).await,
+        Err(e) => format!("not an EventBridge event: field `{}`: {}", e.path(), e.inner()),
+    };
     service
-        .on_untrusted_envelope(&id, source, &problem)
+        .on_untrusted_envelope(&id, &source, &problem)
         .await
         .map(Outcome::Start)
         .map_err(for_lambda)
