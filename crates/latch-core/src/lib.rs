@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod decision;
 pub mod event;
+pub mod identity;
 pub mod memory;
 pub mod model;
 pub mod native;
