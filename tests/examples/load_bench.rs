@@ -70,6 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         store: h.clients.store.clone(),
         audit: h.clients.audit.clone(),
         clock: SystemClock,
+        keys: latch_core::identity::StaticKeys,
     };
     let bus = aws_sdk_eventbridge::Client::new(&sdk);
 

@@ -64,6 +64,7 @@ fn grant(h: &Harness, i: usize, expired: bool) -> Grant {
     let account = AccountId::parse("123456789012").unwrap();
     let role = RoleArn::parse(&h.role(&format!("bench-{}", i % ROLES))).unwrap();
     let job = JobKey {
+        principal: None,
         pipeline: "bench".into(),
         run_id: i.to_string(),
         job: "j".into(),
@@ -99,6 +100,7 @@ fn grant(h: &Harness, i: usize, expired: bool) -> Grant {
         granted_at: expires_at - Duration::minutes(15),
         expires_at,
         policy_sha256: "0".repeat(64),
+        session: None,
     }
 }
 
@@ -144,7 +146,7 @@ async fn main() {
         let bench_roles: String = (0..ROLES)
             .map(|r| format!("\"arn:aws:iam::123456789012:role/latch/bench-{r}\", "))
             .collect();
-        let policy = std::fs::read_to_string(format!("{}/../infra/policies.yaml", env!("CARGO_MANIFEST_DIR")))
+        let policy = std::fs::read_to_string(format!("{}/../events/policy-claimed.yaml", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
             .replace(
                 "roles: [\"arn:aws:iam::123456789012:role/latch/app-deployer\"]",

@@ -75,8 +75,8 @@ rules:
 }
 
 pub fn example_policy_text() -> String {
-    std::fs::read_to_string(format!("{}/../infra/policies.yaml", env!("CARGO_MANIFEST_DIR")))
-        .expect("infra/policies.yaml")
+    std::fs::read_to_string(format!("{}/../events/policy-claimed.yaml", env!("CARGO_MANIFEST_DIR")))
+        .expect("events/policy-claimed.yaml")
 }
 
 /// Loopback only: tests must never reach real AWS.
@@ -148,6 +148,7 @@ impl Harness {
             store: self.clients.store.clone(),
             audit: self.clients.audit.clone(),
             clock: SystemClock,
+            keys: latch_core::identity::StaticKeys,
         }
     }
 

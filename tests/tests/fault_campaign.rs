@@ -348,6 +348,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
         store: clients.store.clone(),
         audit: clients.audit.clone(),
         clock: SystemClock,
+        keys: latch_core::identity::StaticKeys,
     };
     let revoke = revoke::RevokeFunction {
         iam: clients.iam.clone(),

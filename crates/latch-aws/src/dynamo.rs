@@ -2,7 +2,8 @@
 //!
 //! An activation is one TransactWriteItems: the grant (only if new), the job item (grant id
 //! added, refused once the job has finished: the tombstone), the activation audit, and the
-//! role's active-grant counter (refused at the cap). A revocation is one TransactWriteItems too:
+//! role's active-grant counter (refused at the cap), and with a verified token, the token's use
+//! (refused when it was used for another job). A revocation is one TransactWriteItems too:
 //! the grant marked revoked (only if active), the Revoked audit (only if new), the counter. A
 //! cancelled transaction says which condition failed, and that is the answer.
 
@@ -20,13 +21,16 @@ use chrono::{DateTime, Utc};
 use latch_core::audit::AuditRecord;
 use latch_core::event::JobKey;
 use latch_core::model::{AccountId, GrantId, RoleArn};
-use latch_core::ports::{Activation, AuditWrite, Grant, GrantStatus, GrantStore, RecordState, Revocation, StoreError};
+use latch_core::ports::{
+    Activation, AuditWrite, Extension, Grant, GrantStatus, GrantStore, RecordState, Revocation, StoreError, TokenUse,
+};
 
 use crate::errors::{describe, is_transient};
 use crate::items::{
     ACTIVE_BUCKET, ACTIVE_GRANTS, AuditItem, EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, FINISHED_AT,
-    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, PK, RECORD_TYPE, SK, SK_AUDIT, SK_COUNTER, SK_DRIFT, SK_GRANT, SK_JOB,
-    STATUS, STATUS_ACTIVE, STATUS_REVOKED, TTL, audit_pk, drift_pk, grant_pk, job_pk, role_pk,
+    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, JOB_SCOPE, PK, RECORD_TYPE, SK, SK_AUDIT, SK_COUNTER, SK_DRIFT, SK_GRANT,
+    SK_JOB, SK_TOKEN, STATUS, STATUS_ACTIVE, STATUS_REVOKED, TTL, audit_pk, drift_pk, grant_pk, job_pk, role_pk,
+    token_pk,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -68,6 +72,11 @@ const TX_GRANT: usize = 0;
 const TX_JOB: usize = 1;
 const TX_AUDIT: usize = 2;
 const TX_COUNTER: usize = 3;
+const TX_TOKEN: usize = 4;
+
+/// Positions of the extension transaction's items.
+const TX_EXTEND_GRANT: usize = 0;
+const TX_EXTEND_AUDIT: usize = 1;
 
 /// The reasons of a cancelled transaction, or the error as it stands.
 fn cancellation(err: &SdkError<TransactWriteItemsError>) -> Option<&[CancellationReason]> {
@@ -167,6 +176,7 @@ impl DynamoStore {
         grant: &Grant,
         audit: &AuditRecord,
         cap: Option<u32>,
+        token: Option<&TokenUse>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let grant_item = serde_dynamo::to_item(GrantItem::from_grant(grant)).map_err(rejected)?;
         let grant_put = Put::builder()
@@ -193,12 +203,34 @@ impl DynamoStore {
             .expression_attribute_values(":id", AttributeValue::Ss(vec![grant.id.as_str().to_owned()]))
             .build()
             .map_err(rejected)?;
-        Ok(vec![
+        let mut items = vec![
             TransactWriteItem::builder().put(grant_put).build(),
             TransactWriteItem::builder().update(job).build(),
             self.audit_put(audit)?,
             self.counter(&grant.role, 1, cap)?,
-        ])
+        ];
+        if let Some(t) = token {
+            items.push(self.token_use(t)?);
+        }
+        Ok(items)
+    }
+
+    /// The token's use: written unless it was used for another job (the same job may present
+    /// it again, for another permission set or on a retry).
+    fn token_use(&self, t: &TokenUse) -> Result<TransactWriteItem, StoreError> {
+        let mut item = key(token_pk(&t.issuer, &t.jti), SK_TOKEN);
+        item.insert(RECORD_TYPE.to_owned(), s("token_use"));
+        item.insert(JOB_SCOPE.to_owned(), s(&t.job_scope));
+        item.insert(TTL.to_owned(), n(t.expires_at.timestamp()));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #scope = :scope")
+            .expression_attribute_names("#scope", JOB_SCOPE)
+            .expression_attribute_values(":scope", s(&t.job_scope))
+            .build()
+            .map_err(rejected)?;
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 
     /// Reads grants by id, consistently, in batches of 100 (BatchGetItem's limit).
@@ -247,8 +279,9 @@ impl GrantStore for DynamoStore {
         grant: &Grant,
         audit: &AuditRecord,
         cap: Option<u32>,
+        token: Option<&TokenUse>,
     ) -> Result<Activation, StoreError> {
-        let items = self.activation_items(grant, audit, cap)?;
+        let items = self.activation_items(grant, audit, cap, token)?;
         let err = match self
             .client
             .transact_write_items()
@@ -277,6 +310,9 @@ impl GrantStore for DynamoStore {
         if failed_condition(reasons, TX_JOB).is_some() {
             return Ok(Activation::JobFinished);
         }
+        if failed_condition(reasons, TX_TOKEN).is_some() {
+            return Ok(Activation::TokenReplayed);
+        }
         if failed_condition(reasons, TX_COUNTER).is_some() {
             return Ok(Activation::ConcurrencyCapReached);
         }
@@ -287,6 +323,52 @@ impl GrantStore for DynamoStore {
             )));
         }
         // Cancelled for another reason (a conflicting transaction, throttling): a retry may pass.
+        Err(StoreError::Transient(describe(&err)))
+    }
+
+    async fn record_extension(
+        &self,
+        current: &Grant,
+        extended: &Grant,
+        audit: &AuditRecord,
+    ) -> Result<Extension, StoreError> {
+        let item = serde_dynamo::to_item(GrantItem::from_grant(extended)).map_err(rejected)?;
+        let grant_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("#status = :active AND #expires = :expires")
+            .expression_attribute_names("#status", STATUS)
+            .expression_attribute_names("#expires", EXPIRES_AT_EPOCH)
+            .expression_attribute_values(":active", s(STATUS_ACTIVE))
+            .expression_attribute_values(":expires", n(current.expires_at.timestamp()))
+            .build()
+            .map_err(rejected)?;
+        let items = vec![
+            TransactWriteItem::builder().put(grant_put).build(),
+            self.audit_put(audit)?,
+        ];
+        let err = match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(Extension::Recorded),
+            Err(e) => e,
+        };
+        let Some(reasons) = cancellation(&err) else {
+            return Err(sdk_error(&err));
+        };
+        if failed_condition(reasons, TX_EXTEND_AUDIT).is_some() {
+            return Ok(match self.grant(&current.id).await? {
+                Some(g) => Extension::AlreadyRecorded(Box::new(g)),
+                None => Extension::NotActive,
+            });
+        }
+        if failed_condition(reasons, TX_EXTEND_GRANT).is_some() {
+            return Ok(Extension::NotActive);
+        }
         Err(StoreError::Transient(describe(&err)))
     }
 

@@ -8,6 +8,7 @@
 //! | `role_counter` | `ROLE#<role arn>` | `COUNTER` | `active_grants`, for the per-role cap |
 //! | `audit` | `AUDIT#<audit id>` | `AUDIT` | no `ttl`: kept for exports |
 //! | `drift_suspect` | `DRIFT#<role arn>#<policy name>` | `SUSPECT` | `first_seen_epoch`; `ttl` |
+//! | `token_use` | `TOKEN#<digest of issuer and jti>` | `TOKEN` | `job_scope` it was used for; `ttl` = the token's expiry |
 //!
 //! A grant is found by its id alone (drift repair reads it from the policy name); a job's
 //! grants are listed on its job item, which the finish event updates and reads in one call.
@@ -42,6 +43,14 @@ pub const SK_JOB: &str = "JOB";
 pub const SK_COUNTER: &str = "COUNTER";
 pub const SK_AUDIT: &str = "AUDIT";
 pub const SK_DRIFT: &str = "SUSPECT";
+pub const SK_TOKEN: &str = "TOKEN";
+pub const JOB_SCOPE: &str = "job_scope";
+
+/// A token's use: the issuer's name and the token's `jti`, digested (a `jti` is the issuer's
+/// free text, and never a key of ours as written).
+pub fn token_pk(issuer: &str, jti: &str) -> String {
+    format!("TOKEN#{}", latch_core::model::digest(&[issuer, jti]))
+}
 
 /// The job item: the job's grant ids and, once finished, its tombstone.
 pub fn job_pk(account: &AccountId, source: &str, job: &JobKey) -> String {
@@ -75,6 +84,12 @@ pub struct GrantItem {
     pub account: String,
     pub region: String,
     pub event_id: String,
+    /// The verified principal (`<issuer>:<id>`), absent for claimed identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The IAM role session the grant is bound to (`bind_session`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub pipeline: String,
     pub run_id: String,
     pub job: String,
@@ -134,6 +149,8 @@ impl GrantItem {
             account: g.account.as_str().to_owned(),
             region: g.region.clone(),
             event_id: g.event_id.clone(),
+            principal: g.job.principal.clone(),
+            session: g.session.clone(),
             pipeline: g.job.pipeline.clone(),
             run_id: g.job.run_id.clone(),
             job: g.job.job.clone(),
@@ -179,7 +196,9 @@ impl GrantItem {
             source: self.source,
             region: self.region,
             event_id: self.event_id,
+            session: self.session,
             job: JobKey {
+                principal: self.principal,
                 pipeline: self.pipeline,
                 run_id: self.run_id,
                 job: self.job,

@@ -46,11 +46,12 @@ fn service(
     eb: &[&Rule],
 ) -> GrantService<IamAdapter, DynamoStore, EventBridgeSink, FixedClock> {
     GrantService {
-        policy: Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap(),
+        policy: Policy::load(include_str!("../../../events/policy-claimed.yaml"), "policies.yaml").unwrap(),
         iam: IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam)),
         store: DynamoStore::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb), "latch-grants"),
         audit: EventBridgeSink::new(mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb), "latch"),
         clock: FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 1).unwrap()),
+        keys: latch_core::identity::StaticKeys,
     }
 }
 
@@ -117,6 +118,7 @@ async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_exte
         store: latch_core::memory::MemoryStore::default(),
         audit: latch_core::memory::MemoryAuditSink::default(),
         clock: s0.clock.clone(),
+        keys: latch_core::identity::StaticKeys,
     };
     let d = detail();
     memory.on_start(&envelope(), &d, 300).await.unwrap();
@@ -229,6 +231,7 @@ async fn recorded_grant() -> latch_core::ports::Grant {
         store: latch_core::memory::MemoryStore::default(),
         audit: latch_core::memory::MemoryAuditSink::default(),
         clock: s0.clock.clone(),
+        keys: latch_core::identity::StaticKeys,
     };
     let d = detail();
     memory.on_start(&envelope(), &d, 300).await.unwrap();

@@ -112,6 +112,7 @@ fn missing(flag: &str) -> CliError {
 impl JobArgs {
     fn resolve(&self, env: &JobEnv) -> Result<JobKey, CliError> {
         Ok(JobKey {
+            principal: None,
             pipeline: self
                 .pipeline
                 .clone()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use grant::Outcome;
-use latch_core::service::{FinishOutcome, StartOutcome};
+use latch_core::service::{ExtendOutcome, FinishOutcome, StartOutcome};
 use revoke::RecordOutcome;
 use serde_json::{Value, json};
 
@@ -188,6 +188,10 @@ fn report(t: &Timeline, h: &Handled) {
             t.say(&format!("REVOKED {revoked} grant(s): reason job_finished"))
         }
         Ok(Outcome::Finish(FinishOutcome::Denied(reason))) => t.say(&format!("finish refused: {reason}")),
+        Ok(Outcome::Extend(ExtendOutcome::Extended(id) | ExtendOutcome::AlreadyExtended(id))) => {
+            t.say(&format!("EXTENDED: grant {id}"))
+        }
+        Ok(Outcome::Extend(ExtendOutcome::Denied(reason))) => t.say(&format!("extension refused: {reason}")),
         Ok(Outcome::NotManaged) => t.say("not a job Latch manages: ignored"),
         Err(e) => t.say(&format!("{} handler failed (Lambda would retry): {e}", h.detail_type)),
     }

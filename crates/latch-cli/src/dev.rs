@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use grant::Outcome;
-use latch_core::service::{FinishOutcome, StartOutcome};
+use latch_core::service::{ExtendOutcome, FinishOutcome, StartOutcome};
 use revoke::RecordOutcome;
 
 use crate::local::{self, LocalTarget};
@@ -70,6 +70,9 @@ pub fn describe(h: &Handled) -> String {
             format!("job finished: {revoked} grant(s) revoked, {already_ended} already ended, {failed} failed")
         }
         Ok(Outcome::Finish(FinishOutcome::Denied(reason))) => format!("finish refused: {reason}"),
+        Ok(Outcome::Extend(ExtendOutcome::Extended(id))) => format!("EXTENDED grant {id}"),
+        Ok(Outcome::Extend(ExtendOutcome::AlreadyExtended(id))) => format!("duplicate: grant {id} already extended"),
+        Ok(Outcome::Extend(ExtendOutcome::Denied(reason))) => format!("extension refused: {reason}"),
         Ok(Outcome::NotManaged) => "native job no rule names: ignored".into(),
         Err(e) => format!("handler failed, will be retried: {e}"),
     };

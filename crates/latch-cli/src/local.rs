@@ -137,6 +137,7 @@ pub async fn start_latch(
         store: clients.store.clone(),
         audit: clients.audit.clone(),
         clock,
+        keys: latch_core::identity::StaticKeys,
     };
     let revoke = revoke::RevokeFunction {
         iam: clients.iam.clone(),

@@ -70,6 +70,7 @@ fn grant() -> Grant {
     let role = RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap();
     let set = Name::parse("deploy-artifacts").unwrap();
     let job = JobKey {
+        principal: None,
         pipeline: "app-web".into(),
         run_id: "1234".into(),
         job: "deploy".into(),
@@ -106,6 +107,7 @@ fn grant() -> Grant {
         granted_at: t("2026-03-02T10:00:01Z"),
         expires_at: t("2026-03-02T10:15:01Z"),
         policy_sha256: "ab".repeat(32),
+        session: None,
     }
 }
 

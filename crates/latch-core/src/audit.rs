@@ -4,6 +4,8 @@
 //! ISO 8601 and epoch seconds. `audit_id` is deterministic per decision, so a retried write
 //! is recognised and a consumer can drop a re-delivered event.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,7 @@ pub enum Decision {
     Revoked,
     RevokeFailed,
     DriftRepaired,
+    Extended,
 }
 
 impl Decision {
@@ -33,6 +36,7 @@ impl Decision {
             Self::Revoked => "Latch Grant Revoked",
             Self::RevokeFailed => "Latch Revoke Failed",
             Self::DriftRepaired => "Latch Drift Repaired",
+            Self::Extended => "Latch Grant Extended",
         }
     }
     pub fn code(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Decision {
             Self::Revoked => "revoked",
             Self::RevokeFailed => "revoke_failed",
             Self::DriftRepaired => "drift_repaired",
+            Self::Extended => "extended",
         }
     }
 }
@@ -76,6 +81,26 @@ pub struct AuditRecord {
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// `verified` when the job's identity came from its CI's token, `claimed` when only the
+    /// publisher said it; absent when no job was identified (a malformed event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The policy file's name of the issuer that signed the token (verified identities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The verified principal, `<issuer>:<repository or project id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The signed claims the decision used (identity claims and those the rule binds). The
+    /// token itself is never recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub verified_claims: BTreeMap<String, String>,
+    /// Which of this record's job fields the issuer signed; the others are the publisher's claims.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified_fields: Vec<String>,
+    /// The IAM role session the grant is bound to, when the rule binds sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,7 +9,22 @@ pub enum DenyReason {
     MalformedEvent,
     EventTooLarge,
     UnsupportedEvent,
+    TokenMissing,
+    TokenMalformed,
+    TokenTooLarge,
+    TokenAlgorithmRefused,
+    TokenKeySourceRefused,
+    TokenUnknownIssuer,
+    TokenUnknownKey,
+    TokenBadSignature,
+    TokenWrongAudience,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenTooOld,
+    ClaimMismatch,
+    FinishNotProven,
     NoMatchingRule,
+    UntrustedTrigger,
     RoleNotEligible,
     PermissionSetUnknown,
     PermissionSetNotAllowed,
@@ -19,8 +34,11 @@ pub enum DenyReason {
     UnsafePlaceholderValue,
     PolicyTooLarge,
     ConcurrencyCap,
+    TokenReplayed,
     JobFinished,
     GrantEnded,
+    NoActiveGrant,
+    ExtensionOverMax,
     IamRejected,
     StoreRejected,
 }
@@ -32,6 +50,21 @@ impl DenyReason {
             Self::MalformedEvent => "malformed_event",
             Self::EventTooLarge => "event_too_large",
             Self::UnsupportedEvent => "unsupported_event",
+            Self::TokenMissing => "token_missing",
+            Self::TokenMalformed => "token_malformed",
+            Self::TokenTooLarge => "token_too_large",
+            Self::TokenAlgorithmRefused => "token_algorithm_refused",
+            Self::TokenKeySourceRefused => "token_key_source_refused",
+            Self::TokenUnknownIssuer => "token_unknown_issuer",
+            Self::TokenUnknownKey => "token_unknown_key",
+            Self::TokenBadSignature => "token_bad_signature",
+            Self::TokenWrongAudience => "token_wrong_audience",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::TokenTooOld => "token_too_old",
+            Self::ClaimMismatch => "claim_mismatch",
+            Self::FinishNotProven => "finish_not_proven",
+            Self::UntrustedTrigger => "untrusted_trigger",
             Self::NoMatchingRule => "no_matching_rule",
             Self::RoleNotEligible => "role_not_eligible",
             Self::PermissionSetUnknown => "permission_set_unknown",
@@ -42,10 +75,35 @@ impl DenyReason {
             Self::UnsafePlaceholderValue => "unsafe_placeholder_value",
             Self::PolicyTooLarge => "policy_too_large",
             Self::ConcurrencyCap => "concurrency_cap",
+            Self::TokenReplayed => "token_replayed",
             Self::JobFinished => "job_finished",
             Self::GrantEnded => "grant_ended",
+            Self::NoActiveGrant => "no_active_grant",
+            Self::ExtensionOverMax => "extension_over_max",
             Self::IamRejected => "iam_rejected",
             Self::StoreRejected => "store_rejected",
+        }
+    }
+}
+
+impl From<&crate::identity::TokenError> for DenyReason {
+    /// The denial a refused token gets (a retryable key fetch failure is never a denial).
+    fn from(e: &crate::identity::TokenError) -> Self {
+        use crate::identity::TokenError as E;
+        match e {
+            E::TooLarge { .. } => Self::TokenTooLarge,
+            E::Malformed(_) | E::DuplicateKey { .. } | E::MissingClaim(_) | E::CriticalHeader(_) => {
+                Self::TokenMalformed
+            }
+            E::AlgorithmRefused(_) => Self::TokenAlgorithmRefused,
+            E::ForeignKeySource(_) => Self::TokenKeySourceRefused,
+            E::UnknownIssuer(_) => Self::TokenUnknownIssuer,
+            E::UnknownKey { .. } | E::KeysUnavailable { .. } => Self::TokenUnknownKey,
+            E::BadSignature => Self::TokenBadSignature,
+            E::WrongAudience { .. } => Self::TokenWrongAudience,
+            E::Expired(_) => Self::TokenExpired,
+            E::NotYetValid(_) => Self::TokenNotYetValid,
+            E::TooOld { .. } => Self::TokenTooOld,
         }
     }
 }

@@ -1,8 +1,11 @@
-//! Pipeline event contract v1.
+//! Pipeline event contract v2.
 //!
-//! An event is an EventBridge envelope (trusted: `source`, `account`, `region`, `time`, `id`)
-//! around a `detail` object (claims made by the publisher). Detail-types:
-//! `Pipeline Job Started` (asks for a grant) and `Pipeline Job Finished` (ends the job's grants).
+//! An event is an EventBridge envelope (guaranteed by EventBridge: `source`, `account`,
+//! `region`, `id`; `time` is the publisher's) around a `detail` object. Detail-types:
+//! `Pipeline Job Started` (asks for a grant), `Pipeline Job Finished` (ends the job's grants) and
+//! `Pipeline Grant Extension Requested` (extends an active grant). Each may carry `token`, the
+//! CI's OIDC ID token: the job's identity then comes from what its issuer signed
+//! ([`crate::identity`]), and the detail's own job fields are claims that must agree with it.
 //! Parsing is strict: a missing or invalid field is an [`EventError`] naming the field; unknown
 //! fields are ignored; a detail over [`MAX_EVENT_BYTES`] is refused before it is looked at.
 
@@ -13,6 +16,7 @@ use crate::model::{AccountId, GrantDuration, InvalidValue, Name, RoleArn};
 
 pub const DETAIL_TYPE_STARTED: &str = "Pipeline Job Started";
 pub const DETAIL_TYPE_FINISHED: &str = "Pipeline Job Finished";
+pub const DETAIL_TYPE_EXTEND: &str = "Pipeline Grant Extension Requested";
 
 /// EventBridge accepts 256 KiB; a pipeline job needs far less, and Latch refuses more.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -31,9 +35,14 @@ pub struct Envelope {
     pub time: DateTime<Utc>,
 }
 
-/// A job run attempt, as the pipeline names it. Identifies the job's grants and tombstone.
+/// A job run attempt. Identifies the job's grants and tombstone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobKey {
+    /// Who the job is, as its CI's token proves it (`<issuer>:<repository or project id>`, see
+    /// [`crate::identity::claims`]); `None` when the identity is only claimed (native jobs,
+    /// `identity: claimed` rules). Part of every key, so a claimed event never reaches a
+    /// verified job's grants or tombstone.
+    pub principal: Option<String>,
     pub pipeline: String,
     pub run_id: String,
     pub job: String,
@@ -44,14 +53,12 @@ impl JobKey {
     /// What ties a job's grants and its tombstone together: the trusted publisher and the job.
     pub fn scope(&self, account: &AccountId, source: &str) -> String {
         let attempt = self.attempt.to_string();
-        crate::model::digest(&[
-            account.as_str(),
-            source,
-            &self.pipeline,
-            &self.run_id,
-            &self.job,
-            &attempt,
-        ])
+        let mut fields = vec![account.as_str(), source, &self.pipeline, &self.run_id, &self.job, &attempt];
+        // Claimed jobs keep the scope they had before identities were verified.
+        if let Some(principal) = &self.principal {
+            fields.push(principal);
+        }
+        crate::model::digest(&fields)
     }
 }
 
@@ -61,7 +68,11 @@ impl std::fmt::Display for JobKey {
             f,
             "{} run {} job {} attempt {}",
             self.pipeline, self.run_id, self.job, self.attempt
-        )
+        )?;
+        match &self.principal {
+            Some(p) => write!(f, " ({p})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -84,6 +95,8 @@ pub struct StartRequest {
     pub permission_set: Name,
     pub duration: GrantDuration,
     pub context: JobContext,
+    /// The CI's OIDC ID token, unverified; never stored, logged or audited.
+    pub token: Option<String>,
 }
 
 /// `Pipeline Job Finished`: the job is over, whatever its outcome.
@@ -91,6 +104,18 @@ pub struct StartRequest {
 pub struct FinishNotice {
     pub job: JobKey,
     pub outcome: Option<String>,
+    pub token: Option<String>,
+}
+
+/// `Pipeline Grant Extension Requested`: the job's active grant of `permission_set` on `role`
+/// should last `by` longer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtendRequest {
+    pub job: JobKey,
+    pub role: RoleArn,
+    pub permission_set: Name,
+    pub by: GrantDuration,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,6 +175,17 @@ fn text(map: &Map<String, Value>, field: &'static str, max: usize) -> Result<Opt
     }
 }
 
+/// The token as sent: any non-empty string (its size and shape are the verifier's to judge, so
+/// a refusal names what is wrong with the token rather than a field).
+fn token(map: &Map<String, Value>) -> Result<Option<String>, EventError> {
+    match map.get("token") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Err(bad("token", "must not be empty")),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad("token", "must be a string")),
+    }
+}
+
 fn required_text(map: &Map<String, Value>, field: &'static str) -> Result<String, EventError> {
     text(map, field, MAX_CLAIM_CHARS)?.ok_or(EventError::Missing { field })
 }
@@ -169,6 +205,7 @@ fn attempt(map: &Map<String, Value>) -> Result<u32, EventError> {
 
 fn job_key(map: &Map<String, Value>) -> Result<JobKey, EventError> {
     Ok(JobKey {
+        principal: None,
         pipeline: required_text(map, "pipeline")?,
         run_id: required_text(map, "run_id")?,
         job: required_text(map, "job")?,
@@ -200,6 +237,7 @@ impl StartRequest {
             permission_set,
             duration,
             context,
+            token: token(map)?,
         })
     }
 }
@@ -211,6 +249,22 @@ impl FinishNotice {
         Ok(Self {
             job: job_key(map)?,
             outcome: text(map, "outcome", MAX_CLAIM_CHARS)?,
+            token: token(map)?,
+        })
+    }
+}
+
+impl ExtendRequest {
+    /// Parses the `detail` of a `Pipeline Grant Extension Requested` event.
+    pub fn parse(detail: &Value, serialized_len: usize) -> Result<Self, EventError> {
+        let map = detail_object(detail, serialized_len)?;
+        Ok(Self {
+            job: job_key(map)?,
+            role: RoleArn::parse(&required_text(map, "role_arn")?).map_err(from_invalid("role_arn"))?,
+            permission_set: Name::parse(&required_text(map, "permission_set")?)
+                .map_err(from_invalid("permission_set"))?,
+            by: GrantDuration::parse(&required_text(map, "by")?).map_err(from_invalid("by"))?,
+            token: token(map)?,
         })
     }
 }

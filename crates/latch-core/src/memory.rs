@@ -14,8 +14,8 @@ use crate::event::JobKey;
 use crate::model::{AccountId, GrantId, RoleArn};
 use crate::policy::PolicyDocument;
 use crate::ports::{
-    Activation, AuditSink, AuditWrite, Clock, Deletion, Grant, GrantStatus, GrantStore, IamError, IamInventory,
-    IamWriter, RecordState, Revocation, SinkError, StoreError,
+    Activation, AuditSink, AuditWrite, Clock, Deletion, Extension, Grant, GrantStatus, GrantStore, IamError,
+    IamInventory, IamWriter, RecordState, Revocation, SinkError, StoreError, TokenUse,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -31,6 +31,7 @@ pub enum Op {
     ListRoles,
     ListRolePolicies,
     RecordActivation,
+    RecordExtension,
     RecordAudit,
     FinishJob,
     RecordRevocation,
@@ -249,6 +250,8 @@ struct StoreState {
     tombstones: BTreeMap<String, DateTime<Utc>>,
     active_per_role: HashMap<String, u32>,
     audits: BTreeMap<String, AuditRecord>,
+    /// (issuer, jti) → the job scope the token was used for.
+    token_uses: HashMap<(String, String), String>,
     drift: BTreeMap<(String, String), DateTime<Utc>>,
     fail_next: VecDeque<StoreError>,
     /// The next revocation is written, then its answer is lost (the caller sees an error).
@@ -311,6 +314,7 @@ impl GrantStore for MemoryStore {
         grant: &Grant,
         audit: &AuditRecord,
         cap: Option<u32>,
+        token: Option<&TokenUse>,
     ) -> Result<Activation, StoreError> {
         self.faults.check(Op::RecordActivation).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
@@ -323,6 +327,12 @@ impl GrantStore for MemoryStore {
         if s.tombstones.contains_key(&job_scope(grant)) {
             return Ok(Activation::JobFinished);
         }
+        let token_key = token.map(|t| (t.issuer.clone(), t.jti.clone()));
+        if let (Some(t), Some(key)) = (token, &token_key)
+            && s.token_uses.get(key).is_some_and(|scope| scope != &t.job_scope)
+        {
+            return Ok(Activation::TokenReplayed);
+        }
         let active = s.active_per_role.get(grant.role.as_str()).copied().unwrap_or(0);
         if cap.is_some_and(|c| active >= c) {
             return Ok(Activation::ConcurrencyCapReached);
@@ -330,7 +340,36 @@ impl GrantStore for MemoryStore {
         s.active_per_role.insert(grant.role.as_str().to_owned(), active + 1);
         s.grants.insert(grant.id.as_str().to_owned(), grant.clone());
         s.audits.insert(audit.audit_id.clone(), audit.clone());
+        if let (Some(t), Some(key)) = (token, token_key) {
+            s.token_uses.insert(key, t.job_scope.clone());
+        }
         Ok(Activation::Recorded)
+    }
+
+    async fn record_extension(
+        &self,
+        current: &Grant,
+        extended: &Grant,
+        audit: &AuditRecord,
+    ) -> Result<Extension, StoreError> {
+        self.faults.check(Op::RecordExtension).map_err(StoreError::Transient)?;
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        let stored = s.grants.get(current.id.as_str()).cloned();
+        if s.audits.contains_key(&audit.audit_id) {
+            return Ok(match stored {
+                Some(g) => Extension::AlreadyRecorded(Box::new(g)),
+                None => Extension::NotActive,
+            });
+        }
+        match stored {
+            Some(g) if g.status == GrantStatus::Active && g.expires_at == current.expires_at => {
+                s.grants.insert(extended.id.as_str().to_owned(), extended.clone());
+                s.audits.insert(audit.audit_id.clone(), audit.clone());
+                Ok(Extension::Recorded)
+            }
+            _ => Ok(Extension::NotActive),
+        }
     }
 
     async fn record_audit(&self, audit: &AuditRecord) -> Result<AuditWrite, StoreError> {

@@ -228,20 +228,22 @@ impl GrantId {
 
     pub fn derive(id: GrantIdentity<'_>) -> Self {
         let attempt = id.job.attempt.to_string();
-        Self(digest_fields(
-            &[
-                "latch-grant-v1",
-                id.account.as_str(),
-                id.source,
-                &id.job.pipeline,
-                &id.job.run_id,
-                &id.job.job,
-                &attempt,
-                id.permission_set.as_str(),
-                id.role.as_str(),
-            ],
-            Self::HEX_CHARS,
-        ))
+        let mut fields = vec![
+            "latch-grant-v1",
+            id.account.as_str(),
+            id.source,
+            &id.job.pipeline,
+            &id.job.run_id,
+            &id.job.job,
+            &attempt,
+            id.permission_set.as_str(),
+            id.role.as_str(),
+        ];
+        // Claimed jobs keep the ids they had before identities were verified.
+        if let Some(principal) = &id.job.principal {
+            fields.push(principal);
+        }
+        Self(digest_fields(&fields, Self::HEX_CHARS))
     }
 
     /// Accepts only what [`GrantId::derive`] produces: 32 lowercase hex digits.

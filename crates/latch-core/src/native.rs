@@ -52,12 +52,14 @@ impl NativeJob {
                 stage,
                 action,
             } => JobKey {
+                principal: None,
                 pipeline: pipeline.clone(),
                 run_id: execution_id.clone(),
                 job: format!("{stage}.{action}"),
                 attempt: 1,
             },
             Self::CodeBuild { project, build_id } => JobKey {
+                principal: None,
                 pipeline: project.clone(),
                 run_id: build_id.clone(),
                 job: "build".to_owned(),

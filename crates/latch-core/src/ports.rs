@@ -52,6 +52,8 @@ pub struct Grant {
     pub granted_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub policy_sha256: String,
+    /// The one IAM role session the grant holds for (`bind_session`); `None`: every session.
+    pub session: Option<String>,
 }
 
 /// Whether a retry of the same call can succeed.
@@ -141,6 +143,32 @@ pub enum Activation {
     JobFinished,
     /// The role already holds the rule's maximum of active grants.
     ConcurrencyCapReached,
+    /// The request's token was already used for another job (I7).
+    TokenReplayed,
+}
+
+/// A token's one use, recorded in the same write as the grant it bought: the same token for
+/// another job is refused there, at no extra call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUse {
+    /// The policy file's issuer name and the token's `jti`: together, the token.
+    pub issuer: String,
+    pub jti: String,
+    /// The job it was used for ([`JobKey::scope`]); the same job may present it again.
+    pub job_scope: String,
+    /// Kept until the token itself has expired (then it can be used by no one anyway).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What recording an extension found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extension {
+    Recorded,
+    /// This very extension was recorded before (a retry): the grant as it stands now.
+    AlreadyRecorded(Box<Grant>),
+    /// The grant is no longer active with the expiry it was read with (revoked, expired, or
+    /// extended by another request meanwhile): nothing was written.
+    NotActive,
 }
 
 /// Where a grant's record stands when it is revoked.
@@ -184,12 +212,23 @@ impl AuditWrite {
 pub trait GrantStore: Send + Sync {
     /// Atomically: the grant (unless it exists), its activation audit, and one more active
     /// grant on the role (refused at `cap`), unless the job has a tombstone.
+    /// With `token`, also the token's use ([`TokenUse`]), refused if it was used for another job.
     fn record_activation(
         &self,
         grant: &Grant,
         audit: &AuditRecord,
         cap: Option<u32>,
+        token: Option<&TokenUse>,
     ) -> impl Future<Output = Result<Activation, StoreError>> + Send;
+
+    /// Atomically: `extended` replaces `current` (only if it is still active with
+    /// `current.expires_at`) and the extension's audit is written (only if not yet written).
+    fn record_extension(
+        &self,
+        current: &Grant,
+        extended: &Grant,
+        audit: &AuditRecord,
+    ) -> impl Future<Output = Result<Extension, StoreError>> + Send;
 
     /// A durable audit item on its own (denials, failures, repairs), unless one with its id exists.
     fn record_audit(&self, audit: &AuditRecord) -> impl Future<Output = Result<AuditWrite, StoreError>> + Send;

@@ -1,6 +1,7 @@
 //! The grant decision, end to end, over the ports.
 //!
-//! A start event becomes, in this order: checks (size, shape, policy, time, rendering) →
+//! A start event becomes, in this order: checks (size, shape, the token and the identity it
+//! proves, policy, time, rendering) →
 //! one atomic store write (grant + activation audit + role counter, refused by a tombstone or
 //! the cap) → PutRolePolicy → the audit event. The store write goes first so a duplicate,
 //! retried or late event is recognised before IAM is touched (I3); the policy document is
@@ -10,6 +11,12 @@
 //! again (idempotent) and the activation event is published again under the same `audit_id`
 //! (EventBridge delivery is at-least-once anyway; consumers drop repeats by that id). No
 //! second grant item, audit item or counter increment is ever written.
+//!
+//! Identity (I7): an event's `token` is verified against the policy file's issuers before
+//! anything else is decided; the job's identity then comes from the signed claims, and a
+//! detail field that contradicts them is a denial. The token's `jti` is recorded in the same
+//! transaction as the grant, so one token buys grants for one job only. A finish ends only the
+//! grants of the job its token proves; without a token, only jobs of `identity: claimed` rules.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
@@ -17,13 +24,16 @@ use tracing::{debug, info, warn};
 
 use crate::audit::{AuditRecord, Decision, stamp};
 use crate::decision::DenyReason;
-use crate::event::{Envelope, EventError, FinishNotice, JobContext, JobKey, StartRequest};
-use crate::model::{GrantId, GrantIdentity, digest};
+use crate::event::{Envelope, EventError, ExtendRequest, FinishNotice, JobContext, JobKey, StartRequest};
+use crate::identity::claims::{ClaimsError, audited_claims, reconcile, session_name};
+use crate::identity::verify::verify_token;
+use crate::identity::{AudienceBinding, KeySource, Presented, StaticKeys, TokenError, Verified};
+use crate::model::{GrantDuration, GrantId, GrantIdentity, digest};
 use crate::native::{NativeEvent, NativePhase};
 use crate::policy::{Allowed, Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
-    Activation, AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState, Retryable,
-    SinkError, StoreError, record_then_publish,
+    Activation, AuditSink, Clock, Extension, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState,
+    Retryable, SinkError, StoreError, TokenUse, record_then_publish,
 };
 use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker, TOMBSTONE_LIFETIME};
 
@@ -53,6 +63,16 @@ pub enum FinishOutcome {
     Denied(DenyReason),
 }
 
+/// What became of an extension request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtendOutcome {
+    /// The grant now ends later; its document was replaced.
+    Extended(GrantId),
+    /// This extension was applied before (a retry or redelivery): converged, nothing new.
+    AlreadyExtended(GrantId),
+    Denied(DenyReason),
+}
+
 /// What became of a native CodePipeline/CodeBuild event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NativeOutcome {
@@ -71,6 +91,9 @@ pub enum GrantError {
     Iam(#[from] IamError),
     #[error(transparent)]
     Audit(#[from] SinkError),
+    /// The issuer's keys could not be fetched: the token may well be good, so retry.
+    #[error(transparent)]
+    Keys(TokenError),
 }
 
 impl From<RevokeError> for GrantError {
@@ -89,17 +112,20 @@ impl Retryable for GrantError {
             Self::Store(e) => e.is_retryable(),
             Self::Iam(e) => e.is_retryable(),
             Self::Audit(e) => e.is_retryable(),
+            Self::Keys(e) => e.is_retryable(),
         }
     }
 }
 
 /// The decision service, generic over its ports so Lambda, `latch dev` and tests share it.
-pub struct GrantService<I, S, A, C> {
+/// `K` is where issuer keys come from: fetched ([`KeySource`] adapters) or pinned in the file.
+pub struct GrantService<I, S, A, C, K = StaticKeys> {
     pub policy: Policy,
     pub iam: I,
     pub store: S,
     pub audit: A,
     pub clock: C,
+    pub keys: K,
 }
 
 /// A denial, before it is written: the reason and, in words, what was wrong.
@@ -140,6 +166,28 @@ impl From<RenderError> for Denial {
     }
 }
 
+impl From<&TokenError> for Denial {
+    fn from(e: &TokenError) -> Self {
+        Self {
+            reason: e.into(),
+            detail: Some(e.to_string()),
+        }
+    }
+}
+
+impl From<ClaimsError> for Denial {
+    fn from(e: ClaimsError) -> Self {
+        let reason = match e {
+            ClaimsError::Mismatch { .. } => DenyReason::ClaimMismatch,
+            ClaimsError::Missing(_) | ClaimsError::Unusable { .. } => DenyReason::TokenMalformed,
+        };
+        Self {
+            reason,
+            detail: Some(e.to_string()),
+        }
+    }
+}
+
 /// The grant a request would create, with its rendered document.
 struct Proposal {
     grant: Grant,
@@ -148,7 +196,14 @@ struct Proposal {
     actions: Vec<String>,
 }
 
-impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, C> {
+/// Who is asking: a request and, when its token verified, the proof.
+#[derive(Clone, Copy)]
+struct Asker<'a> {
+    request: &'a StartRequest,
+    verified: Option<&'a Verified>,
+}
+
+impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantService<I, S, A, C, K> {
     /// Handles a `Pipeline Job Started` event. `detail_len` is the detail's size on the wire.
     pub async fn on_start(
         &self,
@@ -157,17 +212,72 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         detail_len: usize,
     ) -> Result<StartOutcome, GrantError> {
         let now = self.clock.now();
-        let request = match StartRequest::parse(detail, detail_len) {
+        let mut request = match StartRequest::parse(detail, detail_len) {
             Ok(r) => r,
             Err(e) => {
                 warn!(event_id = %envelope.id, field = e.field().unwrap_or("-"), error = %e, "malformed start event");
                 return self.deny(envelope, None, e.into(), now).await;
             }
         };
-        match self.policy.decide(envelope, &request) {
-            Ok(allowed) => self.activate(envelope, &request, allowed, now).await,
-            Err(reason) => self.deny(envelope, Some(&request), reason.into(), now).await,
+        let presented = Presented::Start(AudienceBinding {
+            account: &envelope.account,
+            role: &request.role,
+            permission_set: &request.permission_set,
+            duration: request.duration,
+        });
+        let verified = match self
+            .verify(request.token.as_deref(), presented, &request.job, &request.context, now)
+            .await?
+        {
+            Ok(v) => v,
+            Err(denial) => {
+                let asker = Asker {
+                    request: &request,
+                    verified: None,
+                };
+                return self.deny(envelope, Some(asker), denial, now).await;
+            }
+        };
+        if let Some(v) = &verified {
+            request.job = v.job.job.clone();
+            request.context = v.job.context.clone();
         }
+        let asker = Asker {
+            request: &request,
+            verified: verified.as_ref(),
+        };
+        match self.policy.decide(envelope, &request, verified.as_ref()) {
+            Ok(allowed) => self.activate(envelope, asker, allowed, now).await,
+            Err(reason) => self.deny(envelope, Some(asker), reason.into(), now).await,
+        }
+    }
+
+    /// Verifies the event's token, if it has one, and reconciles the job it proves with what the
+    /// event claims. `Ok(Err(_))`: a denial (the token or a claim is wrong for good);
+    /// `Err(_)`: the issuer's keys were unavailable, retry.
+    async fn verify(
+        &self,
+        token: Option<&str>,
+        presented: Presented<'_>,
+        claimed: &JobKey,
+        claimed_context: &JobContext,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Option<Verified>, Denial>, GrantError> {
+        let Some(token) = token else {
+            return Ok(Ok(None));
+        };
+        let verified = match verify_token(&self.keys, &self.policy.issuers, token, presented, now).await {
+            Ok(t) => t,
+            Err(e) if e.is_retryable() => return Err(GrantError::Keys(e)),
+            Err(e) => {
+                warn!(error = %e, "token refused");
+                return Ok(Err((&e).into()));
+            }
+        };
+        Ok(match reconcile(&verified, claimed, claimed_context) {
+            Ok(job) => Ok(Some(Verified { token: verified, job })),
+            Err(e) => Err(e.into()),
+        })
     }
 
     /// Handles a native CodePipeline action or CodeBuild build state change ([`crate::native`]):
@@ -191,10 +301,15 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
         };
         match event.phase {
             NativePhase::Started => match self.policy.decide_native(envelope, &event.job) {
-                Ok((request, allowed)) => self
-                    .activate(envelope, &request, allowed, now)
-                    .await
-                    .map(NativeOutcome::Start),
+                Ok((request, allowed)) => {
+                    let asker = Asker {
+                        request: &request,
+                        verified: None,
+                    };
+                    self.activate(envelope, asker, allowed, now)
+                        .await
+                        .map(NativeOutcome::Start)
+                }
                 Err(reason) => {
                     let job = event.job.key();
                     let denial = Denial {
@@ -205,7 +320,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                         )),
                     };
                     self.deny_with(envelope, denial, now, |audit| {
-                        fill_job_fields(audit, &job, &JobContext::default())
+                        fill_job_fields(audit, &envelope.source, &job, &JobContext::default())
                     })
                     .await
                     .map(NativeOutcome::Start)
@@ -226,32 +341,50 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     async fn activate(
         &self,
         envelope: &Envelope,
-        request: &StartRequest,
+        asker: Asker<'_>,
         allowed: Allowed<'_>,
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
-        let proposal = match self.propose(envelope, request, allowed, now) {
+        let proposal = match self.propose(envelope, asker, allowed, now) {
             Ok(p) => p,
-            Err(denial) => return self.deny(envelope, Some(request), denial, now).await,
+            Err(denial) => return self.deny(envelope, Some(asker), denial, now).await,
         };
         let grant = &proposal.grant;
-        let audit = activation_audit(grant, &proposal.actions, now);
-        match self.store.record_activation(grant, &audit, proposal.cap).await {
+        let mut audit = activation_audit(grant, &proposal.actions, now);
+        fill_verified(&mut audit, asker.verified);
+        let token_use = asker.verified.map(|v| TokenUse {
+            issuer: v.token.issuer.as_str().to_owned(),
+            jti: v.token.jti.clone(),
+            job_scope: grant.job.scope(&grant.account, &grant.source),
+            expires_at: v.token.expires_at,
+        });
+        match self
+            .store
+            .record_activation(grant, &audit, proposal.cap, token_use.as_ref())
+            .await
+        {
             Ok(Activation::Recorded) => {}
             Ok(Activation::AlreadyRecorded(existing)) => {
                 return self
-                    .converge(envelope, request, *existing, &proposal.actions, now)
+                    .converge(envelope, asker, *existing, &proposal.actions, now)
                     .await;
             }
             Ok(Activation::JobFinished) => {
                 return self
-                    .deny(envelope, Some(request), DenyReason::JobFinished.into(), now)
+                    .deny(envelope, Some(asker), DenyReason::JobFinished.into(), now)
                     .await;
             }
             Ok(Activation::ConcurrencyCapReached) => {
                 return self
-                    .deny(envelope, Some(request), DenyReason::ConcurrencyCap.into(), now)
+                    .deny(envelope, Some(asker), DenyReason::ConcurrencyCap.into(), now)
                     .await;
+            }
+            Ok(Activation::TokenReplayed) => {
+                let denial = Denial {
+                    reason: DenyReason::TokenReplayed,
+                    detail: Some("this token was already used by another job".into()),
+                };
+                return self.deny(envelope, Some(asker), denial, now).await;
             }
             Err(e) if e.is_retryable() => return Err(e.into()),
             Err(e) => {
@@ -259,7 +392,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                     reason: DenyReason::StoreRejected,
                     detail: Some(e.to_string()),
                 };
-                return self.deny(envelope, Some(request), denial, now).await;
+                return self.deny(envelope, Some(asker), denial, now).await;
             }
         }
         if !self.attach(grant, &proposal.document).await? {
@@ -285,14 +418,208 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
             Ok(n) => n,
             Err(e) => {
                 warn!(event_id = %envelope.id, field = e.field().unwrap_or("-"), error = %e, "malformed finish event");
-                let reason = match self.deny(envelope, None, e.into(), now).await? {
-                    StartOutcome::Denied(reason) => reason,
-                    _ => DenyReason::MalformedEvent,
-                };
-                return Ok(FinishOutcome::Denied(reason));
+                return self.deny_finish(envelope, None, e.into(), now).await;
             }
         };
-        self.finish(envelope, &notice.job, notice.outcome.as_deref(), now).await
+        let presented = Presented::Finish {
+            account: &envelope.account,
+        };
+        let job = match self
+            .verify(notice.token.as_deref(), presented, &notice.job, &JobContext::default(), now)
+            .await?
+        {
+            Ok(Some(v)) => v.job.job,
+            // Without proof, only a job whose grants came from an `identity: claimed` rule of
+            // this publisher can be finished: its key has no principal, so no verified job's does.
+            Ok(None) if self.policy.trusts_claims_of(envelope) => notice.job.clone(),
+            Ok(None) => {
+                let denial = Denial {
+                    reason: DenyReason::FinishNotProven,
+                    detail: Some("the finish carries no token, and no identity: claimed rule trusts its source".into()),
+                };
+                return self.deny_finish(envelope, Some(&notice.job), denial, now).await;
+            }
+            Err(denial) => {
+                let denial = Denial {
+                    reason: DenyReason::FinishNotProven,
+                    detail: Some(format!(
+                        "{}: {}",
+                        denial.reason,
+                        denial.detail.unwrap_or_default()
+                    )),
+                };
+                return self.deny_finish(envelope, Some(&notice.job), denial, now).await;
+            }
+        };
+        self.finish(envelope, &job, notice.outcome.as_deref(), now).await
+    }
+
+    /// A finish that changes nothing: audited as a denial.
+    async fn deny_finish(
+        &self,
+        envelope: &Envelope,
+        job: Option<&JobKey>,
+        denial: Denial,
+        now: DateTime<Utc>,
+    ) -> Result<FinishOutcome, GrantError> {
+        let outcome = self
+            .deny_with(envelope, denial, now, |audit| {
+                if let Some(job) = job {
+                    fill_job_fields(audit, &envelope.source, job, &JobContext::default());
+                }
+            })
+            .await?;
+        Ok(FinishOutcome::Denied(match outcome {
+            StartOutcome::Denied(reason) => reason,
+            _ => DenyReason::MalformedEvent,
+        }))
+    }
+
+    /// Handles a `Pipeline Grant Extension Requested` event: a verified request from the job
+    /// that holds an active grant moves its expiry by `by`, within its rule's `max_total`. The
+    /// store write goes first (conditional on the expiry it read), then the document is
+    /// replaced, then the event: a retry finds its own extension recorded and converges.
+    pub async fn on_extend(
+        &self,
+        envelope: &Envelope,
+        detail: &Value,
+        detail_len: usize,
+    ) -> Result<ExtendOutcome, GrantError> {
+        let now = self.clock.now();
+        let request = match ExtendRequest::parse(detail, detail_len) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(event_id = %envelope.id, field = e.field().unwrap_or("-"), error = %e, "malformed extension request");
+                return self.deny_extend(envelope, None, e.into(), now).await;
+            }
+        };
+        let presented = Presented::Extend {
+            binding: AudienceBinding {
+                account: &envelope.account,
+                role: &request.role,
+                permission_set: &request.permission_set,
+                duration: request.by,
+            },
+            by: request.by,
+        };
+        let verified = match self
+            .verify(request.token.as_deref(), presented, &request.job, &JobContext::default(), now)
+            .await?
+        {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                let denial = Denial {
+                    reason: DenyReason::TokenMissing,
+                    detail: Some("an extension needs the job's token".into()),
+                };
+                return self.deny_extend(envelope, Some(&request), denial, now).await;
+            }
+            Err(denial) => return self.deny_extend(envelope, Some(&request), denial, now).await,
+        };
+        let id = GrantId::derive(GrantIdentity {
+            account: &envelope.account,
+            source: &envelope.source,
+            job: &verified.job.job,
+            permission_set: &request.permission_set,
+            role: &request.role,
+        });
+        let current = match self.store.grant(&id).await? {
+            Some(g) if g.status == GrantStatus::Active && g.expires_at > now => g,
+            _ => {
+                let denial = Denial {
+                    reason: DenyReason::NoActiveGrant,
+                    detail: Some(format!("the job holds no active grant {id}")),
+                };
+                return self.deny_extend(envelope, Some(&request), denial, now).await;
+            }
+        };
+        let audit_id = digest(&[id.as_str(), "extended", &envelope.id]);
+        let Some(extended) = self.extended(&current, request.by, &audit_id) else {
+            let denial = Denial {
+                reason: DenyReason::ExtensionOverMax,
+                detail: Some(format!(
+                    "rule {} allows a grant {} in all (max_total), or no extension at all",
+                    current.rule,
+                    self.policy
+                        .rule(&current.rule)
+                        .and_then(|r| r.max_total)
+                        .map_or_else(|| "no more".to_owned(), |t| t.to_string())
+                )),
+            };
+            return self.deny_extend(envelope, Some(&request), denial, now).await;
+        };
+        let document = match self.render(&extended) {
+            Ok(d) => d,
+            Err(denial) => return self.deny_extend(envelope, Some(&request), denial, now).await,
+        };
+        let extended = Grant {
+            policy_sha256: document.sha256().to_owned(),
+            ..extended
+        };
+        let mut audit = extension_audit(&extended, request.by, &audit_id, now);
+        fill_verified(&mut audit, Some(&verified));
+        let (grant, audit, outcome) = match self.store.record_extension(&current, &extended, &audit).await? {
+            Extension::Recorded => (extended, audit, ExtendOutcome::Extended(id)),
+            Extension::AlreadyRecorded(stored) => {
+                let audit = self.store.recorded_audit(&audit_id).await?.unwrap_or(audit);
+                (*stored, audit, ExtendOutcome::AlreadyExtended(id))
+            }
+            Extension::NotActive => {
+                let denial = Denial {
+                    reason: DenyReason::NoActiveGrant,
+                    detail: Some(format!("grant {id} ended or changed while being extended")),
+                };
+                return self.deny_extend(envelope, Some(&request), denial, now).await;
+            }
+        };
+        let document = match self.render(&grant) {
+            Ok(d) => d,
+            Err(_) => document,
+        };
+        if grant.status == GrantStatus::Active && !self.attach(&grant, &document).await? {
+            return Ok(ExtendOutcome::Denied(DenyReason::IamRejected));
+        }
+        self.audit.publish(&audit).await?;
+        info!(grant_id = %grant.id, expires_at = %crate::iam_time(grant.expires_at), "grant extended");
+        Ok(outcome)
+    }
+
+    /// The grant `by` longer, if its rule's `max_total` allows it.
+    fn extended(&self, current: &Grant, by: GrantDuration, audit_id: &str) -> Option<Grant> {
+        let max_total = self.policy.rule(&current.rule)?.max_total?;
+        let started = current.requested_at.min(current.granted_at);
+        let expires_at = current.expires_at + ChronoDuration::seconds(by.as_secs() as i64);
+        if expires_at - started > ChronoDuration::seconds(max_total.as_secs() as i64) {
+            return None;
+        }
+        Some(Grant {
+            expires_at,
+            event_id: audit_id.to_owned(),
+            ..current.clone()
+        })
+    }
+
+    async fn deny_extend(
+        &self,
+        envelope: &Envelope,
+        request: Option<&ExtendRequest>,
+        denial: Denial,
+        now: DateTime<Utc>,
+    ) -> Result<ExtendOutcome, GrantError> {
+        let outcome = self
+            .deny_with(envelope, denial, now, |audit| {
+                if let Some(r) = request {
+                    audit.role_arn = Some(r.role.as_str().to_owned());
+                    audit.permission_set = Some(r.permission_set.as_str().to_owned());
+                    audit.requested_duration_secs = Some(r.by.as_secs());
+                    fill_job_fields(audit, &envelope.source, &r.job, &JobContext::default());
+                }
+            })
+            .await?;
+        Ok(ExtendOutcome::Denied(match outcome {
+            StartOutcome::Denied(reason) => reason,
+            _ => DenyReason::MalformedEvent,
+        }))
     }
 
     /// Tombstones the job and revokes its active grants now.
@@ -346,18 +673,21 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     fn propose(
         &self,
         envelope: &Envelope,
-        request: &StartRequest,
+        asker: Asker<'_>,
         allowed: Allowed<'_>,
         now: DateTime<Utc>,
     ) -> Result<Proposal, Denial> {
+        let request = asker.request;
         if envelope.time > now + MAX_CLOCK_SKEW {
             return Err(Denial {
                 reason: DenyReason::EventTimeInFuture,
                 detail: Some(format!("event time {} is ahead of now {now}", envelope.time)),
             });
         }
+        // The publisher sets `time`: it may make a grant start earlier, never end later.
+        let starts_at = envelope.time.min(now);
         let duration = ChronoDuration::seconds(request.duration.as_secs() as i64);
-        let expires_at = envelope.time + duration;
+        let expires_at = starts_at + duration;
         if expires_at <= now {
             return Err(Denial {
                 reason: DenyReason::RequestStale,
@@ -388,6 +718,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
             granted_at: now,
             expires_at,
             policy_sha256: String::new(),
+            session: (allowed.bind_session && asker.verified.is_some()).then(|| session_name(&request.job)),
         };
         let document = self.render(&grant)?;
         let grant = Grant {
@@ -413,6 +744,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
             job: &grant.job.job,
             account: grant.account.as_str(),
             region: &grant.region,
+            session: grant.session.as_deref(),
         };
         Ok(set.render(&ctx, grant.expires_at)?)
     }
@@ -451,7 +783,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     async fn converge(
         &self,
         envelope: &Envelope,
-        request: &StartRequest,
+        asker: Asker<'_>,
         existing: Grant,
         actions: &[String],
         now: DateTime<Utc>,
@@ -469,7 +801,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
                     crate::iam_time(existing.expires_at)
                 )),
             };
-            return self.deny(envelope, Some(request), denial, now).await;
+            return self.deny(envelope, Some(asker), denial, now).await;
         }
         let document = match self.render(&existing) {
             Ok(d) => d,
@@ -525,16 +857,17 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     async fn deny(
         &self,
         envelope: &Envelope,
-        request: Option<&StartRequest>,
+        asker: Option<Asker<'_>>,
         denial: Denial,
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
         self.deny_with(envelope, denial, now, |audit| {
-            if let Some(r) = request {
+            if let Some(Asker { request: r, verified }) = asker {
                 audit.role_arn = Some(r.role.as_str().to_owned());
                 audit.permission_set = Some(r.permission_set.as_str().to_owned());
                 audit.requested_duration_secs = Some(r.duration.as_secs());
-                fill_job_fields(audit, &r.job, &r.context);
+                fill_job_fields(audit, &envelope.source, &r.job, &r.context);
+                fill_verified(audit, verified);
             }
         })
         .await
@@ -567,7 +900,20 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> GrantService<I, S, A, 
     }
 }
 
-fn fill_job_fields(audit: &mut AuditRecord, job: &JobKey, ctx: &JobContext) {
+/// Job facts into an audit record, saying whose word they are: `verified` when a token proved
+/// the job, `aws_service` for native jobs (their `aws.*` source is AWS's word), else `claimed`.
+fn fill_job_fields(audit: &mut AuditRecord, source: &str, job: &JobKey, ctx: &JobContext) {
+    audit.identity = Some(
+        if job.principal.is_some() {
+            "verified"
+        } else if source.starts_with("aws.") {
+            "aws_service"
+        } else {
+            "claimed"
+        }
+        .to_owned(),
+    );
+    audit.principal = job.principal.clone();
     audit.pipeline = Some(job.pipeline.clone());
     audit.run_id = Some(job.run_id.clone());
     audit.job = Some(job.job.clone());
@@ -596,13 +942,34 @@ pub fn fill_grant_fields(audit: &mut AuditRecord, grant: &Grant) {
     (audit.granted_at, audit.granted_at_epoch) = stamp(grant.granted_at);
     (audit.expires_at, audit.expires_at_epoch) = stamp(grant.expires_at);
     audit.policy_sha256 = Some(grant.policy_sha256.clone());
-    fill_job_fields(audit, &grant.job, &grant.context);
+    audit.session = grant.session.clone();
+    fill_job_fields(audit, &grant.source, &grant.job, &grant.context);
+}
+
+/// The issuer, the signed claims used and which job fields they cover, when a token verified.
+fn fill_verified(audit: &mut AuditRecord, verified: Option<&Verified>) {
+    let Some(v) = verified else { return };
+    audit.issuer = Some(v.token.issuer.as_str().to_owned());
+    audit.verified_claims = audited_claims(&v.token);
+    audit.verified_fields = v.job.verified_fields.iter().map(|f| (*f).to_owned()).collect();
+}
+
+fn activation_audit_id(grant: &Grant) -> String {
+    digest(&[grant.id.as_str(), "activated"])
+}
+
+/// The audit of one extension; `audit_id` is stable per extension request.
+pub fn extension_audit(grant: &Grant, by: GrantDuration, audit_id: &str, recorded_at: DateTime<Utc>) -> AuditRecord {
+    let mut audit = AuditRecord::new(audit_id.to_owned(), Decision::Extended, "allowed", recorded_at);
+    fill_grant_fields(&mut audit, grant);
+    audit.detail = Some(format!("extended by {by} to {}", crate::iam_time(grant.expires_at)));
+    audit
 }
 
 /// The activation audit of a grant; its id is stable, so retries and duplicates share it.
 pub fn activation_audit(grant: &Grant, actions: &[String], recorded_at: DateTime<Utc>) -> AuditRecord {
     let mut audit = AuditRecord::new(
-        digest(&[grant.id.as_str(), "activated"]),
+        activation_audit_id(grant),
         Decision::Activated,
         "allowed",
         recorded_at,

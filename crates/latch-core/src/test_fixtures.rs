@@ -1,4 +1,4 @@
-//! What the in-memory test modules share: the example policy file, a service over memory ports
+//! What the in-memory test modules share: the claimed-identity policy fixture, a service over memory ports
 //! with a clock set where the test wants it, a sweep over the same ports, and the envelope of a
 //! `ci.github` event at [`t0`].
 
@@ -19,19 +19,21 @@ pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
 }
 
-/// infra/policies.yaml, the worked example.
-pub fn example_policy() -> Policy {
-    Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap()
+/// events/policy-claimed.yaml: the worked example with every rule `identity: claimed`, for the
+/// tests of everything that does not depend on who is asking.
+pub fn claimed_policy() -> Policy {
+    Policy::load(include_str!("../../../events/policy-claimed.yaml"), "policy-claimed.yaml").unwrap()
 }
 
 /// The example policy over memory ports sharing `faults`, the clock at `now`.
 pub fn memory_service(now: DateTime<Utc>, faults: &Faults) -> MemoryService {
     GrantService {
-        policy: example_policy(),
+        policy: claimed_policy(),
         iam: MemoryIam::default().with_faults(faults),
         store: MemoryStore::default().with_faults(faults),
         audit: MemoryAuditSink::default().with_faults(faults),
         clock: FixedClock::at(now),
+        keys: crate::identity::StaticKeys,
     }
 }
 

@@ -147,7 +147,7 @@ proptest! {
 }
 
 fn example() -> Policy {
-    Policy::load(include_str!("../../../infra/policies.yaml"), "policies.yaml").unwrap()
+    Policy::load(include_str!("../../../events/policy-claimed.yaml"), "policies.yaml").unwrap()
 }
 
 fn arb_expiry() -> impl Strategy<Value = DateTime<Utc>> {
@@ -178,7 +178,7 @@ proptest! {
         expires in arb_expiry(),
     ) {
         let policy = example();
-        let ctx = RenderContext { pipeline: &pipeline, job: &job, account: &account, region: &region };
+        let ctx = RenderContext { pipeline: &pipeline, job: &job, account: &account, region: &region, session: None };
         let all_safe = [&pipeline, &job, &account, &region].iter().all(|v| is_safe_placeholder_value(v));
         for set in policy.permission_sets.values() {
             match set.render(&ctx, expires) {

@@ -1,7 +1,7 @@
 //! The grant function: EventBridge events in, grant decisions out.
 //!
 //! `Pipeline Job Started` → [`GrantService::on_start`]; `Pipeline Job Finished` →
-//! [`GrantService::on_finish`]; CodePipeline action and CodeBuild build state changes from their
+//! [`GrantService::on_finish`]; `Pipeline Grant Extension Requested` → [`GrantService::on_extend`]; CodePipeline action and CodeBuild build state changes from their
 //! `aws.*` sources → [`GrantService::on_native`]; a payload that is not an EventBridge event at
 //! all → a Denied audit naming the field ([`handle_payload`]) (this function, not the revoke function, handles finish events:
 //! the bus delivers them here with the starts, and ending a job's grants at once needs the same
@@ -14,16 +14,17 @@ use lambda_runtime::{Error, LambdaEvent};
 use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
-use latch_core::event::{DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
+use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
+use latch_core::identity::{KeySource, StaticKeys};
 use latch_core::model::{AccountId, digest};
 use latch_core::native::is_native;
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Retryable, SystemClock};
-use latch_core::service::{FinishOutcome, GrantError, GrantService, NativeOutcome, StartOutcome};
+use latch_core::service::{ExtendOutcome, FinishOutcome, GrantError, GrantService, NativeOutcome, StartOutcome};
 use serde_json::Value;
 use tracing::error;
 
 /// The service as deployed: AWS adapters, the wall clock.
-pub type AwsGrantService = GrantService<IamAdapter, DynamoStore, EventBridgeSink, SystemClock>;
+pub type AwsGrantService = GrantService<IamAdapter, DynamoStore, EventBridgeSink, SystemClock, StaticKeys>;
 
 /// Reads configuration and the policy file, builds the clients once.
 pub async fn init() -> Result<AwsGrantService, latch_aws::InitError> {
@@ -34,6 +35,7 @@ pub async fn init() -> Result<AwsGrantService, latch_aws::InitError> {
         store: clients.store,
         audit: clients.audit,
         clock: SystemClock,
+        keys: StaticKeys,
     })
 }
 
@@ -55,6 +57,7 @@ pub fn envelope(event: &EventBridgeEvent<Value>) -> Result<Envelope, &'static st
 pub enum Outcome {
     Start(StartOutcome),
     Finish(FinishOutcome),
+    Extend(ExtendOutcome),
     /// The end of a native job no rule names: not Latch's business.
     NotManaged,
 }
@@ -73,8 +76,8 @@ impl From<NativeOutcome> for Outcome {
 /// even deserialize as an EventBridge event (a hand-made invoke, a misrouted target, a field of
 /// the wrong type) is denied as `malformed_event` with the path of the field at fault, rather
 /// than failing before the handler and retrying into the dead-letter queue unaudited.
-pub async fn handle_payload<I, S, A, C>(
-    service: &GrantService<I, S, A, C>,
+pub async fn handle_payload<I, S, A, C, K>(
+    service: &GrantService<I, S, A, C, K>,
     event: LambdaEvent<Value>,
 ) -> Result<Outcome, Error>
 where
@@ -82,6 +85,7 @@ where
     S: GrantStore,
     A: AuditSink,
     C: Clock,
+    K: KeySource,
 {
     let LambdaEvent { payload, context } = event;
     // Labels for a refusal's audit, taken before parsing consumes the payload (parsing it by
@@ -109,8 +113,8 @@ fn for_lambda(e: GrantError) -> Error {
     Error::from(e)
 }
 
-pub async fn handle<I, S, A, C>(
-    service: &GrantService<I, S, A, C>,
+pub async fn handle<I, S, A, C, K>(
+    service: &GrantService<I, S, A, C, K>,
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Outcome, Error>
 where
@@ -118,6 +122,7 @@ where
     S: GrantStore,
     A: AuditSink,
     C: Clock,
+    K: KeySource,
 {
     let event = event.payload;
     let detail_len = || serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());
@@ -137,6 +142,10 @@ where
             .on_finish(&env, &event.detail, detail_len())
             .await
             .map(Outcome::Finish),
+        Ok(env) if env.detail_type == DETAIL_TYPE_EXTEND => service
+            .on_extend(&env, &event.detail, detail_len())
+            .await
+            .map(Outcome::Extend),
         Ok(env) if is_native(&env.detail_type, &env.source) => service
             .on_native(&env, &event.detail, detail_len())
             .await

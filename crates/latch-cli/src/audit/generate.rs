@@ -354,7 +354,7 @@ impl Writer {
             }
             Decision::Denied => bump(&mut t.denied_by_reason, &r.reason),
             Decision::RevokeFailed => bump(&mut t.revoke_failed_by_reason, &r.reason),
-            Decision::DriftRepaired => {}
+            Decision::DriftRepaired | Decision::Extended => {}
         }
     }
 }
@@ -397,6 +397,7 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
         rng.range(t0, t0 + span - 60)
     };
     let job = JobKey {
+        principal: None,
         pipeline: profile.pipeline.to_owned(),
         run_id: format!("{}", 100_000 + seq),
         job: (*rng.pick(profile.jobs)).to_owned(),
@@ -469,6 +470,7 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
         granted_at: at(t),
         expires_at: at(t + duration),
         policy_sha256: digest(&["policy", &seq.to_string()]) + &digest(&["policy2", &seq.to_string()]),
+        session: None,
     };
     let actions: Vec<String> = profile.actions.iter().map(|s| (*s).to_owned()).collect();
     out.push(Planned::Audit(Box::new(activation_audit(

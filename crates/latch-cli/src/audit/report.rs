@@ -322,6 +322,7 @@ impl Aggregator {
                     ],
                 });
             }
+            Decision::Extended => self.offer_marker(r, role, "extended"),
             Decision::DriftRepaired => {
                 self.roles[role].drift_repaired += 1;
                 self.offer_marker(r, role, "drift_repaired");

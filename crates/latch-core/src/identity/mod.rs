@@ -173,6 +173,13 @@ pub struct VerifiedToken {
     pub claims: Claims,
 }
 
+/// A requester whose token verified, and the job identity reconciled from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub token: VerifiedToken,
+    pub job: claims::VerifiedJob,
+}
+
 /// Why a token was refused. Every variant but [`TokenError::KeysUnavailable`] is permanent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {

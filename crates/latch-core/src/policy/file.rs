@@ -10,8 +10,10 @@ use serde_json::{Map, Value};
 
 use super::render::ResourceTemplate;
 use super::{
-    DEFAULT_ELEVATABLE_PATH, Effect, NativeRule, NativeTrigger, Pattern, PermissionSet, Policy, Rule, Statement,
+    ClaimPattern, DEFAULT_ELEVATABLE_PATH, Effect, NativeRule, NativeTrigger, Pattern, PermissionSet, Policy, Rule,
+    RuleIdentity, Statement,
 };
+use crate::identity::{AudienceForm, Issuer, IssuerKind, JwkSet, TokenAlgorithm, claims::REFUSED_TRIGGERS};
 use crate::model::{AccountId, GrantDuration, Name, RoleArn};
 
 #[derive(Debug, Deserialize)]
@@ -20,6 +22,8 @@ struct FileDoc {
     version: u32,
     #[serde(default)]
     elevatable_path: Option<String>,
+    #[serde(default)]
+    issuers: Vec<IssuerDoc>,
     permission_sets: BTreeMap<String, PermissionSetDoc>,
     #[serde(default)]
     rules: Vec<RuleDoc>,
@@ -62,11 +66,48 @@ fn allow() -> Effect {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct IssuerDoc {
+    name: String,
+    kind: String,
+    url: String,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    exact_audience: Option<String>,
+    algorithms: Vec<String>,
+    max_token_age: String,
+    #[serde(default)]
+    keys: Option<Value>,
+}
+
+/// A claim pattern or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RuleDoc {
     name: String,
+    #[serde(default)]
+    identity: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    claims: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    allow_triggers: Vec<String>,
+    #[serde(default)]
+    bind_session: bool,
+    #[serde(default)]
+    max_total: Option<String>,
     sources: Vec<String>,
     accounts: Vec<String>,
-    pipelines: Vec<String>,
+    #[serde(default)]
+    pipelines: Option<Vec<String>>,
     #[serde(default)]
     refs: Option<Vec<String>>,
     #[serde(default)]
@@ -211,16 +252,28 @@ impl<'a> Locator<'a> {
 struct Collector<'a> {
     locator: Locator<'a>,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Collector<'_> {
-    fn push(&mut self, anchors: &[&str], message: impl Into<String>, hint: Option<&str>) {
-        self.problems.push(Problem {
+    fn problem(&self, anchors: &[&str], message: impl Into<String>, hint: Option<&str>) -> Problem {
+        Problem {
             line: self.locator.line_of(anchors),
             column: None,
             message: message.into(),
             hint: hint.map(str::to_owned),
-        });
+        }
+    }
+
+    fn push(&mut self, anchors: &[&str], message: impl Into<String>, hint: Option<&str>) {
+        let p = self.problem(anchors, message, hint);
+        self.problems.push(p);
+    }
+
+    /// Loads, but `latch policy check` says so.
+    fn warn(&mut self, anchors: &[&str], message: impl Into<String>, hint: Option<&str>) {
+        let p = self.problem(anchors, message, hint);
+        self.warnings.push(p);
     }
 }
 
@@ -232,7 +285,7 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
             column: e.location().map(|l| l.column()),
             message: e.to_string(),
             hint: Some(
-                "top-level keys are version, elevatable_path, permission_sets, rules, native; see infra/policies.yaml"
+                "top-level keys are version, elevatable_path, issuers, permission_sets, rules, native; see infra/policies.yaml"
                     .into(),
             ),
         }],
@@ -240,9 +293,11 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
     let mut c = Collector {
         locator: Locator::new(text),
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
-    let policy = validate(doc, &mut c);
+    let mut policy = validate(doc, &mut c);
     if c.problems.is_empty() {
+        policy.warnings = c.warnings;
         Ok(policy)
     } else {
         Err(LoadError {
@@ -338,6 +393,7 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
         );
     }
 
+    let issuers = issuers(c, doc.issuers);
     let mut rules: Vec<Rule> = Vec::new();
     for r in doc.rules {
         let anchor = format!("name: {}", r.name);
@@ -376,12 +432,18 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
         if r.accounts.is_empty() {
             c.push(&at, format!("rule {name} lists no accounts"), None);
         }
-        let pipelines: Vec<Pattern> = r
-            .pipelines
+        let identity = rule_identity(c, &at, &name, &r, &issuers);
+        let pipeline_texts = match (&r.pipelines, &identity) {
+            (Some(p), _) => p.clone(),
+            // A verified rule says who by its claims; the pipeline name follows from them.
+            (None, Some(RuleIdentity::Verified { .. })) => vec!["*".to_owned()],
+            (None, _) => Vec::new(),
+        };
+        let pipelines: Vec<Pattern> = pipeline_texts
             .iter()
             .filter_map(|p| glob(c, &[at[0], at[1], p], p, "pipeline"))
             .collect();
-        if r.pipelines.is_empty() {
+        if pipeline_texts.is_empty() {
             c.push(
                 &at,
                 format!("rule {name} lists no pipelines"),
@@ -420,6 +482,17 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             }
         }
         let max_duration = duration(c, &[at[0], at[1], "max_duration"], &r.max_duration);
+        let max_total = r.max_total.as_deref().map(|t| {
+            let total = duration(c, &[at[0], at[1], "max_total"], t);
+            if total < max_duration {
+                c.push(
+                    &[at[0], at[1], "max_total"],
+                    format!("rule {name}: max_total {t} is shorter than max_duration {}", r.max_duration),
+                    Some("max_total caps a grant's whole life, extensions included"),
+                );
+            }
+            total
+        });
         if r.max_active_grants_per_role == Some(0) {
             c.push(
                 &[at[0], at[1], "max_active_grants_per_role"],
@@ -427,8 +500,31 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
                 Some("remove the rule instead"),
             );
         }
+        for trigger in &r.allow_triggers {
+            if !REFUSED_TRIGGERS.contains(&trigger.as_str()) {
+                c.push(
+                    &[at[0], at[1], "allow_triggers"],
+                    format!("rule {name}: {trigger:?} is not a refused trigger"),
+                    Some(&format!("allow_triggers opts in to: {}", REFUSED_TRIGGERS.join(", "))),
+                );
+            }
+        }
+        let Some(identity) = identity else {
+            continue;
+        };
+        if r.bind_session && identity == RuleIdentity::Claimed {
+            c.push(
+                &[at[0], at[1], "bind_session"],
+                format!("rule {name}: bind_session needs a verified identity"),
+                Some("name an issuer: the session is derived from the verified run"),
+            );
+        }
         rules.push(Rule {
             name,
+            identity,
+            allow_triggers: r.allow_triggers,
+            bind_session: r.bind_session,
+            max_total,
             sources: r.sources,
             accounts,
             pipelines,
@@ -464,9 +560,226 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
     }
     Policy {
         elevatable_path,
+        issuers,
         permission_sets,
         rules,
         native,
+        warnings: Vec::new(),
+    }
+}
+
+/// The issuers a verified rule may name. URLs must be https (http only on loopback, for the
+/// local issuer), and algorithms only RS256/ES256: `none` and HS* are refused here, at load.
+fn issuers(c: &mut Collector<'_>, docs: Vec<IssuerDoc>) -> Vec<Issuer> {
+    /// A token older than this is refused whatever the file says: CI tokens live minutes.
+    const MAX_TOKEN_AGE_CAP: std::time::Duration = std::time::Duration::from_secs(3600);
+    let mut out: Vec<Issuer> = Vec::new();
+    for d in docs {
+        let anchor = format!("name: {}", d.name);
+        let at = ["issuers:", anchor.as_str()];
+        let Ok(name) = Name::parse(&d.name) else {
+            c.push(&at, format!("issuer name {:?} is not a valid name", d.name), Some("1-64 of A-Z a-z 0-9 _ -"));
+            continue;
+        };
+        if out.iter().any(|i| i.name == name) {
+            c.push(&at, format!("issuer name {name} is used twice"), None);
+        }
+        let kind = match d.kind.as_str() {
+            "github" => Some(IssuerKind::GitHub),
+            "gitlab" => Some(IssuerKind::GitLab),
+            "generic" => Some(IssuerKind::Generic),
+            other => {
+                c.push(
+                    &[at[0], at[1], "kind:"],
+                    format!("issuer {name}: unknown kind {other:?}"),
+                    Some("github, gitlab or generic"),
+                );
+                None
+            }
+        };
+        if let Some(problem) = issuer_url_problem(&d.url) {
+            c.push(&[at[0], at[1], "url:"], format!("issuer {name}: url {:?} {problem}", d.url), None);
+        }
+        if out.iter().any(|i| i.url == d.url) {
+            c.push(
+                &[at[0], at[1], "url:"],
+                format!("issuer {name}: url {} is already named by another issuer", d.url),
+                Some("one entry per issuer; rules pick it by name"),
+            );
+        }
+        let audience = match (d.audience, d.exact_audience) {
+            (Some(prefix), None) if Name::parse(&prefix).is_ok() => Some(AudienceForm::BoundToRequest { prefix }),
+            (None, Some(aud)) if !aud.trim().is_empty() => Some(AudienceForm::Exact(aud)),
+            _ => {
+                c.push(
+                    &at,
+                    format!("issuer {name}: give exactly one of audience (a prefix such as latch) or exact_audience"),
+                    Some("audience: latch binds each token to its request (latch:<digest>); exact_audience is for CIs that fix it in pipeline configuration"),
+                );
+                None
+            }
+        };
+        let mut algorithms = Vec::new();
+        for a in &d.algorithms {
+            match TokenAlgorithm::parse(a) {
+                Ok(alg) => algorithms.push(alg),
+                Err(why) => c.push(&[at[0], at[1], "algorithms:"], format!("issuer {name}: algorithm {a:?}: {why}"), None),
+            }
+        }
+        if d.algorithms.is_empty() {
+            c.push(&[at[0], at[1], "algorithms:"], format!("issuer {name} lists no algorithms"), Some("RS256 for GitHub and GitLab"));
+        }
+        let max_token_age = duration(c, &[at[0], at[1], "max_token_age:"], &d.max_token_age).as_std();
+        if max_token_age > MAX_TOKEN_AGE_CAP {
+            c.push(
+                &[at[0], at[1], "max_token_age:"],
+                format!("issuer {name}: max_token_age {} is over the one-hour cap", d.max_token_age),
+                Some("ask the CI for a fresh token right before the request"),
+            );
+        }
+        let pinned_keys = d.keys.and_then(|keys| match JwkSet::from_value(&keys) {
+            Ok(set) => Some(std::sync::Arc::new(set)),
+            Err(e) => {
+                c.push(&[at[0], at[1], "keys:"], format!("issuer {name}: pinned keys: {e}"), Some("a JWKS: {keys: [...]}"));
+                None
+            }
+        });
+        if let (Some(kind), Some(audience)) = (kind, audience) {
+            out.push(Issuer {
+                name,
+                kind,
+                url: d.url,
+                audience,
+                algorithms,
+                pinned_keys,
+                max_token_age,
+            });
+        }
+    }
+    out
+}
+
+fn issuer_url_problem(url: &str) -> Option<&'static str> {
+    let loopback = ["http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://[::1]:"];
+    let ok_scheme = url.starts_with("https://") || loopback.iter().any(|p| url.starts_with(p));
+    if !ok_scheme {
+        return Some("must be https:// (http:// only on loopback, for a local issuer)");
+    }
+    if url.ends_with('/') || url.contains(['?', '#', ' ']) {
+        return Some("must be the exact `iss` value: no trailing slash, query or fragment");
+    }
+    None
+}
+
+/// Claims that pin who the job is, per issuer kind: a verified rule must bind one of them, or
+/// every repository the issuer serves would match it.
+fn identifying_claims(kind: IssuerKind) -> &'static [&'static str] {
+    match kind {
+        IssuerKind::GitHub => &[
+            "repository",
+            "repository_id",
+            "repository_owner",
+            "repository_owner_id",
+            "job_workflow_ref",
+            "sub",
+        ],
+        IssuerKind::GitLab => &["project_path", "project_id", "namespace_path", "namespace_id", "sub"],
+        IssuerKind::Generic => &["sub"],
+    }
+}
+
+/// `identity: claimed` (trusts only source and account, warned about), or a named issuer whose
+/// verified claims the rule binds. `None` after recording the problem.
+fn rule_identity(
+    c: &mut Collector<'_>,
+    at: &[&str; 2],
+    name: &Name,
+    r: &RuleDoc,
+    issuers: &[Issuer],
+) -> Option<RuleIdentity> {
+    match (r.identity.as_deref(), r.issuer.as_deref()) {
+        (Some("claimed"), None) => {
+            if !r.claims.is_empty() {
+                c.push(&[at[0], at[1], "claims:"], format!("rule {name}: claims need an issuer"), None);
+            }
+            c.warn(
+                at,
+                format!("rule {name} trusts claimed identity: any publisher of its sources can ask as any pipeline, ref or environment"),
+                Some("name an issuer and bind claims such as repository and ref"),
+            );
+            Some(RuleIdentity::Claimed)
+        }
+        (Some("claimed"), Some(_)) => {
+            c.push(at, format!("rule {name}: identity: claimed cannot name an issuer"), None);
+            None
+        }
+        (Some("verified") | None, Some(issuer_name)) => {
+            let Some(issuer) = issuers.iter().find(|i| i.name.as_str() == issuer_name) else {
+                c.push(
+                    &[at[0], at[1], "issuer:"],
+                    format!("rule {name}: unknown issuer {issuer_name:?}"),
+                    Some("define it under issuers"),
+                );
+                return None;
+            };
+            for (field, claim) in [("refs", "ref"), ("environments", "environment")] {
+                let present = if field == "refs" { r.refs.is_some() } else { r.environments.is_some() };
+                if present {
+                    c.push(
+                        &[at[0], at[1], field],
+                        format!("rule {name}: {field} is a claimed-identity field; a verified rule binds `{claim}` under claims"),
+                        Some(&format!("claims: {{{claim}: ...}}")),
+                    );
+                }
+            }
+            let required = identifying_claims(issuer.kind);
+            if !r.claims.keys().any(|k| required.contains(&k.as_str())) {
+                c.push(
+                    &[at[0], at[1], "issuer:"],
+                    format!("rule {name}: binds none of {}: every job the issuer serves would match", required.join(", ")),
+                    Some("bind the repository or project, e.g. claims: {repository: my-org/my-repo}"),
+                );
+            }
+            let mut claims = Vec::new();
+            for (claim, patterns) in &r.claims {
+                let texts = patterns_of(patterns);
+                if texts.is_empty() {
+                    c.push(&[at[0], at[1], claim], format!("rule {name}: claim {claim} lists no patterns"), None);
+                }
+                let patterns = texts.iter().filter_map(|p| glob(c, &[at[0], at[1], claim], p, "claim")).collect();
+                claims.push(ClaimPattern {
+                    claim: claim.clone(),
+                    patterns,
+                });
+            }
+            Some(RuleIdentity::Verified {
+                issuer: issuer.name.clone(),
+                claims,
+            })
+        }
+        (None, None) => {
+            c.push(
+                at,
+                format!("rule {name} names no issuer"),
+                Some("name an issuer and bind its claims, or say identity: claimed to trust only source and account"),
+            );
+            None
+        }
+        (Some(other), _) => {
+            c.push(
+                &[at[0], at[1], "identity:"],
+                format!("rule {name}: identity {other:?} is neither verified nor claimed"),
+                None,
+            );
+            None
+        }
+    }
+}
+
+fn patterns_of(p: &OneOrMany) -> Vec<String> {
+    match p {
+        OneOrMany::One(s) => vec![s.clone()],
+        OneOrMany::Many(v) => v.clone(),
     }
 }
 
@@ -675,16 +988,18 @@ fn statement(
             );
         }
     }
-    if s.conditions
-        .get("DateLessThan")
-        .and_then(|d| d.get("aws:CurrentTime"))
-        .is_some()
-    {
-        c.push(
-            &at("conditions:"),
-            format!("{where_}: DateLessThan aws:CurrentTime is reserved for the grant's expiry"),
-            None,
-        );
+    // IAM matches condition keys case-insensitively: so must the check for Latch's own keys.
+    for (operator, block) in &s.conditions {
+        let Some(keys) = block.as_object() else { continue };
+        for key in keys.keys() {
+            if key.eq_ignore_ascii_case("aws:CurrentTime") || key.eq_ignore_ascii_case(super::render::SESSION_KEY) {
+                c.push(
+                    &at("conditions:"),
+                    format!("{where_}: {operator} {key} is reserved: Latch sets it (the grant's expiry, the bound session)"),
+                    None,
+                );
+            }
+        }
     }
     if s.conditions.values().any(|v| !v.is_object()) {
         c.push(

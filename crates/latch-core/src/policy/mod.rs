@@ -4,9 +4,10 @@
 //! unknown keys, unknown permission-set names, roles outside the elevatable path, bad durations
 //! and guardrail violations are [`LoadError`]s that carry the file position. A loaded [`Policy`]
 //! is therefore always safe to decide with. Decisions deny by default: a request is allowed only
-//! by a rule whose trusted fields (`source`, `account`) match and whose claims-based narrowing
-//! (pipeline, ref, environment) all pass, and which lists the role and the permission set and
-//! allows the duration.
+//! by a rule whose trusted fields (`source`, `account`) match, whose identity matches — for a
+//! verified rule, a token from its issuer whose signed claims match every `claims:` pattern;
+//! for an `identity: claimed` rule, the publisher's own pipeline/ref/environment claims — and
+//! which lists the role and the permission set and allows the duration.
 
 mod file;
 pub(crate) mod render;
@@ -23,6 +24,8 @@ pub use render::{
 
 use crate::decision::DenyReason;
 use crate::event::{Envelope, JobContext, StartRequest};
+use crate::identity::claims::REFUSED_TRIGGERS;
+use crate::identity::{Issuer, Verified};
 use crate::model::{AccountId, GrantDuration, Name, RoleArn};
 use crate::native::{NativeJob, SOURCE_CODEBUILD, SOURCE_CODEPIPELINE};
 
@@ -79,9 +82,42 @@ impl Pattern {
     }
 }
 
+/// A verified claim and the globs one of which it must match.
+#[derive(Debug, Clone)]
+pub struct ClaimPattern {
+    pub claim: String,
+    pub patterns: Vec<Pattern>,
+}
+
+/// Whom a rule trusts to say who the job is.
+#[derive(Debug, Clone)]
+pub enum RuleIdentity {
+    /// Only `source` and `account` are trusted; the rest is the publisher's word.
+    Claimed,
+    /// A token from `issuer` whose signed claims match every pattern.
+    Verified { issuer: Name, claims: Vec<ClaimPattern> },
+}
+
+impl PartialEq for RuleIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Claimed, Self::Claimed) => true,
+            (Self::Verified { issuer: a, .. }, Self::Verified { issuer: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: Name,
+    pub identity: RuleIdentity,
+    /// Refused triggers ([`REFUSED_TRIGGERS`]) this rule accepts anyway, by name.
+    pub allow_triggers: Vec<String>,
+    /// Every statement also requires the job's own role session ([`crate::identity::claims::session_name`]).
+    pub bind_session: bool,
+    /// How long a grant may last with its extensions; `None`: no extensions.
+    pub max_total: Option<GrantDuration>,
     pub sources: Vec<String>,
     pub accounts: Vec<AccountId>,
     pub pipelines: Vec<Pattern>,
@@ -100,22 +136,50 @@ fn any_match(patterns: &[Pattern], candidate: &str) -> bool {
 }
 
 impl Rule {
-    /// Trusted fields first, then the claims that may only narrow.
-    fn admits(&self, envelope: &Envelope, request: &StartRequest) -> bool {
-        let claims_pass = |allowed: &Option<Vec<Pattern>>, claim: &Option<String>| match (allowed, claim) {
-            (None, _) => true,
-            (Some(patterns), Some(value)) => any_match(patterns, value),
-            (Some(_), None) => false,
-        };
-        self.sources.iter().any(|s| s == &envelope.source)
-            && self.accounts.contains(&envelope.account)
-            && any_match(&self.pipelines, &request.job.pipeline)
-            && claims_pass(&self.refs, &request.context.git_ref)
-            && match (&self.environments, &request.context.environment) {
-                (None, _) => true,
-                (Some(envs), Some(env)) => envs.contains(env),
-                (Some(_), None) => false,
+    /// Whether the bus-level facts EventBridge guarantees fit this rule.
+    fn trusts_publisher(&self, envelope: &Envelope) -> bool {
+        self.sources.iter().any(|s| s == &envelope.source) && self.accounts.contains(&envelope.account)
+    }
+
+    /// `Ok` when the rule admits who is asking; otherwise how close it came
+    /// ([`DenyReason::UntrustedTrigger`]: everything matched but what started the run).
+    fn admits(&self, envelope: &Envelope, request: &StartRequest, verified: Option<&Verified>) -> Result<(), DenyReason> {
+        let no = Err(DenyReason::NoMatchingRule);
+        if !self.trusts_publisher(envelope) || !any_match(&self.pipelines, &request.job.pipeline) {
+            return no;
+        }
+        match &self.identity {
+            RuleIdentity::Claimed => {
+                let claims_pass = |allowed: &Option<Vec<Pattern>>, claim: &Option<String>| match (allowed, claim) {
+                    (None, _) => true,
+                    (Some(patterns), Some(value)) => any_match(patterns, value),
+                    (Some(_), None) => false,
+                };
+                let env_pass = match (&self.environments, &request.context.environment) {
+                    (None, _) => true,
+                    (Some(envs), Some(env)) => envs.contains(env),
+                    (Some(_), None) => false,
+                };
+                if claims_pass(&self.refs, &request.context.git_ref) && env_pass { Ok(()) } else { no }
             }
+            RuleIdentity::Verified { issuer, claims } => {
+                let Some(v) = verified.filter(|v| &v.token.issuer == issuer) else {
+                    return no;
+                };
+                let all_match = claims
+                    .iter()
+                    .all(|c| v.token.claims.get(&c.claim).is_some_and(|value| any_match(&c.patterns, value)));
+                if !all_match {
+                    return no;
+                }
+                match v.job.trigger.as_deref() {
+                    Some(t) if REFUSED_TRIGGERS.contains(&t) && !self.allow_triggers.iter().any(|a| a == t) => {
+                        Err(DenyReason::UntrustedTrigger)
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
     }
 }
 
@@ -180,9 +244,12 @@ fn native_source_matches(source: &str, job: &NativeJob) -> bool {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub elevatable_path: String,
+    pub issuers: Vec<Issuer>,
     pub permission_sets: BTreeMap<Name, PermissionSet>,
     pub rules: Vec<Rule>,
     pub native: Vec<NativeRule>,
+    /// What loads but deserves a second look (rules that trust claimed identity).
+    pub warnings: Vec<Problem>,
 }
 
 /// What a request was allowed by.
@@ -191,6 +258,8 @@ pub struct Allowed<'p> {
     pub rule: &'p Name,
     pub max_active_grants_per_role: Option<u32>,
     pub permission_set: &'p PermissionSet,
+    pub bind_session: bool,
+    pub max_total: Option<GrantDuration>,
 }
 
 impl Policy {
@@ -208,7 +277,15 @@ impl Policy {
 
     /// Deny by default. When several rules get part of the way, the reason reported is the
     /// one from the rule that got furthest, so the requester learns what to change.
-    pub fn decide(&self, envelope: &Envelope, request: &StartRequest) -> Result<Allowed<'_>, DenyReason> {
+    ///
+    /// `verified` is the requester's verified identity, when its event carried a token that
+    /// verified; `request.job` and `request.context` must already be the reconciled ones.
+    pub fn decide(
+        &self,
+        envelope: &Envelope,
+        request: &StartRequest,
+        verified: Option<&Verified>,
+    ) -> Result<Allowed<'_>, DenyReason> {
         if !request.role.is_under_path(&self.elevatable_path) || request.role.account() != &envelope.account {
             return Err(DenyReason::RoleNotEligible);
         }
@@ -216,7 +293,15 @@ impl Policy {
             return Err(DenyReason::PermissionSetUnknown);
         };
         let mut closest = DenyReason::NoMatchingRule;
-        for rule in self.rules.iter().filter(|r| r.admits(envelope, request)) {
+        let mut admitted_any = false;
+        for rule in &self.rules {
+            match rule.admits(envelope, request, verified) {
+                Ok(()) => admitted_any = true,
+                Err(reason) => {
+                    closest = closest.max(reason);
+                    continue;
+                }
+            }
             let reason = if !any_match(&rule.roles, request.role.as_str()) {
                 DenyReason::RoleNotEligible
             } else if !rule.permission_sets.contains(&request.permission_set) {
@@ -228,11 +313,38 @@ impl Policy {
                     rule: &rule.name,
                     max_active_grants_per_role: rule.max_active_grants_per_role,
                     permission_set,
+                    bind_session: rule.bind_session,
+                    max_total: rule.max_total,
                 });
             };
             closest = closest.max(reason);
         }
+        // Nothing admitted an unproven requester, but a verified rule trusts its publisher:
+        // say what is missing rather than that no rule exists.
+        if !admitted_any && closest == DenyReason::NoMatchingRule && verified.is_none() && self.wants_token(envelope) {
+            return Err(DenyReason::TokenMissing);
+        }
         Err(closest)
+    }
+
+    /// Whether a verified rule trusts this publisher (its events should carry tokens).
+    pub fn wants_token(&self, envelope: &Envelope) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.identity, RuleIdentity::Verified { .. }) && r.trusts_publisher(envelope))
+    }
+
+    /// Whether an `identity: claimed` rule trusts this publisher: only then may its events
+    /// finish jobs without a token.
+    pub fn trusts_claims_of(&self, envelope: &Envelope) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.identity == RuleIdentity::Claimed && r.trusts_publisher(envelope))
+    }
+
+    /// The rule named `name`, if any (extensions look up the rule that granted).
+    pub fn rule(&self, name: &Name) -> Option<&Rule> {
+        self.rules.iter().find(|r| &r.name == name)
     }
 
     /// A native job's request, from the first native rule that names the job and whose role is
@@ -260,11 +372,14 @@ impl Policy {
             permission_set: rule.permission_set.clone(),
             duration: rule.duration,
             context: JobContext::default(),
+            token: None,
         };
         let allowed = Allowed {
             rule: &rule.name,
             max_active_grants_per_role: rule.max_active_grants_per_role,
             permission_set,
+            bind_session: false,
+            max_total: None,
         };
         Ok((request, allowed))
     }

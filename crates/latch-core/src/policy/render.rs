@@ -105,7 +105,12 @@ pub struct RenderContext<'a> {
     pub job: &'a str,
     pub account: &'a str,
     pub region: &'a str,
+    /// The one role session the grant holds for (`bind_session`), if any.
+    pub session: Option<&'a str>,
 }
+
+/// The condition key a session-bound grant uses; reserved, like the expiry's `aws:CurrentTime`.
+pub const SESSION_KEY: &str = "aws:userid";
 
 /// A placeholder value may only hold these: nothing that is a wildcard or an ARN separator.
 pub fn is_safe_placeholder_value(v: &str) -> bool {
@@ -212,6 +217,15 @@ fn merged_conditions(
         .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(m) = date_less_than {
         m.insert("aws:CurrentTime".into(), Value::String(expires.to_owned()));
+    }
+    if let Some(session) = ctx.session {
+        // An assumed role's userid is `<RoleId>:<session name>`: only the job's own session matches.
+        let string_like = conditions
+            .entry("StringLike")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = string_like {
+            m.insert(SESSION_KEY.into(), Value::String(format!("*:{session}")));
+        }
     }
     Ok(conditions)
 }

@@ -7,10 +7,11 @@ use crate::decision::DenyReason;
 use crate::event::{Envelope, StartRequest};
 use crate::model::AccountId;
 
-const EXAMPLE: &str = include_str!("../../../../infra/policies.yaml");
+const EXAMPLE: &str = include_str!("../../../../events/policy-claimed.yaml");
 
+/// The claimed-identity fixture: the claims-narrowing logic these tests pin down.
 fn example() -> Policy {
-    Policy::load(EXAMPLE, "infra/policies.yaml").expect("the worked example loads")
+    Policy::load(EXAMPLE, "events/policy-claimed.yaml").expect("the claimed fixture loads")
 }
 
 fn envelope(source: &str) -> Envelope {
@@ -51,7 +52,7 @@ fn given_the_worked_example_when_loaded_then_its_sets_and_rules_are_there() {
 #[test]
 fn given_an_allowed_request_when_decided_then_the_rule_is_named() {
     let p = example();
-    let allowed = p.decide(&envelope("ci.github"), &request(json!({}))).unwrap();
+    let allowed = p.decide(&envelope("ci.github"), &request(json!({})), None).unwrap();
     assert_eq!(allowed.rule.as_str(), "app-release-deploys");
     assert_eq!(allowed.permission_set.name.as_str(), "deploy-artifacts");
 }
@@ -107,7 +108,7 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
         ),
     ];
     for (env, overrides, want) in cases {
-        let got = p.decide(&env, &request(overrides.clone())).map(|a| a.rule.to_string());
+        let got = p.decide(&env, &request(overrides.clone()), None).map(|a| a.rule.to_string());
         assert_eq!(got, Err(want), "{overrides}");
     }
 }
@@ -118,7 +119,7 @@ fn given_a_claimed_environment_when_the_rule_narrows_on_it_then_only_that_one_pa
     let r = request(json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator",
                            "permission_set": "db-migrate", "duration": "5m", "environment": "production"}));
     assert_eq!(
-        p.decide(&envelope("ci.github"), &r).unwrap().rule.as_str(),
+        p.decide(&envelope("ci.github"), &r, None).unwrap().rule.as_str(),
         "prod-migrations"
     );
 }
@@ -225,6 +226,7 @@ fn ctx<'a>(pipeline: &'a str, job: &'a str) -> RenderContext<'a> {
         job,
         account: "123456789012",
         region: "us-east-1",
+        session: None,
     }
 }
 
