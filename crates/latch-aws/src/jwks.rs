@@ -79,7 +79,10 @@ pub struct HttpKeySource {
 
 impl std::fmt::Debug for HttpKeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpKeySource").field("limits", &self.limits).field("fetches", &self.fetches()).finish()
+        f.debug_struct("HttpKeySource")
+            .field("limits", &self.limits)
+            .field("fetches", &self.fetches())
+            .finish()
     }
 }
 
@@ -101,7 +104,12 @@ impl HttpKeySource {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(Self { client, limits, slots: Mutex::new(HashMap::new()), fetches: AtomicU64::new(0) })
+        Ok(Self {
+            client,
+            limits,
+            slots: Mutex::new(HashMap::new()),
+            fetches: AtomicU64::new(0),
+        })
     }
 
     /// Key-set fetches made so far (one per discovery + JWKS round, successful or not).
@@ -127,7 +135,9 @@ impl HttpKeySource {
             if let Some(iss) = doc.get("issuer")
                 && iss.as_str() != Some(issuer.url.as_str())
             {
-                return Err(KeyError(format!("discovery document {discovery_url} names another issuer")));
+                return Err(KeyError(format!(
+                    "discovery document {discovery_url} names another issuer"
+                )));
             }
             let jwks_uri = doc
                 .get("jwks_uri")
@@ -149,13 +159,20 @@ impl HttpKeySource {
             .header(header::USER_AGENT, "latch")
             .body(Empty::new())
             .map_err(|e| KeyError(format!("GET {url}: {e}")))?;
-        let response = self.client.request(request).await.map_err(|e| KeyError(format!("GET {url}: {e}")))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| KeyError(format!("GET {url}: {e}")))?;
         if response.status() != StatusCode::OK {
             return Err(KeyError(format!("GET {url}: HTTP {}", response.status())));
         }
         let limited = Limited::new(response.into_body(), self.limits.max_body);
         let collected = limited.collect().await.map_err(|e| {
-            KeyError(format!("GET {url}: body unreadable or over {} bytes: {e}", self.limits.max_body))
+            KeyError(format!(
+                "GET {url}: body unreadable or over {} bytes: {e}",
+                self.limits.max_body
+            ))
         })?;
         Ok(collected.to_bytes())
     }
@@ -170,8 +187,12 @@ impl KeySource for HttpKeySource {
         let mut slot = slot.lock().await;
         let now = Instant::now();
         if let Some(cached) = &slot.keys {
-            let stale = slot.fetched_at.is_none_or(|t| now.duration_since(t) >= self.limits.max_age);
-            let may_fetch = slot.attempted_at.is_none_or(|t| now.duration_since(t) >= self.limits.refresh_interval);
+            let stale = slot
+                .fetched_at
+                .is_none_or(|t| now.duration_since(t) >= self.limits.max_age);
+            let may_fetch = slot
+                .attempted_at
+                .is_none_or(|t| now.duration_since(t) >= self.limits.refresh_interval);
             if !(refresh || stale) || !may_fetch {
                 return Ok(cached.clone());
             }
@@ -214,10 +235,23 @@ mod tests {
 
     #[test]
     fn given_urls_when_checked_then_https_or_loopback_http_only() {
-        for ok in ["https://token.actions.githubusercontent.com", "http://127.0.0.1:8080/jwks", "http://localhost", "http://[::1]:9/x"] {
+        for ok in [
+            "https://token.actions.githubusercontent.com",
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost",
+            "http://[::1]:9/x",
+        ] {
             assert!(fetchable_url(ok).is_ok(), "{ok}");
         }
-        for bad in ["http://example.com", "http://127.0.0.2", "ftp://x", "file:///etc/passwd", "", "https://", "/jwks"] {
+        for bad in [
+            "http://example.com",
+            "http://127.0.0.2",
+            "ftp://x",
+            "file:///etc/passwd",
+            "",
+            "https://",
+            "/jwks",
+        ] {
             assert!(fetchable_url(bad).is_err(), "{bad}");
         }
     }

@@ -112,7 +112,10 @@ impl Shared {
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -125,7 +128,9 @@ pub struct LocalIssuer {
 
 impl std::fmt::Debug for LocalIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalIssuer").field("url", &self.shared.url).finish_non_exhaustive()
+        f.debug_struct("LocalIssuer")
+            .field("url", &self.shared.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -146,7 +151,9 @@ impl LocalIssuer {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|e| LocalIssuerError(format!("cannot bind 127.0.0.1:{port}: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| LocalIssuerError(format!("no local address: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| LocalIssuerError(format!("no local address: {e}")))?;
         // RSA key generation is slow in debug builds: off the async workers.
         let keys = tokio::task::spawn_blocking(|| Keys::generate(1))
             .await
@@ -205,7 +212,9 @@ impl LocalIssuer {
         claims.entry("iss").or_insert_with(|| json!(self.shared.url));
         claims.entry("iat").or_insert_with(|| json!(now));
         claims.entry("exp").or_insert_with(|| json!(now + 300));
-        claims.entry("jti").or_insert_with(|| json!(format!("local-{}-{now}-{n}", self.addr.port())));
+        claims
+            .entry("jti")
+            .or_insert_with(|| json!(format!("local-{}-{now}-{n}", self.addr.port())));
         let signer = self.shared.keys().rsa.clone();
         signer.sign(&Value::Object(claims)).map_err(LocalIssuerError)
     }
@@ -220,7 +229,9 @@ impl LocalIssuer {
                 SigningKey::Ec => keys.ec.clone(),
             }
         };
-        signer.sign_parts(&header.to_string(), claims_json).map_err(LocalIssuerError)
+        signer
+            .sign_parts(&header.to_string(), claims_json)
+            .map_err(LocalIssuerError)
     }
 
     /// The header a real issuer would write for `key`: `alg`, `typ: JWT`, the current kid.
@@ -250,7 +261,9 @@ impl LocalIssuer {
 
     /// Every answer is held back this long (a slow issuer).
     pub fn set_delay(&self, delay: Duration) {
-        self.shared.delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.shared
+            .delay_ms
+            .store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -270,7 +283,10 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(shared.respond(request).await) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(error = %e, "local issuer: connection ended");
             }
         });

@@ -8,7 +8,9 @@ use chrono::Utc;
 use latch_aws::jwks::{FetchLimits, HttpKeySource};
 use latch_aws::local_issuer::{LocalIssuer, SigningKey};
 use latch_core::identity::verify::verify_token;
-use latch_core::identity::{AudienceForm, Issuer, IssuerKind, JwkSet, KeySource, Presented, TokenAlgorithm, TokenError};
+use latch_core::identity::{
+    AudienceForm, Issuer, IssuerKind, JwkSet, KeySource, Presented, TokenAlgorithm, TokenError,
+};
 use latch_core::model::{AccountId, Name};
 use serde_json::json;
 
@@ -34,9 +36,15 @@ fn account() -> AccountId {
 
 async fn verify(keys: &HttpKeySource, issuer: &Issuer, token: &str) -> Result<(), TokenError> {
     let account = account();
-    verify_token(keys, std::slice::from_ref(issuer), token, Presented::Finish { account: &account }, Utc::now())
-        .await
-        .map(|_| ())
+    verify_token(
+        keys,
+        std::slice::from_ref(issuer),
+        token,
+        Presented::Finish { account: &account },
+        Utc::now(),
+    )
+    .await
+    .map(|_| ())
 }
 
 fn claims() -> serde_json::Value {
@@ -58,8 +66,13 @@ async fn given_a_local_issuer_when_keys_are_asked_then_discovery_and_jwks_are_fe
     let token = local.mint(claims()).expect("mint");
     verify(&keys, &issuer, &token).await.expect("RS256 verifies");
     let es = local
-        .mint_with(&local.header(SigningKey::Ec), &json!({"iss": local.url(), "sub": "s", "aud": "latch-test", "jti": "e1",
-            "iat": Utc::now().timestamp(), "exp": Utc::now().timestamp() + 60}).to_string(), SigningKey::Ec)
+        .mint_with(
+            &local.header(SigningKey::Ec),
+            &json!({"iss": local.url(), "sub": "s", "aud": "latch-test", "jti": "e1",
+            "iat": Utc::now().timestamp(), "exp": Utc::now().timestamp() + 60})
+            .to_string(),
+            SigningKey::Ec,
+        )
         .expect("mint");
     verify(&keys, &issuer, &es).await.expect("ES256 verifies");
     assert_eq!(keys.fetches(), 1, "verifications came from the cache");
@@ -99,7 +112,10 @@ async fn given_an_unknown_kid_when_refreshed_twice_within_the_interval_then_one_
 #[tokio::test]
 async fn given_a_rotated_issuer_when_the_refresh_interval_has_passed_then_the_new_key_is_fetched() {
     let local = LocalIssuer::start().await.expect("issuer");
-    let keys = source(FetchLimits { refresh_interval: Duration::ZERO, ..FetchLimits::default() });
+    let keys = source(FetchLimits {
+        refresh_interval: Duration::ZERO,
+        ..FetchLimits::default()
+    });
     let issuer = issuer_at(local.url());
     keys.keys(&issuer, false).await.expect("keys");
     let old = local.kid(SigningKey::Rsa);
@@ -140,7 +156,10 @@ async fn given_nothing_listening_when_keys_are_asked_then_key_error() {
 async fn given_a_slow_issuer_when_keys_are_asked_then_key_error_within_the_bound() {
     let local = LocalIssuer::start().await.expect("issuer");
     local.set_delay(Duration::from_secs(3));
-    let keys = source(FetchLimits { total: Duration::from_millis(400), ..FetchLimits::default() });
+    let keys = source(FetchLimits {
+        total: Duration::from_millis(400),
+        ..FetchLimits::default()
+    });
     let started = Instant::now();
     let err = keys.keys(&issuer_at(local.url()), false).await.unwrap_err();
     let took = started.elapsed();
@@ -151,7 +170,10 @@ async fn given_a_slow_issuer_when_keys_are_asked_then_key_error_within_the_bound
 #[tokio::test]
 async fn given_a_key_set_over_the_body_cap_when_fetched_then_key_error() {
     let local = LocalIssuer::start().await.expect("issuer");
-    let keys = source(FetchLimits { max_body: 600, ..FetchLimits::default() });
+    let keys = source(FetchLimits {
+        max_body: 600,
+        ..FetchLimits::default()
+    });
     let err = keys.keys(&issuer_at(local.url()), false).await.unwrap_err();
     assert!(err.0.contains("over 600 bytes"), "{err}");
 }
@@ -178,7 +200,11 @@ async fn given_a_non_loopback_http_issuer_when_keys_are_asked_then_key_error_wit
 #[tokio::test]
 async fn given_stale_keys_and_a_failing_issuer_when_asked_then_the_cached_keys_are_served() {
     let local = LocalIssuer::start().await.expect("issuer");
-    let keys = source(FetchLimits { max_age: Duration::ZERO, refresh_interval: Duration::ZERO, ..FetchLimits::default() });
+    let keys = source(FetchLimits {
+        max_age: Duration::ZERO,
+        refresh_interval: Duration::ZERO,
+        ..FetchLimits::default()
+    });
     let issuer = issuer_at(local.url());
     let first = keys.keys(&issuer, false).await.expect("keys");
     local.set_down(true);
@@ -199,8 +225,13 @@ async fn given_another_issuers_key_when_verified_then_bad_signature() {
     let header = ours.header(SigningKey::Rsa);
     let now = Utc::now().timestamp();
     let forged = json!({"iss": ours.url(), "sub": "s", "aud": "latch-test", "jti": "f", "iat": now, "exp": now + 60});
-    let token = theirs.mint_with(&header, &forged.to_string(), SigningKey::Rsa).expect("mint");
-    assert_eq!(verify(&keys, &issuer, &token).await.unwrap_err(), TokenError::BadSignature);
+    let token = theirs
+        .mint_with(&header, &forged.to_string(), SigningKey::Rsa)
+        .expect("mint");
+    assert_eq!(
+        verify(&keys, &issuer, &token).await.unwrap_err(),
+        TokenError::BadSignature
+    );
 }
 
 #[tokio::test]
@@ -209,8 +240,16 @@ async fn given_a_hostile_token_from_the_local_issuer_when_verified_then_refused_
     let keys = source(FetchLimits::default());
     let issuer = issuer_at(local.url());
     let text = format!(r#"{{"iss":"{}","sub":"a","sub":"b"}}"#, local.url());
-    let token = local.mint_with(&local.header(SigningKey::Rsa), &text, SigningKey::Rsa).expect("mint");
+    let token = local
+        .mint_with(&local.header(SigningKey::Rsa), &text, SigningKey::Rsa)
+        .expect("mint");
     let err = verify(&keys, &issuer, &token).await.unwrap_err();
-    assert_eq!(err, TokenError::DuplicateKey { part: "claims", key: "sub".into() });
+    assert_eq!(
+        err,
+        TokenError::DuplicateKey {
+            part: "claims",
+            key: "sub".into()
+        }
+    );
     assert_eq!(keys.fetches(), 0);
 }

@@ -64,7 +64,11 @@ impl Jwk {
 
 impl fmt::Debug for Jwk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Jwk").field("kid", &self.kid).field("kind", &self.kind).field("alg", &self.alg).finish()
+        f.debug_struct("Jwk")
+            .field("kid", &self.kid)
+            .field("kind", &self.kind)
+            .field("alg", &self.alg)
+            .finish()
     }
 }
 
@@ -131,7 +135,9 @@ impl JwkSet {
 }
 
 fn parse_jwk(i: usize, v: &Value) -> Result<Option<Jwk>, KeyParseError> {
-    let o = v.as_object().ok_or_else(|| KeyParseError(format!("key {i} is not a JSON object")))?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| KeyParseError(format!("key {i} is not a JSON object")))?;
     let string = |name: &str| -> Result<Option<&str>, KeyParseError> {
         match o.get(name) {
             None => Ok(None),
@@ -190,7 +196,9 @@ fn parse_jwk(i: usize, v: &Value) -> Result<Option<Jwk>, KeyParseError> {
             let x = b64("x")?;
             let y = b64("y")?;
             if x.len() != 32 || y.len() != 32 {
-                return Err(KeyParseError(format!("key {i} ({kid}): P-256 `x` and `y` are 32 bytes each")));
+                return Err(KeyParseError(format!(
+                    "key {i} ({kid}): P-256 `x` and `y` are 32 bytes each"
+                )));
             }
             // The uncompressed SEC1 point aws-lc-rs takes; a point off the curve fails verification.
             let mut point = Vec::with_capacity(65);
@@ -201,7 +209,12 @@ fn parse_jwk(i: usize, v: &Value) -> Result<Option<Jwk>, KeyParseError> {
         }
         _ => return Ok(None),
     };
-    Ok(Some(Jwk { kid: kid.to_owned(), kind, alg, key }))
+    Ok(Some(Jwk {
+        kid: kid.to_owned(),
+        kind,
+        alg,
+        key,
+    }))
 }
 
 fn significant_bits(be: &[u8]) -> usize {
@@ -228,7 +241,10 @@ pub struct UnverifiedToken {
 impl fmt::Debug for UnverifiedToken {
     // Never the claims or the signature: a token is not logged (see the module doc of `identity`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnverifiedToken").field("alg", &self.alg).field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("UnverifiedToken")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -256,7 +272,10 @@ impl UnverifiedToken {
     /// verifies ES256 nor the reverse), the key's own `alg` is another, an ES256 signature is not
     /// 64 bytes (DER-encoded signatures are refused), or the signature does not verify.
     pub fn verify_signature(&self, key: &Jwk, alg: TokenAlgorithm) -> Result<(), TokenError> {
-        let fits = matches!((key.kind, alg), (KeyKind::Rsa, TokenAlgorithm::Rs256) | (KeyKind::EcP256, TokenAlgorithm::Es256));
+        let fits = matches!(
+            (key.kind, alg),
+            (KeyKind::Rsa, TokenAlgorithm::Rs256) | (KeyKind::EcP256, TokenAlgorithm::Es256)
+        );
         if !fits || self.alg != alg.as_str() || key.alg.is_some_and(|a| a != alg) {
             return Err(TokenError::BadSignature);
         }
@@ -269,9 +288,14 @@ impl UnverifiedToken {
         };
         // The aws-lc-rs provider named, not the process default: no global to be set first, and no
         // way for another crate's feature choice to swap the verifier.
-        let verifier = (DEFAULT_PROVIDER.verifier_factory)(&algorithm, &key.key).map_err(|_| TokenError::BadSignature)?;
-        let signature = URL_SAFE_NO_PAD.decode(&self.signature_b64).map_err(|_| TokenError::BadSignature)?;
-        verifier.verify(self.signing_input.as_bytes(), &signature).map_err(|_| TokenError::BadSignature)
+        let verifier =
+            (DEFAULT_PROVIDER.verifier_factory)(&algorithm, &key.key).map_err(|_| TokenError::BadSignature)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(&self.signature_b64)
+            .map_err(|_| TokenError::BadSignature)?;
+        verifier
+            .verify(self.signing_input.as_bytes(), &signature)
+            .map_err(|_| TokenError::BadSignature)
     }
 }
 
@@ -282,7 +306,9 @@ pub fn parse(token: &str) -> Result<UnverifiedToken, TokenError> {
     }
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(TokenError::Malformed("a token is three base64url segments separated by `.`".into()));
+        return Err(TokenError::Malformed(
+            "a token is three base64url segments separated by `.`".into(),
+        ));
     };
     let header_bytes = segment(h, "header")?;
     let claims_bytes = segment(p, "claims")?;
@@ -297,7 +323,11 @@ pub fn parse(token: &str) -> Result<UnverifiedToken, TokenError> {
     }
     if let Some(crit) = header.get("crit") {
         let named = match crit {
-            Value::Array(items) => items.iter().map(|i| i.as_str().unwrap_or("?")).collect::<Vec<_>>().join(", "),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join(", "),
             _ => "crit".into(),
         };
         return Err(TokenError::CriticalHeader(named));
@@ -308,7 +338,11 @@ pub fn parse(token: &str) -> Result<UnverifiedToken, TokenError> {
     };
     let kid = match header.get("kid") {
         Some(Value::String(k)) if !k.is_empty() && k.chars().count() <= MAX_KID_CHARS => k.clone(),
-        _ => return Err(TokenError::Malformed("header `kid` is missing, empty, too long or not a string".into())),
+        _ => {
+            return Err(TokenError::Malformed(
+                "header `kid` is missing, empty, too long or not a string".into(),
+            ));
+        }
     };
     match header.get("typ") {
         None => {}
@@ -356,7 +390,9 @@ enum StrictError {
 fn strict_json(bytes: &[u8]) -> Result<Value, StrictError> {
     let duplicate = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let result = StrictSeed { duplicate: &duplicate }.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    let result = StrictSeed { duplicate: &duplicate }
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
     match result {
         Ok(v) => Ok(v),
         Err(e) => match duplicate.into_inner() {
@@ -395,7 +431,9 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("number is not finite"))
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number is not finite"))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))

@@ -39,7 +39,11 @@ fn non_canonical(segment: &str) -> String {
 
 fn der_integer(bytes: &[u8]) -> Vec<u8> {
     let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
-    let mut body = if trimmed.first().is_some_and(|b| b & 0x80 != 0) { vec![0] } else { vec![] };
+    let mut body = if trimmed.first().is_some_and(|b| b & 0x80 != 0) {
+        vec![0]
+    } else {
+        vec![]
+    };
     body.extend(trimmed);
     let mut out = vec![0x02, body.len() as u8];
     out.extend(body);
@@ -53,13 +57,21 @@ fn given_a_signed_token_when_parsed_then_alg_kid_and_claims_are_read() {
     assert_eq!(t.alg(), "RS256");
     assert_eq!(t.kid(), "rsa-1");
     assert_eq!(t.issuer(), Some(ISS));
-    assert_eq!(t.claims().get("sub").and_then(Value::as_str), Some("repo:acme/app:ref:refs/heads/main"));
+    assert_eq!(
+        t.claims().get("sub").and_then(Value::as_str),
+        Some("repo:acme/app:ref:refs/heads/main")
+    );
 }
 
 #[test]
 fn given_a_token_over_the_size_cap_when_parsed_then_too_large_before_anything_else() {
     let token = "!".repeat(MAX_TOKEN_BYTES + 1);
-    assert_eq!(parse(&token).unwrap_err(), TokenError::TooLarge { size: MAX_TOKEN_BYTES + 1 });
+    assert_eq!(
+        parse(&token).unwrap_err(),
+        TokenError::TooLarge {
+            size: MAX_TOKEN_BYTES + 1
+        }
+    );
 }
 
 #[test]
@@ -69,61 +81,121 @@ fn given_two_or_four_segments_when_parsed_then_malformed() {
     assert!(matches!(parse(hp), Err(TokenError::Malformed(_))));
     assert!(matches!(parse(&format!("{token}.x")), Err(TokenError::Malformed(_))));
     assert!(matches!(parse(""), Err(TokenError::Malformed(_))));
-    assert!(matches!(parse(&replace_segment(&token, 2, "")), Err(TokenError::Malformed(_))));
+    assert!(matches!(
+        parse(&replace_segment(&token, 2, "")),
+        Err(TokenError::Malformed(_))
+    ));
 }
 
 #[test]
 fn given_padding_bad_characters_or_non_canonical_bits_when_parsed_then_malformed() {
     let k = shared();
     // 13 bytes of claims text: the segment ends in a partial group.
-    let token = k.rsa.sign_parts(&header("RS256", "rsa-1"), r#"{"sub":"abc"}"#).expect("sign");
+    let token = k
+        .rsa
+        .sign_parts(&header("RS256", "rsa-1"), r#"{"sub":"abc"}"#)
+        .expect("sign");
     let claims_segment = token.split('.').nth(1).expect("claims").to_owned();
     let padded = format!("{claims_segment}{}", "=".repeat((4 - claims_segment.len() % 4) % 4));
     assert!(padded.ends_with('='));
-    for bad in [padded, format!("{claims_segment}+"), claims_segment.replace('e', "/"), non_canonical(&claims_segment)] {
+    for bad in [
+        padded,
+        format!("{claims_segment}+"),
+        claims_segment.replace('e', "/"),
+        non_canonical(&claims_segment),
+    ] {
         let hostile = replace_segment(&token, 1, &bad);
-        assert!(matches!(parse(&hostile), Err(TokenError::Malformed(_))), "accepted {bad}");
+        assert!(
+            matches!(parse(&hostile), Err(TokenError::Malformed(_))),
+            "accepted {bad}"
+        );
     }
     let signature = token.split('.').nth(2).expect("sig").to_owned();
-    assert!(matches!(parse(&replace_segment(&token, 2, &non_canonical(&signature))), Err(TokenError::Malformed(_))));
+    assert!(matches!(
+        parse(&replace_segment(&token, 2, &non_canonical(&signature))),
+        Err(TokenError::Malformed(_))
+    ));
 }
 
 #[test]
 fn given_header_or_claims_that_are_not_json_objects_when_parsed_then_malformed() {
     let k = shared();
-    for (h, c) in [("[1]", "{}"), (&*header("RS256", "rsa-1"), "\"sub\""), (&*header("RS256", "rsa-1"), "{\"sub\":"), ("{}x", "{}")] {
+    for (h, c) in [
+        ("[1]", "{}"),
+        (&*header("RS256", "rsa-1"), "\"sub\""),
+        (&*header("RS256", "rsa-1"), "{\"sub\":"),
+        ("{}x", "{}"),
+    ] {
         let token = k.rsa.sign_parts(h, c).expect("sign");
-        assert!(matches!(parse(&token), Err(TokenError::Malformed(_))), "accepted {h} {c}");
+        assert!(
+            matches!(parse(&token), Err(TokenError::Malformed(_))),
+            "accepted {h} {c}"
+        );
     }
 }
 
 #[test]
 fn given_a_repeated_claim_when_parsed_then_duplicate_key_names_it() {
     let k = shared();
-    let token = k.rsa.sign_parts(&header("RS256", "rsa-1"), r#"{"sub":"a","sub":"b"}"#).expect("sign");
-    assert_eq!(parse(&token).unwrap_err(), TokenError::DuplicateKey { part: "claims", key: "sub".into() });
+    let token = k
+        .rsa
+        .sign_parts(&header("RS256", "rsa-1"), r#"{"sub":"a","sub":"b"}"#)
+        .expect("sign");
+    assert_eq!(
+        parse(&token).unwrap_err(),
+        TokenError::DuplicateKey {
+            part: "claims",
+            key: "sub".into()
+        }
+    );
 }
 
 #[test]
 fn given_a_key_repeated_through_an_escape_when_parsed_then_duplicate_key() {
     let k = shared();
-    let token = k.rsa.sign_parts(&header("RS256", "rsa-1"), r#"{"sub":"a","s\u0075b":"b"}"#).expect("sign");
-    assert_eq!(parse(&token).unwrap_err(), TokenError::DuplicateKey { part: "claims", key: "sub".into() });
+    let token = k
+        .rsa
+        .sign_parts(&header("RS256", "rsa-1"), r#"{"sub":"a","s\u0075b":"b"}"#)
+        .expect("sign");
+    assert_eq!(
+        parse(&token).unwrap_err(),
+        TokenError::DuplicateKey {
+            part: "claims",
+            key: "sub".into()
+        }
+    );
 }
 
 #[test]
 fn given_a_key_repeated_deep_inside_claims_when_parsed_then_duplicate_key() {
     let k = shared();
-    let token =
-        k.rsa.sign_parts(&header("RS256", "rsa-1"), r#"{"sub":"a","x":[{"y":{"z":1,"z":2}}]}"#).expect("sign");
-    assert_eq!(parse(&token).unwrap_err(), TokenError::DuplicateKey { part: "claims", key: "z".into() });
+    let token = k
+        .rsa
+        .sign_parts(&header("RS256", "rsa-1"), r#"{"sub":"a","x":[{"y":{"z":1,"z":2}}]}"#)
+        .expect("sign");
+    assert_eq!(
+        parse(&token).unwrap_err(),
+        TokenError::DuplicateKey {
+            part: "claims",
+            key: "z".into()
+        }
+    );
 }
 
 #[test]
 fn given_a_repeated_header_key_when_parsed_then_duplicate_key_in_header() {
     let k = shared();
-    let token = k.rsa.sign_parts(r#"{"alg":"RS256","kid":"rsa-1","alg":"none"}"#, r#"{"sub":"a"}"#).expect("sign");
-    assert_eq!(parse(&token).unwrap_err(), TokenError::DuplicateKey { part: "header", key: "alg".into() });
+    let token = k
+        .rsa
+        .sign_parts(r#"{"alg":"RS256","kid":"rsa-1","alg":"none"}"#, r#"{"sub":"a"}"#)
+        .expect("sign");
+    assert_eq!(
+        parse(&token).unwrap_err(),
+        TokenError::DuplicateKey {
+            part: "header",
+            key: "alg".into()
+        }
+    );
 }
 
 #[test]
@@ -169,7 +241,10 @@ fn given_typ_when_parsed_then_only_jwt_in_any_case_is_accepted() {
         let token = k.rsa.sign_parts(&h, r#"{"sub":"a"}"#).expect("sign");
         assert_eq!(parse(&token).is_ok(), ok, "typ {typ}");
     }
-    let token = k.rsa.sign_parts(r#"{"alg":"RS256","kid":"rsa-1","typ":1}"#, r#"{"sub":"a"}"#).expect("sign");
+    let token = k
+        .rsa
+        .sign_parts(r#"{"alg":"RS256","kid":"rsa-1","typ":1}"#, r#"{"sub":"a"}"#)
+        .expect("sign");
     assert!(matches!(parse(&token), Err(TokenError::Malformed(_))));
 }
 
@@ -178,9 +253,11 @@ fn given_rs256_and_es256_tokens_when_verified_with_their_keys_then_ok() {
     let k = shared();
     let keys = set();
     let rs = parse(&k.rsa.sign(&claims()).expect("sign")).expect("parse");
-    rs.verify_signature(keys.get("rsa-1").expect("rsa"), TokenAlgorithm::Rs256).expect("rs256 verifies");
+    rs.verify_signature(keys.get("rsa-1").expect("rsa"), TokenAlgorithm::Rs256)
+        .expect("rs256 verifies");
     let es = parse(&k.ec.sign(&claims()).expect("sign")).expect("parse");
-    es.verify_signature(keys.get("ec-1").expect("ec"), TokenAlgorithm::Es256).expect("es256 verifies");
+    es.verify_signature(keys.get("ec-1").expect("ec"), TokenAlgorithm::Es256)
+        .expect("es256 verifies");
 }
 
 #[test]
@@ -196,7 +273,10 @@ fn given_a_bit_flipped_or_truncated_signature_when_verified_then_bad_signature()
         let truncated = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&sig[..sig.len() - 3]));
         for hostile in [flipped, truncated] {
             let t = parse(&hostile).expect("parses");
-            assert_eq!(t.verify_signature(keys.get(signer.kid()).expect("key"), alg), Err(TokenError::BadSignature));
+            assert_eq!(
+                t.verify_signature(keys.get(signer.kid()).expect("key"), alg),
+                Err(TokenError::BadSignature)
+            );
         }
     }
 }
@@ -209,14 +289,20 @@ fn given_claims_changed_after_signing_when_verified_then_bad_signature() {
     forged["sub"] = json!("repo:evil/app:ref:refs/heads/main");
     let hostile = replace_segment(&token, 1, &URL_SAFE_NO_PAD.encode(forged.to_string()));
     let t = parse(&hostile).expect("parses");
-    assert_eq!(t.verify_signature(set().get("rsa-1").expect("key"), TokenAlgorithm::Rs256), Err(TokenError::BadSignature));
+    assert_eq!(
+        t.verify_signature(set().get("rsa-1").expect("key"), TokenAlgorithm::Rs256),
+        Err(TokenError::BadSignature)
+    );
 }
 
 #[test]
 fn given_a_token_signed_by_another_key_with_the_same_kid_when_verified_then_bad_signature() {
     let k = shared();
     let t = parse(&k.impostor.sign(&claims()).expect("sign")).expect("parse");
-    assert_eq!(t.verify_signature(set().get("rsa-1").expect("key"), TokenAlgorithm::Rs256), Err(TokenError::BadSignature));
+    assert_eq!(
+        t.verify_signature(set().get("rsa-1").expect("key"), TokenAlgorithm::Rs256),
+        Err(TokenError::BadSignature)
+    );
 }
 
 #[test]
@@ -224,11 +310,20 @@ fn given_a_key_of_the_wrong_type_for_the_alg_when_verified_then_bad_signature() 
     let k = shared();
     let keys = set();
     let rs = parse(&k.rsa.sign(&claims()).expect("sign")).expect("parse");
-    assert_eq!(rs.verify_signature(keys.get("ec-1").expect("ec"), TokenAlgorithm::Rs256), Err(TokenError::BadSignature));
+    assert_eq!(
+        rs.verify_signature(keys.get("ec-1").expect("ec"), TokenAlgorithm::Rs256),
+        Err(TokenError::BadSignature)
+    );
     // Header says ES256 but the caller asks for RS256: never verified under another alg.
     let es = parse(&k.ec.sign(&claims()).expect("sign")).expect("parse");
-    assert_eq!(es.verify_signature(keys.get("rsa-1").expect("rsa"), TokenAlgorithm::Rs256), Err(TokenError::BadSignature));
-    assert_eq!(es.verify_signature(keys.get("rsa-1").expect("rsa"), TokenAlgorithm::Es256), Err(TokenError::BadSignature));
+    assert_eq!(
+        es.verify_signature(keys.get("rsa-1").expect("rsa"), TokenAlgorithm::Rs256),
+        Err(TokenError::BadSignature)
+    );
+    assert_eq!(
+        es.verify_signature(keys.get("rsa-1").expect("rsa"), TokenAlgorithm::Es256),
+        Err(TokenError::BadSignature)
+    );
 }
 
 #[test]
@@ -238,7 +333,10 @@ fn given_a_key_whose_own_alg_differs_when_verified_then_bad_signature() {
     jwk["alg"] = json!("ES256");
     let keys = JwkSet::from_value(&json!({"keys": [jwk]})).expect("set");
     let rs = parse(&k.rsa.sign(&claims()).expect("sign")).expect("parse");
-    assert_eq!(rs.verify_signature(keys.get("rsa-1").expect("rsa"), TokenAlgorithm::Rs256), Err(TokenError::BadSignature));
+    assert_eq!(
+        rs.verify_signature(keys.get("rsa-1").expect("rsa"), TokenAlgorithm::Rs256),
+        Err(TokenError::BadSignature)
+    );
 }
 
 #[test]
@@ -252,7 +350,10 @@ fn given_an_es256_signature_in_der_form_when_verified_then_bad_signature() {
     let mut der = vec![0x30, body.len() as u8];
     der.extend(body);
     let t = parse(&format!("{input}.{}", URL_SAFE_NO_PAD.encode(&der))).expect("parses");
-    assert_eq!(t.verify_signature(set().get("ec-1").expect("ec"), TokenAlgorithm::Es256), Err(TokenError::BadSignature));
+    assert_eq!(
+        t.verify_signature(set().get("ec-1").expect("ec"), TokenAlgorithm::Es256),
+        Err(TokenError::BadSignature)
+    );
 }
 
 #[test]
@@ -336,5 +437,6 @@ fn given_a_fresh_signer_when_its_key_is_loaded_then_it_verifies_its_own_tokens()
     let signer = TestSigner::generate(TokenAlgorithm::Es256, "fresh").expect("key");
     let keys = JwkSet::from_value(&jwks(&[&signer])).expect("set");
     let t = parse(&signer.sign(&claims()).expect("sign")).expect("parse");
-    t.verify_signature(keys.get("fresh").expect("key"), TokenAlgorithm::Es256).expect("verifies");
+    t.verify_signature(keys.get("fresh").expect("key"), TokenAlgorithm::Es256)
+        .expect("verifies");
 }

@@ -28,7 +28,10 @@ pub struct TestSigner {
 
 impl std::fmt::Debug for TestSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestSigner").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("TestSigner")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,14 +53,20 @@ impl TestSigner {
             TokenAlgorithm::Es256 => {
                 let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                     .map_err(|e| format!("P-256 key generation: {e}"))?;
-                let (_, x, y) = (DEFAULT_PROVIDER.key_utils.ec_pub_components_from_private_key)(doc.as_ref(), Algorithm::ES256)
-                    .map_err(|e| format!("P-256 public key: {e}"))?;
+                let (_, x, y) =
+                    (DEFAULT_PROVIDER.key_utils.ec_pub_components_from_private_key)(doc.as_ref(), Algorithm::ES256)
+                        .map_err(|e| format!("P-256 public key: {e}"))?;
                 let jwk = json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
                     "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
                 (EncodingKey::from_ec_der(doc.as_ref()), jwk)
             }
         };
-        Ok(Self { kid: kid.to_owned(), alg, key, public_jwk })
+        Ok(Self {
+            kid: kid.to_owned(),
+            alg,
+            key,
+            public_jwk,
+        })
     }
 
     pub fn kid(&self) -> &str {
@@ -80,7 +89,11 @@ impl TestSigner {
     /// Header and claims as raw JSON text, encoded as they are and signed with this key's
     /// algorithm whatever the header says.
     pub fn sign_parts(&self, header_json: &str, claims_json: &str) -> Result<String, String> {
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header_json), URL_SAFE_NO_PAD.encode(claims_json));
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header_json),
+            URL_SAFE_NO_PAD.encode(claims_json)
+        );
         let signature = self.sign_bytes(input.as_bytes())?;
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }

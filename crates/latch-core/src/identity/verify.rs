@@ -43,21 +43,28 @@ pub async fn verify_token<K: KeySource>(
 ) -> Result<VerifiedToken, TokenError> {
     let unverified = jwt::parse(token)?;
     let iss = unverified.issuer().ok_or(TokenError::MissingClaim("iss"))?;
-    let issuer = issuers.iter().find(|i| i.url == iss).ok_or_else(|| TokenError::UnknownIssuer(iss.to_owned()))?;
+    let issuer = issuers
+        .iter()
+        .find(|i| i.url == iss)
+        .ok_or_else(|| TokenError::UnknownIssuer(iss.to_owned()))?;
 
     let alg = TokenAlgorithm::parse(unverified.alg())
         .ok()
         .filter(|a| issuer.algorithms.contains(a))
         .ok_or_else(|| TokenError::AlgorithmRefused(unverified.alg().to_owned()))?;
 
-    let unavailable = |e: super::KeyError| TokenError::KeysUnavailable { issuer: issuer.name.to_string(), why: e.0 };
+    let unavailable = |e: super::KeyError| TokenError::KeysUnavailable {
+        issuer: issuer.name.to_string(),
+        why: e.0,
+    };
     let mut set = keys.keys(issuer, false).await.map_err(unavailable)?;
     if set.get(unverified.kid()).is_none() {
         set = keys.keys(issuer, true).await.map_err(unavailable)?;
     }
-    let key = set
-        .get(unverified.kid())
-        .ok_or_else(|| TokenError::UnknownKey { issuer: issuer.name.to_string(), kid: unverified.kid().to_owned() })?;
+    let key = set.get(unverified.kid()).ok_or_else(|| TokenError::UnknownKey {
+        issuer: issuer.name.to_string(),
+        kid: unverified.kid().to_owned(),
+    })?;
     unverified.verify_signature(key, alg)?;
 
     check_claims(issuer, &unverified, presented, now)
@@ -80,11 +87,17 @@ fn check_claims(
         Some(Value::String(a)) => *a == expected,
         Some(Value::Array(items)) => {
             if !items.iter().all(Value::is_string) {
-                return Err(TokenError::Malformed("claim `aud` is not a string or an array of strings".into()));
+                return Err(TokenError::Malformed(
+                    "claim `aud` is not a string or an array of strings".into(),
+                ));
             }
             items.iter().any(|a| a.as_str() == Some(expected.as_str()))
         }
-        Some(_) => return Err(TokenError::Malformed("claim `aud` is not a string or an array of strings".into())),
+        Some(_) => {
+            return Err(TokenError::Malformed(
+                "claim `aud` is not a string or an array of strings".into(),
+            ));
+        }
     };
     if !audience_ok {
         return Err(TokenError::WrongAudience { expected });
@@ -107,7 +120,10 @@ fn check_claims(
     let age = now - issued_at;
     let max_secs = issuer.max_token_age.as_secs();
     if ChronoDuration::from_std(issuer.max_token_age).is_ok_and(|max| age > max) {
-        return Err(TokenError::TooOld { age_secs: age.num_seconds(), max_secs });
+        return Err(TokenError::TooOld {
+            age_secs: age.num_seconds(),
+            max_secs,
+        });
     }
 
     let jti = match claims.get("jti") {
@@ -134,7 +150,9 @@ fn check_claims(
 /// absent; a value that is not a number, or out of any sane range, is refused.
 fn time_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<DateTime<Utc>>, TokenError> {
     let Some(value) = claims.get(name) else { return Ok(None) };
-    let Value::Number(n) = value else { return Err(TokenError::MissingClaim(name)) };
+    let Value::Number(n) = value else {
+        return Err(TokenError::MissingClaim(name));
+    };
     let out_of_range = || TokenError::Malformed(format!("claim `{name}` is not a time Latch can represent"));
     let at = if let Some(secs) = n.as_i64() {
         DateTime::from_timestamp(secs, 0)
@@ -154,7 +172,10 @@ fn rule_claims(claims: &Map<String, Value>) -> Result<Claims, TokenError> {
             continue;
         }
         if name.is_empty() || name.chars().count() > MAX_CLAIM_NAME_CHARS || name.chars().any(char::is_control) {
-            return Err(TokenError::Malformed(format!("claim name `{}` is empty, too long or has control characters", printable(name))));
+            return Err(TokenError::Malformed(format!(
+                "claim name `{}` is empty, too long or has control characters",
+                printable(name)
+            )));
         }
         let text = match value {
             Value::String(s) => {
