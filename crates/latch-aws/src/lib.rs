@@ -1,5 +1,6 @@
 //! Adapters from latch-core's ports to AWS: IAM ([`iam::IamAdapter`]), DynamoDB
-//! ([`dynamo::DynamoStore`]) and EventBridge ([`events::EventBridgeSink`]), plus configuration
+//! ([`dynamo::DynamoStore`]), EventBridge ([`events::EventBridgeSink`]) and OIDC issuer keys
+//! ([`jwks::HttpKeySource`]), plus configuration
 //! from the environment. The SDK is configured once ([`Clients::from_env`]) and its clients are
 //! reused; the endpoint comes from the SDK's own `AWS_ENDPOINT_URL`, never from code, so the
 //! same binary talks to AWS or to the local emulator.
@@ -10,6 +11,9 @@ mod errors;
 pub mod events;
 pub mod iam;
 pub mod items;
+pub mod jwks;
+#[cfg(feature = "local")]
+pub mod local_issuer;
 #[cfg(feature = "local")]
 pub mod provision;
 #[cfg(feature = "local")]

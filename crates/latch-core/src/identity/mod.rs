@@ -16,6 +16,8 @@
 
 pub mod claims;
 pub mod jwt;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod verify;
 
 use std::collections::BTreeMap;
