@@ -140,6 +140,7 @@ rules:
     roles: ["arn:aws:iam::123456789012:role/latch/x"]
     permission_sets: [s]
     max_duration: 10m
+    identity: claimed
 "#;
 
 #[test]
