@@ -98,7 +98,9 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
         }
     } else if envelope.detail_type == DETAIL_TYPE_STARTED {
         match StartRequest::parse(&event.detail, size) {
-            Ok(request) => policy.decide(&envelope, &request, None).map(|allowed| (request, allowed)),
+            Ok(request) => policy
+                .decide(&envelope, &request, None)
+                .map(|allowed| (request, allowed)),
             Err(e) => {
                 eprintln!("denied: malformed_event: {e}");
                 return Ok(ExitCode::from(3));

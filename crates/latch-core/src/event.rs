@@ -53,7 +53,14 @@ impl JobKey {
     /// What ties a job's grants and its tombstone together: the trusted publisher and the job.
     pub fn scope(&self, account: &AccountId, source: &str) -> String {
         let attempt = self.attempt.to_string();
-        let mut fields = vec![account.as_str(), source, &self.pipeline, &self.run_id, &self.job, &attempt];
+        let mut fields = vec![
+            account.as_str(),
+            source,
+            &self.pipeline,
+            &self.run_id,
+            &self.job,
+            &attempt,
+        ];
         // Claimed jobs keep the scope they had before identities were verified.
         if let Some(principal) = &self.principal {
             fields.push(principal);

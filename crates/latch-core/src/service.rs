@@ -365,9 +365,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         {
             Ok(Activation::Recorded) => {}
             Ok(Activation::AlreadyRecorded(existing)) => {
-                return self
-                    .converge(envelope, asker, *existing, &proposal.actions, now)
-                    .await;
+                return self.converge(envelope, asker, *existing, &proposal.actions, now).await;
             }
             Ok(Activation::JobFinished) => {
                 return self
@@ -425,7 +423,13 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             account: &envelope.account,
         };
         let job = match self
-            .verify(notice.token.as_deref(), presented, &notice.job, &JobContext::default(), now)
+            .verify(
+                notice.token.as_deref(),
+                presented,
+                &notice.job,
+                &JobContext::default(),
+                now,
+            )
             .await?
         {
             Ok(Some(v)) => v.job.job,
@@ -442,11 +446,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             Err(denial) => {
                 let denial = Denial {
                     reason: DenyReason::FinishNotProven,
-                    detail: Some(format!(
-                        "{}: {}",
-                        denial.reason,
-                        denial.detail.unwrap_or_default()
-                    )),
+                    detail: Some(format!("{}: {}", denial.reason, denial.detail.unwrap_or_default())),
                 };
                 return self.deny_finish(envelope, Some(&notice.job), denial, now).await;
             }
@@ -503,7 +503,13 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             by: request.by,
         };
         let verified = match self
-            .verify(request.token.as_deref(), presented, &request.job, &JobContext::default(), now)
+            .verify(
+                request.token.as_deref(),
+                presented,
+                &request.job,
+                &JobContext::default(),
+                now,
+            )
             .await?
         {
             Ok(Some(v)) => v,
@@ -968,12 +974,7 @@ pub fn extension_audit(grant: &Grant, by: GrantDuration, audit_id: &str, recorde
 
 /// The activation audit of a grant; its id is stable, so retries and duplicates share it.
 pub fn activation_audit(grant: &Grant, actions: &[String], recorded_at: DateTime<Utc>) -> AuditRecord {
-    let mut audit = AuditRecord::new(
-        activation_audit_id(grant),
-        Decision::Activated,
-        "allowed",
-        recorded_at,
-    );
+    let mut audit = AuditRecord::new(activation_audit_id(grant), Decision::Activated, "allowed", recorded_at);
     fill_grant_fields(&mut audit, grant);
     audit.actions = actions.to_vec();
     audit

@@ -2,7 +2,7 @@
 //!
 //! | job field | GitHub Actions | GitLab CI | generic issuer |
 //! |---|---|---|---|
-//! | principal | `<issuer>:<repository_id>` | `<issuer>:<project_id>` | `<issuer>:<sub>` |
+//! | principal | `<iss>#repository:<repository_id>` | `<iss>#project:<project_id>` | `<iss>#sub:<sub>` |
 //! | pipeline | `repository` after its `/` | `project_path` after its last `/` | the event's claim |
 //! | run_id | `run_id` | `pipeline_id` | the event's claim |
 //! | job | the event's claim (the token names no job) | `job_id` | the event's claim |
@@ -65,6 +65,29 @@ fn last_segment(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// Who the job is, named under the issuer's URL by the id its kind keeps stable across renames.
+/// A client computes the same from its own token (unverified: it only predicts its grant id).
+pub fn principal(
+    kind: IssuerKind,
+    issuer_url: &str,
+    claims: &super::Claims,
+    subject: &str,
+) -> Result<String, ClaimsError> {
+    let get = |name: &'static str| {
+        claims
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or(ClaimsError::Missing(name))
+    };
+    Ok(match kind {
+        IssuerKind::GitHub => format!("{issuer_url}#repository:{}", get("repository_id")?),
+        IssuerKind::GitLab => format!("{issuer_url}#project:{}", get("project_id")?),
+        IssuerKind::Generic if subject.is_empty() => return Err(ClaimsError::Missing("sub")),
+        IssuerKind::Generic => format!("{issuer_url}#sub:{subject}"),
+    })
+}
+
 /// Compares one field the event claims with what the token says.
 fn agree(field: &'static str, claimed: Option<&str>, verified: Option<&str>) -> Result<(), ClaimsError> {
     match (claimed, verified) {
@@ -90,7 +113,7 @@ pub fn reconcile(
     claimed: &JobKey,
     claimed_context: &JobContext,
 ) -> Result<VerifiedJob, ClaimsError> {
-    let issuer = token.issuer.as_str();
+    let principal = principal(token.kind, &token.issuer_url, &token.claims, &token.subject)?;
     let (job, mut context, trigger, verified_fields) = match token.kind {
         IssuerKind::GitHub => {
             let repository = claim(token, "repository")?;
@@ -104,7 +127,7 @@ pub fn reconcile(
                     why: format!("{attempt_text:?} is not a whole number from 1 to 10000"),
                 })?;
             let job = JobKey {
-                principal: Some(format!("{issuer}:{}", claim(token, "repository_id")?)),
+                principal: Some(principal),
                 pipeline: last_segment(repository).to_owned(),
                 run_id: claim(token, "run_id")?.to_owned(),
                 job: claimed.job.clone(),
@@ -132,7 +155,7 @@ pub fn reconcile(
         IssuerKind::GitLab => {
             let project_path = claim(token, "project_path")?;
             let job = JobKey {
-                principal: Some(format!("{issuer}:{}", claim(token, "project_id")?)),
+                principal: Some(principal),
                 pipeline: last_segment(project_path).to_owned(),
                 run_id: claim(token, "pipeline_id")?.to_owned(),
                 job: claim(token, "job_id")?.to_owned(),
@@ -164,7 +187,7 @@ pub fn reconcile(
         }
         IssuerKind::Generic => {
             let job = JobKey {
-                principal: Some(format!("{issuer}:{}", token.subject)),
+                principal: Some(principal),
                 ..claimed.clone()
             };
             (job, claimed_context.clone(), None, vec!["principal"])
@@ -176,7 +199,11 @@ pub fn reconcile(
         let (claimed_attempt, attempt) = (claimed.attempt.to_string(), job.attempt.to_string());
         agree("attempt", Some(&claimed_attempt), Some(&attempt))?;
         agree("ref", claimed_context.git_ref.as_deref(), context.git_ref.as_deref())?;
-        agree("environment", claimed_context.environment.as_deref(), context.environment.as_deref())?;
+        agree(
+            "environment",
+            claimed_context.environment.as_deref(),
+            context.environment.as_deref(),
+        )?;
         agree("commit", claimed_context.commit.as_deref(), context.commit.as_deref())?;
         agree("actor", claimed_context.actor.as_deref(), context.actor.as_deref())?;
         // What no issuer signs stays the publisher's word, recorded as such.
@@ -300,6 +327,7 @@ mod tests {
         }
         VerifiedToken {
             issuer: Name::parse("github").unwrap(),
+            issuer_url: "https://token.actions.githubusercontent.com".into(),
             kind: IssuerKind::GitHub,
             jti: "j1".into(),
             subject: "repo:example-org/app-billing:ref:refs/heads/main".into(),
@@ -322,7 +350,10 @@ mod tests {
     #[test]
     fn given_a_github_token_when_reconciled_then_identity_comes_from_the_claims() {
         let v = reconcile(&github(&[]), &claimed_job(), &JobContext::default()).unwrap();
-        assert_eq!(v.job.principal.as_deref(), Some("github:4242"));
+        assert_eq!(
+            v.job.principal.as_deref(),
+            Some("https://token.actions.githubusercontent.com#repository:4242")
+        );
         assert_eq!(v.job.pipeline, "app-billing");
         assert_eq!(v.job.job, "deploy");
         assert_eq!(v.context.git_ref.as_deref(), Some("refs/heads/main"));
@@ -344,7 +375,16 @@ mod tests {
         let err = reconcile(&token, &claimed_job(), &ctx).unwrap_err();
         assert!(matches!(err, ClaimsError::Mismatch { field: "ref", .. }), "{err}");
         let err = reconcile(&github(&[]), &claimed_job(), &ctx).unwrap_err();
-        assert!(matches!(err, ClaimsError::Mismatch { field: "environment", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ClaimsError::Mismatch {
+                    field: "environment",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -358,13 +398,18 @@ mod tests {
         let t = github(&[("run_attempt", "0")]);
         assert!(matches!(
             reconcile(&t, &claimed_job(), &JobContext::default()),
-            Err(ClaimsError::Unusable { claim: "run_attempt", .. })
+            Err(ClaimsError::Unusable {
+                claim: "run_attempt",
+                ..
+            })
         ));
     }
 
     #[test]
     fn session_names_fit_iam_and_differ_per_run() {
-        let a = reconcile(&github(&[]), &claimed_job(), &JobContext::default()).unwrap().job;
+        let a = reconcile(&github(&[]), &claimed_job(), &JobContext::default())
+            .unwrap()
+            .job;
         let mut b = a.clone();
         b.attempt = 2;
         let name = session_name(&a);

@@ -62,9 +62,9 @@ impl TokenAlgorithm {
             "RS256" => Ok(Self::Rs256),
             "ES256" => Ok(Self::Es256),
             "none" => Err("alg none means unsigned: never accepted".into()),
-            s if s.starts_with("HS") => {
-                Err(format!("{s} is a shared-secret algorithm: an issuer's public key would verify forgeries"))
-            }
+            s if s.starts_with("HS") => Err(format!(
+                "{s} is a shared-secret algorithm: an issuer's public key would verify forgeries"
+            )),
             s => Err(format!("{s} is not accepted; use RS256 or ES256")),
         }
     }
@@ -121,9 +121,14 @@ pub struct AudienceBinding<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum Presented<'a> {
     Start(AudienceBinding<'a>),
-    Extend { binding: AudienceBinding<'a>, by: GrantDuration },
+    Extend {
+        binding: AudienceBinding<'a>,
+        by: GrantDuration,
+    },
     /// Finishing proves the run, whatever it held: the audience binds the account only.
-    Finish { account: &'a AccountId },
+    Finish {
+        account: &'a AccountId,
+    },
 }
 
 /// The audience a client asks its CI for, and the grant function expects, for `presented`.
@@ -167,6 +172,8 @@ pub type Claims = BTreeMap<String, String>;
 pub struct VerifiedToken {
     /// The policy file's name for the issuer.
     pub issuer: Name,
+    /// The issuer's URL (`iss`): what a principal is named under, whatever the file calls it.
+    pub issuer_url: String,
     pub kind: IssuerKind,
     pub jti: String,
     pub subject: String,

@@ -137,6 +137,7 @@ fn check_claims(
 
     Ok(VerifiedToken {
         issuer: issuer.name.clone(),
+        issuer_url: issuer.url.clone(),
         kind: issuer.kind,
         jti,
         subject,

@@ -487,7 +487,10 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             if total < max_duration {
                 c.push(
                     &[at[0], at[1], "max_total"],
-                    format!("rule {name}: max_total {t} is shorter than max_duration {}", r.max_duration),
+                    format!(
+                        "rule {name}: max_total {t} is shorter than max_duration {}",
+                        r.max_duration
+                    ),
                     Some("max_total caps a grant's whole life, extensions included"),
                 );
             }
@@ -578,7 +581,11 @@ fn issuers(c: &mut Collector<'_>, docs: Vec<IssuerDoc>) -> Vec<Issuer> {
         let anchor = format!("name: {}", d.name);
         let at = ["issuers:", anchor.as_str()];
         let Ok(name) = Name::parse(&d.name) else {
-            c.push(&at, format!("issuer name {:?} is not a valid name", d.name), Some("1-64 of A-Z a-z 0-9 _ -"));
+            c.push(
+                &at,
+                format!("issuer name {:?} is not a valid name", d.name),
+                Some("1-64 of A-Z a-z 0-9 _ -"),
+            );
             continue;
         };
         if out.iter().any(|i| i.name == name) {
@@ -598,7 +605,11 @@ fn issuers(c: &mut Collector<'_>, docs: Vec<IssuerDoc>) -> Vec<Issuer> {
             }
         };
         if let Some(problem) = issuer_url_problem(&d.url) {
-            c.push(&[at[0], at[1], "url:"], format!("issuer {name}: url {:?} {problem}", d.url), None);
+            c.push(
+                &[at[0], at[1], "url:"],
+                format!("issuer {name}: url {:?} {problem}", d.url),
+                None,
+            );
         }
         if out.iter().any(|i| i.url == d.url) {
             c.push(
@@ -623,24 +634,39 @@ fn issuers(c: &mut Collector<'_>, docs: Vec<IssuerDoc>) -> Vec<Issuer> {
         for a in &d.algorithms {
             match TokenAlgorithm::parse(a) {
                 Ok(alg) => algorithms.push(alg),
-                Err(why) => c.push(&[at[0], at[1], "algorithms:"], format!("issuer {name}: algorithm {a:?}: {why}"), None),
+                Err(why) => c.push(
+                    &[at[0], at[1], "algorithms:"],
+                    format!("issuer {name}: algorithm {a:?}: {why}"),
+                    None,
+                ),
             }
         }
         if d.algorithms.is_empty() {
-            c.push(&[at[0], at[1], "algorithms:"], format!("issuer {name} lists no algorithms"), Some("RS256 for GitHub and GitLab"));
+            c.push(
+                &[at[0], at[1], "algorithms:"],
+                format!("issuer {name} lists no algorithms"),
+                Some("RS256 for GitHub and GitLab"),
+            );
         }
         let max_token_age = duration(c, &[at[0], at[1], "max_token_age:"], &d.max_token_age).as_std();
         if max_token_age > MAX_TOKEN_AGE_CAP {
             c.push(
                 &[at[0], at[1], "max_token_age:"],
-                format!("issuer {name}: max_token_age {} is over the one-hour cap", d.max_token_age),
+                format!(
+                    "issuer {name}: max_token_age {} is over the one-hour cap",
+                    d.max_token_age
+                ),
                 Some("ask the CI for a fresh token right before the request"),
             );
         }
         let pinned_keys = d.keys.and_then(|keys| match JwkSet::from_value(&keys) {
             Ok(set) => Some(std::sync::Arc::new(set)),
             Err(e) => {
-                c.push(&[at[0], at[1], "keys:"], format!("issuer {name}: pinned keys: {e}"), Some("a JWKS: {keys: [...]}"));
+                c.push(
+                    &[at[0], at[1], "keys:"],
+                    format!("issuer {name}: pinned keys: {e}"),
+                    Some("a JWKS: {keys: [...]}"),
+                );
                 None
             }
         });
@@ -660,7 +686,12 @@ fn issuers(c: &mut Collector<'_>, docs: Vec<IssuerDoc>) -> Vec<Issuer> {
 }
 
 fn issuer_url_problem(url: &str) -> Option<&'static str> {
-    let loopback = ["http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://[::1]:"];
+    let loopback = [
+        "http://127.0.0.1:",
+        "http://127.0.0.1/",
+        "http://localhost:",
+        "http://[::1]:",
+    ];
     let ok_scheme = url.starts_with("https://") || loopback.iter().any(|p| url.starts_with(p));
     if !ok_scheme {
         return Some("must be https:// (http:// only on loopback, for a local issuer)");
@@ -700,7 +731,11 @@ fn rule_identity(
     match (r.identity.as_deref(), r.issuer.as_deref()) {
         (Some("claimed"), None) => {
             if !r.claims.is_empty() {
-                c.push(&[at[0], at[1], "claims:"], format!("rule {name}: claims need an issuer"), None);
+                c.push(
+                    &[at[0], at[1], "claims:"],
+                    format!("rule {name}: claims need an issuer"),
+                    None,
+                );
             }
             c.warn(
                 at,
@@ -710,7 +745,11 @@ fn rule_identity(
             Some(RuleIdentity::Claimed)
         }
         (Some("claimed"), Some(_)) => {
-            c.push(at, format!("rule {name}: identity: claimed cannot name an issuer"), None);
+            c.push(
+                at,
+                format!("rule {name}: identity: claimed cannot name an issuer"),
+                None,
+            );
             None
         }
         (Some("verified") | None, Some(issuer_name)) => {
@@ -723,7 +762,11 @@ fn rule_identity(
                 return None;
             };
             for (field, claim) in [("refs", "ref"), ("environments", "environment")] {
-                let present = if field == "refs" { r.refs.is_some() } else { r.environments.is_some() };
+                let present = if field == "refs" {
+                    r.refs.is_some()
+                } else {
+                    r.environments.is_some()
+                };
                 if present {
                     c.push(
                         &[at[0], at[1], field],
@@ -736,7 +779,10 @@ fn rule_identity(
             if !r.claims.keys().any(|k| required.contains(&k.as_str())) {
                 c.push(
                     &[at[0], at[1], "issuer:"],
-                    format!("rule {name}: binds none of {}: every job the issuer serves would match", required.join(", ")),
+                    format!(
+                        "rule {name}: binds none of {}: every job the issuer serves would match",
+                        required.join(", ")
+                    ),
                     Some("bind the repository or project, e.g. claims: {repository: my-org/my-repo}"),
                 );
             }
@@ -744,9 +790,16 @@ fn rule_identity(
             for (claim, patterns) in &r.claims {
                 let texts = patterns_of(patterns);
                 if texts.is_empty() {
-                    c.push(&[at[0], at[1], claim], format!("rule {name}: claim {claim} lists no patterns"), None);
+                    c.push(
+                        &[at[0], at[1], claim],
+                        format!("rule {name}: claim {claim} lists no patterns"),
+                        None,
+                    );
                 }
-                let patterns = texts.iter().filter_map(|p| glob(c, &[at[0], at[1], claim], p, "claim")).collect();
+                let patterns = texts
+                    .iter()
+                    .filter_map(|p| glob(c, &[at[0], at[1], claim], p, "claim"))
+                    .collect();
                 claims.push(ClaimPattern {
                     claim: claim.clone(),
                     patterns,
@@ -995,7 +1048,9 @@ fn statement(
             if key.eq_ignore_ascii_case("aws:CurrentTime") || key.eq_ignore_ascii_case(super::render::SESSION_KEY) {
                 c.push(
                     &at("conditions:"),
-                    format!("{where_}: {operator} {key} is reserved: Latch sets it (the grant's expiry, the bound session)"),
+                    format!(
+                        "{where_}: {operator} {key} is reserved: Latch sets it (the grant's expiry, the bound session)"
+                    ),
                     None,
                 );
             }

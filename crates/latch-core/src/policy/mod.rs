@@ -143,7 +143,12 @@ impl Rule {
 
     /// `Ok` when the rule admits who is asking; otherwise how close it came
     /// ([`DenyReason::UntrustedTrigger`]: everything matched but what started the run).
-    fn admits(&self, envelope: &Envelope, request: &StartRequest, verified: Option<&Verified>) -> Result<(), DenyReason> {
+    fn admits(
+        &self,
+        envelope: &Envelope,
+        request: &StartRequest,
+        verified: Option<&Verified>,
+    ) -> Result<(), DenyReason> {
         let no = Err(DenyReason::NoMatchingRule);
         if !self.trusts_publisher(envelope) || !any_match(&self.pipelines, &request.job.pipeline) {
             return no;
@@ -160,15 +165,22 @@ impl Rule {
                     (Some(envs), Some(env)) => envs.contains(env),
                     (Some(_), None) => false,
                 };
-                if claims_pass(&self.refs, &request.context.git_ref) && env_pass { Ok(()) } else { no }
+                if claims_pass(&self.refs, &request.context.git_ref) && env_pass {
+                    Ok(())
+                } else {
+                    no
+                }
             }
             RuleIdentity::Verified { issuer, claims } => {
                 let Some(v) = verified.filter(|v| &v.token.issuer == issuer) else {
                     return no;
                 };
-                let all_match = claims
-                    .iter()
-                    .all(|c| v.token.claims.get(&c.claim).is_some_and(|value| any_match(&c.patterns, value)));
+                let all_match = claims.iter().all(|c| {
+                    v.token
+                        .claims
+                        .get(&c.claim)
+                        .is_some_and(|value| any_match(&c.patterns, value))
+                });
                 if !all_match {
                     return no;
                 }

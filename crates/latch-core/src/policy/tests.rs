@@ -108,7 +108,9 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
         ),
     ];
     for (env, overrides, want) in cases {
-        let got = p.decide(&env, &request(overrides.clone()), None).map(|a| a.rule.to_string());
+        let got = p
+            .decide(&env, &request(overrides.clone()), None)
+            .map(|a| a.rule.to_string());
         assert_eq!(got, Err(want), "{overrides}");
     }
 }
