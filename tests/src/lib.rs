@@ -148,7 +148,7 @@ impl Harness {
             store: self.clients.store.clone(),
             audit: self.clients.audit.clone(),
             clock: SystemClock,
-            keys: latch_core::identity::StaticKeys,
+            keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
         }
     }
 

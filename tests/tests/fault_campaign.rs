@@ -348,7 +348,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
         store: clients.store.clone(),
         audit: clients.audit.clone(),
         clock: SystemClock,
-        keys: latch_core::identity::StaticKeys,
+        keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
     };
     let revoke = revoke::RevokeFunction {
         iam: clients.iam.clone(),

@@ -43,6 +43,8 @@ pub enum InitError {
     Config(#[from] ConfigError),
     #[error("policy file refused:\n{0}")]
     Policy(#[from] latch_core::policy::LoadError),
+    #[error("cannot fetch issuer keys: {0}")]
+    Keys(#[from] latch_core::identity::KeyError),
 }
 
 /// Configuration, the policy file it names, and the clients: what the grant and sweep

@@ -137,7 +137,7 @@ pub async fn start_latch(
         store: clients.store.clone(),
         audit: clients.audit.clone(),
         clock,
-        keys: latch_core::identity::StaticKeys,
+        keys: latch_aws::jwks::HttpKeySource::new().map_err(|e| CliError::Usage(e.to_string()))?,
     };
     let revoke = revoke::RevokeFunction {
         iam: clients.iam.clone(),

@@ -15,7 +15,8 @@ use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
 use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
-use latch_core::identity::{KeySource, StaticKeys};
+use latch_aws::jwks::HttpKeySource;
+use latch_core::identity::KeySource;
 use latch_core::model::{AccountId, digest};
 use latch_core::native::is_native;
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Retryable, SystemClock};
@@ -24,9 +25,9 @@ use serde_json::Value;
 use tracing::error;
 
 /// The service as deployed: AWS adapters, the wall clock.
-pub type AwsGrantService = GrantService<IamAdapter, DynamoStore, EventBridgeSink, SystemClock, StaticKeys>;
+pub type AwsGrantService = GrantService<IamAdapter, DynamoStore, EventBridgeSink, SystemClock, HttpKeySource>;
 
-/// Reads configuration and the policy file, builds the clients once.
+/// Reads configuration and the policy file, builds the clients (and the issuer key cache) once.
 pub async fn init() -> Result<AwsGrantService, latch_aws::InitError> {
     let (policy, clients) = latch_aws::load_with_policy().await?;
     Ok(GrantService {
@@ -35,7 +36,7 @@ pub async fn init() -> Result<AwsGrantService, latch_aws::InitError> {
         store: clients.store,
         audit: clients.audit,
         clock: SystemClock,
-        keys: StaticKeys,
+        keys: HttpKeySource::new()?,
     })
 }
 
