@@ -45,7 +45,8 @@ pub fn fixture(name: &str) -> Value {
 }
 
 /// A policy with one rule over `roles` roles named `<prefix>-0` … (for campaigns and load runs):
-/// pipelines `<prefix>-*` from `ci.github`, the `deploy-artifacts` set, up to `cap` grants a role.
+/// pipelines `<prefix>-*` from `ci.github` (claimed identity: the campaigns exercise revocation,
+/// not identity), the `deploy-artifacts` set, up to `cap` grants a role.
 pub fn many_roles_policy(prefix: &str, roles: usize, cap: usize) -> String {
     let roles: Vec<String> = (0..roles)
         .map(|r| format!("\"arn:aws:iam::123456789012:role/latch/{prefix}-{r}\""))
@@ -62,6 +63,7 @@ permission_sets:
         resources: ["arn:aws:s3:::latch-artifacts-${{account}}/${{pipeline}}/*"]
 rules:
   - name: {prefix}
+    identity: claimed
     sources: [ci.github]
     accounts: ["123456789012"]
     pipelines: ["{prefix}-*"]
