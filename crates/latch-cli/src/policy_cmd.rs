@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use latch_core::decision::DenyReason;
 use latch_core::event::{DETAIL_TYPE_STARTED, StartRequest};
+use latch_core::identity::claims::{ClaimsError, reconcile};
+use latch_core::identity::verify::rule_claims;
+use latch_core::identity::{TokenError, Verified, VerifiedToken, jwt};
 use latch_core::native::{NativeEvent, NativePhase, is_native};
 use latch_core::policy::{Policy, RenderContext};
 use serde_json::Value;
@@ -15,13 +19,16 @@ use crate::CliError;
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy file; print each problem as FILE:LINE with a hint. Exit 1 on any.
+    /// Rules that trust claimed identity load, with a warning each.
     Check {
         /// The policy file [default: infra/policies.yaml]
         file: Option<PathBuf>,
     },
     /// Show which rule allows or denies an event, and the exact policy document it would attach.
     ///
-    /// Exit codes: 0 allowed, 3 denied (the reason on stderr).
+    /// An event's token is read offline: its claims decide as they would once verified, but its
+    /// signature, audience and times are not checked. Exit codes: 0 allowed, 3 denied (the
+    /// reason on stderr).
     Explain {
         /// A `Pipeline Job Started` event, or a native CodePipeline action / CodeBuild build state
         /// change, the whole EventBridge envelope (see events/).
@@ -46,6 +53,12 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
         PolicyCommand::Check { file } => {
             let path = default_policy(file);
             let policy = load(&path)?;
+            let origin = path.display().to_string();
+            for w in &policy.warnings {
+                let at = w.line.map_or(String::new(), |l| format!(":{l}"));
+                let hint = w.hint.as_deref().map_or(String::new(), |h| format!(" (hint: {h})"));
+                eprintln!("{origin}{at}: warning: {}{hint}", w.message);
+            }
             println!(
                 "{}: ok ({} permission sets, {} rules, {} native rules, elevatable path {})",
                 path.display(),
@@ -58,6 +71,47 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
         }
         PolicyCommand::Explain { event, policy } => explain(&event, &default_policy(policy)),
     }
+}
+
+/// The identity a token claims, read without checking its signature, audience or times: what
+/// the grant function would decide *if* it verifies. Refused as the function would refuse a
+/// token it cannot even read, or whose claims contradict the event.
+fn read_token(policy: &Policy, token: &str, request: &StartRequest) -> Result<Verified, (DenyReason, String)> {
+    let refuse = |e: &TokenError| (DenyReason::from(e), e.to_string());
+    let parsed = jwt::parse(token).map_err(|e| refuse(&e))?;
+    let iss = parsed.issuer().unwrap_or_default().to_owned();
+    let issuer = policy
+        .issuers
+        .iter()
+        .find(|i| i.url == iss)
+        .ok_or_else(|| refuse(&TokenError::UnknownIssuer(iss.clone())))?;
+    let claims = rule_claims(parsed.claims()).map_err(|e| refuse(&e))?;
+    let text = |name: &str| {
+        parsed
+            .claims()
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let token = VerifiedToken {
+        issuer: issuer.name.clone(),
+        issuer_url: issuer.url.clone(),
+        kind: issuer.kind,
+        jti: text("jti"),
+        subject: text("sub"),
+        issued_at: chrono::Utc::now(),
+        expires_at: chrono::Utc::now(),
+        claims,
+    };
+    let job = reconcile(&token, &request.job, &request.context).map_err(|e| {
+        let reason = match e {
+            ClaimsError::Mismatch { .. } => DenyReason::ClaimMismatch,
+            _ => DenyReason::TokenMalformed,
+        };
+        (reason, e.to_string())
+    })?;
+    Ok(Verified { token, job })
 }
 
 fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> {
@@ -97,15 +151,33 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
             Ok(NativeEvent { job, .. }) => policy.decide_native(&envelope, &job),
         }
     } else if envelope.detail_type == DETAIL_TYPE_STARTED {
-        match StartRequest::parse(&event.detail, size) {
-            Ok(request) => policy
-                .decide(&envelope, &request, None)
-                .map(|allowed| (request, allowed)),
+        let mut request = match StartRequest::parse(&event.detail, size) {
+            Ok(r) => r,
             Err(e) => {
                 eprintln!("denied: malformed_event: {e}");
                 return Ok(ExitCode::from(3));
             }
+        };
+        let verified = match request.token.as_deref().map(|t| read_token(&policy, t, &request)) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err((reason, why))) => {
+                eprintln!("denied: {reason}: {why}");
+                return Ok(ExitCode::from(3));
+            }
+        };
+        if let Some(v) = &verified {
+            println!(
+                "token: issuer {}, principal {} (offline: signature, audience and times are not checked)",
+                v.token.issuer,
+                v.job.job.principal.as_deref().unwrap_or("-")
+            );
+            request.job = v.job.job.clone();
+            request.context = v.job.context.clone();
         }
+        policy
+            .decide(&envelope, &request, verified.as_ref())
+            .map(|allowed| (request, allowed))
     } else {
         return Err(CliError::Usage(format!(
             "detail-type is {:?}; explain takes {DETAIL_TYPE_STARTED:?} or a native CodePipeline/CodeBuild event",
@@ -120,12 +192,14 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
         }
     };
     let expires = envelope.time + chrono::Duration::seconds(request.duration.as_secs() as i64);
+    let session = (allowed.bind_session && request.job.principal.is_some())
+        .then(|| latch_core::identity::claims::session_name(&request.job));
     let ctx = RenderContext {
         pipeline: &request.job.pipeline,
         job: &request.job.job,
         account: envelope.account.as_str(),
         region: &envelope.region,
-        session: None,
+        session: session.as_deref(),
     };
     match allowed.permission_set.render(&ctx, expires) {
         Ok(doc) => {

@@ -68,7 +68,7 @@ fn policy_check_accepts_the_example_and_points_at_each_problem() {
     let shown = path.display().to_string();
     assert!(
         err.contains(&format!(
-            "{shown}:29: permission set deploy-artifacts, statement 2: \"iam:*\" breaks guardrail iam_wildcard"
+            "{shown}:58: permission set deploy-artifacts, statement 2: \"iam:*\" breaks guardrail iam_wildcard"
         )),
         "{err}"
     );
@@ -78,19 +78,46 @@ fn policy_check_accepts_the_example_and_points_at_each_problem() {
 
 #[test]
 fn policy_explain_shows_the_rule_and_document_or_the_reason() {
-    let (code, out, _) = run(latch().args(["policy", "explain", "--event", "events/pipeline-job-started.json"]));
+    let (code, out, _) = run(latch().args(["policy", "explain", "--event", "events/verified-job-started.json"]));
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "token: issuer github, principal https://token.actions.githubusercontent.com#repository:712345678"
+        ),
+        "{out}"
+    );
     assert!(out.contains("allowed by rule app-release-deploys"), "{out}");
     assert!(out.contains("\"aws:CurrentTime\": \"2026-11-25T12:15:00Z\""), "{out}");
 
     let mut event: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("events/pipeline-job-started.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(repo().join("events/verified-job-started.json")).unwrap())
             .unwrap();
     event["detail"]["permission_set"] = "db-migrate".into();
     let path = temp_file("denied.json", &event.to_string());
     let (code, _, err) = run(latch().args(["policy", "explain", "--event"]).arg(&path));
     assert_eq!(code, 3);
     assert!(err.contains("denied: permission_set_not_allowed"), "{err}");
+
+    // Contract v1 (no token) against verified rules: the requester is told what is missing.
+    let (code, _, err) = run(latch().args(["policy", "explain", "--event", "events/pipeline-job-started.json"]));
+    assert_eq!(code, 3);
+    assert!(err.contains("denied: token_missing"), "{err}");
+}
+
+#[test]
+fn policy_check_warns_about_each_rule_that_trusts_claimed_identity() {
+    let (code, out, err) = run(latch().args(["policy", "check", "events/policy-claimed.yaml"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(err.matches(": warning: rule ").count(), 3, "{err}");
+    assert!(
+        err.contains("events/policy-claimed.yaml:39: warning: rule app-release-deploys trusts claimed identity"),
+        "{err}"
+    );
+    let (_, _, err) = run(latch().args(["policy", "check", "infra/policies.yaml"]));
+    assert!(
+        !err.contains("warning"),
+        "the shipped example uses verified rules only: {err}"
+    );
 }
 
 #[test]

@@ -166,7 +166,9 @@ fn time_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<
     at.map(Some).ok_or_else(out_of_range)
 }
 
-fn rule_claims(claims: &Map<String, Value>) -> Result<Claims, TokenError> {
+/// The claims rules may bind: every unregistered claim that is a string, number or boolean, as
+/// text. Also what a client or `latch policy explain` reads from a token it does not verify.
+pub fn rule_claims(claims: &Map<String, Value>) -> Result<Claims, TokenError> {
     let mut out = Claims::new();
     for (name, value) in claims {
         if REGISTERED.contains(&name.as_str()) {
