@@ -51,10 +51,13 @@ enum Command {
     /// (GitLab `id_tokens:`), else GitHub Actions' token request (`permissions: id-token: write`),
     /// or --no-token for `identity: claimed` rules. The job's pipeline, run, job, attempt, actor,
     /// commit and ref come from the token and the CI system's variables (GitHub Actions, GitLab
-    /// CI, Jenkins, CodeBuild) unless given as flags. Prints `session: <name>` on stdout: the
-    /// role session name to assume the role with when the rule binds sessions. With --wait:
-    /// exit 0 once the grant is active (after --settle), 3 if denied (reason on stderr), 4 if no
-    /// decision came within --timeout.
+    /// CI, Jenkins, CodeBuild) unless given as flags.
+    ///
+    /// Prints `session: <name>` on stdout: the role session name to assume the role with when
+    /// the rule binds sessions.
+    ///
+    /// With --wait: exit 0 once active (after --settle), 3 if denied (reason on stderr), 4 if
+    /// no decision came within --timeout.
     Request(Box<client::RequestArgs>),
     /// Ask for more time on this job's active grant (publishes `Pipeline Grant Extension
     /// Requested`), within its rule's max_total. Needs the job's ID token, as request does.

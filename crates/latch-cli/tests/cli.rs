@@ -68,7 +68,7 @@ fn policy_check_accepts_the_example_and_points_at_each_problem() {
     let shown = path.display().to_string();
     assert!(
         err.contains(&format!(
-            "{shown}:29: permission set deploy-artifacts, statement 2: \"iam:*\" breaks guardrail iam_wildcard"
+            "{shown}:58: permission set deploy-artifacts, statement 2: \"iam:*\" breaks guardrail iam_wildcard"
         )),
         "{err}"
     );
