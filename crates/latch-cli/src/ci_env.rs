@@ -4,13 +4,18 @@
 //!
 //! | field | GitHub Actions | GitLab CI | Jenkins | CodeBuild |
 //! |---|---|---|---|---|
-//! | pipeline | repository name (`GITHUB_REPOSITORY` after `/`) | `CI_PROJECT_NAME` | `JOB_BASE_NAME` | project (`CODEBUILD_BUILD_ID` before `:`) |
+//! | pipeline | repository name (`GITHUB_REPOSITORY` after `/`) | `CI_PROJECT_PATH` after its last `/` | `JOB_BASE_NAME` | project (`CODEBUILD_BUILD_ID` before `:`) |
 //! | run_id | `GITHUB_RUN_ID` | `CI_PIPELINE_ID` | `BUILD_NUMBER` | `CODEBUILD_BUILD_NUMBER` |
-//! | job | `GITHUB_JOB` | `CI_JOB_NAME` | `STAGE_NAME`, else `build` | `build` |
+//! | job | `GITHUB_JOB` | `CI_JOB_ID` | `STAGE_NAME`, else `build` | `build` |
 //! | attempt | `GITHUB_RUN_ATTEMPT` | 1 | 1 | 1 |
 //! | actor | `GITHUB_ACTOR` | `GITLAB_USER_LOGIN` | `BUILD_USER_ID` | `CODEBUILD_INITIATOR` |
 //! | commit | `GITHUB_SHA` | `CI_COMMIT_SHA` | `GIT_COMMIT` | `CODEBUILD_RESOLVED_SOURCE_VERSION` |
 //! | ref | `GITHUB_REF` | `refs/heads/` + `CI_COMMIT_REF_NAME` (`refs/tags/` for tags) | `GIT_BRANCH` | `CODEBUILD_WEBHOOK_HEAD_REF` |
+//!
+//! GitHub and GitLab fields are the ones their ID tokens sign (`identity::claims`), read the same
+//! way, so the detail agrees with the token: GitLab's job is its numeric `CI_JOB_ID` (the token's
+//! `job_id`; a retried job gets a new one, so the attempt stays 1) and its pipeline is the
+//! project path's last segment (the token's `project_path`), not the display name.
 
 /// The job's identity and context, as far as the environment tells.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,9 +52,11 @@ impl JobEnv {
             });
             return Self {
                 system: Some("GitLab CI"),
-                pipeline: get("CI_PROJECT_NAME"),
+                pipeline: get("CI_PROJECT_PATH")
+                    .map(|p| p.rsplit('/').next().unwrap_or(&p).to_owned())
+                    .or_else(|| get("CI_PROJECT_NAME")),
                 run_id: get("CI_PIPELINE_ID"),
-                job: get("CI_JOB_NAME"),
+                job: get("CI_JOB_ID"),
                 attempt: Some(1),
                 actor: get("GITLAB_USER_LOGIN"),
                 commit: get("CI_COMMIT_SHA"),
@@ -116,15 +123,22 @@ mod tests {
     fn given_gitlab_jenkins_or_codebuild_variables_then_each_is_read() {
         let gl = JobEnv::detect(env(&[
             ("GITLAB_CI", "true"),
-            ("CI_PROJECT_NAME", "app-release"),
+            ("CI_PROJECT_NAME", "App Release"),
+            ("CI_PROJECT_PATH", "example-group/app-release"),
             ("CI_PIPELINE_ID", "7"),
             ("CI_JOB_NAME", "deploy"),
+            ("CI_JOB_ID", "5501"),
             ("CI_COMMIT_REF_NAME", "v1.2.0"),
             ("CI_COMMIT_TAG", "v1.2.0"),
         ]));
         assert_eq!(
             (gl.system, gl.git_ref.as_deref()),
             (Some("GitLab CI"), Some("refs/tags/v1.2.0"))
+        );
+        // As the token names them: project path's last segment, numeric job id.
+        assert_eq!(
+            (gl.pipeline.as_deref(), gl.job.as_deref(), gl.attempt),
+            (Some("app-release"), Some("5501"), Some(1))
         );
         let jk = JobEnv::detect(env(&[
             ("JENKINS_URL", "http://ci"),

@@ -1,13 +1,21 @@
-//! The pipeline client: `latch request` asks for a grant, `latch release` ends the job's grants.
+//! The pipeline client: `latch request` asks for a grant, `latch extend` asks for more time on
+//! it, `latch release` ends the job's grants.
 //!
-//! Both publish the pipeline event contract (v1) on the bus with the publisher's own `source`;
-//! the job's identity comes from the CI system's variables ([`crate::ci_env`]) or flags. With
-//! `--wait`, `request` watches the table for the decision: the grant id and the denial's audit id
-//! are both deterministic, so two GetItem calls a second tell the answer. It needs
-//! `dynamodb:GetItem` on the table and `sts:GetCallerIdentity` besides `events:PutEvents`.
+//! Each publishes the pipeline event contract (v2) on the bus with the publisher's own `source`,
+//! with the CI's OIDC ID token in `token` ([`crate::token`]: how it is had, and that it is never
+//! printed). The job's fields come from the CI system's variables ([`crate::ci_env`]) or flags;
+//! with a token, the job the token proves replaces them (a flag that contradicts it is a usage
+//! error, as the grant function would deny it). With `--wait`, `request` and `extend` watch the
+//! table for the decision: the grant id (over the token's principal, predicted as the function
+//! reconciles it), the extension's audit id and the denial's audit id are all deterministic, so
+//! a few GetItem calls a second tell the answer. They need `dynamodb:GetItem` on the table and
+//! `sts:GetCallerIdentity` besides `events:PutEvents`.
 //!
-//! Exit codes of `request --wait`: 0 active (after the settle time), 3 denied (reason on stderr),
-//! 4 timed out; 1 on errors, 2 on usage errors.
+//! `request` prints `session: <name>` on stdout, the IAM role session name the job must assume
+//! its role with when its rule says `bind_session` (with --wait: only when the grant is bound).
+//!
+//! Exit codes with `--wait`: 0 active / extended (after the settle time), 3 denied (reason on
+//! stderr), 4 timed out; 1 on errors, 2 on usage errors.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -16,12 +24,15 @@ use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use clap::Args;
-use latch_core::event::{DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, JobKey};
+use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, JobContext, JobKey};
+use latch_core::identity::claims::session_name;
+use latch_core::identity::{AudienceBinding, Presented, request_audience};
 use latch_core::model::{AccountId, GrantDuration, GrantId, GrantIdentity, Name, RoleArn, digest};
 use serde_json::{Value, json};
 
 use crate::CliError;
 use crate::ci_env::JobEnv;
+use crate::token::{IdToken, TokenArgs, TokenSource, predict};
 
 pub const EXIT_DENIED: u8 = 3;
 pub const EXIT_TIMED_OUT: u8 = 4;
@@ -47,6 +58,8 @@ pub struct JobArgs {
     /// Attempt of the run, from 1 [default: from the CI environment, else 1]
     #[arg(long)]
     attempt: Option<u32>,
+    #[command(flatten)]
+    token: TokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +114,34 @@ pub struct ReleaseArgs {
     /// How the job ended (recorded; any outcome ends the grants).
     #[arg(long, default_value = "success")]
     outcome: String,
+    /// The account the bus is in, for the token's audience when STS cannot say
+    /// [default: STS GetCallerIdentity]
+    #[arg(long, env = "LATCH_ACCOUNT")]
+    account: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtendArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// The role of the grant to extend.
+    #[arg(long, value_name = "ARN")]
+    role: String,
+    /// The permission set of the grant to extend.
+    #[arg(long, value_name = "NAME")]
+    permission_set: String,
+    /// How much longer: 10m, or ISO 8601 such as PT10M (within the rule's max_total).
+    #[arg(long)]
+    by: String,
+    /// Wait for the decision: exit 0 when extended, 3 when refused, 4 on timeout.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits for a decision.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// The grants table --wait reads.
+    #[arg(long, env = "LATCH_TABLE", default_value = "latch-grants")]
+    table: String,
 }
 
 fn missing(flag: &str) -> CliError {
@@ -110,32 +151,83 @@ fn missing(flag: &str) -> CliError {
 }
 
 impl JobArgs {
-    fn resolve(&self, env: &JobEnv) -> Result<JobKey, CliError> {
+    /// Each field from its flag, else the CI variables, else what the token names (`signed`).
+    fn resolve(&self, env: &JobEnv, signed: &JobEnv) -> Result<JobKey, CliError> {
         Ok(JobKey {
             principal: None,
             pipeline: self
                 .pipeline
                 .clone()
                 .or(env.pipeline.clone())
+                .or(signed.pipeline.clone())
                 .ok_or_else(|| missing("--pipeline"))?,
             run_id: self
                 .run_id
                 .clone()
                 .or(env.run_id.clone())
+                .or(signed.run_id.clone())
                 .ok_or_else(|| missing("--run-id"))?,
-            job: self.job.clone().or(env.job.clone()).ok_or_else(|| missing("--job"))?,
-            attempt: self.attempt.or(env.attempt).unwrap_or(1),
+            job: self
+                .job
+                .clone()
+                .or(env.job.clone())
+                .or(signed.job.clone())
+                .ok_or_else(|| missing("--job"))?,
+            attempt: self.attempt.or(env.attempt).or(signed.attempt).unwrap_or(1),
         })
     }
 }
 
-fn job_detail(job: &JobKey) -> serde_json::Map<String, Value> {
+fn job_detail(job: &JobKey, token: Option<&IdToken>) -> serde_json::Map<String, Value> {
     let mut d = serde_json::Map::new();
     d.insert("pipeline".into(), json!(job.pipeline));
     d.insert("run_id".into(), json!(job.run_id));
     d.insert("job".into(), json!(job.job));
     d.insert("attempt".into(), json!(job.attempt));
+    if let Some(t) = token {
+        d.insert("token".into(), json!(t.expose()));
+    }
     d
+}
+
+/// The job's token (if any) and the job the grant function will see: the one the token proves
+/// (principal included, so grant ids match), or the claimed one without a token.
+async fn prove<F, Fut>(
+    args: &JobArgs,
+    env: &JobEnv,
+    context: &JobContext,
+    audience: F,
+) -> Result<(JobKey, Option<IdToken>), CliError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<String, CliError>>,
+{
+    let lookup = |k: &str| std::env::var(k).ok();
+    let source = TokenSource::choose(&args.token, lookup)?;
+    let Some(token) = source.obtain(audience).await? else {
+        return Ok((args.resolve(env, &JobEnv::default())?, None));
+    };
+    let kind = args.token.kind(&source, lookup);
+    let claimed = args.resolve(env, &crate::token::signed_job(&token, kind))?;
+    let verified = predict(&token, kind, &claimed, context)?;
+    Ok((verified.job, Some(token)))
+}
+
+fn parse_role_set(role: &str, set: &str) -> Result<(RoleArn, Name), CliError> {
+    let role = RoleArn::parse(role).map_err(|e| CliError::Usage(format!("--role: {e}")))?;
+    let set = Name::parse(set).map_err(|e| CliError::Usage(format!("--permission-set: {e}")))?;
+    Ok((role, set))
+}
+
+/// The account EventBridge will put on the envelope: the caller's (STS), else `fallback`.
+async fn caller_account(sdk: &aws_config::SdkConfig) -> Option<AccountId> {
+    aws_sdk_sts::Client::new(sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.account)
+        .and_then(|a| AccountId::parse(&a).ok())
 }
 
 /// Publishes one event; returns EventBridge's id for it.
@@ -176,21 +268,38 @@ async fn publish(
 
 pub async fn request(args: RequestArgs) -> Result<ExitCode, CliError> {
     let env = JobEnv::detect(|k| std::env::var(k).ok());
-    let job = args.job.resolve(&env)?;
-    let role = RoleArn::parse(&args.role).map_err(|e| CliError::Usage(format!("--role: {e}")))?;
-    let set = Name::parse(&args.permission_set).map_err(|e| CliError::Usage(format!("--permission-set: {e}")))?;
-    GrantDuration::parse(&args.duration).map_err(|e| CliError::Usage(format!("--duration: {e}")))?;
-    let mut detail = job_detail(&job);
+    let (role, set) = parse_role_set(&args.role, &args.permission_set)?;
+    let duration = GrantDuration::parse(&args.duration).map_err(|e| CliError::Usage(format!("--duration: {e}")))?;
+    let claimed_context = JobContext {
+        reason: args.reason.clone(),
+        git_ref: args.git_ref.clone().or(env.git_ref.clone()),
+        commit: args.commit.clone().or(env.commit.clone()),
+        actor: args.actor.clone().or(env.actor.clone()),
+        ticket: args.ticket.clone(),
+        environment: args.environment.clone(),
+    };
+    // The bus is in the role's account: the audience binds the request as the function sees it.
+    let audience = request_audience(
+        &args.job.token.audience_prefix,
+        Presented::Start(AudienceBinding {
+            account: role.account(),
+            role: &role,
+            permission_set: &set,
+            duration,
+        }),
+    );
+    let (job, token) = prove(&args.job, &env, &claimed_context, || async { Ok(audience) }).await?;
+    let mut detail = job_detail(&job, token.as_ref());
     detail.insert("role_arn".into(), json!(role.as_str()));
     detail.insert("permission_set".into(), json!(set.as_str()));
     detail.insert("duration".into(), json!(args.duration));
     let context = [
-        ("reason", args.reason.clone()),
-        ("ticket", args.ticket.clone()),
-        ("environment", args.environment.clone()),
-        ("actor", args.actor.clone().or(env.actor.clone())),
-        ("commit", args.commit.clone().or(env.commit.clone())),
-        ("ref", args.git_ref.clone().or(env.git_ref.clone())),
+        ("reason", claimed_context.reason),
+        ("ticket", claimed_context.ticket),
+        ("environment", claimed_context.environment),
+        ("actor", claimed_context.actor),
+        ("commit", claimed_context.commit),
+        ("ref", claimed_context.git_ref),
     ];
     for (k, v) in context {
         if let Some(v) = v {
@@ -200,20 +309,29 @@ pub async fn request(args: RequestArgs) -> Result<ExitCode, CliError> {
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let event_id = publish(&sdk, &args.job, DETAIL_TYPE_STARTED, Value::Object(detail)).await?;
     eprintln!(
-        "requested {} on {} for {} as {}/{}/{}#{} (event {event_id})",
-        set, role, args.duration, job.pipeline, job.run_id, job.job, job.attempt
+        "requested {} on {} for {} as {}/{}/{}#{}{} (event {event_id})",
+        set,
+        role,
+        args.duration,
+        job.pipeline,
+        job.run_id,
+        job.job,
+        job.attempt,
+        if token.is_some() {
+            " with the CI's ID token"
+        } else {
+            " without a token (claimed identity)"
+        }
     );
     if !args.wait {
+        if token.is_some() {
+            // Without --wait the client cannot know whether the rule binds sessions; the name is
+            // harmless to use either way.
+            println!("session: {}", session_name(&job));
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let account = aws_sdk_sts::Client::new(&sdk)
-        .get_caller_identity()
-        .send()
-        .await
-        .ok()
-        .and_then(|o| o.account)
-        .and_then(|a| AccountId::parse(&a).ok())
-        .unwrap_or_else(|| role.account().clone());
+    let account = caller_account(&sdk).await.unwrap_or_else(|| role.account().clone());
     let id = GrantId::derive(GrantIdentity {
         account: &account,
         source: &args.job.source,
@@ -225,7 +343,69 @@ pub async fn request(args: RequestArgs) -> Result<ExitCode, CliError> {
         digest(&[&args.job.source, account.as_str(), &event_id, "denied"]),
         digest(&[id.as_str(), "iam-rejected"]),
     ];
-    wait_for_decision(&sdk, &args.table, &id, &denial_ids, args.timeout, args.settle).await
+    let wait = Wait {
+        table: &args.table,
+        id: &id,
+        done_audit: None,
+        denial_ids: &denial_ids,
+        timeout: args.timeout,
+        settle: args.settle,
+        session: token.as_ref().map(|_| session_name(&job)),
+    };
+    wait_for_decision(&sdk, wait).await
+}
+
+pub async fn extend(args: ExtendArgs) -> Result<ExitCode, CliError> {
+    let env = JobEnv::detect(|k| std::env::var(k).ok());
+    let (role, set) = parse_role_set(&args.role, &args.permission_set)?;
+    let by = GrantDuration::parse(&args.by).map_err(|e| CliError::Usage(format!("--by: {e}")))?;
+    let audience = request_audience(
+        &args.job.token.audience_prefix,
+        Presented::Extend {
+            binding: AudienceBinding {
+                account: role.account(),
+                role: &role,
+                permission_set: &set,
+                duration: by,
+            },
+            by,
+        },
+    );
+    let (job, token) = prove(&args.job, &env, &JobContext::default(), || async { Ok(audience) }).await?;
+    let mut detail = job_detail(&job, token.as_ref());
+    detail.insert("role_arn".into(), json!(role.as_str()));
+    detail.insert("permission_set".into(), json!(set.as_str()));
+    detail.insert("by".into(), json!(args.by));
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let event_id = publish(&sdk, &args.job, DETAIL_TYPE_EXTEND, Value::Object(detail)).await?;
+    eprintln!(
+        "asked {} more of {set} on {role} for {}/{}/{}#{} (event {event_id})",
+        args.by, job.pipeline, job.run_id, job.job, job.attempt
+    );
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let account = caller_account(&sdk).await.unwrap_or_else(|| role.account().clone());
+    let id = GrantId::derive(GrantIdentity {
+        account: &account,
+        source: &args.job.source,
+        job: &job,
+        permission_set: &set,
+        role: &role,
+    });
+    // The function's audit ids: the extension's is over the grant and this event.
+    let extended = digest(&[id.as_str(), "extended", &event_id]);
+    let denial_ids = [digest(&[&args.job.source, account.as_str(), &event_id, "denied"])];
+    let wait = Wait {
+        table: &args.table,
+        id: &id,
+        done_audit: Some(&extended),
+        denial_ids: &denial_ids,
+        timeout: args.timeout,
+        settle: Duration::ZERO,
+        session: None,
+    };
+    wait_for_decision(&sdk, wait).await
 }
 
 async fn get(
@@ -255,18 +435,45 @@ fn text(item: &std::collections::HashMap<String, AttributeValue>, name: &str) ->
     item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
 }
 
-async fn wait_for_decision(
-    sdk: &aws_config::SdkConfig,
-    table: &str,
-    id: &GrantId,
-    denial_ids: &[String],
+/// What `--wait` watches for.
+struct Wait<'a> {
+    table: &'a str,
+    id: &'a GrantId,
+    /// For an extension: its audit id (the grant exists already, so its presence says nothing).
+    done_audit: Option<&'a str>,
+    denial_ids: &'a [String],
     timeout: Duration,
     settle: Duration,
-) -> Result<ExitCode, CliError> {
+    /// The session name the client predicted from its token, checked against the grant's.
+    session: Option<String>,
+}
+
+async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<ExitCode, CliError> {
+    let Wait {
+        table,
+        id,
+        done_audit,
+        denial_ids,
+        timeout,
+        settle,
+        session,
+    } = w;
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(grant) = get(&dynamo, table, format!("GRANT#{id}"), "GRANT").await? {
+        if let Some(audit_id) = done_audit {
+            if get(&dynamo, table, format!("AUDIT#{audit_id}"), "AUDIT")
+                .await?
+                .is_some()
+            {
+                let until = get(&dynamo, table, format!("GRANT#{id}"), "GRANT")
+                    .await?
+                    .map(|g| text(&g, "expires_at"))
+                    .unwrap_or_default();
+                println!("extended: grant {id} until {until}");
+                return Ok(ExitCode::SUCCESS);
+            }
+        } else if let Some(grant) = get(&dynamo, table, format!("GRANT#{id}"), "GRANT").await? {
             if text(&grant, "status") != "active" {
                 eprintln!("denied: grant {id} has already ended (its job finished or it expired)");
                 return Ok(ExitCode::from(EXIT_DENIED));
@@ -277,6 +484,13 @@ async fn wait_for_decision(
                 text(&grant, "expires_at"),
                 id.policy_name()
             );
+            let bound = text(&grant, "session");
+            if !bound.is_empty() {
+                if session.as_deref().is_some_and(|s| s != bound) {
+                    eprintln!("note: the grant is bound to a session other than the one this client predicted");
+                }
+                println!("session: {bound}");
+            }
             if !settle.is_zero() {
                 eprintln!(
                     "waiting {} for IAM to propagate the policy",
@@ -314,10 +528,26 @@ async fn wait_for_decision(
 
 pub async fn release(args: ReleaseArgs) -> Result<ExitCode, CliError> {
     let env = JobEnv::detect(|k| std::env::var(k).ok());
-    let job = args.job.resolve(&env)?;
-    let mut detail = job_detail(&job);
-    detail.insert("outcome".into(), json!(args.outcome));
+    let fallback = args
+        .account
+        .as_deref()
+        .map(|a| AccountId::parse(a).map_err(|e| CliError::Usage(format!("--account: {e}"))))
+        .transpose()?;
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    // A finish proves the run whatever it held: its audience binds the bus's account only.
+    let prefix = args.job.token.audience_prefix.clone();
+    let audience = || async {
+        let account = match caller_account(&sdk).await {
+            Some(a) => a,
+            None => fallback.ok_or_else(|| {
+                CliError::Usage("STS cannot tell this job's account: pass --account or set LATCH_ACCOUNT".into())
+            })?,
+        };
+        Ok(request_audience(&prefix, Presented::Finish { account: &account }))
+    };
+    let (job, token) = prove(&args.job, &env, &JobContext::default(), audience).await?;
+    let mut detail = job_detail(&job, token.as_ref());
+    detail.insert("outcome".into(), json!(args.outcome));
     let event_id = publish(&sdk, &args.job, DETAIL_TYPE_FINISHED, Value::Object(detail)).await?;
     eprintln!(
         "released {}/{}/{}#{} (event {event_id}): its grants end now",

@@ -2,12 +2,22 @@
 //! follow. Everything goes through the real path: PutEvents on the bus, the rule's queue target,
 //! the grant handler, IAM and DynamoDB, the table's stream to the revoke handler, the sweep, and
 //! the audit records at the end.
+//!
+//! Every job proves who it is with an ID token minted by the local development issuer standing
+//! in for the policy's `github` issuer ([`crate::dev_issuer`]), with the claims GitHub Actions
+//! would sign for example-org/app-release and the audience bound to each request. The story:
+//! a verified grant; requests the policy refuses (a set the rule does not allow, a feature branch
+//! that claims main in its detail, an honest feature branch); a retried start; finishes that do
+//! not prove the run (no token, another run's token) and change nothing; the real finish; a job
+//! whose grant expires.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use grant::Outcome;
+use latch_core::identity::{AudienceBinding, Presented, request_audience};
+use latch_core::model::{AccountId, GrantDuration, Name, RoleArn};
 use latch_core::service::{ExtendOutcome, FinishOutcome, StartOutcome};
 use revoke::RecordOutcome;
 use serde_json::{Value, json};
@@ -50,7 +60,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let t = Timeline {
         started: Instant::now(),
     };
-    let (mut latch, provisioned, sdk) = local::start_latch(&args.target, chrono::Duration::minutes(10)).await?;
+    let local::Started {
+        mut latch,
+        provisioned,
+        sdk,
+        issuers,
+    } = local::start_latch(&args.target, chrono::Duration::minutes(10)).await?;
     println!(
         "Latch demo on the local emulator ({})",
         local::endpoint(args.target.endpoint.clone())
@@ -66,21 +81,64 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let run_id = chrono::Utc::now().timestamp().to_string();
     let deployer = format!("arn:aws:iam::{}:role/latch/app-deployer", args.target.account);
     let bus = provisioned.bus.clone();
-    let start = |job: &str, set: &str, duration: &str, git_ref: &str| {
-        json!({"pipeline": "app-release", "run_id": run_id, "job": job, "attempt": 1, "role_arn": deployer,
-               "permission_set": set, "duration": duration, "ref": git_ref, "actor": "octocat"})
+    let account = AccountId::parse(&args.target.account).map_err(|e| CliError::Usage(format!("--account: {e}")))?;
+    // What GitHub Actions signs for a run of example-org/app-release on `git_ref`.
+    let claims = |run: &str, git_ref: &str| {
+        json!({"sub": format!("repo:example-org/app-release:ref:{git_ref}"), "repository": "example-org/app-release",
+               "repository_id": "100001", "repository_owner": "example-org", "run_id": run, "run_attempt": "1",
+               "ref": git_ref, "sha": "0123abcd", "actor": "octocat", "event_name": "push"})
+    };
+    let token_for = |presented: Presented<'_>, run: &str, git_ref: &str| {
+        issuers.mint(
+            "github",
+            &claims(run, git_ref),
+            Some(&request_audience("latch", presented)),
+        )
+    };
+    // A start as the job publishes it: its claims in the detail, its token (from `token_ref`,
+    // which may differ from what the detail claims) bound to this very request.
+    let start = |job: &str, set: &str, duration: &str, git_ref: &str, token_ref: &str| -> Result<Value, CliError> {
+        let role = RoleArn::parse(&deployer).map_err(|e| CliError::Usage(e.to_string()))?;
+        let set_name = Name::parse(set).map_err(|e| CliError::Usage(e.to_string()))?;
+        let duration_parsed = GrantDuration::parse(duration).map_err(|e| CliError::Usage(e.to_string()))?;
+        let presented = Presented::Start(AudienceBinding {
+            account: &account,
+            role: &role,
+            permission_set: &set_name,
+            duration: duration_parsed,
+        });
+        let token = token_for(presented, &run_id, token_ref)?;
+        Ok(
+            json!({"pipeline": "app-release", "run_id": run_id, "job": job, "attempt": 1, "role_arn": deployer,
+               "permission_set": set, "duration": duration, "ref": git_ref, "actor": "octocat", "token": token}),
+        )
+    };
+    let finish = |run: &str, with_token: bool| -> Result<Value, CliError> {
+        let mut d =
+            json!({"pipeline": "app-release", "run_id": run_id, "job": "deploy", "attempt": 1, "outcome": "success"});
+        if with_token {
+            let presented = Presented::Finish { account: &account };
+            d["token"] = json!(token_for(presented, run, "refs/heads/main")?);
+        }
+        Ok(d)
     };
 
     t.step("1. A deploy job starts and asks for what its rule allows");
-    let deploy = start("deploy", "deploy-artifacts", "PT15M", "refs/heads/main");
+    let deploy = start(
+        "deploy",
+        "deploy-artifacts",
+        "PT15M",
+        "refs/heads/main",
+        "refs/heads/main",
+    )?;
     t.say(&format!(
-        "app-release run {run_id}, job deploy: deploy-artifacts on app-deployer for 15m"
+        "example-org/app-release run {run_id}, job deploy: deploy-artifacts on app-deployer for 15m, with its ID token"
     ));
     publish(&events, &bus, "Pipeline Job Started", &deploy).await?;
     for h in deliver(&latch, 1).await? {
         if let Ok(Outcome::Start(StartOutcome::Activated(id))) = &h.outcome {
             t.say(&format!(
-                "GRANTED by the policy: {} is on role app-deployer",
+                "GRANTED by the policy to the verified job (issuer github, repository example-org/app-release, ref main): {} is on role app-deployer",
                 id.policy_name()
             ));
             let doc = role_policy(&iam, "app-deployer", &id.policy_name())
@@ -100,26 +158,79 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         &events,
         &bus,
         "Pipeline Job Started",
-        &start("deploy", "db-migrate", "PT10M", "refs/heads/main"),
+        &start("deploy", "db-migrate", "PT10M", "refs/heads/main", "refs/heads/main")?,
     )
     .await?;
-    t.say("a feature-branch job asks deploy-artifacts on app-deployer");
+    t.say("a feature-branch job claims refs/heads/main in its detail; its token says feature/x");
     play(
         &t,
         &latch,
         &events,
         &bus,
         "Pipeline Job Started",
-        &start("preview", "deploy-artifacts", "PT15M", "refs/heads/feature/x"),
+        &start(
+            "preview",
+            "deploy-artifacts",
+            "PT15M",
+            "refs/heads/main",
+            "refs/heads/feature/x",
+        )?,
+    )
+    .await?;
+    t.say("the same feature-branch job, honest this time");
+    play(
+        &t,
+        &latch,
+        &events,
+        &bus,
+        "Pipeline Job Started",
+        &start(
+            "preview",
+            "deploy-artifacts",
+            "PT15M",
+            "refs/heads/feature/x",
+            "refs/heads/feature/x",
+        )?,
     )
     .await?;
     t.say("the first start is published again (a retried step)");
     play(&t, &latch, &events, &bus, "Pipeline Job Started", &deploy).await?;
 
-    t.step("3. The deploy job finishes: its grant goes at once");
-    let finish =
-        json!({"pipeline": "app-release", "run_id": run_id, "job": "deploy", "attempt": 1, "outcome": "success"});
-    play(&t, &latch, &events, &bus, "Pipeline Job Finished", &finish).await?;
+    t.step("3. Finishes that do not prove the run change nothing");
+    t.say("someone on the bus publishes the deploy job's finish without a token");
+    play(
+        &t,
+        &latch,
+        &events,
+        &bus,
+        "Pipeline Job Finished",
+        &finish(&run_id, false)?,
+    )
+    .await?;
+    t.say("again, with a token of another run of the same repository");
+    let other_run = format!("{run_id}9");
+    play(
+        &t,
+        &latch,
+        &events,
+        &bus,
+        "Pipeline Job Finished",
+        &finish(&other_run, true)?,
+    )
+    .await?;
+    let left = latch_policies(&iam, "app-deployer").await?;
+    t.say(&format!("latch-* policies on app-deployer: {}", left.join(", ")));
+
+    t.step("4. The deploy job finishes, with its own token: its grant goes at once");
+    play(
+        &t,
+        &latch,
+        &events,
+        &bus,
+        "Pipeline Job Finished",
+        &finish(&run_id, true)?,
+    )
+    .await?;
     let left = latch_policies(&iam, "app-deployer").await?;
     t.say(&format!(
         "latch-* policies left on app-deployer: {}",
@@ -130,8 +241,14 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         }
     ));
 
-    t.step("4. A job that never says it finished: its grant expires");
-    let lost = start("smoke-test", "deploy-artifacts", "PT8S", "refs/heads/main");
+    t.step("5. A job that never says it finished: its grant expires");
+    let lost = start(
+        "smoke-test",
+        "deploy-artifacts",
+        "PT8S",
+        "refs/heads/main",
+        "refs/heads/main",
+    )?;
     t.say("job smoke-test asks deploy-artifacts for 8s, then its runner dies without a finish event");
     play(&t, &latch, &events, &bus, "Pipeline Job Started", &lost).await?;
     t.say("IAM itself stops honouring the policy at its expiry (DateLessThan aws:CurrentTime); waiting 9s");

@@ -81,12 +81,25 @@ pub fn describe(h: &Handled) -> String {
 
 pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     let grace = chrono::Duration::from_std(args.drift_grace).map_err(|e| CliError::Usage(e.to_string()))?;
-    let (mut latch, provisioned, _sdk) = local::start_latch(&args.target, grace).await?;
+    let local::Started {
+        mut latch,
+        provisioned,
+        mut issuers,
+        ..
+    } = local::start_latch(&args.target, grace).await?;
+    let tokens = issuers.serve_tokens().await?;
     println!(
         "latch dev: table {}, bus {}, policy {}",
         provisioned.table,
         provisioned.bus,
         args.target.policy.display()
+    );
+    // GitHub Actions' own pair of variables: `latch request` then takes the real GitHub path.
+    // `&issuer=` picks another policy issuer, `&claims=<url-encoded JSON>` overrides the example
+    // claims (a GitHub job of example-org/app-release on main).
+    println!(
+        "  tokens: ACTIONS_ID_TOKEN_REQUEST_URL='{}?issuer=github' ACTIONS_ID_TOKEN_REQUEST_TOKEN={} latch request --source ci.github --bus {} --run-id <claims.run_id> …",
+        tokens.url, tokens.secret, provisioned.bus
     );
     println!(
         "  publish pipeline events on bus {:?}; sweep every {}; TTL expiry {}; Ctrl-C stops",

@@ -108,14 +108,27 @@ pub struct LocalTarget {
     pub account: String,
 }
 
-/// Provisions the emulator for `target` and builds the three handlers on it, in-process.
-pub async fn start_latch(
-    target: &LocalTarget,
-    drift_grace: chrono::Duration,
-) -> Result<(crate::runner::LocalLatch, latch_aws::provision::Provisioned, SdkConfig), CliError> {
+/// What [`start_latch`] brings up.
+pub struct Started {
+    pub latch: crate::runner::LocalLatch,
+    pub provisioned: latch_aws::provision::Provisioned,
+    pub sdk: SdkConfig,
+    /// The local issuers standing in for the policy's; keep them alive while Latch runs.
+    pub issuers: crate::dev_issuer::DevIssuers,
+}
+
+/// Provisions the emulator for `target` and builds the three handlers on it, in-process, with a
+/// local development issuer standing in for each issuer the policy names (its keys pinned, so
+/// the grant service verifies with `StaticKeys`: nothing fetched). Prints one banner line per
+/// stand-in.
+pub async fn start_latch(target: &LocalTarget, drift_grace: chrono::Duration) -> Result<Started, CliError> {
     let endpoint = endpoint(target.endpoint.clone());
     ensure_emulator(&endpoint)?;
-    let policy = latch_core::policy::Policy::load_path(&target.policy)?;
+    let mut policy = latch_core::policy::Policy::load_path(&target.policy)?;
+    let issuers = crate::dev_issuer::DevIssuers::stand_in(&mut policy).await?;
+    for line in issuers.banner() {
+        println!("{line}");
+    }
     let sdk = sdk_config(&endpoint).await;
     let table = target.table.clone();
     let bus = target.bus.clone();
@@ -171,5 +184,10 @@ pub async fn start_latch(
         &target.account,
         stream,
     );
-    Ok((latch, provisioned, sdk))
+    Ok(Started {
+        latch,
+        provisioned,
+        sdk,
+        issuers,
+    })
 }

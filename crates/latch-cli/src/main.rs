@@ -11,9 +11,11 @@ mod ci_env;
 mod client;
 mod demo;
 mod dev;
+mod dev_issuer;
 mod local;
 mod policy_cmd;
 mod runner;
+mod token;
 
 /// Latch: just-in-time, self-expiring IAM privileges for CI/CD pipeline jobs.
 ///
@@ -45,14 +47,24 @@ enum Command {
     Dev(dev::DevArgs),
     /// Ask for a grant for this pipeline job (publishes `Pipeline Job Started`).
     ///
-    /// The job's pipeline, run, job, attempt, actor, commit and ref come from the CI system's
-    /// variables (GitHub Actions, GitLab CI, Jenkins, CodeBuild) unless given as flags. With
-    /// --wait: exit 0 once the grant is active (after --settle), 3 if denied (reason on stderr),
-    /// 4 if no decision came within --timeout.
+    /// The job proves who it is with its CI's OIDC ID token: --token-file, else $LATCH_ID_TOKEN
+    /// (GitLab `id_tokens:`), else GitHub Actions' token request (`permissions: id-token: write`),
+    /// or --no-token for `identity: claimed` rules. The job's pipeline, run, job, attempt, actor,
+    /// commit and ref come from the token and the CI system's variables (GitHub Actions, GitLab
+    /// CI, Jenkins, CodeBuild) unless given as flags.
+    ///
+    /// Prints `session: <name>` on stdout: the role session name to assume the role with when
+    /// the rule binds sessions.
+    ///
+    /// With --wait: exit 0 once active (after --settle), 3 if denied (reason on stderr), 4 if
+    /// no decision came within --timeout.
     Request(Box<client::RequestArgs>),
-    /// End this job's grants now (publishes `Pipeline Job Finished`). Run it when the job ends,
-    /// whatever its outcome; grants expire by themselves anyway.
-    Release(client::ReleaseArgs),
+    /// Ask for more time on this job's active grant (publishes `Pipeline Grant Extension
+    /// Requested`), within its rule's max_total. Needs the job's ID token, as request does.
+    Extend(Box<client::ExtendArgs>),
+    /// End this job's grants now (publishes `Pipeline Job Finished`, with the job's ID token as
+    /// proof). Run it when the job ends, whatever its outcome; grants expire by themselves anyway.
+    Release(Box<client::ReleaseArgs>),
     /// Check and explain policy files, offline.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -82,7 +94,8 @@ async fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Request(args) => client::request(*args).await,
-        Command::Release(args) => client::release(args).await,
+        Command::Extend(args) => client::extend(*args).await,
+        Command::Release(args) => client::release(*args).await,
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(args) => audit::run(*args),
     };

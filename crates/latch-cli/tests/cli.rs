@@ -151,6 +151,9 @@ fn every_subcommand_has_help_a_newcomer_can_follow() {
         (vec!["dev", "--help"], "--expire-ttl"),
         (vec!["request", "--help"], "3 if denied"),
         (vec!["release", "--help"], "End this job's grants now"),
+        (vec!["request", "--help"], "--token-file"),
+        (vec!["request", "--help"], "session: <name>"),
+        (vec!["extend", "--help"], "--by"),
         (vec!["policy", "check", "--help"], "FILE:LINE"),
         (vec!["policy", "explain", "--help"], "Exit codes"),
     ] {
@@ -169,6 +172,56 @@ struct Dev {
     table: String,
     bus: String,
     role: String,
+    /// The dev token endpoint (GitHub Actions' token request) and its bearer.
+    token_url: String,
+    token_secret: String,
+}
+
+/// Every byte but letters and digits as %XX, for a query string.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Dev {
+    /// GitHub Actions' token-request variables, answering for `issuer` with `claims`.
+    fn github_env(&self, claims: serde_json::Value) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_URL",
+                format!(
+                    "{}?issuer=github&claims={}",
+                    self.token_url,
+                    url_encode(&claims.to_string())
+                ),
+            ),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", self.token_secret.clone()),
+        ]
+    }
+
+    /// A token from the dev endpoint, as a CI puts one in LATCH_ID_TOKEN.
+    fn token(&self, issuer: &str, claims: serde_json::Value) -> String {
+        use std::io::{Read, Write};
+        let rest = self.token_url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "GET /{path}?issuer={issuer}&claims={} HTTP/1.1\r\nHost: {host}\r\nAuthorization: bearer {}\r\nConnection: close\r\n\r\n",
+            url_encode(&claims.to_string()),
+            self.token_secret
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let body = answer.split_once("\r\n\r\n").unwrap().1;
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+        v["value"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned()
+    }
 }
 
 impl Drop for Dev {
@@ -186,7 +239,7 @@ fn start_dev() -> Dev {
         .replace(":role/latch/", &format!(":role/latch/{id}-"));
     let path = temp_file("policies.yaml", &policy);
     let (table, bus) = (format!("latch-{id}"), format!("latch-{id}"));
-    let child = latch()
+    let mut child = latch()
         .args([
             "dev",
             "--table",
@@ -200,12 +253,35 @@ fn start_dev() -> Dev {
             "--policy",
         ])
         .arg(&path)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Provisioned once the bus accepts the events the runner listens for.
-    std::thread::sleep(Duration::from_secs(3));
+    // Provisioned and listening once it prints its token endpoint; the rest is drained.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("ACTIONS_ID_TOKEN_REQUEST_URL=") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("latch dev prints its token endpoint");
+    let value = |name: &str| {
+        let at = line.find(name).unwrap() + name.len();
+        line[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_matches('\'')
+            .to_owned()
+    };
+    let token_url = value("ACTIONS_ID_TOKEN_REQUEST_URL=").replace("?issuer=github", "");
+    let token_secret = value("ACTIONS_ID_TOKEN_REQUEST_TOKEN=");
     let role = format!("arn:aws:iam::123456789012:role/latch/{id}-app-deployer");
     Dev {
         child,
@@ -213,11 +289,14 @@ fn start_dev() -> Dev {
         table,
         bus,
         role,
+        token_url,
+        token_secret,
     }
 }
 
 fn request(dev: &Dev, run_id: &str, set: &str, extra: &[&str]) -> (i32, String, String) {
     run(latch()
+        .envs(dev.github_env(serde_json::json!({"run_id": run_id})))
         .args([
             "request",
             "--source",
@@ -263,6 +342,7 @@ fn request_waits_for_the_decision_and_release_ends_the_grant() {
     assert!(err.contains("denied: permission_set_not_allowed"), "{err}");
 
     let (code, _, err) = run(latch()
+        .envs(dev.github_env(serde_json::json!({"run_id": run_id})))
         .args(["release", "--source", "ci.github", "--bus", &dev.bus])
         .args([
             "--pipeline",
@@ -275,6 +355,10 @@ fn request_waits_for_the_decision_and_release_ends_the_grant() {
             "failure",
         ]));
     assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("with the CI's ID token") || err.contains("released"),
+        "{err}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, _, err) = request(&dev, &run_id, "deploy-artifacts", &["--wait", "--timeout", "5s"]);
@@ -300,7 +384,17 @@ fn request_times_out_when_nothing_decides() {
             "--table",
             &dev.table,
         ])
-        .args(["--pipeline", "p", "--run-id", "1", "--job", "j", "--role", &dev.role])
+        .args([
+            "--pipeline",
+            "p",
+            "--run-id",
+            "1",
+            "--job",
+            "j",
+            "--role",
+            &dev.role,
+            "--no-token",
+        ])
         .args([
             "--permission-set",
             "deploy-artifacts",
@@ -312,6 +406,55 @@ fn request_times_out_when_nothing_decides() {
         ]));
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("timed out"), "{err}");
+}
+
+#[test]
+fn request_without_a_token_says_how_to_get_one_and_never_prints_one() {
+    let (code, _, err) = run(latch()
+        .env_remove("LATCH_ID_TOKEN")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+        .args([
+            "request",
+            "--source",
+            "ci.github",
+            "--pipeline",
+            "p",
+            "--run-id",
+            "1",
+            "--job",
+            "j",
+        ])
+        .args([
+            "--role",
+            "arn:aws:iam::123456789012:role/latch/x",
+            "--permission-set",
+            "s",
+            "--duration",
+            "5m",
+        ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("id-token: write") && err.contains("--no-token"), "{err}");
+
+    // A detail flag that contradicts the token is refused before anything is published, and
+    // neither message shows the token.
+    let dev = start_dev();
+    let token = dev.token("github", serde_json::json!({"run_id": "41"}));
+    let (code, out, err) = run(latch()
+        .env("LATCH_ID_TOKEN", &token)
+        .args([
+            "request",
+            "--source",
+            "ci.github",
+            "--bus",
+            &dev.bus,
+            "--issuer-kind",
+            "github",
+        ])
+        .args(["--run-id", "42", "--job", "deploy", "--role", &dev.role])
+        .args(["--permission-set", "deploy-artifacts", "--duration", "5m"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("claim_mismatch"), "{err}");
+    assert!(!out.contains(&token) && !err.contains(&token));
 }
 
 #[test]
@@ -327,10 +470,13 @@ fn demo_prints_the_whole_timeline() {
     ]));
     assert_eq!(code, 0, "{out}{err}");
     for step in [
-        "GRANTED by the policy",
+        "issuer github → local development issuer http://127.0.0.1:",
+        "GRANTED by the policy to the verified job",
         "\"aws:CurrentTime\"",
         "DENIED: permission_set_not_allowed",
+        "DENIED: claim_mismatch",
         "DENIED: no_matching_rule",
+        "finish refused: finish_not_proven",
         "duplicate: grant",
         "REVOKED 1 grant(s): reason job_finished",
         "the sweep (every minute in AWS) revoked 1 expired grant(s)",
@@ -403,15 +549,18 @@ fn the_github_action_and_workflow_request_wait_and_release() {
             "table" => dev.table.clone(),
             "role" => value.replace(":role/latch/", &format!(":role/latch/{}-", dev.id)),
             "reason" => "deploy abc123".into(),
+            "settle" => "0s".into(),
             _ => value,
         };
         command = command.replace(&format!("${{{{ inputs.{name} }}}}"), &value);
     }
     assert!(!command.contains("${{"), "every input is filled: {command}");
     let run_id = unique("");
-    let github = vec![
+    let output = temp_file("github_output", "");
+    let mut github = vec![
         ("GITHUB_ACTIONS", "true".to_owned()),
-        ("GITHUB_REPOSITORY", "acme/app-release".to_owned()),
+        ("GITHUB_OUTPUT", output.display().to_string()),
+        ("GITHUB_REPOSITORY", "example-org/app-release".to_owned()),
         ("GITHUB_RUN_ID", run_id.clone()),
         ("GITHUB_JOB", "deploy".to_owned()),
         ("GITHUB_RUN_ATTEMPT", "1".to_owned()),
@@ -422,9 +571,13 @@ fn the_github_action_and_workflow_request_wait_and_release() {
         ("LATCH_BUS", dev.bus.clone()),
         ("LATCH_TABLE", dev.table.clone()),
     ];
-    let (code, out, err) = run_step(&format!("{command} --settle 0s"), &github);
+    github.extend(dev.github_env(serde_json::json!({"run_id": run_id})));
+    let (code, out, err) = run_step(&command, &github);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("active: grant"), "{out}");
+    // The rule does not bind sessions: the step's `session` output is empty.
+    let outputs = std::fs::read_to_string(&output).unwrap();
+    assert!(outputs.lines().any(|l| l == "session="), "{outputs}");
     assert!(
         err.contains("as app-release/"),
         "the pipeline is the repository's name: {err}"
@@ -444,6 +597,18 @@ fn the_gitlab_job_requests_waits_and_releases() {
     let ci = yaml("examples/gitlab/.gitlab-ci.yml");
     let job = &ci["deploy"];
     assert_eq!(as_str(&job["id_tokens"]["AWS_OIDC_TOKEN"]["aud"]), "sts.amazonaws.com");
+    let policy = yaml("infra/policies.yaml");
+    let gitlab_issuer = policy["issuers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|i| as_str(&i["name"]) == "gitlab")
+        .unwrap();
+    assert_eq!(
+        as_str(&job["id_tokens"]["LATCH_ID_TOKEN"]["aud"]),
+        as_str(&gitlab_issuer["exact_audience"]),
+        "the job's Latch token carries the audience the policy's gitlab issuer expects"
+    );
     let request = job["script"]
         .as_sequence()
         .unwrap()
@@ -465,11 +630,19 @@ fn the_gitlab_job_requests_waits_and_releases() {
     let role = format!("{}-ci-deployer", dev.id);
     create_role(&role);
     let run_id = unique("");
+    let job_id = format!("{run_id}7");
+    let token = dev.token(
+        "gitlab",
+        serde_json::json!({"pipeline_id": run_id, "job_id": job_id, "project_path": "example-group/platform-tools"}),
+    );
     let gitlab = vec![
         ("GITLAB_CI", "true".to_owned()),
-        ("CI_PROJECT_NAME", "platform-tools".to_owned()),
+        ("CI_PROJECT_NAME", "Platform Tools".to_owned()),
+        ("CI_PROJECT_PATH", "example-group/platform-tools".to_owned()),
         ("CI_PIPELINE_ID", run_id.clone()),
         ("CI_JOB_NAME", "deploy".to_owned()),
+        ("CI_JOB_ID", job_id.clone()),
+        ("LATCH_ID_TOKEN", token),
         ("CI_COMMIT_SHA", "0123abcd".to_owned()),
         ("CI_COMMIT_REF_NAME", "main".to_owned()),
         ("GITLAB_USER_LOGIN", "maintainer".to_owned()),
@@ -484,7 +657,7 @@ fn the_gitlab_job_requests_waits_and_releases() {
     );
     let (code, out, err) = run_step(&request, &gitlab);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(err.contains(&format!("as platform-tools/{run_id}/deploy#1")), "{err}");
+    assert!(err.contains(&format!("as platform-tools/{run_id}/{job_id}#1")), "{err}");
     let (code, _, err) = run_step(release, &gitlab);
     assert_eq!(code, 0, "{err}");
 }
