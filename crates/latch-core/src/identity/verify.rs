@@ -30,6 +30,10 @@ pub const MAX_CLAIM_NAME_CHARS: usize = 128;
 /// Longest `jti` accepted (it becomes part of a single-use record key).
 pub const MAX_JTI_CHARS: usize = 256;
 
+/// Largest NumericDate accepted, in seconds either side of the epoch (about the year 33658):
+/// far past any real token, far inside what chrono can add the clock skew to.
+const MAX_NUMERIC_DATE: i64 = 1_000_000_000_000;
+
 /// Claims checked here and not handed to rules.
 const REGISTERED: [&str; 6] = ["iss", "aud", "exp", "nbf", "iat", "jti"];
 
@@ -155,9 +159,14 @@ fn time_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<
         return Err(TokenError::MissingClaim(name));
     };
     let out_of_range = || TokenError::Malformed(format!("claim `{name}` is not a time Latch can represent"));
-    let at = if let Some(secs) = n.as_i64() {
+    // Whole seconds are bounded like fractional ones: a time chrono can hold but not move by the
+    // clock skew (its last second, say) would make `exp + skew` overflow, and that panics.
+    let at = if let Some(secs) = n.as_i64().filter(|s| s.unsigned_abs() < MAX_NUMERIC_DATE as u64) {
         DateTime::from_timestamp(secs, 0)
-    } else if let Some(secs) = n.as_f64().filter(|f| f.is_finite() && f.abs() < 1e12) {
+    } else if let Some(secs) = n
+        .as_f64()
+        .filter(|f| f.is_finite() && f.abs() < MAX_NUMERIC_DATE as f64)
+    {
         // Whole milliseconds are plenty for a comparison with a minute of skew.
         DateTime::from_timestamp_millis((secs * 1000.0).floor() as i64)
     } else {

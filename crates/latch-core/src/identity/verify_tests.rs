@@ -360,6 +360,28 @@ async fn given_exp_when_verified_then_expired_only_past_the_skew() {
 }
 
 #[tokio::test]
+async fn given_a_time_claim_at_the_edge_of_chronos_range_when_verified_then_malformed_not_a_panic() {
+    // A signed `exp` of chrono's last second used to panic on `exp + skew` (found by
+    // functions/grant/tests/hostile_tokens.rs); whole seconds are now bounded like fractional ones.
+    let edges = [
+        DateTime::<Utc>::MAX_UTC.timestamp(),
+        DateTime::<Utc>::MIN_UTC.timestamp(),
+        i64::MAX,
+        i64::MIN,
+        1_000_000_000_000,
+    ];
+    for claim in ["exp", "nbf", "iat"] {
+        for secs in edges {
+            let err = verify(&with(good_claims(), claim, json!(secs))).await.unwrap_err();
+            assert!(
+                matches!(&err, TokenError::Malformed(m) if m.contains(claim)),
+                "{claim} = {secs}: {err:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn given_nbf_when_verified_then_not_yet_valid_only_past_the_skew() {
     verify(&with(good_claims(), "nbf", json!(NOW + 59)))
         .await
