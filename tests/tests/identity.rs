@@ -384,11 +384,22 @@ async fn a_job_extends_its_own_grant_up_to_the_rules_max_total() {
         .unwrap()
         .to_owned();
     assert_eq!(expiry, s(&after[0], "expires_at").unwrap());
-    // The same delivery again converges; it does not extend twice.
+    // The same delivery again converges; it does not extend twice. Nor does the same token
+    // replayed from the bus under a new event id.
     assert_eq!(
         grant::handle(&service, event).await.unwrap(),
         Outcome::Extend(ExtendOutcome::AlreadyExtended(id.clone()))
     );
+    let replayed = h.event(
+        "verified-grant-extension.json",
+        json!({"run_id": "9700", "by": "PT10M", "token": token}),
+    );
+    assert_eq!(
+        grant::handle(&service, replayed).await.unwrap(),
+        Outcome::Extend(ExtendOutcome::AlreadyExtended(id.clone()))
+    );
+    let ttl_replayed: i64 = h.items("grant").await[0]["ttl"].as_n().unwrap().parse().unwrap();
+    assert_eq!(ttl_replayed, ttl_after, "a replayed token extends nothing");
 
     // 15 + 10 + 20 minutes is over the rule's max_total of 40.
     let token = extend("PT20M");

@@ -476,7 +476,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
     }
 
     /// Handles a `Pipeline Grant Extension Requested` event: a verified request from the job
-    /// that holds an active grant moves its expiry by `by`, within its rule's `max_total`. The
+    /// that holds an active grant moves its expiry by `by`, within its rule's `max_total`. Each
+    /// token extends once (its `jti` names the extension). The
     /// store write goes first (conditional on the expiry it read), then the document is
     /// replaced, then the event: a retry finds its own extension recorded and converges.
     pub async fn on_extend(
@@ -539,7 +540,14 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
                 return self.deny_extend(envelope, Some(&request), denial, now).await;
             }
         };
-        let audit_id = digest(&[id.as_str(), "extended", &envelope.id]);
+        // One extension per token: the same token under a new event id (a replay from the bus)
+        // lands on the same audit id and converges instead of extending again.
+        let audit_id = digest(&[
+            id.as_str(),
+            "extended",
+            verified.token.issuer.as_str(),
+            &verified.token.jti,
+        ]);
         let Some(extended) = self.extended(&current, request.by, &audit_id) else {
             let denial = Denial {
                 reason: DenyReason::ExtensionOverMax,
