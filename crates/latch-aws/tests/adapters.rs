@@ -303,3 +303,111 @@ async fn a_revoke_that_lost_the_race_publishes_nothing() {
     assert_eq!(outcome.unwrap(), latch_core::revoke::RevokeOutcome::AlreadyRevoked);
     assert_eq!((delete.num_calls(), twi.num_calls()), (1, 1));
 }
+
+/// The shipped example with the `github` issuer's keys pinned to `signer`.
+fn verified_service(
+    signer: &latch_core::identity::testing::TestSigner,
+    iam: &[&Rule],
+    ddb: &[&Rule],
+    eb: &[&Rule],
+) -> GrantService<IamAdapter, DynamoStore, EventBridgeSink, FixedClock> {
+    let jwks = json!({"keys": [signer.public_jwk()]});
+    let text = include_str!("../../../infra/policies.yaml").replace(
+        "    max_token_age: 10m\n\n  - name: gitlab",
+        &format!("    max_token_age: 10m\n    keys: {jwks}\n\n  - name: gitlab"),
+    );
+    GrantService {
+        policy: Policy::load(&text, "policies.yaml").unwrap(),
+        ..service(iam, ddb, eb)
+    }
+}
+
+/// A start of run 7 with GitHub's token for it.
+fn verified_detail(signer: &latch_core::identity::testing::TestSigner) -> Value {
+    use latch_core::identity::{AudienceBinding, Presented, request_audience};
+    use latch_core::model::{GrantDuration, Name};
+    let role = RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap();
+    let aud = request_audience(
+        "latch",
+        Presented::Start(AudienceBinding {
+            account: &AccountId::parse("123456789012").unwrap(),
+            role: &role,
+            permission_set: &Name::parse("deploy-artifacts").unwrap(),
+            duration: GrantDuration::parse("15m").unwrap(),
+        }),
+    );
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap().timestamp();
+    let token = signer
+        .sign(&json!({
+            "iss": "https://token.actions.githubusercontent.com", "aud": aud, "sub": "repo:example-org/app-release",
+            "jti": "jti-7", "iat": now, "exp": now + 300, "repository": "example-org/app-release",
+            "repository_id": "42", "run_id": "7", "run_attempt": "1", "ref": "refs/heads/main",
+        }))
+        .unwrap();
+    let mut d = detail();
+    d["token"] = json!(token);
+    d
+}
+
+#[tokio::test]
+async fn a_verified_grant_records_its_token_use_in_the_same_transaction_and_costs_no_more_calls() {
+    let signer =
+        latch_core::identity::testing::TestSigner::generate(latch_core::identity::TokenAlgorithm::Rs256, "k1").unwrap();
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| {
+            let items = r.transact_items();
+            items.len() == 5
+                && items[4].put().is_some_and(|t| {
+                    t.item()["sk"] == AttributeValue::S("TOKEN".into())
+                        && t.item()["pk"]
+                            .as_s()
+                            .is_ok_and(|pk| pk.starts_with("TOKEN#") && !pk.contains("jti-7"))
+                        && t.item().get("job_scope").is_some()
+                        && t.item()["ttl"] == AttributeValue::N("1795608300".into())
+                        && t.condition_expression() == Some("attribute_not_exists(pk) OR #scope = :scope")
+                })
+                && items[0].put().is_some_and(|g| g.item().get("principal").is_some())
+        })
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let put = mock!(aws_sdk_iam::Client::put_role_policy).then_output(|| PutRolePolicyOutput::builder().build());
+    let events = put_events_ok();
+    let s = verified_service(&signer, &[&put], &[&twi], &[&events]);
+    let d = verified_detail(&signer);
+    let outcome = s.on_start(&envelope(), &d, d.to_string().len()).await.unwrap();
+    assert!(matches!(outcome, StartOutcome::Activated(_)), "{outcome:?}");
+    assert_eq!((twi.num_calls(), put.num_calls(), events.num_calls()), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn a_token_use_refused_by_the_table_is_a_replay() {
+    let signer =
+        latch_core::identity::testing::TestSigner::generate(latch_core::identity::TokenAlgorithm::Rs256, "k1").unwrap();
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(|| {
+        let mut b = TransactionCanceledException::builder();
+        for i in 0..5 {
+            let code = if i == 4 { "ConditionalCheckFailed" } else { "None" };
+            b = b.cancellation_reasons(CancellationReason::builder().code(code).build());
+        }
+        TransactWriteItemsError::TransactionCanceledException(b.build())
+    });
+    let denial_audit = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| {
+            r.item().and_then(|i| i.get("reason")) == Some(&AttributeValue::S("token_replayed".into()))
+                && r.item().and_then(|i| i.get("issuer")) == Some(&AttributeValue::S("github".into()))
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let events = mock!(aws_sdk_eventbridge::Client::put_events)
+        .match_requests(|r| r.entries()[0].detail_type() == Some("Latch Grant Denied"))
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let s = verified_service(&signer, &[], &[&twi, &denial_audit], &[&events]);
+    let d = verified_detail(&signer);
+    let outcome = s.on_start(&envelope(), &d, d.to_string().len()).await.unwrap();
+    assert!(
+        matches!(outcome, StartOutcome::Denied(r) if r.code() == "token_replayed"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        (twi.num_calls(), denial_audit.num_calls(), events.num_calls()),
+        (1, 1, 1)
+    );
+}

@@ -548,7 +548,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             verified.token.issuer.as_str(),
             &verified.token.jti,
         ]);
-        let Some(extended) = self.extended(&current, request.by, &audit_id) else {
+        let Some(extended) = self.extended(&current, request.by) else {
             let denial = Denial {
                 reason: DenyReason::ExtensionOverMax,
                 detail: Some(format!(
@@ -599,7 +599,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
     }
 
     /// The grant `by` longer, if its rule's `max_total` allows it.
-    fn extended(&self, current: &Grant, by: GrantDuration, audit_id: &str) -> Option<Grant> {
+    fn extended(&self, current: &Grant, by: GrantDuration) -> Option<Grant> {
         let max_total = self.policy.rule(&current.rule)?.max_total?;
         let started = current.requested_at.min(current.granted_at);
         let expires_at = current.expires_at + ChronoDuration::seconds(by.as_secs() as i64);
@@ -608,7 +608,6 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         }
         Some(Grant {
             expires_at,
-            event_id: audit_id.to_owned(),
             ..current.clone()
         })
     }
