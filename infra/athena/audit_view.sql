@@ -1,5 +1,6 @@
 -- The audit records, one row per decision, with plain columns named exactly as in
--- events/schemas/audit-record.schema.json. Numbers become bigint; actions an array of strings.
+-- events/schemas/audit-record.schema.json. Numbers become bigint; actions and verified_fields
+-- arrays of strings; verified_claims a map of strings.
 -- Times come as ISO 8601 UTC strings (they sort and compare as text) and as *_epoch seconds
 -- (for arithmetic); from_unixtime(granted_at_epoch) gives a timestamp where one is needed.
 -- Every query in queries/ reads this view.
@@ -19,6 +20,12 @@ SELECT
   Item.account.S AS account,
   Item.region.S AS region,
   Item.event_id.S AS event_id,
+  Item.identity.S AS identity,
+  Item.issuer.S AS issuer,
+  Item.principal.S AS principal,
+  transform_values(Item.verified_claims.M, (k, v) -> v.S) AS verified_claims,
+  transform(Item.verified_fields.L, f -> f.S) AS verified_fields,
+  Item.session.S AS session,
   Item.pipeline.S AS pipeline,
   Item.run_id.S AS run_id,
   Item.job.S AS job,

@@ -2,7 +2,7 @@
 -- format DYNAMODB_JSON). Each data file under data/ is gzip'd JSON lines, one item per line:
 --   {"Item": {"decision": {"S": "activated"}, "granted_at_epoch": {"N": "1772445601"}, ...}}
 -- so every attribute is a struct keyed by its DynamoDB type: S (string), N (number, as a
--- string), L (list). The table keeps that shape; the view latch_audit (audit_view.sql) unwraps it.
+-- string), L (list), M (map). The table keeps that shape; the view latch_audit (audit_view.sql) unwraps it.
 --
 -- Point LOCATION at the export's data folder (the manifest-summary.json of the export says
 -- which one: AWSDynamoDB/<export-id>/data/). Athena reads .gz files as gzip by their suffix.
@@ -30,6 +30,12 @@ CREATE EXTERNAL TABLE IF NOT EXISTS latch_export (
     `account`: struct<`S`: string>,
     `region`: struct<`S`: string>,
     `event_id`: struct<`S`: string>,
+    `identity`: struct<`S`: string>,
+    `issuer`: struct<`S`: string>,
+    `principal`: struct<`S`: string>,
+    `verified_claims`: struct<`M`: map<string, struct<`S`: string>>>,
+    `verified_fields`: struct<`L`: array<struct<`S`: string>>>,
+    `session`: struct<`S`: string>,
     `pipeline`: struct<`S`: string>,
     `run_id`: struct<`S`: string>,
     `job`: struct<`S`: string>,

@@ -313,6 +313,14 @@ def test_stream_filter_accepts_ttl_removals_of_active_grants():
         assert stream_filter().matches_event(record), record["eventID"]
 
 
+def test_stream_filter_accepts_every_live_status_the_code_has():
+    [record] = event("dynamodb-stream-ttl-remove.json")["Records"][:1]
+    old = record["dynamodb"]["OldImage"]
+    for status in code()["live_statuses"]:
+        live = {**record, "dynamodb": {**record["dynamodb"], "OldImage": {**old, "status": {"S": status}}}}
+        assert stream_filter().matches_event(live), status
+
+
 @pytest.mark.parametrize("fixture", ["user-remove", "insert", "modify"])
 def test_stream_filter_rejects_everything_else(fixture):
     records = event(f"dynamodb-stream-{fixture}.json")["Records"]
@@ -324,7 +332,7 @@ def test_stream_filter_rejects_everything_else(fixture):
 def test_stream_filter_rejects_ttl_removals_of_other_items_and_revoked_grants():
     [record] = event("dynamodb-stream-ttl-remove.json")["Records"]
     old = record["dynamodb"]["OldImage"]
-    for change in ({"record_type": {"S": "job"}}, {"status": {"S": "revoked"}}):
+    for change in ({"record_type": {"S": "job"}}, {"status": {"S": "revoked"}}, {"status": {"S": "failed"}}):
         other = {**record, "dynamodb": {**record["dynamodb"], "OldImage": {**old, **change}}}
         assert not stream_filter().matches_event(other), change
 

@@ -1,9 +1,11 @@
 //! [`GrantStore`] on DynamoDB (item layout: [`crate::items`]).
 //!
-//! An activation is one TransactWriteItems: the grant (only if new), the job item (grant id
-//! added, refused once the job has finished: the tombstone), the activation audit, and the
-//! role's active-grant counter (refused at the cap), and with a verified token, the token's use
-//! (refused when it was used for another job). A revocation is one TransactWriteItems too:
+//! An activation is two TransactWriteItems around IAM's PutRolePolicy (I8). Before: the grant
+//! as `pending` (only if new), the job item (grant id added, refused once the job has finished:
+//! the tombstone), the role's live-grant counter (refused at the cap), and with a verified token,
+//! the token's use (refused when it was used for another job). After IAM accepted the document:
+//! the grant marked `active` (only if still live) with its activation audit (only if new). A
+//! refusal instead marks it `failed`, frees its counter slot and writes the refusal's audit. A revocation is one TransactWriteItems too:
 //! the grant marked revoked (only if active), the Revoked audit (only if new), the counter. A
 //! cancelled transaction says which condition failed, and that is the answer.
 
@@ -22,15 +24,16 @@ use latch_core::audit::AuditRecord;
 use latch_core::event::JobKey;
 use latch_core::model::{AccountId, GrantId, RoleArn};
 use latch_core::ports::{
-    Activation, AuditWrite, Extension, Grant, GrantStatus, GrantStore, RecordState, Revocation, StoreError, TokenUse,
+    Activation, AuditWrite, Confirmation, Extension, Grant, GrantStatus, GrantStore, RecordState, Revocation,
+    StoreError, TokenUse,
 };
 
 use crate::errors::{describe, is_transient};
 use crate::items::{
     ACTIVE_BUCKET, ACTIVE_GRANTS, AuditItem, EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, FINISHED_AT,
     FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, JOB_SCOPE, PK, RECORD_TYPE, SK, SK_AUDIT, SK_COUNTER, SK_DRIFT, SK_GRANT,
-    SK_JOB, SK_TOKEN, STATUS, STATUS_ACTIVE, STATUS_REVOKED, TTL, audit_pk, drift_pk, grant_pk, job_pk, role_pk,
-    token_pk,
+    SK_JOB, SK_TOKEN, STATUS, STATUS_ACTIVE, STATUS_FAILED, STATUS_PENDING, STATUS_REVOKED, TTL, audit_pk, drift_pk,
+    grant_pk, job_pk, role_pk, token_pk,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -70,9 +73,12 @@ const NOT_EXISTS: &str = "attribute_not_exists(pk)";
 /// Positions of the activation transaction's items, to read cancellation reasons by.
 const TX_GRANT: usize = 0;
 const TX_JOB: usize = 1;
-const TX_AUDIT: usize = 2;
-const TX_COUNTER: usize = 3;
-const TX_TOKEN: usize = 4;
+const TX_COUNTER: usize = 2;
+const TX_TOKEN: usize = 3;
+
+/// Positions of the confirmation transaction's items.
+const TX_CONFIRM_GRANT: usize = 0;
+const TX_CONFIRM_AUDIT: usize = 1;
 
 /// Positions of the extension transaction's items.
 const TX_EXTEND_GRANT: usize = 0;
@@ -174,7 +180,6 @@ impl DynamoStore {
     fn activation_items(
         &self,
         grant: &Grant,
-        audit: &AuditRecord,
         cap: Option<u32>,
         token: Option<&TokenUse>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
@@ -206,7 +211,6 @@ impl DynamoStore {
         let mut items = vec![
             TransactWriteItem::builder().put(grant_put).build(),
             TransactWriteItem::builder().update(job).build(),
-            self.audit_put(audit)?,
             self.counter(&grant.role, 1, cap)?,
         ];
         if let Some(t) = token {
@@ -277,11 +281,14 @@ impl GrantStore for DynamoStore {
     async fn record_activation(
         &self,
         grant: &Grant,
-        audit: &AuditRecord,
         cap: Option<u32>,
         token: Option<&TokenUse>,
     ) -> Result<Activation, StoreError> {
-        let items = self.activation_items(grant, audit, cap, token)?;
+        let pending = Grant {
+            status: GrantStatus::Pending,
+            ..grant.clone()
+        };
+        let items = self.activation_items(&pending, cap, token)?;
         let err = match self
             .client
             .transact_write_items()
@@ -316,14 +323,79 @@ impl GrantStore for DynamoStore {
         if failed_condition(reasons, TX_COUNTER).is_some() {
             return Ok(Activation::ConcurrencyCapReached);
         }
-        if failed_condition(reasons, TX_AUDIT).is_some() {
-            return Err(StoreError::Rejected(format!(
-                "activation audit {} exists without its grant",
-                audit.audit_id
-            )));
-        }
         // Cancelled for another reason (a conflicting transaction, throttling): a retry may pass.
         Err(StoreError::Transient(describe(&err)))
+    }
+
+    async fn confirm_activation(&self, grant: &Grant, audit: &AuditRecord) -> Result<Confirmation, StoreError> {
+        let mark = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(grant_pk(&grant.id), SK_GRANT)))
+            .update_expression("SET #status = :active")
+            .condition_expression("#status IN (:pending, :active)")
+            .expression_attribute_names("#status", STATUS)
+            .expression_attribute_values(":active", s(STATUS_ACTIVE))
+            .expression_attribute_values(":pending", s(STATUS_PENDING))
+            .build()
+            .map_err(rejected)?;
+        let items = vec![
+            TransactWriteItem::builder().update(mark).build(),
+            self.audit_put(audit)?,
+        ];
+        let err = match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(Confirmation::Confirmed),
+            Err(e) => e,
+        };
+        let Some(reasons) = cancellation(&err) else {
+            return Err(sdk_error(&err));
+        };
+        if failed_condition(reasons, TX_CONFIRM_GRANT).is_some() {
+            return Ok(Confirmation::Ended);
+        }
+        if let Some(reason) = failed_condition(reasons, TX_CONFIRM_AUDIT) {
+            let stored = reason.item().cloned().map(audit_from_item).transpose()?;
+            return Ok(Confirmation::AlreadyConfirmed(stored.map(Box::new)));
+        }
+        Err(StoreError::Transient(describe(&err)))
+    }
+
+    async fn record_failure(&self, grant: &Grant, audit: &AuditRecord) -> Result<bool, StoreError> {
+        let mark = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(grant_pk(&grant.id), SK_GRANT)))
+            .update_expression("SET #status = :failed REMOVE #bucket")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", STATUS)
+            .expression_attribute_names("#bucket", EXPIRY_BUCKET)
+            .expression_attribute_values(":failed", s(STATUS_FAILED))
+            .expression_attribute_values(":pending", s(STATUS_PENDING))
+            .build()
+            .map_err(rejected)?;
+        let items = vec![
+            TransactWriteItem::builder().update(mark).build(),
+            self.audit_put(audit)?,
+            self.counter(&grant.role, -1, None)?,
+        ];
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => match cancellation(&err) {
+                Some(reasons) if reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed")) => Ok(false),
+                Some(_) => Err(StoreError::Transient(describe(&err))),
+                None => Err(sdk_error(&err)),
+            },
+        }
     }
 
     async fn record_extension(
@@ -455,11 +527,12 @@ impl GrantStore for DynamoStore {
                 .table_name(&self.table)
                 .set_key(Some(key(grant_pk(&grant.id), SK_GRANT)))
                 .update_expression("SET #status = :revoked, revoked_at = :at REMOVE #bucket")
-                .condition_expression("#status = :active")
+                .condition_expression("#status IN (:active, :pending)")
                 .expression_attribute_names("#status", STATUS)
                 .expression_attribute_names("#bucket", EXPIRY_BUCKET)
                 .expression_attribute_values(":revoked", s(STATUS_REVOKED))
                 .expression_attribute_values(":active", s(STATUS_ACTIVE))
+                .expression_attribute_values(":pending", s(STATUS_PENDING))
                 .expression_attribute_values(":at", s(audit.revoked_at.clone().unwrap_or_default()))
                 .build()
                 .map_err(rejected)?;

@@ -30,8 +30,10 @@ pub const EXPIRES_AT_EPOCH: &str = "expires_at_epoch";
 pub const ACTIVE_BUCKET: &str = "active";
 /// `record_type` of grant items, and their `status` values (the stream filter matches these).
 pub const RECORD_GRANT: &str = "grant";
+pub const STATUS_PENDING: &str = "pending";
 pub const STATUS_ACTIVE: &str = "active";
 pub const STATUS_REVOKED: &str = "revoked";
+pub const STATUS_FAILED: &str = "failed";
 pub const ACTIVE_GRANTS: &str = "active_grants";
 pub const RECORD_TYPE: &str = "record_type";
 pub const STATUS: &str = "status";
@@ -118,7 +120,7 @@ pub struct GrantItem {
     pub ttl: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
-    /// Present only while the grant is active: the sparse expiry index holds live grants only.
+    /// Present only while the grant is live (pending or active): the sparse expiry index holds live grants only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_bucket: Option<String>,
     pub policy_sha256: String,
@@ -138,13 +140,19 @@ fn item_err(field: &'static str) -> impl Fn(latch_core::model::InvalidValue) -> 
 
 impl GrantItem {
     pub fn from_grant(g: &Grant) -> Self {
-        let active = g.status == GrantStatus::Active;
+        let live = g.status.is_live();
         Self {
             pk: grant_pk(&g.id),
             sk: SK_GRANT.into(),
             record_type: RECORD_GRANT.into(),
             grant_id: g.id.as_str().to_owned(),
-            status: if active { STATUS_ACTIVE } else { STATUS_REVOKED }.into(),
+            status: match g.status {
+                GrantStatus::Pending => STATUS_PENDING,
+                GrantStatus::Active => STATUS_ACTIVE,
+                GrantStatus::Revoked => STATUS_REVOKED,
+                GrantStatus::Failed => STATUS_FAILED,
+            }
+            .into(),
             source: g.source.clone(),
             account: g.account.as_str().to_owned(),
             region: g.region.clone(),
@@ -172,7 +180,7 @@ impl GrantItem {
             expires_at_epoch: g.expires_at.timestamp(),
             ttl: g.expires_at.timestamp(),
             revoked_at: None,
-            expiry_bucket: active.then(|| ACTIVE_BUCKET.to_owned()),
+            expiry_bucket: live.then(|| ACTIVE_BUCKET.to_owned()),
             policy_sha256: g.policy_sha256.clone(),
         }
     }
@@ -186,7 +194,9 @@ impl GrantItem {
         Ok(Grant {
             id: GrantId::parse(&self.grant_id).map_err(item_err("grant_id"))?,
             status: match self.status.as_str() {
+                STATUS_PENDING => GrantStatus::Pending,
                 STATUS_ACTIVE => GrantStatus::Active,
+                STATUS_FAILED => GrantStatus::Failed,
                 _ => GrantStatus::Revoked,
             },
             account: AccountId::parse(&self.account).map_err(item_err("account"))?,

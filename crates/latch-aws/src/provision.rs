@@ -16,7 +16,11 @@ use serde_json::json;
 use crate::items::{EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, PK, SK, TTL};
 
 /// The pipeline detail-types the grant function handles; the template's rule uses the same list.
-pub const PIPELINE_DETAIL_TYPES: [&str; 2] = ["Pipeline Job Started", "Pipeline Job Finished"];
+pub const PIPELINE_DETAIL_TYPES: [&str; 3] = [
+    latch_core::event::DETAIL_TYPE_STARTED,
+    latch_core::event::DETAIL_TYPE_FINISHED,
+    latch_core::event::DETAIL_TYPE_EXTEND,
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("provisioning {step}: {message}")]

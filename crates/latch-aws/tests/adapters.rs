@@ -68,29 +68,46 @@ fn put_events_ok() -> Rule {
         .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build())
 }
 
+/// The second transaction of an activation (I8): the grant marked active, only if still live,
+/// with its activation audit.
+fn confirm_ok() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| {
+            let items = r.transact_items();
+            items.len() == 2
+                && items[0].update().is_some_and(|u| {
+                    u.condition_expression() == Some("#status IN (:pending, :active)")
+                        && u.update_expression() == "SET #status = :active"
+                })
+                && items[1].put().is_some_and(|a| {
+                    a.item().get("ttl").is_none() && a.item()["decision"] == AttributeValue::S("activated".into())
+                })
+        })
+        .then_output(|| TransactWriteItemsOutput::builder().build())
+}
+
 #[tokio::test]
-async fn a_fresh_grant_costs_one_transaction_one_put_role_policy_one_put_events_and_no_iam_read() {
+async fn a_fresh_grant_costs_two_transactions_one_put_role_policy_one_put_events_and_no_iam_read() {
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
         .match_requests(|r| {
             let items = r.transact_items();
-            let grant = items[0].put().unwrap();
-            items.len() == 4
+            let Some(grant) = items[0].put() else { return false };
+            items.len() == 3
                 && grant.table_name() == "latch-grants"
                 && grant.condition_expression() == Some("attribute_not_exists(pk)")
                 && grant.item().get("ttl").is_some()
+                && grant.item()["status"] == AttributeValue::S("pending".into())
                 && grant.item().get("expiry_bucket") == Some(&AttributeValue::S("active".into()))
                 && items[1].update().is_some_and(|u| {
                     u.key()["sk"] == AttributeValue::S("JOB".into())
                         && u.condition_expression() == Some("attribute_not_exists(#finished)")
                 })
-                && items[2].put().is_some_and(|a| {
-                    a.item().get("ttl").is_none() && a.item()["record_type"] == AttributeValue::S("audit".into())
-                })
-                && items[3]
+                && items[2]
                     .update()
                     .is_some_and(|u| u.condition_expression().is_some_and(|c| c.contains(":cap")))
         })
         .then_output(|| TransactWriteItemsOutput::builder().build());
+    let confirm = confirm_ok();
     let put = mock!(aws_sdk_iam::Client::put_role_policy)
         .match_requests(|r| {
             r.role_name() == Some("app-deployer")
@@ -101,11 +118,65 @@ async fn a_fresh_grant_costs_one_transaction_one_put_role_policy_one_put_events_
         })
         .then_output(|| PutRolePolicyOutput::builder().build());
     let events = put_events_ok();
-    let s = service(&[&put], &[&twi], &[&events]);
+    let s = service(&[&put], &[&twi, &confirm], &[&events]);
     let d = detail();
     let outcome = s.on_start(&envelope(), &d, d.to_string().len()).await.unwrap();
     assert!(matches!(outcome, StartOutcome::Activated(_)), "{outcome:?}");
-    assert_eq!((twi.num_calls(), put.num_calls(), events.num_calls()), (1, 1, 1));
+    assert_eq!(
+        (
+            twi.num_calls(),
+            put.num_calls(),
+            confirm.num_calls(),
+            events.num_calls()
+        ),
+        (1, 1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn an_iam_refusal_fails_the_grant_frees_its_slot_and_is_audited_never_activated() {
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| r.transact_items().len() == 3 && r.transact_items()[0].put().is_some())
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let fail = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| {
+            let items = r.transact_items();
+            items.len() == 3
+                && items[0].update().is_some_and(|u| {
+                    u.condition_expression() == Some("#status = :pending")
+                        && u.update_expression() == "SET #status = :failed REMOVE #bucket"
+                })
+                && items[1].put().is_some_and(|a| {
+                    a.item()["decision"] == AttributeValue::S("denied".into())
+                        && a.item()["reason"] == AttributeValue::S("iam_rejected".into())
+                })
+                && items[2].update().is_some_and(|u| {
+                    u.expression_attribute_values()
+                        .is_some_and(|v| v[":delta"] == AttributeValue::N("-1".into()))
+                })
+        })
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let put = mock!(aws_sdk_iam::Client::put_role_policy).then_error(|| {
+        aws_sdk_iam::operation::put_role_policy::PutRolePolicyError::LimitExceededException(
+            aws_sdk_iam::types::error::LimitExceededException::builder()
+                .message("Maximum policy size of 10240 bytes exceeded")
+                .build(),
+        )
+    });
+    let events = mock!(aws_sdk_eventbridge::Client::put_events)
+        .match_requests(|r| r.entries()[0].detail_type() == Some("Latch Grant Denied"))
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let s = service(&[&put], &[&twi, &fail], &[&events]);
+    let d = detail();
+    let outcome = s.on_start(&envelope(), &d, d.to_string().len()).await.unwrap();
+    assert!(
+        matches!(outcome, StartOutcome::Denied(r) if r.code() == "iam_rejected"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        (twi.num_calls(), put.num_calls(), fail.num_calls(), events.num_calls()),
+        (1, 1, 1, 1)
+    );
 }
 
 #[tokio::test]
@@ -125,41 +196,75 @@ async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_exte
     let recorded = memory.store.grants().remove(0);
     let old_item: std::collections::HashMap<String, AttributeValue> =
         serde_dynamo::to_item(GrantItem::from_grant(&recorded)).unwrap();
-    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(move || {
-        TransactWriteItemsError::TransactionCanceledException(
-            TransactionCanceledException::builder()
-                .cancellation_reasons(
-                    CancellationReason::builder()
-                        .code("ConditionalCheckFailed")
-                        .set_item(Some(old_item.clone()))
-                        .build(),
-                )
-                .cancellation_reasons(CancellationReason::builder().code("None").build())
-                .cancellation_reasons(CancellationReason::builder().code("ConditionalCheckFailed").build())
-                .cancellation_reasons(CancellationReason::builder().code("None").build())
-                .build(),
-        )
-    });
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| r.transact_items().len() == 3)
+        .then_error(move || {
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .cancellation_reasons(
+                        CancellationReason::builder()
+                            .code("ConditionalCheckFailed")
+                            .set_item(Some(old_item.clone()))
+                            .build(),
+                    )
+                    .cancellation_reasons(CancellationReason::builder().code("None").build())
+                    .cancellation_reasons(CancellationReason::builder().code("None").build())
+                    .build(),
+            )
+        });
+    let stored_audit: std::collections::HashMap<String, AttributeValue> =
+        serde_dynamo::to_item(latch_aws::items::AuditItem::from_record(
+            memory
+                .store
+                .audits()
+                .iter()
+                .find(|a| a.decision == latch_core::audit::Decision::Activated)
+                .unwrap(),
+        ))
+        .unwrap();
+    let confirmed_before = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| r.transact_items().len() == 2)
+        .then_error(move || {
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .cancellation_reasons(CancellationReason::builder().code("None").build())
+                    .cancellation_reasons(
+                        CancellationReason::builder()
+                            .code("ConditionalCheckFailed")
+                            .set_item(Some(stored_audit.clone()))
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
     let put = mock!(aws_sdk_iam::Client::put_role_policy)
         .match_requests(|r| r.policy_document().is_some_and(|d| d.contains("2026-11-25T12:15:00Z")))
         .then_output(|| PutRolePolicyOutput::builder().build());
     let events = put_events_ok();
-    let s = service(&[&put], &[&twi], &[&events]);
+    let s = service(&[&put], &[&twi, &confirmed_before], &[&events]);
     let mut later = envelope();
     later.time += chrono::Duration::minutes(3);
     let mut longer = detail();
     longer["duration"] = json!("20m");
     let outcome = s.on_start(&later, &longer, 300).await.unwrap();
     assert!(matches!(outcome, StartOutcome::AlreadyActive(_)), "{outcome:?}");
-    assert_eq!((twi.num_calls(), put.num_calls(), events.num_calls()), (1, 1, 1));
+    assert_eq!(
+        (
+            twi.num_calls(),
+            put.num_calls(),
+            confirmed_before.num_calls(),
+            events.num_calls()
+        ),
+        (1, 1, 1, 1)
+    );
 }
 
 #[tokio::test]
 async fn cancellation_reasons_map_to_tombstone_and_cap() {
-    for (index, want) in [(1, "job_finished"), (3, "concurrency_cap")] {
+    for (index, want) in [(1, "job_finished"), (2, "concurrency_cap")] {
         let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(move || {
             let mut b = TransactionCanceledException::builder();
-            for i in 0..4 {
+            for i in 0..3 {
                 let code = if i == index { "ConditionalCheckFailed" } else { "None" };
                 b = b.cancellation_reasons(CancellationReason::builder().code(code).build());
             }
@@ -251,7 +356,7 @@ async fn a_revoke_costs_one_delete_role_policy_one_transaction_one_put_events() 
             items.len() == 3
                 && items[0]
                     .update()
-                    .is_some_and(|u| u.condition_expression() == Some("#status = :active"))
+                    .is_some_and(|u| u.condition_expression() == Some("#status IN (:active, :pending)"))
                 && items[1]
                     .put()
                     .is_some_and(|p| p.item()["decision"] == AttributeValue::S("revoked".into()))
@@ -356,8 +461,8 @@ async fn a_verified_grant_records_its_token_use_in_the_same_transaction_and_cost
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
         .match_requests(|r| {
             let items = r.transact_items();
-            items.len() == 5
-                && items[4].put().is_some_and(|t| {
+            items.len() == 4
+                && items[3].put().is_some_and(|t| {
                     t.item()["sk"] == AttributeValue::S("TOKEN".into())
                         && t.item()["pk"]
                             .as_s()
@@ -369,13 +474,22 @@ async fn a_verified_grant_records_its_token_use_in_the_same_transaction_and_cost
                 && items[0].put().is_some_and(|g| g.item().get("principal").is_some())
         })
         .then_output(|| TransactWriteItemsOutput::builder().build());
+    let confirm = confirm_ok();
     let put = mock!(aws_sdk_iam::Client::put_role_policy).then_output(|| PutRolePolicyOutput::builder().build());
     let events = put_events_ok();
-    let s = verified_service(&signer, &[&put], &[&twi], &[&events]);
+    let s = verified_service(&signer, &[&put], &[&twi, &confirm], &[&events]);
     let d = verified_detail(&signer);
     let outcome = s.on_start(&envelope(), &d, d.to_string().len()).await.unwrap();
     assert!(matches!(outcome, StartOutcome::Activated(_)), "{outcome:?}");
-    assert_eq!((twi.num_calls(), put.num_calls(), events.num_calls()), (1, 1, 1));
+    assert_eq!(
+        (
+            twi.num_calls(),
+            put.num_calls(),
+            confirm.num_calls(),
+            events.num_calls()
+        ),
+        (1, 1, 1, 1)
+    );
 }
 
 #[tokio::test]
@@ -384,8 +498,8 @@ async fn a_token_use_refused_by_the_table_is_a_replay() {
         latch_core::identity::testing::TestSigner::generate(latch_core::identity::TokenAlgorithm::Rs256, "k1").unwrap();
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(|| {
         let mut b = TransactionCanceledException::builder();
-        for i in 0..5 {
-            let code = if i == 4 { "ConditionalCheckFailed" } else { "None" };
+        for i in 0..4 {
+            let code = if i == 3 { "ConditionalCheckFailed" } else { "None" };
             b = b.cancellation_reasons(CancellationReason::builder().code(code).build());
         }
         TransactWriteItemsError::TransactionCanceledException(b.build())

@@ -393,8 +393,16 @@ pub async fn extend(args: ExtendArgs) -> Result<ExitCode, CliError> {
         permission_set: &set,
         role: &role,
     });
-    // The function's audit ids: the extension's is over the grant and this event.
-    let extended = digest(&[id.as_str(), "extended", &event_id]);
+    // The function's audit ids: the extension's is over the grant and the token that asked.
+    let (iss, jti) = token
+        .as_ref()
+        .and_then(|t| latch_core::identity::jwt::parse(t.expose()).ok())
+        .map(|t| {
+            let claim = |k: &str| t.claims().get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+            (claim("iss"), claim("jti"))
+        })
+        .unwrap_or_default();
+    let extended = latch_core::service::extension_audit_id(&id, &iss, &jti);
     let denial_ids = [digest(&[&args.job.source, account.as_str(), &event_id, "denied"])];
     let wait = Wait {
         table: &args.table,
@@ -461,45 +469,7 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<E
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(audit_id) = done_audit {
-            if get(&dynamo, table, format!("AUDIT#{audit_id}"), "AUDIT")
-                .await?
-                .is_some()
-            {
-                let until = get(&dynamo, table, format!("GRANT#{id}"), "GRANT")
-                    .await?
-                    .map(|g| text(&g, "expires_at"))
-                    .unwrap_or_default();
-                println!("extended: grant {id} until {until}");
-                return Ok(ExitCode::SUCCESS);
-            }
-        } else if let Some(grant) = get(&dynamo, table, format!("GRANT#{id}"), "GRANT").await? {
-            if text(&grant, "status") != "active" {
-                eprintln!("denied: grant {id} has already ended (its job finished or it expired)");
-                return Ok(ExitCode::from(EXIT_DENIED));
-            }
-            println!(
-                "active: grant {id} on {} until {} (policy {})",
-                text(&grant, "role_arn"),
-                text(&grant, "expires_at"),
-                id.policy_name()
-            );
-            let bound = text(&grant, "session");
-            if !bound.is_empty() {
-                if session.as_deref().is_some_and(|s| s != bound) {
-                    eprintln!("note: the grant is bound to a session other than the one this client predicted");
-                }
-                println!("session: {bound}");
-            }
-            if !settle.is_zero() {
-                eprintln!(
-                    "waiting {} for IAM to propagate the policy",
-                    humantime::format_duration(settle)
-                );
-                tokio::time::sleep(settle).await;
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
+        // Denials first: a refused grant (`iam_rejected`) also leaves its record behind.
         for denial in denial_ids {
             if let Some(audit) = get(&dynamo, table, format!("AUDIT#{denial}"), "AUDIT").await? {
                 let detail = text(&audit, "detail");
@@ -515,6 +485,29 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<E
                 return Ok(ExitCode::from(EXIT_DENIED));
             }
         }
+        if let Some(audit_id) = done_audit {
+            if get(&dynamo, table, format!("AUDIT#{audit_id}"), "AUDIT")
+                .await?
+                .is_some()
+            {
+                let until = get(&dynamo, table, format!("GRANT#{id}"), "GRANT")
+                    .await?
+                    .map(|g| text(&g, "expires_at"))
+                    .unwrap_or_default();
+                println!("extended: grant {id} until {until}");
+                return Ok(ExitCode::SUCCESS);
+            }
+        } else if let Some(grant) = get(&dynamo, table, format!("GRANT#{id}"), "GRANT").await? {
+            match text(&grant, "status").as_str() {
+                // Recorded, but IAM has not yet accepted its document (I8): keep waiting.
+                "pending" => {}
+                "active" => return Ok(active(&grant, id, session.as_deref(), settle).await),
+                _ => {
+                    eprintln!("denied: grant {id} has already ended (its job finished or it expired)");
+                    return Ok(ExitCode::from(EXIT_DENIED));
+                }
+            }
+        }
         if Instant::now() >= deadline {
             eprintln!(
                 "timed out after {} waiting for a decision on grant {id}; is Latch deployed on this bus?",
@@ -524,6 +517,36 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<E
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Reports an active grant (and its bound session), then waits `settle` for IAM to propagate.
+async fn active(
+    grant: &std::collections::HashMap<String, AttributeValue>,
+    id: &GrantId,
+    session: Option<&str>,
+    settle: Duration,
+) -> ExitCode {
+    println!(
+        "active: grant {id} on {} until {} (policy {})",
+        text(grant, "role_arn"),
+        text(grant, "expires_at"),
+        id.policy_name()
+    );
+    let bound = text(grant, "session");
+    if !bound.is_empty() {
+        if session.is_some_and(|s| s != bound) {
+            eprintln!("note: the grant is bound to a session other than the one this client predicted");
+        }
+        println!("session: {bound}");
+    }
+    if !settle.is_zero() {
+        eprintln!(
+            "waiting {} for IAM to propagate the policy",
+            humantime::format_duration(settle)
+        );
+        tokio::time::sleep(settle).await;
+    }
+    ExitCode::SUCCESS
 }
 
 pub async fn release(args: ReleaseArgs) -> Result<ExitCode, CliError> {

@@ -14,8 +14,8 @@ use crate::event::JobKey;
 use crate::model::{AccountId, GrantId, RoleArn};
 use crate::policy::PolicyDocument;
 use crate::ports::{
-    Activation, AuditSink, AuditWrite, Clock, Deletion, Extension, Grant, GrantStatus, GrantStore, IamError,
-    IamInventory, IamWriter, RecordState, Revocation, SinkError, StoreError, TokenUse,
+    Activation, AuditSink, AuditWrite, Clock, Confirmation, Deletion, Extension, Grant, GrantStatus, GrantStore,
+    IamError, IamInventory, IamWriter, RecordState, Revocation, SinkError, StoreError, TokenUse,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -31,6 +31,8 @@ pub enum Op {
     ListRoles,
     ListRolePolicies,
     RecordActivation,
+    ConfirmActivation,
+    RecordFailure,
     RecordExtension,
     RecordAudit,
     FinishJob,
@@ -312,7 +314,6 @@ impl GrantStore for MemoryStore {
     async fn record_activation(
         &self,
         grant: &Grant,
-        audit: &AuditRecord,
         cap: Option<u32>,
         token: Option<&TokenUse>,
     ) -> Result<Activation, StoreError> {
@@ -338,12 +339,52 @@ impl GrantStore for MemoryStore {
             return Ok(Activation::ConcurrencyCapReached);
         }
         s.active_per_role.insert(grant.role.as_str().to_owned(), active + 1);
-        s.grants.insert(grant.id.as_str().to_owned(), grant.clone());
-        s.audits.insert(audit.audit_id.clone(), audit.clone());
+        s.grants.insert(
+            grant.id.as_str().to_owned(),
+            Grant {
+                status: GrantStatus::Pending,
+                ..grant.clone()
+            },
+        );
         if let (Some(t), Some(key)) = (token, token_key) {
             s.token_uses.insert(key, t.job_scope.clone());
         }
         Ok(Activation::Recorded)
+    }
+
+    async fn confirm_activation(&self, grant: &Grant, audit: &AuditRecord) -> Result<Confirmation, StoreError> {
+        self.faults
+            .check(Op::ConfirmActivation)
+            .map_err(StoreError::Transient)?;
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        let live = s.grants.get(grant.id.as_str()).is_some_and(|g| g.status.is_live());
+        if !live {
+            return Ok(Confirmation::Ended);
+        }
+        if let Some(stored) = s.audits.get(&audit.audit_id) {
+            return Ok(Confirmation::AlreadyConfirmed(Some(Box::new(stored.clone()))));
+        }
+        if let Some(g) = s.grants.get_mut(grant.id.as_str()) {
+            g.status = GrantStatus::Active;
+        }
+        s.audits.insert(audit.audit_id.clone(), audit.clone());
+        Ok(Confirmation::Confirmed)
+    }
+
+    async fn record_failure(&self, grant: &Grant, audit: &AuditRecord) -> Result<bool, StoreError> {
+        self.faults.check(Op::RecordFailure).map_err(StoreError::Transient)?;
+        let mut s = lock(&self.inner);
+        s.fail()?;
+        match s.grants.get_mut(grant.id.as_str()) {
+            Some(g) if g.status == GrantStatus::Pending => g.status = GrantStatus::Failed,
+            _ => return Ok(false),
+        }
+        if let Some(n) = s.active_per_role.get_mut(grant.role.as_str()) {
+            *n = n.saturating_sub(1);
+        }
+        s.audits.entry(audit.audit_id.clone()).or_insert_with(|| audit.clone());
+        Ok(true)
     }
 
     async fn record_extension(
@@ -415,10 +456,7 @@ impl GrantStore for MemoryStore {
         self.faults.check(Op::RecordRevocation).map_err(StoreError::Transient)?;
         let mut s = lock(&self.inner);
         s.fail()?;
-        let still_active = s
-            .grants
-            .get(grant.id.as_str())
-            .is_some_and(|g| g.status == GrantStatus::Active);
+        let still_active = s.grants.get(grant.id.as_str()).is_some_and(|g| g.status.is_live());
         if (state == RecordState::Present && !still_active) || s.audits.contains_key(&audit.audit_id) {
             let stored = s.audits.get(&audit.audit_id).cloned().map(Box::new);
             return Ok(Revocation::AlreadyRevoked(stored));
@@ -457,7 +495,7 @@ impl GrantStore for MemoryStore {
         let mut expired: Vec<Grant> = s
             .grants
             .values()
-            .filter(|g| g.status == GrantStatus::Active && g.expires_at <= now)
+            .filter(|g| g.status.is_live() && g.expires_at <= now)
             .filter(|g| after.is_none_or(|a| (g.expires_at, &g.id) > (a.expires_at, &a.id)))
             .cloned()
             .collect();

@@ -27,10 +27,23 @@ impl Clock for SystemClock {
     }
 }
 
+/// Where a grant stands. `Pending` and `Active` are live: they hold a cap slot, sit in the
+/// expiry index and are revoked at expiry or finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantStatus {
+    /// Recorded; its document is not yet known to be on the role (I8: nothing says active yet).
+    Pending,
+    /// IAM accepted its document.
     Active,
     Revoked,
+    /// IAM refused its document for good: never attached, its cap slot freed.
+    Failed,
+}
+
+impl GrantStatus {
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Pending | Self::Active)
+    }
 }
 
 /// A grant as recorded: everything needed to re-render its policy, revoke it and audit it.
@@ -135,7 +148,7 @@ pub trait IamWriter: Send + Sync {
 /// What recording an activation found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Activation {
-    /// Grant and audit were written together.
+    /// The grant was written, pending its document.
     Recorded,
     /// A grant with this id exists already (a duplicate or retried event); here it is.
     AlreadyRecorded(Box<Grant>),
@@ -158,6 +171,18 @@ pub struct TokenUse {
     pub job_scope: String,
     /// Kept until the token itself has expired (then it can be used by no one anyway).
     pub expires_at: DateTime<Utc>,
+}
+
+/// What confirming an attached document found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The grant is now active and its activation audit written, together.
+    Confirmed,
+    /// Confirmed before (a retry or a duplicate): the activation audit as stored.
+    AlreadyConfirmed(Option<Box<AuditRecord>>),
+    /// The grant ended (revoked, failed, gone) while its document was being attached: the
+    /// document must come off again.
+    Ended,
 }
 
 /// What recording an extension found.
@@ -210,16 +235,32 @@ impl AuditWrite {
 
 /// Grant records and durable audit items.
 pub trait GrantStore: Send + Sync {
-    /// Atomically: the grant (unless it exists), its activation audit, and one more active
-    /// grant on the role (refused at `cap`), unless the job has a tombstone.
-    /// With `token`, also the token's use ([`TokenUse`]), refused if it was used for another job.
+    /// Atomically: the grant as `Pending` (unless it exists) and one more live grant on the
+    /// role (refused at `cap`), unless the job has a tombstone. With `token`, also the token's
+    /// use ([`TokenUse`]), refused if it was used for another job.
     fn record_activation(
         &self,
         grant: &Grant,
-        audit: &AuditRecord,
         cap: Option<u32>,
         token: Option<&TokenUse>,
     ) -> impl Future<Output = Result<Activation, StoreError>> + Send;
+
+    /// After IAM accepted the grant's document, atomically: the grant marked `Active` (only if
+    /// still live) and its activation audit (only if not yet written).
+    fn confirm_activation(
+        &self,
+        grant: &Grant,
+        audit: &AuditRecord,
+    ) -> impl Future<Output = Result<Confirmation, StoreError>> + Send;
+
+    /// After IAM refused the grant's document for good, atomically: the grant marked `Failed`
+    /// (only if still pending), the refusal's audit, and one live grant less on the role.
+    /// `false` when the grant was no longer pending (nothing written).
+    fn record_failure(
+        &self,
+        grant: &Grant,
+        audit: &AuditRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Atomically: `extended` replaces `current` (only if it is still active with
     /// `current.expires_at`) and the extension's audit is written (only if not yet written).

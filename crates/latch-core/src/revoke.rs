@@ -14,8 +14,8 @@ use tracing::{info, warn};
 use crate::audit::{AuditRecord, Decision, stamp};
 use crate::model::{GrantId, digest};
 use crate::ports::{
-    AuditSink, Clock, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation,
-    SinkError, StoreError, record_then_publish,
+    AuditSink, Clock, Grant, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation, SinkError,
+    StoreError, record_then_publish,
 };
 use crate::service::fill_grant_fields;
 
@@ -103,7 +103,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         reason: RevokeReason,
         state: RecordState,
     ) -> Result<RevokeOutcome, RevokeError> {
-        if grant.status != GrantStatus::Active {
+        if !grant.status.is_live() {
             // An earlier attempt may have recorded the revocation and stopped before its event.
             if let Some(stored) = self.store.recorded_audit(&revoked_audit_id(&grant.id)).await? {
                 self.audit
@@ -150,7 +150,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
     /// returns `true`; `false` when the grant is still active, so the revoke really failed.
     pub async fn settle_after_error(&self, grant: &Grant) -> Result<bool, RevokeError> {
         match self.store.grant(&grant.id).await? {
-            Some(recorded) if recorded.status == GrantStatus::Active => Ok(false),
+            Some(recorded) if recorded.status.is_live() => Ok(false),
             _ => {
                 if let Some(stored) = self.store.recorded_audit(&revoked_audit_id(&grant.id)).await? {
                     self.audit

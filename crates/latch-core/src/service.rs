@@ -32,8 +32,8 @@ use crate::model::{GrantDuration, GrantId, GrantIdentity, digest};
 use crate::native::{NativeEvent, NativePhase};
 use crate::policy::{Allowed, Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
-    Activation, AuditSink, Clock, Extension, Grant, GrantStatus, GrantStore, IamError, IamWriter, RecordState,
-    Retryable, SinkError, StoreError, TokenUse, record_then_publish,
+    Activation, AuditSink, Clock, Confirmation, Extension, Grant, GrantStatus, GrantStore, IamError, IamWriter,
+    RecordState, Retryable, SinkError, StoreError, TokenUse, record_then_publish,
 };
 use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker, TOMBSTONE_LIFETIME};
 
@@ -196,6 +196,18 @@ struct Proposal {
     actions: Vec<String>,
 }
 
+/// What putting a grant's document on its role came to.
+enum Attached {
+    /// IAM accepted it and the grant is now recorded active.
+    Active,
+    /// It was recorded active before (a duplicate or a retry).
+    AlreadyActive,
+    /// IAM refused it for good: the grant failed.
+    Refused,
+    /// The grant ended meanwhile: the document was taken off again.
+    Ended,
+}
+
 /// Who is asking: a request and, when its token verified, the proof.
 #[derive(Clone, Copy)]
 struct Asker<'a> {
@@ -350,8 +362,6 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             Err(denial) => return self.deny(envelope, Some(asker), denial, now).await,
         };
         let grant = &proposal.grant;
-        let mut audit = activation_audit(grant, &proposal.actions, now);
-        fill_verified(&mut audit, asker.verified);
         let token_use = asker.verified.map(|v| TokenUse {
             issuer: v.token.issuer.as_str().to_owned(),
             jti: v.token.jti.clone(),
@@ -360,7 +370,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         });
         match self
             .store
-            .record_activation(grant, &audit, proposal.cap, token_use.as_ref())
+            .record_activation(grant, proposal.cap, token_use.as_ref())
             .await
         {
             Ok(Activation::Recorded) => {}
@@ -393,13 +403,69 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
                 return self.deny(envelope, Some(asker), denial, now).await;
             }
         }
-        if !self.attach(grant, &proposal.document).await? {
-            return Ok(StartOutcome::Denied(DenyReason::IamRejected));
+        let mut audit = activation_audit(grant, &proposal.actions, now);
+        fill_verified(&mut audit, asker.verified);
+        Ok(match self.attach_and_confirm(grant, &proposal.document, audit).await? {
+            Attached::Active | Attached::AlreadyActive => {
+                info!(grant_id = %grant.id, role = %grant.role, permission_set = %grant.permission_set,
+                      rule = %grant.rule, expires_at = %crate::iam_time(grant.expires_at), "grant activated");
+                StartOutcome::Activated(grant.id.clone())
+            }
+            Attached::Refused => StartOutcome::Denied(DenyReason::IamRejected),
+            Attached::Ended => StartOutcome::AlreadyEnded(grant.id.clone()),
+        })
+    }
+
+    /// Puts a live grant's document on its role, then records it active (I8): only once IAM has
+    /// accepted the document does anything (table, audit, bus, `latch request --wait`) say
+    /// active. A permanent refusal is a decision: the grant fails, its cap slot is freed, the
+    /// refusal is audited, and no later delivery attaches it. A grant that ended while its
+    /// document went on (a finish, the sweep) has the document taken off again at once.
+    async fn attach_and_confirm(
+        &self,
+        grant: &Grant,
+        document: &PolicyDocument,
+        audit: AuditRecord,
+    ) -> Result<Attached, GrantError> {
+        match self
+            .iam
+            .put_role_policy(&grant.role, &grant.id.policy_name(), document)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => {
+                warn!(grant_id = %grant.id, error = %e, "IAM refused the grant's policy");
+                let refusal = iam_refusal_audit(grant, &e, self.clock.now());
+                if self.store.record_failure(grant, &refusal).await? {
+                    self.audit.publish(&refusal).await?;
+                } else if let Some(stored) = self.store.recorded_audit(&refusal.audit_id).await? {
+                    // An earlier attempt recorded the failure and stopped before its event.
+                    self.audit.publish(&stored).await?;
+                }
+                return Ok(Attached::Refused);
+            }
         }
-        self.audit.publish(&audit).await?;
-        info!(grant_id = %grant.id, role = %grant.role, permission_set = %grant.permission_set,
-              rule = %grant.rule, expires_at = %audit.expires_at.as_deref().unwrap_or("-"), "grant activated");
-        Ok(StartOutcome::Activated(grant.id.clone()))
+        match self.store.confirm_activation(grant, &audit).await? {
+            Confirmation::Confirmed => {
+                self.audit.publish(&audit).await?;
+                Ok(Attached::Active)
+            }
+            Confirmation::AlreadyConfirmed(stored) => {
+                self.audit.publish(&stored.map_or(audit, |b| *b)).await?;
+                Ok(Attached::AlreadyActive)
+            }
+            Confirmation::Ended => {
+                warn!(grant_id = %grant.id, "grant ended while its policy was attached: taking it off");
+                match self.iam.delete_role_policy(&grant.role, &grant.id.policy_name()).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_retryable() => return Err(e.into()),
+                    // Drift repair finds a document of ours with no live grant.
+                    Err(e) => warn!(grant_id = %grant.id, error = %e, "IAM refused to take a late policy off"),
+                }
+                Ok(Attached::Ended)
+            }
+        }
     }
 
     /// Handles a `Pipeline Job Finished` event: tombstones the job (so a late start is refused)
@@ -542,12 +608,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         };
         // One extension per token: the same token under a new event id (a replay from the bus)
         // lands on the same audit id and converges instead of extending again.
-        let audit_id = digest(&[
-            id.as_str(),
-            "extended",
-            verified.token.issuer.as_str(),
-            &verified.token.jti,
-        ]);
+        let audit_id = extension_audit_id(&id, &verified.token.issuer_url, &verified.token.jti);
         let Some(extended) = self.extended(&current, request.by) else {
             let denial = Denial {
                 reason: DenyReason::ExtensionOverMax,
@@ -716,7 +777,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         });
         let grant = Grant {
             id,
-            status: GrantStatus::Active,
+            status: GrantStatus::Pending,
             source: envelope.source.clone(),
             account: envelope.account.clone(),
             region: envelope.region.clone(),
@@ -764,6 +825,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
 
     /// Puts the grant's policy on its role: `true` once it is there. IAM refusing it for good
     /// (`false`) is audited as a denial: retrying cannot help.
+    /// Replaces an active grant's document (an extension): `true` once it is there. IAM
+    /// refusing it for good is audited; the old document, with its earlier expiry, stays.
     async fn attach(&self, grant: &Grant, document: &PolicyDocument) -> Result<bool, GrantError> {
         match self
             .iam
@@ -773,17 +836,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             Ok(()) => Ok(true),
             Err(e) if e.is_retryable() => Err(e.into()),
             Err(e) => {
-                // The record says active but IAM holds nothing: access was never given. The
-                // denial audit says why; the sweep retires the record at expiry (I2).
-                warn!(grant_id = %grant.id, error = %e, "IAM refused the grant's policy");
-                let mut audit = AuditRecord::new(
-                    digest(&[grant.id.as_str(), "iam-rejected"]),
-                    Decision::Denied,
-                    DenyReason::IamRejected.code(),
-                    self.clock.now(),
-                );
-                fill_grant_fields(&mut audit, grant);
-                audit.detail = Some(e.to_string());
+                warn!(grant_id = %grant.id, error = %e, "IAM refused the grant's extended policy");
+                let audit = iam_refusal_audit(grant, &e, self.clock.now());
                 record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
                 Ok(false)
             }
@@ -801,7 +855,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         actions: &[String],
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
-        if existing.status != GrantStatus::Active || existing.expires_at <= now {
+        if !existing.status.is_live() || existing.expires_at <= now {
             if existing.event_id == envelope.id {
                 info!(grant_id = %existing.id, "duplicate start for an ended grant: nothing to do");
                 return Ok(StartOutcome::AlreadyEnded(existing.id));
@@ -823,13 +877,18 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
                 return Ok(StartOutcome::AlreadyActive(existing.id));
             }
         };
-        if !self.attach(&existing, &document).await? {
-            return Ok(StartOutcome::Denied(DenyReason::IamRejected));
-        }
-        let audit = activation_audit(&existing, actions, existing.granted_at);
-        self.audit.publish(&audit).await?;
-        info!(grant_id = %existing.id, "duplicate start: grant already active, converged");
-        Ok(StartOutcome::AlreadyActive(existing.id))
+        let mut audit = activation_audit(&existing, actions, existing.granted_at);
+        fill_verified(&mut audit, asker.verified);
+        Ok(match self.attach_and_confirm(&existing, &document, audit).await? {
+            // A retry of the decision that recorded it, finishing what that attempt began.
+            Attached::Active if existing.event_id == envelope.id => StartOutcome::Activated(existing.id),
+            Attached::Active | Attached::AlreadyActive => {
+                info!(grant_id = %existing.id, "duplicate start: grant already active, converged");
+                StartOutcome::AlreadyActive(existing.id)
+            }
+            Attached::Refused => StartOutcome::Denied(DenyReason::IamRejected),
+            Attached::Ended => StartOutcome::AlreadyEnded(existing.id),
+        })
     }
 
     /// An event whose envelope lacks a trusted field (never from EventBridge itself; from a
@@ -967,8 +1026,27 @@ fn fill_verified(audit: &mut AuditRecord, verified: Option<&Verified>) {
     audit.verified_fields = v.job.verified_fields.iter().map(|f| (*f).to_owned()).collect();
 }
 
+/// The denial written when IAM refuses a grant's document; its id is stable per grant.
+fn iam_refusal_audit(grant: &Grant, error: &IamError, recorded_at: DateTime<Utc>) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        digest(&[grant.id.as_str(), "iam-rejected"]),
+        Decision::Denied,
+        DenyReason::IamRejected.code(),
+        recorded_at,
+    );
+    fill_grant_fields(&mut audit, grant);
+    audit.detail = Some(error.to_string());
+    audit
+}
+
 fn activation_audit_id(grant: &Grant) -> String {
     digest(&[grant.id.as_str(), "activated"])
+}
+
+/// An extension's audit id: over the grant and the token that asked (its issuer's URL and
+/// `jti`), so a client can predict it from its own token.
+pub fn extension_audit_id(grant: &GrantId, issuer_url: &str, jti: &str) -> String {
+    digest(&[grant.as_str(), "extended", issuer_url, jti])
 }
 
 /// The audit of one extension; `audit_id` is stable per extension request.

@@ -21,8 +21,7 @@ use crate::audit::{AuditRecord, Decision};
 use crate::model::{GrantId, POLICY_NAME_PREFIX, RoleArn, digest};
 use crate::policy::Policy;
 use crate::ports::{
-    AuditSink, Clock, Grant, GrantStatus, GrantStore, IamInventory, IamWriter, RecordState, StoreError,
-    record_then_publish,
+    AuditSink, Clock, Grant, GrantStore, IamInventory, IamWriter, RecordState, StoreError, record_then_publish,
 };
 use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker};
 
@@ -214,7 +213,7 @@ where
                 .store
                 .grant(id)
                 .await?
-                .is_some_and(|g| g.status == GrantStatus::Active && &g.role == role);
+                .is_some_and(|g| g.status.is_live() && &g.role == role);
             if live {
                 return Ok(());
             }

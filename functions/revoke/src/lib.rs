@@ -16,7 +16,7 @@ use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
 use latch_aws::items::{GrantItem, RECORD_GRANT, RECORD_TYPE};
 use latch_aws::{Clients, Config};
-use latch_core::ports::{AuditSink, Clock, GrantStatus, GrantStore, IamWriter, RecordState, Retryable, SystemClock};
+use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, RecordState, Retryable, SystemClock};
 use latch_core::revoke::{RevokeOutcome, RevokeReason, Revoker};
 use tracing::{info, warn};
 
@@ -91,7 +91,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> RevokeFunction<I, S, A
                 return RecordOutcome::Skipped("invalid grant item");
             }
         };
-        if grant.status != GrantStatus::Active {
+        if !grant.status.is_live() {
             return RecordOutcome::Skipped("grant already revoked");
         }
         match self

@@ -9,7 +9,7 @@
 use latch_aws::config::{ENV_BUS, ENV_POLICY_PATH, ENV_TABLE};
 use latch_aws::items;
 use latch_core::audit::{AUDIT_SOURCE, Decision};
-use latch_core::event::{DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED};
+use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED};
 use latch_core::policy::Policy;
 use serde_json::json;
 
@@ -52,7 +52,8 @@ fn main() {
             "record_type": items::RECORD_TYPE,
             "status": items::STATUS,
         },
-        "pipeline_detail_types": [DETAIL_TYPE_STARTED, DETAIL_TYPE_FINISHED],
+        "pipeline_detail_types": [DETAIL_TYPE_STARTED, DETAIL_TYPE_FINISHED, DETAIL_TYPE_EXTEND],
+        "live_statuses": [items::STATUS_ACTIVE, items::STATUS_PENDING],
         "audit_source": AUDIT_SOURCE,
         "audit_detail_types": {
             "activated": Decision::Activated.detail_type(),
@@ -60,6 +61,7 @@ fn main() {
             "revoked": Decision::Revoked.detail_type(),
             "revoke_failed": Decision::RevokeFailed.detail_type(),
             "drift_repaired": Decision::DriftRepaired.detail_type(),
+            "extended": Decision::Extended.detail_type(),
         },
         "sweep_settings": settings,
         "policy_file": policy,

@@ -15,7 +15,8 @@ Translating Athena to DuckDB (done mechanically, below, so the files are tested 
   Like the OpenX SerDe, read_json ignores attributes the struct does not name and leaves the
   ones an item lacks NULL.
 - The view and queries run as written, except Trino's lambda `transform(x, a -> a.S)`, which
-  becomes DuckDB's `list_transform(x, lambda a: a.S)`. Everything else in the .sql files sticks
+  becomes DuckDB's `list_transform(x, lambda a: a.S)`, and `transform_values(m, (k, v) -> v.S)`,
+  which becomes a `map_from_entries` over `map_entries`; `map<K, V>` becomes `MAP(K, V)`. Everything else in the .sql files sticks
   to SQL both engines share (CASE sums, count(DISTINCT), text comparison of ISO 8601 times).
 """
 
@@ -64,6 +65,9 @@ def hive_to_duckdb(t):
         return "STRUCT(" + ", ".join(fields) + ")"
     if low.startswith("array<") and t.endswith(">"):
         return hive_to_duckdb(t[len("array<"):-1]) + "[]"
+    if low.startswith("map<") and t.endswith(">"):
+        key, value = _split_top(t[len("map<"):-1])
+        return f"MAP({hive_to_duckdb(key)}, {hive_to_duckdb(value)})"
     return {"string": "VARCHAR", "bigint": "BIGINT", "int": "INTEGER", "boolean": "BOOLEAN",
             "double": "DOUBLE"}[low]
 
@@ -86,6 +90,9 @@ def translate_ddl(ddl, data_dir):
 
 
 def translate_sql(sql):
+    # Trino's transform_values(m, (k, v) -> v.S) over a map of DynamoDB values: DuckDB rebuilds the map.
+    sql = re.sub(r"transform_values\(([^,]+),\s*\((\w+),\s*(\w+)\)\s*->\s*\3\.S\)",
+                 r"map_from_entries(list_transform(map_entries(\1), lambda e: {'key': e.key, 'value': e.value.S}))", sql)
     return re.sub(r"transform\(([^,]+),\s*(\w+)\s*->", r"list_transform(\1, lambda \2:", sql)
 
 
