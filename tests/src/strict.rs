@@ -742,6 +742,22 @@ impl StrictState {
     }
 }
 
+/// An SDK configuration for a (strict) proxy at `endpoint`, signing with `access_key_id` (map
+/// it to an account with [`StrictAws::account`]), with the SDK's retries off so every verdict
+/// reaches the caller. A second deployment sharing the same IAM is a second
+/// [`Harness::with_sdk`](crate::Harness::with_sdk) on the same configuration: its own table and
+/// bus, the proxy's IAM state shared.
+pub async fn sdk_config(endpoint: &str, access_key_id: &str) -> aws_config::SdkConfig {
+    let creds = aws_sdk_iam::config::Credentials::new(access_key_id, "test", None, None, "strict");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await
+}
+
 /// DynamoDB's cancellation: one reason per item, in order.
 pub fn transaction_cancelled(conflicts: &[bool]) -> Value {
     let codes: Vec<&str> = conflicts
