@@ -27,6 +27,10 @@
 //! proxy forwards one request at a time, which restores the per-request atomicity DynamoDB has;
 //! clients still run concurrently (their backoffs, timeouts and held responses overlap).
 //!
+//! With [`FaultPlan::strict`] the requests the plan lets through (and those it forwards before
+//! holding or dropping the response) pass the strict-AWS mode of [`crate::strict`] first: AWS's
+//! quotas, conflicts, latency, propagation and rate limit where moto has none.
+//!
 //! Framing: requests are read by `Content-Length` (or chunked); each forwarded request goes on
 //! a fresh upstream connection with `Connection: close` and the response is read to its end, so
 //! it is re-framed with a `Content-Length` and the client's connection stays alive.
