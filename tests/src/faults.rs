@@ -27,6 +27,10 @@
 //! proxy forwards one request at a time, which restores the per-request atomicity DynamoDB has;
 //! clients still run concurrently (their backoffs, timeouts and held responses overlap).
 //!
+//! With [`FaultPlan::strict`] the requests the plan lets through (and those it forwards before
+//! holding or dropping the response) pass the strict-AWS mode of [`crate::strict`] first: AWS's
+//! quotas, conflicts, latency, propagation and rate limit where moto has none.
+//!
 //! Framing: requests are read by `Content-Length` (or chunked); each forwarded request goes on
 //! a fresh upstream connection with `Connection: close` and the response is read to its end, so
 //! it is re-framed with a `Content-Length` and the client's connection stays alive.
@@ -41,6 +45,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+use crate::strict::{StrictAws, StrictKind, StrictState};
 
 /// What a faulted request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,6 +91,8 @@ pub struct FaultPlan {
     /// How long a slow response is held: more than the client's attempt timeout.
     pub slow_for: Duration,
     pub serialize_upstream: bool,
+    /// Strict-AWS mode (see [`crate::strict`]); `None`: moto's own leniency.
+    pub strict: Option<StrictAws>,
 }
 
 impl FaultPlan {
@@ -97,7 +105,14 @@ impl FaultPlan {
             weights: FaultKind::ALL.iter().map(|k| (*k, 1)).collect(),
             slow_for: Duration::from_secs(3),
             serialize_upstream: true,
+            strict: None,
         }
+    }
+
+    /// Answer as AWS would where the emulator is lenient (see [`crate::strict`]).
+    pub fn strict(mut self, strict: StrictAws) -> Self {
+        self.strict = Some(strict);
+        self
     }
 
     pub fn service(mut self, service: &str, rate: f64) -> Self {
@@ -155,13 +170,13 @@ impl FaultPlan {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-fn splitmix64(state: &mut u64) -> u64 {
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -179,6 +194,8 @@ pub struct OpCounts {
     pub faults: BTreeMap<FaultKind, u64>,
     /// 5xx answers the emulator gave by itself (not injected).
     pub upstream_5xx: u64,
+    /// Strict-AWS verdicts (answered by the proxy as AWS would, or from a stale snapshot).
+    pub strict: BTreeMap<StrictKind, u64>,
 }
 
 impl OpCounts {
@@ -209,6 +226,22 @@ impl FaultReport {
         }
         out
     }
+
+    /// Strict-AWS verdicts over all operations.
+    pub fn strict_by_kind(&self) -> BTreeMap<StrictKind, u64> {
+        let mut out = BTreeMap::new();
+        for c in self.0.values() {
+            for (k, n) in &c.strict {
+                *out.entry(*k).or_default() += n;
+            }
+        }
+        out
+    }
+
+    /// One strict verdict's count for one `service.Operation` (0 if none).
+    pub fn strict_count(&self, op: &str, kind: StrictKind) -> u64 {
+        self.0.get(op).and_then(|c| c.strict.get(&kind)).copied().unwrap_or(0)
+    }
 }
 
 impl fmt::Display for FaultReport {
@@ -217,12 +250,20 @@ impl fmt::Display for FaultReport {
         for k in FaultKind::ALL {
             write!(f, " {} |", k.label())?;
         }
-        writeln!(f, " injected | emulator 5xx |")?;
+        write!(f, " injected | emulator 5xx |")?;
+        for k in StrictKind::ALL {
+            write!(f, " {} |", k.label())?;
+        }
+        writeln!(f)?;
         write!(f, "|---|---:|---:|")?;
         for _ in FaultKind::ALL {
             write!(f, "---:|")?;
         }
-        writeln!(f, "---:|---:|")?;
+        write!(f, "---:|---:|")?;
+        for _ in StrictKind::ALL {
+            write!(f, "---:|")?;
+        }
+        writeln!(f)?;
         let mut total = OpCounts::default();
         for (op, c) in &self.0 {
             write_row(f, op, c)?;
@@ -231,6 +272,9 @@ impl fmt::Display for FaultReport {
             total.upstream_5xx += c.upstream_5xx;
             for (k, n) in &c.faults {
                 *total.faults.entry(*k).or_default() += n;
+            }
+            for (k, n) in &c.strict {
+                *total.strict.entry(*k).or_default() += n;
             }
         }
         write_row(f, "total", &total)
@@ -242,15 +286,20 @@ fn write_row(f: &mut fmt::Formatter<'_>, op: &str, c: &OpCounts) -> fmt::Result 
     for k in FaultKind::ALL {
         write!(f, " {} |", c.faults.get(&k).copied().unwrap_or(0))?;
     }
-    writeln!(f, " {} | {} |", c.injected(), c.upstream_5xx)
+    write!(f, " {} | {} |", c.injected(), c.upstream_5xx)?;
+    for k in StrictKind::ALL {
+        write!(f, " {} |", c.strict.get(&k).copied().unwrap_or(0))?;
+    }
+    writeln!(f)
 }
 
-struct Shared {
+pub(crate) struct Shared {
     plan: FaultPlan,
     upstream: SocketAddr,
-    counts: Mutex<BTreeMap<String, OpCounts>>,
+    pub(crate) counts: Mutex<BTreeMap<String, OpCounts>>,
     enabled: AtomicBool,
     serial: tokio::sync::Mutex<()>,
+    strict: Option<StrictState>,
 }
 
 /// The running proxy; it stops when dropped.
@@ -265,7 +314,9 @@ impl FaultProxy {
     pub async fn start(upstream: SocketAddr, plan: FaultPlan) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let strict = plan.strict.clone().map(|s| StrictState::new(s, plan.seed));
         let shared = Arc::new(Shared {
+            strict,
             plan,
             upstream,
             counts: Mutex::new(BTreeMap::new()),
@@ -287,7 +338,7 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
-    /// Faults on (the default) or off; counting goes on either way.
+    /// Faults on (the default) or off; counting goes on either way. Strict mode stays on.
     pub fn set_enabled(&self, on: bool) {
         self.shared.enabled.store(on, Ordering::SeqCst);
     }
@@ -304,9 +355,9 @@ impl Drop for FaultProxy {
 }
 
 /// One HTTP/1.1 request as read from the client.
-struct Request {
-    head: String,
-    body: Vec<u8>,
+pub(crate) struct Request {
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Request {
@@ -343,7 +394,7 @@ impl Request {
     }
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.split("\r\n").skip(1).find_map(|line| {
         let (k, v) = line.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
@@ -418,14 +469,14 @@ async fn read_chunked<R: AsyncBufReadExt + Unpin>(r: &mut R) -> std::io::Result<
 }
 
 /// A response to hand back to the client, framed by Content-Length.
-struct Response {
+pub(crate) struct Response {
     status_line: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Response {
-    fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.status_line
             .split_whitespace()
             .nth(1)
@@ -433,7 +484,7 @@ impl Response {
             .unwrap_or(0)
     }
 
-    fn canned(status: u16, reason: &str, content_type: &str, body: String) -> Self {
+    pub(crate) fn canned(status: u16, reason: &str, content_type: &str, body: String) -> Self {
         Self {
             status_line: format!("HTTP/1.1 {status} {reason}"),
             headers: vec![
@@ -551,7 +602,7 @@ async fn forward(upstream: SocketAddr, req: &Request) -> std::io::Result<Respons
     })
 }
 
-async fn forward_counted(shared: &Shared, key: &str, req: &Request) -> Response {
+pub(crate) async fn forward_counted(shared: &Shared, key: &str, req: &Request) -> Response {
     let result = if shared.plan.serialize_upstream {
         let _one = shared.serial.lock().await;
         forward(shared.upstream, req).await
@@ -574,6 +625,15 @@ async fn forward_counted(shared: &Shared, key: &str, req: &Request) -> Response 
         }
     }
     response
+}
+
+/// A request the plan lets through (or forwards before holding or dropping its response):
+/// through strict mode when it is on.
+async fn pass(shared: &Shared, key: &str, req: Request, service: &str, op: &str) -> Response {
+    match &shared.strict {
+        Some(strict) => strict.pass(shared, key, req, service, op).await,
+        None => forward_counted(shared, key, &req).await,
+    }
 }
 
 /// Serves one client connection, request after request (keep-alive).
@@ -608,15 +668,15 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             Some(kind @ (FaultKind::Throttle | FaultKind::ServerError)) => injected_error(&service, kind, detail),
             Some(FaultKind::DropBeforeForward) => return,
             Some(FaultKind::DropAfterApply) => {
-                forward_counted(&shared, &key, &req).await;
+                pass(&shared, &key, req, &service, &op).await;
                 return;
             }
             Some(FaultKind::SlowResponse) => {
-                let response = forward_counted(&shared, &key, &req).await;
+                let response = pass(&shared, &key, req, &service, &op).await;
                 tokio::time::sleep(shared.plan.slow_for).await;
                 response
             }
-            None => forward_counted(&shared, &key, &req).await,
+            None => pass(&shared, &key, req, &service, &op).await,
         };
         if write.write_all(&response.to_bytes()).await.is_err() {
             return;

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 pub mod faults;
 pub mod moto;
+pub mod strict;
 
 pub type Item = HashMap<String, AttributeValue>;
 
