@@ -100,6 +100,7 @@ fn grant(h: &Harness, i: usize, expired: bool) -> Grant {
         granted_at: expires_at - Duration::minutes(15),
         expires_at,
         policy_sha256: "0".repeat(64),
+        policy_chars: 0,
         session: None,
     }
 }

@@ -48,7 +48,7 @@ use latch_tests::moto::MotoServer;
 use latch_tests::{Harness, Item, lambda_event, s};
 use serde_json::{Value, json};
 
-const ROLES: usize = 8;
+const ROLES: usize = 32;
 /// Lambda's asynchronous invocation: the first try and two retries.
 const ASYNC_ATTEMPTS: u32 = 3;
 const STREAM_BATCH: usize = 25;

@@ -5,6 +5,7 @@
 //! | `LATCH_TABLE` | `latch-grants` | the grants/audit table |
 //! | `LATCH_BUS` | `latch` | the bus audit events go to |
 //! | `LATCH_POLICY_PATH` | `/opt/latch/policies.yaml` | the policy file (a Lambda layer in AWS) |
+//! | `LATCH_BOUNDARY_ARN` | unset: not checked | the permissions boundary every elevatable role must carry |
 //!
 //! Region, credentials and `AWS_ENDPOINT_URL` are the SDK's own variables. Every call is
 //! bounded ([`timeouts`]): a stalled connection costs one attempt, not the Lambda's whole timeout.
@@ -22,12 +23,14 @@ use crate::iam::IamAdapter;
 pub const ENV_TABLE: &str = "LATCH_TABLE";
 pub const ENV_BUS: &str = "LATCH_BUS";
 pub const ENV_POLICY_PATH: &str = "LATCH_POLICY_PATH";
+pub const ENV_BOUNDARY_ARN: &str = "LATCH_BOUNDARY_ARN";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub table: String,
     pub bus: String,
     pub policy_path: PathBuf,
+    pub boundary_arn: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,7 @@ impl Config {
             table: get(ENV_TABLE, "latch-grants")?,
             bus: get(ENV_BUS, "latch")?,
             policy_path: PathBuf::from(get(ENV_POLICY_PATH, "/opt/latch/policies.yaml")?),
+            boundary_arn: lookup(ENV_BOUNDARY_ARN).filter(|v| !v.trim().is_empty()),
         })
     }
 }
@@ -108,7 +112,7 @@ impl Clients {
 
     pub fn from_sdk_config(sdk: &SdkConfig, config: &Config) -> Self {
         Self {
-            iam: IamAdapter::new(aws_sdk_iam::Client::new(sdk)),
+            iam: IamAdapter::new(aws_sdk_iam::Client::new(sdk)).requiring_boundary(config.boundary_arn.clone()),
             store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table),
             audit: EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &config.bus),
         }

@@ -25,15 +25,15 @@ use latch_core::event::JobKey;
 use latch_core::model::{AccountId, GrantId, RoleArn};
 use latch_core::ports::{
     Activation, AuditWrite, Confirmation, Extension, Grant, GrantStatus, GrantStore, RecordState, Revocation,
-    StoreError, TokenUse,
+    RoleLimits, StoreError, TokenUse,
 };
 
 use crate::errors::{describe, is_transient};
 use crate::items::{
     ACTIVE_BUCKET, ACTIVE_GRANTS, AuditItem, EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, FINISHED_AT,
-    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, JOB_SCOPE, PK, RECORD_TYPE, SK, SK_AUDIT, SK_COUNTER, SK_DRIFT, SK_GRANT,
-    SK_JOB, SK_TOKEN, STATUS, STATUS_ACTIVE, STATUS_FAILED, STATUS_PENDING, STATUS_REVOKED, TTL, audit_pk, drift_pk,
-    grant_pk, job_pk, role_pk, token_pk,
+    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, JOB_SCOPE, PK, POLICY_CHARS, RECORD_TYPE, SK, SK_AUDIT, SK_COUNTER,
+    SK_DRIFT, SK_GRANT, SK_JOB, SK_TOKEN, STATUS, STATUS_ACTIVE, STATUS_FAILED, STATUS_PENDING, STATUS_REVOKED, TTL,
+    audit_pk, drift_pk, grant_pk, job_pk, role_pk, token_pk,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -158,19 +158,44 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn counter(&self, role: &RoleArn, delta: i32, cap: Option<u32>) -> Result<TransactWriteItem, StoreError> {
+    /// The role's counter: `delta` live grants holding `chars` characters of inline policy.
+    /// With `limits` (an activation), refused at the cap or past the budget, returning the
+    /// counter as it was so the caller can tell which.
+    fn counter(
+        &self,
+        role: &RoleArn,
+        delta: i32,
+        chars: usize,
+        limits: Option<RoleLimits>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let signed_chars = i64::try_from(chars).unwrap_or(i64::MAX) * i64::from(delta.signum());
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(role_pk(role), SK_COUNTER)))
-            .update_expression("SET #type = :type ADD #active :delta")
+            .update_expression("SET #type = :type ADD #active :delta, #chars :chars")
             .expression_attribute_names("#type", RECORD_TYPE)
             .expression_attribute_names("#active", ACTIVE_GRANTS)
+            .expression_attribute_names("#chars", POLICY_CHARS)
             .expression_attribute_values(":type", s("role_counter"))
-            .expression_attribute_values(":delta", n(delta));
-        if let Some(cap) = cap {
+            .expression_attribute_values(":delta", n(delta))
+            .expression_attribute_values(":chars", n(signed_chars));
+        if let Some(limits) = limits {
+            // The document fits when the live ones leave it room: their chars + this <= budget.
+            let mut condition = match limits.policy_budget.checked_sub(chars) {
+                Some(room) => {
+                    update = update.expression_attribute_values(":room", n(room));
+                    "(attribute_not_exists(#chars) OR #chars <= :room)".to_owned()
+                }
+                // Bigger than the whole budget: refused, whatever the role holds.
+                None => "(attribute_exists(#type) AND attribute_not_exists(#type))".to_owned(),
+            };
+            if let Some(cap) = limits.cap {
+                condition = format!("(attribute_not_exists(#active) OR #active < :cap) AND {condition}");
+                update = update.expression_attribute_values(":cap", n(cap));
+            }
             update = update
-                .condition_expression("attribute_not_exists(#active) OR #active < :cap")
-                .expression_attribute_values(":cap", n(cap));
+                .condition_expression(condition)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         }
         Ok(TransactWriteItem::builder()
             .update(update.build().map_err(rejected)?)
@@ -180,7 +205,7 @@ impl DynamoStore {
     fn activation_items(
         &self,
         grant: &Grant,
-        cap: Option<u32>,
+        limits: RoleLimits,
         token: Option<&TokenUse>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let grant_item = serde_dynamo::to_item(GrantItem::from_grant(grant)).map_err(rejected)?;
@@ -211,7 +236,7 @@ impl DynamoStore {
         let mut items = vec![
             TransactWriteItem::builder().put(grant_put).build(),
             TransactWriteItem::builder().update(job).build(),
-            self.counter(&grant.role, 1, cap)?,
+            self.counter(&grant.role, 1, grant.policy_chars, Some(limits))?,
         ];
         if let Some(t) = token {
             items.push(self.token_use(t)?);
@@ -281,14 +306,14 @@ impl GrantStore for DynamoStore {
     async fn record_activation(
         &self,
         grant: &Grant,
-        cap: Option<u32>,
+        limits: RoleLimits,
         token: Option<&TokenUse>,
     ) -> Result<Activation, StoreError> {
         let pending = Grant {
             status: GrantStatus::Pending,
             ..grant.clone()
         };
-        let items = self.activation_items(&pending, cap, token)?;
+        let items = self.activation_items(&pending, limits, token)?;
         let err = match self
             .client
             .transact_write_items()
@@ -320,8 +345,19 @@ impl GrantStore for DynamoStore {
         if failed_condition(reasons, TX_TOKEN).is_some() {
             return Ok(Activation::TokenReplayed);
         }
-        if failed_condition(reasons, TX_COUNTER).is_some() {
-            return Ok(Activation::ConcurrencyCapReached);
+        if let Some(reason) = failed_condition(reasons, TX_COUNTER) {
+            // One condition guards both limits: the counter as it was tells which was hit.
+            let live = reason
+                .item()
+                .and_then(|old| old.get(ACTIVE_GRANTS))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0);
+            return Ok(if limits.cap.is_some_and(|cap| live >= cap) {
+                Activation::ConcurrencyCapReached
+            } else {
+                Activation::QuotaExceeded
+            });
         }
         // Cancelled for another reason (a conflicting transaction, throttling): a retry may pass.
         Err(StoreError::Transient(describe(&err)))
@@ -380,7 +416,7 @@ impl GrantStore for DynamoStore {
         let items = vec![
             TransactWriteItem::builder().update(mark).build(),
             self.audit_put(audit)?,
-            self.counter(&grant.role, -1, None)?,
+            self.counter(&grant.role, -1, grant.policy_chars, None)?,
         ];
         match self
             .client
@@ -539,7 +575,7 @@ impl GrantStore for DynamoStore {
             items.push(TransactWriteItem::builder().update(mark).build());
         }
         items.push(self.audit_put(audit)?);
-        items.push(self.counter(&grant.role, -1, None)?);
+        items.push(self.counter(&grant.role, -1, grant.policy_chars, None)?);
         match self
             .client
             .transact_write_items()

@@ -1,23 +1,94 @@
-//! [`IamWriter`] on IAM: PutRolePolicy and DeleteRolePolicy, with no reads, so the grant and
-//! revoke paths never ask IAM anything (quota and existence problems come back from the write).
-//! [`IamInventory`] (ListRoles, ListRolePolicies) is the sweep's drift repair only.
+//! [`IamWriter`] on IAM: PutRolePolicy and DeleteRolePolicy, and role resolution
+//! ([`IamAdapter::resolve_role`]: GetRole, then ListRolePolicies and GetRolePolicy for the role's
+//! own policies' sizes), cached per role for [`ROLE_CACHE_TTL`] in the warm container and counted
+//! apart ([`IamAdapter::resolutions`]). [`IamInventory`] (ListRoles, ListRolePolicies) is the
+//! sweep's drift repair only.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_iam::Client;
 use aws_sdk_iam::error::ProvideErrorMetadata;
-use latch_core::model::RoleArn;
+use latch_core::model::{GrantId, RoleArn};
 use latch_core::policy::PolicyDocument;
-use latch_core::ports::{Deletion, IamError, IamInventory, IamWriter};
+use latch_core::ports::{Deletion, IamError, IamInventory, IamWriter, ResolvedRole};
 
 use crate::errors::{describe, is_transient};
+
+/// How long a resolved role is trusted: a role re-created under the same name (a new RoleId,
+/// perhaps without the boundary) is seen within this.
+pub const ROLE_CACHE_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct IamAdapter {
     client: Client,
+    /// The permissions boundary every elevatable role must carry; `None`: not checked.
+    required_boundary: Option<String>,
+    /// Resolved roles by lowercased name (IAM's names are case-insensitive).
+    roles: Arc<Mutex<HashMap<String, (Instant, ResolvedRole)>>>,
+    resolutions: Arc<AtomicU64>,
 }
 
 impl IamAdapter {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            required_boundary: None,
+            roles: Arc::default(),
+            resolutions: Arc::default(),
+        }
+    }
+
+    /// Roles without this permissions boundary are refused (`role_without_boundary`).
+    pub fn requiring_boundary(self, boundary_arn: Option<String>) -> Self {
+        Self {
+            required_boundary: boundary_arn,
+            ..self
+        }
+    }
+
+    /// Roles resolved from IAM so far (cache misses), for benchmarks to count apart.
+    pub fn resolutions(&self) -> u64 {
+        self.resolutions.load(Ordering::Relaxed)
+    }
+
+    fn cached(&self, key: &str) -> Option<ResolvedRole> {
+        let roles = self.roles.lock().unwrap_or_else(|p| p.into_inner());
+        roles
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < ROLE_CACHE_TTL)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Characters (as IAM counts them) of the role's inline policies that are not Latch's.
+    async fn own_inline_chars(&self, role: &RoleArn, name: &str) -> Result<usize, IamError> {
+        let mut total = 0;
+        let mut names = self
+            .client
+            .list_role_policies()
+            .role_name(name)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(policy) = names.next().await {
+            let policy = policy.map_err(|e| classify(&e, false, role))?;
+            if GrantId::from_policy_name(&policy).is_some() {
+                continue;
+            }
+            let doc = self
+                .client
+                .get_role_policy()
+                .role_name(name)
+                .policy_name(&policy)
+                .send()
+                .await
+                .map_err(|e| classify(&e, false, role))?;
+            let text = percent_encoding::percent_decode_str(doc.policy_document()).decode_utf8_lossy();
+            total += text.chars().filter(|c| !c.is_whitespace()).count();
+        }
+        Ok(total)
     }
 }
 
@@ -37,6 +108,45 @@ fn classify<E: ProvideErrorMetadata + std::error::Error>(
 }
 
 impl IamWriter for IamAdapter {
+    async fn resolve_role(&self, role: &RoleArn) -> Result<ResolvedRole, IamError> {
+        let key = role.name().to_ascii_lowercase();
+        if let Some(hit) = self.cached(&key) {
+            return Ok(hit);
+        }
+        self.resolutions.fetch_add(1, Ordering::Relaxed);
+        let out = self
+            .client
+            .get_role()
+            .role_name(role.name())
+            .send()
+            .await
+            .map_err(|e| {
+                let missing = e.as_service_error().is_some_and(|se| se.is_no_such_entity_exception());
+                classify(&e, missing, role)
+            })?;
+        let Some(found) = out.role() else {
+            return Err(IamError::Transient(format!(
+                "GetRole {} answered without a role",
+                role.name()
+            )));
+        };
+        let arn = RoleArn::parse(found.arn())
+            .map_err(|e| IamError::Rejected(format!("IAM's ARN {} for {}: {e}", found.arn(), role.name())))?;
+        let boundary = found.permissions_boundary().and_then(|b| b.permissions_boundary_arn());
+        let resolved = ResolvedRole {
+            own_inline_chars: self.own_inline_chars(role, found.role_name()).await?,
+            has_required_boundary: self
+                .required_boundary
+                .as_deref()
+                .is_none_or(|want| boundary == Some(want)),
+            role_id: found.role_id().to_owned(),
+            arn,
+        };
+        let mut roles = self.roles.lock().unwrap_or_else(|p| p.into_inner());
+        roles.insert(key, (Instant::now(), resolved.clone()));
+        Ok(resolved)
+    }
+
     async fn put_role_policy(
         &self,
         role: &RoleArn,

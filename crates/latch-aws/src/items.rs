@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `grant` | `GRANT#<grant id>` | `GRANT` | `ttl` = expiry; `expiry_bucket` only while active (sparse GSI) |
 //! | `job` | `JOB#<job scope>` | `JOB` | `grant_ids` of the job; `finished_at` once finished: the tombstone |
-//! | `role_counter` | `ROLE#<role arn>` | `COUNTER` | `active_grants`, for the per-role cap |
+//! | `role_counter` | `ROLE#<role arn>` | `COUNTER` | `active_grants` and `policy_chars` of the live grants, for the cap and IAM's quota |
 //! | `audit` | `AUDIT#<audit id>` | `AUDIT` | no `ttl`: kept for exports |
 //! | `drift_suspect` | `DRIFT#<role arn>#<policy name>` | `SUSPECT` | `first_seen_epoch`; `ttl` |
 //! | `token_use` | `TOKEN#<digest of issuer and jti>` | `TOKEN` | `job_scope` it was used for; `ttl` = the token's expiry |
@@ -35,6 +35,8 @@ pub const STATUS_ACTIVE: &str = "active";
 pub const STATUS_REVOKED: &str = "revoked";
 pub const STATUS_FAILED: &str = "failed";
 pub const ACTIVE_GRANTS: &str = "active_grants";
+/// On the role counter: characters of the live grants' documents (I9).
+pub const POLICY_CHARS: &str = "policy_chars";
 pub const RECORD_TYPE: &str = "record_type";
 pub const STATUS: &str = "status";
 pub const GRANT_IDS: &str = "grant_ids";
@@ -124,6 +126,9 @@ pub struct GrantItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_bucket: Option<String>,
     pub policy_sha256: String,
+    /// The document's size as IAM counts it (absent on grants written before it was kept).
+    #[serde(default)]
+    pub policy_chars: usize,
 }
 
 /// Why an item could not be read back as a grant.
@@ -182,6 +187,7 @@ impl GrantItem {
             revoked_at: None,
             expiry_bucket: live.then(|| ACTIVE_BUCKET.to_owned()),
             policy_sha256: g.policy_sha256.clone(),
+            policy_chars: g.policy_chars,
         }
     }
 
@@ -227,6 +233,7 @@ impl GrantItem {
             granted_at: self.granted_at,
             expires_at,
             policy_sha256: self.policy_sha256,
+            policy_chars: self.policy_chars,
         })
     }
 }

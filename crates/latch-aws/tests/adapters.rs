@@ -40,14 +40,53 @@ fn detail() -> Value {
            "permission_set": "deploy-artifacts", "duration": "15m", "ref": "refs/heads/main"})
 }
 
+/// GetRole for the example's deployer role: IAM's own ARN, its id, the boundary.
+fn get_role_ok() -> Rule {
+    mock!(aws_sdk_iam::Client::get_role)
+        .match_requests(|r| r.role_name() == Some("app-deployer"))
+        .then_output(|| {
+            aws_sdk_iam::operation::get_role::GetRoleOutput::builder()
+                .role(
+                    aws_sdk_iam::types::Role::builder()
+                        .path("/latch/")
+                        .role_name("app-deployer")
+                        .role_id("AROAEXAMPLE0000000001")
+                        .arn("arn:aws:iam::123456789012:role/latch/app-deployer")
+                        .create_date(aws_smithy_types::DateTime::from_secs(0))
+                        .permissions_boundary(
+                            aws_sdk_iam::types::AttachedPermissionsBoundary::builder()
+                                .permissions_boundary_arn("arn:aws:iam::123456789012:policy/latch-boundary")
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        })
+}
+
+/// The role has no inline policies of its own.
+fn no_own_policies() -> Rule {
+    mock!(aws_sdk_iam::Client::list_role_policies).then_output(|| {
+        aws_sdk_iam::operation::list_role_policies::ListRolePoliciesOutput::builder()
+            .set_policy_names(Some(vec![]))
+            .build()
+            .unwrap()
+    })
+}
+
 fn service(
     iam: &[&Rule],
     ddb: &[&Rule],
     eb: &[&Rule],
 ) -> GrantService<IamAdapter, DynamoStore, EventBridgeSink, FixedClock> {
+    let resolve = [get_role_ok(), no_own_policies()];
+    let iam: Vec<&Rule> = iam.iter().copied().chain(resolve.iter()).collect();
+    let iam = iam.as_slice();
     GrantService {
         policy: Policy::load(include_str!("../../../events/policy-claimed.yaml"), "policies.yaml").unwrap(),
-        iam: IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam)),
+        iam: IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam))
+            .requiring_boundary(Some("arn:aws:iam::123456789012:policy/latch-boundary".into())),
         store: DynamoStore::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb), "latch-grants"),
         audit: EventBridgeSink::new(mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb), "latch"),
         clock: FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 1).unwrap()),
@@ -131,6 +170,123 @@ async fn a_fresh_grant_costs_two_transactions_one_put_role_policy_one_put_events
         ),
         (1, 1, 1, 1)
     );
+}
+
+#[tokio::test]
+async fn a_role_is_resolved_once_per_warm_container_and_its_own_policies_shrink_the_budget() {
+    let get_role = get_role_ok();
+    let own = mock!(aws_sdk_iam::Client::list_role_policies).then_output(|| {
+        aws_sdk_iam::operation::list_role_policies::ListRolePoliciesOutput::builder()
+            .set_policy_names(Some(vec![
+                "team-own".into(),
+                "latch-0123456789abcdef0123456789abcdef".into(),
+            ]))
+            .build()
+            .unwrap()
+    });
+    // Only the team's own policy is read back (URL-encoded, as IAM returns it): about 9,000
+    // characters, which leaves Latch about 1,240.
+    let big = format!(
+        "{{\"Version\":\"2012-10-17\",\"Statement\":[{{\"Sid\":\"{}\"}}]}}",
+        "x".repeat(8_960)
+    );
+    let get_policy = mock!(aws_sdk_iam::Client::get_role_policy)
+        .match_requests(|r| r.policy_name() == Some("team-own"))
+        .then_output(move || {
+            aws_sdk_iam::operation::get_role_policy::GetRolePolicyOutput::builder()
+                .role_name("app-deployer")
+                .policy_name("team-own")
+                .policy_document(big.replace('{', "%7B").replace('}', "%7D"))
+                .build()
+                .unwrap()
+        });
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| {
+            // The counter's condition carries the room left: 10,240 - own - this document.
+            r.transact_items().len() == 3
+                && r.transact_items()[2].update().is_some_and(|u| {
+                    u.expression_attribute_values()
+                        .and_then(|v| v.get(":room"))
+                        .and_then(|room| room.as_n().ok())
+                        .and_then(|room| room.parse::<usize>().ok())
+                        .is_some_and(|room| room > 0 && room < 10_240 - 9_000)
+                })
+        })
+        .then_error(|| {
+            let mut b = TransactionCanceledException::builder();
+            for i in 0..3 {
+                let code = if i == 2 { "ConditionalCheckFailed" } else { "None" };
+                b = b.cancellation_reasons(CancellationReason::builder().code(code).build());
+            }
+            TransactWriteItemsError::TransactionCanceledException(b.build())
+        });
+    let denial_audit = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| {
+            r.item().and_then(|i| i.get("reason")) == Some(&AttributeValue::S("role_policy_quota".into()))
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let events = mock!(aws_sdk_eventbridge::Client::put_events)
+        .match_requests(|r| r.entries()[0].detail_type() == Some("Latch Grant Denied"))
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let iam = [&get_role, &own, &get_policy];
+    let s = GrantService {
+        iam: IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, &iam)),
+        ..service(&[], &[&twi, &denial_audit], &[&events])
+    };
+    for run in ["7", "8"] {
+        let mut d = detail();
+        d["run_id"] = json!(run);
+        let outcome = s.on_start(&envelope(), &d, 300).await.unwrap();
+        assert!(
+            matches!(outcome, StartOutcome::Denied(r) if r.code() == "role_policy_quota"),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(
+        (get_role.num_calls(), own.num_calls(), get_policy.num_calls()),
+        (1, 1, 1),
+        "cached"
+    );
+    assert_eq!(s.iam.resolutions(), 1);
+}
+
+#[tokio::test]
+async fn a_role_without_the_boundary_is_refused_before_anything_is_written() {
+    let no_boundary = mock!(aws_sdk_iam::Client::get_role).then_output(|| {
+        aws_sdk_iam::operation::get_role::GetRoleOutput::builder()
+            .role(
+                aws_sdk_iam::types::Role::builder()
+                    .path("/latch/")
+                    .role_name("app-deployer")
+                    .role_id("AROAEXAMPLE0000000002")
+                    .arn("arn:aws:iam::123456789012:role/latch/app-deployer")
+                    .create_date(aws_smithy_types::DateTime::from_secs(0))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    });
+    let own = no_own_policies();
+    let denial_audit = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| {
+            r.item().and_then(|i| i.get("reason")) == Some(&AttributeValue::S("role_without_boundary".into()))
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let events = mock!(aws_sdk_eventbridge::Client::put_events)
+        .match_requests(|r| r.entries()[0].detail_type() == Some("Latch Grant Denied"))
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let iam = [&no_boundary, &own];
+    let s = GrantService {
+        iam: IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, &iam))
+            .requiring_boundary(Some("arn:aws:iam::123456789012:policy/latch-boundary".into())),
+        ..service(&[], &[&denial_audit], &[&events])
+    };
+    let outcome = s.on_start(&envelope(), &detail(), 300).await.unwrap();
+    assert!(
+        matches!(outcome, StartOutcome::Denied(r) if r.code() == "role_without_boundary"),
+        "{outcome:?}"
+    );
+    assert_eq!(denial_audit.num_calls(), 1);
 }
 
 #[tokio::test]
@@ -266,7 +422,11 @@ async fn cancellation_reasons_map_to_tombstone_and_cap() {
             let mut b = TransactionCanceledException::builder();
             for i in 0..3 {
                 let code = if i == index { "ConditionalCheckFailed" } else { "None" };
-                b = b.cancellation_reasons(CancellationReason::builder().code(code).build());
+                // The counter as it was (ALL_OLD): at the example rule's cap of 10.
+                let old = (i == 2).then(|| {
+                    std::collections::HashMap::from([("active_grants".to_owned(), AttributeValue::N("10".into()))])
+                });
+                b = b.cancellation_reasons(CancellationReason::builder().code(code).set_item(old).build());
             }
             TransactWriteItemsError::TransactionCanceledException(b.build())
         });

@@ -107,6 +107,7 @@ fn grant() -> Grant {
         granted_at: t("2026-03-02T10:00:01Z"),
         expires_at: t("2026-03-02T10:15:01Z"),
         policy_sha256: "ab".repeat(32),
+        policy_chars: 0,
         session: None,
     }
 }

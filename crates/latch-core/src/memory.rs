@@ -15,7 +15,8 @@ use crate::model::{AccountId, GrantId, RoleArn};
 use crate::policy::PolicyDocument;
 use crate::ports::{
     Activation, AuditSink, AuditWrite, Clock, Confirmation, Deletion, Extension, Grant, GrantStatus, GrantStore,
-    IamError, IamInventory, IamWriter, RecordState, Revocation, SinkError, StoreError, TokenUse,
+    IamError, IamInventory, IamWriter, RecordState, ResolvedRole, Revocation, RoleLimits, SinkError, StoreError,
+    TokenUse,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -28,6 +29,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub enum Op {
     PutRolePolicy,
     DeleteRolePolicy,
+    ResolveRole,
     ListRoles,
     ListRolePolicies,
     RecordActivation,
@@ -148,6 +150,8 @@ pub struct MemoryIam {
 #[derive(Debug, Default)]
 struct IamState {
     policies: BTreeMap<(String, String), String>,
+    /// Roles as IAM would resolve them (any other role resolves as asked).
+    known_roles: Vec<ResolvedRole>,
     roles: Vec<RoleArn>,
     puts: usize,
     deletes: usize,
@@ -162,6 +166,12 @@ impl MemoryIam {
             ..self
         }
     }
+    /// IAM resolves roles of this name (case-insensitively) as `role`.
+    pub fn with_role(self, role: ResolvedRole) -> Self {
+        lock(&self.inner).known_roles.push(role);
+        self
+    }
+
     pub fn policy(&self, role: &RoleArn, name: &str) -> Option<String> {
         lock(&self.inner)
             .policies
@@ -213,6 +223,26 @@ impl IamInventory for MemoryIam {
 }
 
 impl IamWriter for MemoryIam {
+    /// Every role exists as asked, with a stable id, the boundary, and no policies of its own,
+    /// unless [`MemoryIam::with_role`] said otherwise.
+    async fn resolve_role(&self, role: &RoleArn) -> Result<ResolvedRole, IamError> {
+        self.faults.check(Op::ResolveRole).map_err(IamError::Transient)?;
+        let s = lock(&self.inner);
+        if let Some(known) = s
+            .known_roles
+            .iter()
+            .find(|r| r.arn.name().eq_ignore_ascii_case(role.name()))
+        {
+            return Ok(known.clone());
+        }
+        Ok(ResolvedRole {
+            arn: role.clone(),
+            role_id: format!("AROA{}", &crate::model::digest(&[role.name()])[..16].to_uppercase()),
+            has_required_boundary: true,
+            own_inline_chars: 0,
+        })
+    }
+
     async fn put_role_policy(&self, role: &RoleArn, name: &str, document: &PolicyDocument) -> Result<(), IamError> {
         self.faults.check(Op::PutRolePolicy).map_err(IamError::Transient)?;
         let mut s = lock(&self.inner);
@@ -251,6 +281,8 @@ struct StoreState {
     grants: BTreeMap<String, Grant>,
     tombstones: BTreeMap<String, DateTime<Utc>>,
     active_per_role: HashMap<String, u32>,
+    /// Characters of live grants' documents per role (the quota budget, I9).
+    chars_per_role: HashMap<String, usize>,
     audits: BTreeMap<String, AuditRecord>,
     /// (issuer, jti) → the job scope the token was used for.
     token_uses: HashMap<(String, String), String>,
@@ -263,6 +295,16 @@ struct StoreState {
 impl StoreState {
     fn fail(&mut self) -> Result<(), StoreError> {
         self.fail_next.pop_front().map_or(Ok(()), Err)
+    }
+
+    /// A live grant ended: its cap slot and its characters are the role's again.
+    fn release_slot(&mut self, grant: &Grant) {
+        if let Some(n) = self.active_per_role.get_mut(grant.role.as_str()) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(c) = self.chars_per_role.get_mut(grant.role.as_str()) {
+            *c = c.saturating_sub(grant.policy_chars);
+        }
     }
 }
 
@@ -314,7 +356,7 @@ impl GrantStore for MemoryStore {
     async fn record_activation(
         &self,
         grant: &Grant,
-        cap: Option<u32>,
+        limits: RoleLimits,
         token: Option<&TokenUse>,
     ) -> Result<Activation, StoreError> {
         self.faults.check(Op::RecordActivation).map_err(StoreError::Transient)?;
@@ -335,10 +377,16 @@ impl GrantStore for MemoryStore {
             return Ok(Activation::TokenReplayed);
         }
         let active = s.active_per_role.get(grant.role.as_str()).copied().unwrap_or(0);
-        if cap.is_some_and(|c| active >= c) {
+        if limits.cap.is_some_and(|c| active >= c) {
             return Ok(Activation::ConcurrencyCapReached);
         }
+        let chars = s.chars_per_role.get(grant.role.as_str()).copied().unwrap_or(0);
+        if chars + grant.policy_chars > limits.policy_budget {
+            return Ok(Activation::QuotaExceeded);
+        }
         s.active_per_role.insert(grant.role.as_str().to_owned(), active + 1);
+        s.chars_per_role
+            .insert(grant.role.as_str().to_owned(), chars + grant.policy_chars);
         s.grants.insert(
             grant.id.as_str().to_owned(),
             Grant {
@@ -380,9 +428,7 @@ impl GrantStore for MemoryStore {
             Some(g) if g.status == GrantStatus::Pending => g.status = GrantStatus::Failed,
             _ => return Ok(false),
         }
-        if let Some(n) = s.active_per_role.get_mut(grant.role.as_str()) {
-            *n = n.saturating_sub(1);
-        }
+        s.release_slot(grant);
         s.audits.entry(audit.audit_id.clone()).or_insert_with(|| audit.clone());
         Ok(true)
     }
@@ -471,9 +517,7 @@ impl GrantStore for MemoryStore {
                 s.grants.remove(grant.id.as_str());
             }
         }
-        if let Some(n) = s.active_per_role.get_mut(grant.role.as_str()) {
-            *n = n.saturating_sub(1);
-        }
+        s.release_slot(grant);
         s.audits.insert(audit.audit_id.clone(), audit.clone());
         if std::mem::take(&mut s.lose_next_revocation_answer) {
             return Err(StoreError::Transient(

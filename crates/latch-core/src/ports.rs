@@ -65,6 +65,8 @@ pub struct Grant {
     pub granted_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub policy_sha256: String,
+    /// The document's size as IAM counts it: what the grant holds of the role's quota.
+    pub policy_chars: usize,
     /// The one IAM role session the grant holds for (`bind_session`); `None`: every session.
     pub session: Option<String>,
 }
@@ -129,8 +131,28 @@ pub enum Deletion {
     AlreadyGone,
 }
 
-/// Writes and removes Latch's inline policies on roles. No reads: the hot path never asks IAM.
+/// IAM's aggregate limit on a role's inline policies: characters, whitespace not counted.
+pub const ROLE_INLINE_POLICY_QUOTA: usize = 10_240;
+
+/// A role as IAM knows it: a grant acts on this, never on a name alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedRole {
+    /// IAM's own ARN for the role (its real path, its name as IAM spells it).
+    pub arn: RoleArn,
+    pub role_id: String,
+    /// Whether it carries the deployment's permissions boundary (true when none is required).
+    pub has_required_boundary: bool,
+    /// Characters (as IAM counts them) of the role's inline policies that are not Latch's: the
+    /// part of [`ROLE_INLINE_POLICY_QUOTA`] Latch's grants cannot use.
+    pub own_inline_chars: usize,
+}
+
+/// Writes and removes Latch's inline policies on roles; resolves roles (a cached read, counted
+/// apart from the per-grant budget). The hot path makes no other IAM call.
 pub trait IamWriter: Send + Sync {
+    /// The role IAM has under this ARN's name in this account. [`IamError::NoSuchRole`] when none.
+    fn resolve_role(&self, role: &RoleArn) -> impl Future<Output = Result<ResolvedRole, IamError>> + Send;
+
     fn put_role_policy(
         &self,
         role: &RoleArn,
@@ -158,6 +180,18 @@ pub enum Activation {
     ConcurrencyCapReached,
     /// The request's token was already used for another job (I7).
     TokenReplayed,
+    /// The role's inline policies would go over IAM's aggregate quota (I9).
+    QuotaExceeded,
+}
+
+/// The per-role limits an activation is written under, checked in its one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleLimits {
+    /// The rule's cap on live grants on the role.
+    pub cap: Option<u32>,
+    /// How many characters of inline policy Latch may hold on the role in all (the quota less
+    /// the role's own policies): this grant's document must fit beside the live ones.
+    pub policy_budget: usize,
 }
 
 /// A token's one use, recorded in the same write as the grant it bought: the same token for
@@ -236,12 +270,13 @@ impl AuditWrite {
 /// Grant records and durable audit items.
 pub trait GrantStore: Send + Sync {
     /// Atomically: the grant as `Pending` (unless it exists) and one more live grant on the
-    /// role (refused at `cap`), unless the job has a tombstone. With `token`, also the token's
-    /// use ([`TokenUse`]), refused if it was used for another job.
+    /// role with its document's characters (refused at the cap, or past the budget: I9), unless
+    /// the job has a tombstone. With `token`, also the token's use ([`TokenUse`]), refused if it
+    /// was used for another job. Revocations and failures give the characters back.
     fn record_activation(
         &self,
         grant: &Grant,
-        cap: Option<u32>,
+        limits: RoleLimits,
         token: Option<&TokenUse>,
     ) -> impl Future<Output = Result<Activation, StoreError>> + Send;
 

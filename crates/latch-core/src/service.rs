@@ -33,7 +33,8 @@ use crate::native::{NativeEvent, NativePhase};
 use crate::policy::{Allowed, Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
     Activation, AuditSink, Clock, Confirmation, Extension, Grant, GrantStatus, GrantStore, IamError, IamWriter,
-    RecordState, Retryable, SinkError, StoreError, TokenUse, record_then_publish,
+    ROLE_INLINE_POLICY_QUOTA, RecordState, ResolvedRole, Retryable, RoleLimits, SinkError, StoreError, TokenUse,
+    record_then_publish,
 };
 use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker, TOMBSTONE_LIFETIME};
 
@@ -357,9 +358,26 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         allowed: Allowed<'_>,
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
+        let resolved = match self.resolve(asker.request, &allowed).await? {
+            Ok(r) => r,
+            Err(denial) => return self.deny(envelope, Some(asker), denial, now).await,
+        };
+        // The grant acts on the role as IAM spells it: case variants are one role, one counter.
+        let on_resolved = StartRequest {
+            role: resolved.arn.clone(),
+            ..asker.request.clone()
+        };
+        let asker = Asker {
+            request: &on_resolved,
+            verified: asker.verified,
+        };
         let proposal = match self.propose(envelope, asker, allowed, now) {
             Ok(p) => p,
             Err(denial) => return self.deny(envelope, Some(asker), denial, now).await,
+        };
+        let limits = RoleLimits {
+            cap: proposal.cap,
+            policy_budget: ROLE_INLINE_POLICY_QUOTA.saturating_sub(resolved.own_inline_chars),
         };
         let grant = &proposal.grant;
         let token_use = asker.verified.map(|v| TokenUse {
@@ -368,11 +386,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             job_scope: grant.job.scope(&grant.account, &grant.source),
             expires_at: v.token.expires_at,
         });
-        match self
-            .store
-            .record_activation(grant, proposal.cap, token_use.as_ref())
-            .await
-        {
+        match self.store.record_activation(grant, limits, token_use.as_ref()).await {
             Ok(Activation::Recorded) => {}
             Ok(Activation::AlreadyRecorded(existing)) => {
                 return self.converge(envelope, asker, *existing, &proposal.actions, now).await;
@@ -386,6 +400,17 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
                 return self
                     .deny(envelope, Some(asker), DenyReason::ConcurrencyCap.into(), now)
                     .await;
+            }
+            Ok(Activation::QuotaExceeded) => {
+                let denial = Denial {
+                    reason: DenyReason::RolePolicyQuota,
+                    detail: Some(format!(
+                        "the role's inline policies would pass IAM's {ROLE_INLINE_POLICY_QUOTA} characters: \
+                         Latch may use {} beside the role's own {}, and this document needs {}",
+                        limits.policy_budget, resolved.own_inline_chars, grant.policy_chars
+                    )),
+                };
+                return self.deny(envelope, Some(asker), denial, now).await;
             }
             Ok(Activation::TokenReplayed) => {
                 let denial = Denial {
@@ -414,6 +439,63 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             Attached::Refused => StartOutcome::Denied(DenyReason::IamRejected),
             Attached::Ended => StartOutcome::AlreadyEnded(grant.id.clone()),
         })
+    }
+
+    /// The role IAM has under the requested name, if the grant may act on it: in this account,
+    /// at the path and under the name the rule allows, with the deployment's boundary.
+    /// `Ok(Err(_))` is a denial; `Err(_)` a failure a retry may cure.
+    async fn resolve(
+        &self,
+        request: &StartRequest,
+        allowed: &Allowed<'_>,
+    ) -> Result<Result<ResolvedRole, Denial>, GrantError> {
+        let asked = &request.role;
+        let resolved = match self.iam.resolve_role(asked).await {
+            Ok(r) => r,
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => {
+                return Ok(Err(Denial {
+                    reason: DenyReason::RoleNotEligible,
+                    detail: Some(e.to_string()),
+                }));
+            }
+        };
+        let iam = &resolved.arn;
+        let refuse = |reason, detail: String| {
+            Ok(Err(Denial {
+                reason,
+                detail: Some(detail),
+            }))
+        };
+        if iam.account() != asked.account() {
+            return refuse(
+                DenyReason::RoleInOtherAccount,
+                format!(
+                    "Latch acts in account {}; {asked} is in account {} (multi-account grants are not supported)",
+                    iam.account().as_str(),
+                    asked.account().as_str()
+                ),
+            );
+        }
+        if iam.path() != asked.path() || !iam.is_under_path(&self.policy.elevatable_path) {
+            return refuse(
+                DenyReason::RoleNotEligible,
+                format!("IAM's role named {} is {iam}, not {asked}", asked.name()),
+            );
+        }
+        if iam != asked && !self.policy.rule_allows_role(allowed.rule, iam) {
+            return refuse(
+                DenyReason::RoleNotEligible,
+                format!("IAM spells the role {iam}, which rule {} does not name", allowed.rule),
+            );
+        }
+        if !resolved.has_required_boundary {
+            return refuse(
+                DenyReason::RoleWithoutBoundary,
+                format!("{iam} does not carry the deployment's permissions boundary"),
+            );
+        }
+        Ok(Ok(resolved))
     }
 
     /// Puts a live grant's document on its role, then records it active (I8): only once IAM has
@@ -792,11 +874,13 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             granted_at: now,
             expires_at,
             policy_sha256: String::new(),
+            policy_chars: 0,
             session: (allowed.bind_session && asker.verified.is_some()).then(|| session_name(&request.job)),
         };
         let document = self.render(&grant)?;
         let grant = Grant {
             policy_sha256: document.sha256().to_owned(),
+            policy_chars: document.chars(),
             ..grant
         };
         Ok(Proposal {

@@ -207,23 +207,25 @@ where
         name: &str,
         report: &mut SweepReport,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let id = GrantId::from_policy_name(name);
-        if let Some(id) = &id {
-            let live = self
-                .store
-                .grant(id)
-                .await?
-                .is_some_and(|g| g.status.is_live() && &g.role == role);
-            if live {
-                return Ok(());
-            }
+        // Only names of Latch's own exact shape: a team's `latch-guardrails` is not ours.
+        let Some(id) = GrantId::from_policy_name(name) else {
+            return Ok(());
+        };
+        let recorded = self.store.grant(&id).await?;
+        if recorded.as_ref().is_some_and(|g| g.status.is_live() && &g.role == role) {
+            return Ok(());
         }
         let now = self.clock.now();
+        // A grant the record says is over (revoked, failed) needs no grace: its document is a
+        // late attach and comes off now. Only a document with no record at all waits out the
+        // grace, in case its grant is being written as we look.
+        let ended = recorded.is_some_and(|g| !g.status.is_live());
         let since = self.store.drift_seen_since(role, name, now).await?;
-        if now - since < self.settings.drift_grace {
+        if !ended && now - since < self.settings.drift_grace {
             report.drift_pending += 1;
             return Ok(());
         }
+        let id = Some(id);
         self.iam.delete_role_policy(role, name).await?;
         let mut audit = AuditRecord::new(
             digest(&[role.as_str(), name, &since.timestamp().to_string(), "drift"]),

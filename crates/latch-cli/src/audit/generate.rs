@@ -470,6 +470,7 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
         granted_at: at(t),
         expires_at: at(t + duration),
         policy_sha256: digest(&["policy", &seq.to_string()]) + &digest(&["policy2", &seq.to_string()]),
+        policy_chars: 0,
         session: None,
     };
     let actions: Vec<String> = profile.actions.iter().map(|s| (*s).to_owned()).collect();

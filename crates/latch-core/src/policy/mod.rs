@@ -354,6 +354,16 @@ impl Policy {
             .any(|r| r.identity == RuleIdentity::Claimed && r.trusts_publisher(envelope))
     }
 
+    /// Whether the rule named `name` (or the native rule) lists this role: a role IAM spells
+    /// differently from the request must still be one the rule names.
+    pub fn rule_allows_role(&self, name: &Name, role: &RoleArn) -> bool {
+        self.rules
+            .iter()
+            .filter(|r| &r.name == name)
+            .any(|r| any_match(&r.roles, role.as_str()))
+            || self.native.iter().any(|r| &r.name == name && &r.role == role)
+    }
+
     /// The rule named `name`, if any (extensions look up the rule that granted).
     pub fn rule(&self, name: &Name) -> Option<&Rule> {
         self.rules.iter().find(|r| &r.name == name)
