@@ -84,6 +84,7 @@ fn grant(h: &Harness, i: usize, expired: bool) -> Grant {
         now + Duration::hours(1)
     };
     Grant {
+        policy_name: id.policy_name(),
         id,
         status: GrantStatus::Active,
         source: "ci.github".into(),

@@ -152,6 +152,7 @@ impl Harness {
             audit: self.clients.audit.clone(),
             clock: SystemClock,
             keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
+            deployment: Default::default(),
         }
     }
 
@@ -307,6 +308,7 @@ impl Harness {
                 page_size: 50,
                 concurrency: 4,
                 drift_grace,
+                deployment: self.clients.deployment.clone(),
             },
         }
     }

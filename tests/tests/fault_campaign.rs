@@ -349,6 +349,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
         audit: clients.audit.clone(),
         clock: SystemClock,
         keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
+        deployment: Default::default(),
     };
     let revoke = revoke::RevokeFunction {
         iam: clients.iam.clone(),
@@ -461,6 +462,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
             page_size: 50,
             concurrency,
             drift_grace: chrono::Duration::minutes(10),
+            deployment: Default::default(),
         },
     };
     let (mut sweep_runs, mut sweep_errors) = (0, 0);

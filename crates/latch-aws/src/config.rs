@@ -6,6 +6,7 @@
 //! | `LATCH_BUS` | `latch` | the bus audit events go to |
 //! | `LATCH_POLICY_PATH` | `/opt/latch/policies.yaml` | the policy file (a Lambda layer in AWS) |
 //! | `LATCH_BOUNDARY_ARN` | unset: not checked | the permissions boundary every elevatable role must carry |
+//! | `LATCH_DEPLOYMENT` | unset: names `latch-<id>` | 1-16 of `a-z 0-9`, written into every policy name (`latch-<deployment>-<id>`) |
 //!
 //! Region, credentials and `AWS_ENDPOINT_URL` are the SDK's own variables. Every call is
 //! bounded ([`timeouts`]): a stalled connection costs one attempt, not the Lambda's whole timeout.
@@ -24,6 +25,7 @@ pub const ENV_TABLE: &str = "LATCH_TABLE";
 pub const ENV_BUS: &str = "LATCH_BUS";
 pub const ENV_POLICY_PATH: &str = "LATCH_POLICY_PATH";
 pub const ENV_BOUNDARY_ARN: &str = "LATCH_BOUNDARY_ARN";
+pub const ENV_DEPLOYMENT: &str = "LATCH_DEPLOYMENT";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -31,12 +33,15 @@ pub struct Config {
     pub bus: String,
     pub policy_path: PathBuf,
     pub boundary_arn: Option<String>,
+    pub deployment: latch_core::model::Deployment,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is set but empty")]
     Empty { name: &'static str },
+    #[error("{name}: {why}")]
+    Invalid { name: &'static str, why: String },
 }
 
 /// Why a function that decides with the policy file could not start.
@@ -75,6 +80,13 @@ impl Config {
             bus: get(ENV_BUS, "latch")?,
             policy_path: PathBuf::from(get(ENV_POLICY_PATH, "/opt/latch/policies.yaml")?),
             boundary_arn: lookup(ENV_BOUNDARY_ARN).filter(|v| !v.trim().is_empty()),
+            deployment: match lookup(ENV_DEPLOYMENT) {
+                None => latch_core::model::Deployment::default(),
+                Some(v) => latch_core::model::Deployment::parse(v.trim()).map_err(|e| ConfigError::Invalid {
+                    name: ENV_DEPLOYMENT,
+                    why: e.to_string(),
+                })?,
+            },
         })
     }
 }
@@ -97,6 +109,8 @@ pub struct Clients {
     pub iam: IamAdapter,
     pub store: DynamoStore,
     pub audit: EventBridgeSink,
+    /// The deployment these clients act for (its policy names).
+    pub deployment: latch_core::model::Deployment,
 }
 
 impl Clients {
@@ -115,6 +129,7 @@ impl Clients {
             iam: IamAdapter::new(aws_sdk_iam::Client::new(sdk)).requiring_boundary(config.boundary_arn.clone()),
             store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table),
             audit: EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &config.bus),
+            deployment: config.deployment.clone(),
         }
     }
 }

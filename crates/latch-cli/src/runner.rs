@@ -170,7 +170,7 @@ impl LocalLatch {
             store: &self.sweep.store,
             audit: &self.sweep.audit,
             clock: &self.sweep.clock,
-            settings: self.sweep.settings,
+            settings: self.sweep.settings.clone(),
         };
         sweeper.run(None).await.map_err(|e| CliError::Aws(e.to_string()))
     }

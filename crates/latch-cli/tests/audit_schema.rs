@@ -84,6 +84,7 @@ fn grant() -> Grant {
         role: &role,
     });
     Grant {
+        policy_name: id.policy_name(),
         id,
         status: GrantStatus::Active,
         source: "ci.github".into(),

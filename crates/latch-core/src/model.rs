@@ -274,6 +274,42 @@ impl GrantId {
 
 pub const POLICY_NAME_PREFIX: &str = "latch-";
 
+/// Which Latch deployment a policy belongs to, written into its name (`latch-<deployment>-<id>`),
+/// so two deployments sharing IAM (two stacks in one account, or one stack in two regions)
+/// never take each other's grants for orphans. The default names policies `latch-<id>`, the
+/// shape before deployments were named.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Deployment(Option<String>);
+
+impl Deployment {
+    /// 1-16 of `a-z 0-9`: short enough that every name fits IAM's 128 characters.
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            Ok(Self(Some(s.to_owned())))
+        } else {
+            Err(invalid("a deployment id is 1-16 of a-z 0-9"))
+        }
+    }
+
+    /// The inline policy's name for grant `id` in this deployment.
+    pub fn policy_name(&self, id: &GrantId) -> String {
+        match &self.0 {
+            Some(d) => format!("{POLICY_NAME_PREFIX}{d}-{id}"),
+            None => id.policy_name(),
+        }
+    }
+
+    /// The grant id in a policy name of this deployment's exact shape, and in no other.
+    pub fn grant_id_of(&self, name: &str) -> Option<GrantId> {
+        let rest = name.strip_prefix(POLICY_NAME_PREFIX)?;
+        let id = match &self.0 {
+            Some(d) => rest.strip_prefix(d.as_str())?.strip_prefix('-')?,
+            None => rest,
+        };
+        GrantId::parse(id).ok()
+    }
+}
+
 impl fmt::Display for GrantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -336,6 +372,23 @@ mod tests {
         assert_eq!(GrantId::from_policy_name(&name), Some(id));
         assert_eq!(GrantId::from_policy_name("latch-not-ours"), None);
         assert_eq!(GrantId::from_policy_name("other-policy"), None);
+    }
+
+    #[test]
+    fn a_deployment_names_its_policies_and_recognises_only_its_own_shape() {
+        let id = GrantId(digest_fields(&["x"], 32));
+        let blue = Deployment::parse("blue").unwrap();
+        let name = blue.policy_name(&id);
+        assert_eq!(name, format!("latch-blue-{id}"));
+        assert!(name.len() <= 128 && name.chars().all(is_iam_name_char));
+        assert_eq!(blue.grant_id_of(&name), Some(id.clone()));
+        assert_eq!(Deployment::parse("green").unwrap().grant_id_of(&name), None);
+        assert_eq!(Deployment::default().grant_id_of(&name), None, "the unnamed shape is another one");
+        assert_eq!(blue.grant_id_of(&id.policy_name()), None);
+        assert_eq!(blue.grant_id_of("latch-blue-guardrails"), None);
+        for bad in ["", "Blue", "blue-1", "a".repeat(17).as_str()] {
+            assert!(Deployment::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Grant {
     pub job: JobKey,
     pub context: JobContext,
     pub role: RoleArn,
+    /// The inline policy's name on the role ([`crate::model::Deployment::policy_name`]).
+    pub policy_name: String,
     pub permission_set: Name,
     pub rule: Name,
     pub requested_duration_secs: u64,

@@ -113,7 +113,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
             }
             return Ok(RevokeOutcome::AlreadyRevoked);
         }
-        match self.iam.delete_role_policy(&grant.role, &grant.id.policy_name()).await {
+        match self.iam.delete_role_policy(&grant.role, &grant.policy_name).await {
             Ok(_) => {}
             Err(e) if e.is_retryable() => return Err(e.into()),
             Err(e) => {

@@ -8,7 +8,9 @@ use super::*;
 use crate::audit::Decision;
 use crate::decision::DenyReason;
 use crate::memory::Faults;
+use crate::model::Deployment;
 use crate::ports::IamError;
+use crate::service::GrantService;
 use crate::service::{FinishOutcome, StartOutcome};
 use crate::sweep::SweepSettings;
 use crate::test_fixtures::{
@@ -64,6 +66,7 @@ fn sweeper(s: &Service) -> MemorySweeper<'_> {
             page_size: 2,
             concurrency: 3,
             drift_grace: Duration::minutes(10),
+            deployment: Default::default(),
         },
     )
 }
@@ -304,6 +307,73 @@ async fn given_an_orphan_policy_when_drift_repair_runs_then_it_waits_out_the_gra
         repaired[0].policy_name.as_deref(),
         Some("latch-0123456789abcdef0123456789abcdef")
     );
+}
+
+#[tokio::test]
+async fn given_two_deployments_on_one_role_when_each_repairs_drift_then_neither_touches_the_other() {
+    // Deployment "blue" grants; deployment "green" (another stack or region, its own table)
+    // sees blue's policy on the shared role with no grant in its own table.
+    let blue = GrantService {
+        deployment: Deployment::parse("blue").unwrap(),
+        ..service()
+    };
+    blue.iam.add_role(&role());
+    let StartOutcome::Activated(id) = start(&blue, "b", "20m").await else {
+        panic!()
+    };
+    let blue_name = Deployment::parse("blue").unwrap().policy_name(&id);
+    assert!(
+        blue.iam.policy(&role(), &blue_name).is_some(),
+        "named for its deployment"
+    );
+    blue.iam.plant(&role(), "latch-guardrails", "{}");
+    blue.iam.plant(&role(), "latch-0123456789abcdef0123456789abcdef", "{}");
+    let green = GrantService {
+        iam: blue.iam.clone(),
+        deployment: Deployment::parse("green").unwrap(),
+        ..service()
+    };
+    green.clock.advance(Duration::hours(1));
+    let settings = |d: &str| SweepSettings {
+        page_size: 2,
+        concurrency: 3,
+        drift_grace: Duration::minutes(10),
+        deployment: Deployment::parse(d).unwrap(),
+    };
+    for _ in 0..2 {
+        memory_sweeper(&green, settings("green")).run(None).await.unwrap();
+    }
+    assert!(
+        green.iam.policy(&role(), &blue_name).is_some(),
+        "blue's grant is not green's orphan"
+    );
+    assert!(
+        green.iam.policy(&role(), "latch-guardrails").is_some(),
+        "a team's own policy"
+    );
+    assert!(
+        green
+            .iam
+            .policy(&role(), "latch-0123456789abcdef0123456789abcdef")
+            .is_some()
+    );
+    let repaired = memory_sweeper(&blue, settings("blue")).run(None).await.unwrap();
+    assert_eq!(repaired.drift_repaired, 0, "blue's own grant is live");
+}
+
+#[tokio::test]
+async fn given_a_late_attach_of_an_ended_grant_when_drift_repair_runs_then_it_comes_off_without_grace() {
+    let s = service();
+    s.iam.add_role(&role());
+    let StartOutcome::Activated(id) = start(&s, "late", "20m").await else {
+        panic!()
+    };
+    finish(&s, "late").await;
+    // An attach that was in flight lands after the finish's delete.
+    s.iam.plant(&role(), &id.policy_name(), "{}");
+    let report = sweeper(&s).run(None).await.unwrap();
+    assert_eq!((report.drift_repaired, report.drift_pending), (1, 0));
+    assert!(s.iam.policy(&role(), &id.policy_name()).is_none());
 }
 
 #[tokio::test]

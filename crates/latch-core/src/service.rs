@@ -28,7 +28,7 @@ use crate::event::{Envelope, EventError, ExtendRequest, FinishNotice, JobContext
 use crate::identity::claims::{ClaimsError, audited_claims, reconcile, session_name};
 use crate::identity::verify::verify_token;
 use crate::identity::{AudienceBinding, KeySource, Presented, StaticKeys, TokenError, Verified};
-use crate::model::{GrantDuration, GrantId, GrantIdentity, digest};
+use crate::model::{Deployment, GrantDuration, GrantId, GrantIdentity, digest};
 use crate::native::{NativeEvent, NativePhase};
 use crate::policy::{Allowed, Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
@@ -122,6 +122,8 @@ impl Retryable for GrantError {
 /// `K` is where issuer keys come from: fetched ([`KeySource`] adapters) or pinned in the file.
 pub struct GrantService<I, S, A, C, K = StaticKeys> {
     pub policy: Policy,
+    /// Names this deployment's policies (`LATCH_DEPLOYMENT`), apart from any other's.
+    pub deployment: Deployment,
     pub iam: I,
     pub store: S,
     pub audit: A,
@@ -511,7 +513,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
     ) -> Result<Attached, GrantError> {
         match self
             .iam
-            .put_role_policy(&grant.role, &grant.id.policy_name(), document)
+            .put_role_policy(&grant.role, &grant.policy_name, document)
             .await
         {
             Ok(()) => {}
@@ -539,7 +541,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             }
             Confirmation::Ended => {
                 warn!(grant_id = %grant.id, "grant ended while its policy was attached: taking it off");
-                match self.iam.delete_role_policy(&grant.role, &grant.id.policy_name()).await {
+                match self.iam.delete_role_policy(&grant.role, &grant.policy_name).await {
                     Ok(_) => {}
                     Err(e) if e.is_retryable() => return Err(e.into()),
                     // Drift repair finds a document of ours with no live grant.
@@ -858,6 +860,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             role: &request.role,
         });
         let grant = Grant {
+            policy_name: self.deployment.policy_name(&id),
             id,
             status: GrantStatus::Pending,
             source: envelope.source.clone(),
@@ -914,7 +917,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
     async fn attach(&self, grant: &Grant, document: &PolicyDocument) -> Result<bool, GrantError> {
         match self
             .iam
-            .put_role_policy(&grant.role, &grant.id.policy_name(), document)
+            .put_role_policy(&grant.role, &grant.policy_name, document)
             .await
         {
             Ok(()) => Ok(true),
@@ -1085,7 +1088,7 @@ fn fill_job_fields(audit: &mut AuditRecord, source: &str, job: &JobKey, ctx: &Jo
 /// Copies a grant's facts into an audit record (any decision about that grant).
 pub fn fill_grant_fields(audit: &mut AuditRecord, grant: &Grant) {
     audit.grant_id = Some(grant.id.as_str().to_owned());
-    audit.policy_name = Some(grant.id.policy_name());
+    audit.policy_name = Some(grant.policy_name.clone());
     audit.rule = Some(grant.rule.as_str().to_owned());
     audit.role_arn = Some(grant.role.as_str().to_owned());
     audit.permission_set = Some(grant.permission_set.as_str().to_owned());

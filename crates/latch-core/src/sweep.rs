@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tracing::{error, info, warn};
 
 use crate::audit::{AuditRecord, Decision};
-use crate::model::{GrantId, POLICY_NAME_PREFIX, RoleArn, digest};
+use crate::model::{Deployment, POLICY_NAME_PREFIX, RoleArn, digest};
 use crate::policy::Policy;
 use crate::ports::{
     AuditSink, Clock, Grant, GrantStore, IamInventory, IamWriter, RecordState, StoreError, record_then_publish,
@@ -53,11 +53,13 @@ impl SweepReport {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SweepSettings {
     pub page_size: u32,
     pub concurrency: usize,
     pub drift_grace: Duration,
+    /// Drift repair looks only at this deployment's policy names.
+    pub deployment: Deployment,
 }
 
 impl Default for SweepSettings {
@@ -66,6 +68,7 @@ impl Default for SweepSettings {
             page_size: 100,
             concurrency: 8,
             drift_grace: Duration::minutes(10),
+            deployment: Deployment::default(),
         }
     }
 }
@@ -208,7 +211,7 @@ where
         report: &mut SweepReport,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         // Only names of Latch's own exact shape: a team's `latch-guardrails` is not ours.
-        let Some(id) = GrantId::from_policy_name(name) else {
+        let Some(id) = self.settings.deployment.grant_id_of(name) else {
             return Ok(());
         };
         let recorded = self.store.grant(&id).await?;

@@ -38,6 +38,7 @@ pub fn memory_service(now: DateTime<Utc>, faults: &Faults) -> MemoryService {
         audit: MemoryAuditSink::default().with_faults(faults),
         clock: FixedClock::at(now),
         keys: crate::identity::StaticKeys,
+        deployment: Default::default(),
     }
 }
 

@@ -37,6 +37,7 @@ pub async fn init() -> Result<AwsGrantService, latch_aws::InitError> {
         audit: clients.audit,
         clock: SystemClock,
         keys: HttpKeySource::new()?,
+        deployment: clients.deployment,
     })
 }
 

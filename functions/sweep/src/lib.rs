@@ -71,6 +71,10 @@ pub fn settings_from(lookup: impl Fn(&str) -> Option<String>) -> Result<SweepSet
 pub async fn init() -> Result<AwsSweepFunction, InitError> {
     let settings = settings_from(|n| std::env::var(n).ok())?;
     let (policy, clients) = latch_aws::load_with_policy().await?;
+    let settings = SweepSettings {
+        deployment: clients.deployment.clone(),
+        ..settings
+    };
     Ok(SweepFunction {
         policy,
         iam: clients.iam,
@@ -109,7 +113,7 @@ where
             store: &self.store,
             audit: &self.audit,
             clock: &self.clock,
-            settings: self.settings,
+            settings: self.settings.clone(),
         };
         Ok(sweeper.run(stop_by).await?)
     }

@@ -454,6 +454,7 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
         role: &role,
     });
     let mut grant = Grant {
+        policy_name: id.policy_name(),
         id,
         status: GrantStatus::Active,
         source: SOURCE.into(),
