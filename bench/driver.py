@@ -8,9 +8,9 @@ function's real calls go to the emulator). Peak RSS is the process's VmHWM, read
 Warm: one process answers --warm grants in a row; handler time = the event's last byte written
 -> the response's request line read (the stub's own Python, writing and parsing HTTP, is kept
 out of the window as far as it can be). After each warm grant the stub reads the grant's own
-three requests back from the emulator's request log and sends them again, byte for byte, on a
+requests back from the emulator's request log and sends them again, byte for byte, on a
 freshly recreated table over one keep-alive connection with no SDK: the emulator's own time
-for the same three calls.
+for the same calls.
 Overhead = median over grants of (handler time - that grant's replay time).
 "grant (verified token)" is the same binary deciding with a verified rule: every event carries
 a fresh RS256 ID token (signed here with a key made for the run, pinned in the generated policy
@@ -239,18 +239,22 @@ def verified_start(issuer, template, tag):
 
 
 class Replay:
-    """A grant's three requests (TransactWriteItems, PutRolePolicy, PutEvents), read back from
-    bench/emulator.py's request log and sent again as they were: one keep-alive connection, a
-    static (unchecked) SigV4-shaped Authorization naming the service."""
+    """A grant's requests, read back from bench/emulator.py's request log and sent again as they
+    were: one keep-alive connection, a static (unchecked) SigV4-shaped Authorization naming the
+    service. Latch's grant is TransactWriteItems (recorded pending), PutRolePolicy,
+    TransactWriteItems (confirmed active: active means attached), PutEvents; the Python baseline
+    makes the three calls of a grant recorded active before IAM is asked."""
 
-    GRANT = ("DynamoDB_20120810.TransactWriteItems", "iam:PutRolePolicy", "AWSEvents.PutEvents")
+    TWI, PUT, EVENTS = "DynamoDB_20120810.TransactWriteItems", "iam:PutRolePolicy", "AWSEvents.PutEvents"
+    GRANTS = ((TWI, PUT, TWI, EVENTS), (TWI, PUT, EVENTS))
+    GRANT = {TWI, PUT, EVENTS}
 
     def __init__(self, endpoint):
         u = urllib.parse.urlparse(endpoint)
         self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
         self.samples = {}  # warm event index -> ms for its three requests, replayed
         self.moto = {}  # warm event index -> (moto's ms for the grant's requests, for the replay's)
-        self.unmatched = 0  # grants whose log was not exactly the three requests (an SDK retry)
+        self.unmatched = 0  # grants whose log was not exactly a grant's requests (an SDK retry, a role read)
 
     def _call(self, method, path, body=None, headers=None):
         self.conn.request(method, path, body=body, headers=headers or {})
@@ -275,7 +279,7 @@ class Replay:
         drain) on a fresh table, then leaves a fresh table for the next grant."""
         sent = self.drain()
         fresh_table()
-        if tuple(self.kind(e) for e in sent) != self.GRANT:
+        if tuple(self.kind(e) for e in sent) not in self.GRANTS:
             self.unmatched += 1
             return
         auth = ("AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{}/aws4_request, "
@@ -539,7 +543,7 @@ def report(rows, a):
         if "warm" in r:
             notes.append(f"warm grants activated {r['activated']}/{r['expected']} "
                          f"(new inline policies on the role), {r['warm_errors']} errors, "
-                         f"{r['unmatched']} not replayed (not exactly the three calls); "
+                         f"{r['unmatched']} not replayed (not exactly a grant's calls: the first grant also resolves the role); "
                          f"overhead p25 {pct(r['paired'], .25):+.2f}, p75 {pct(r['paired'], .75):+.2f} ms")
             if r["moto_grant"]:
                 med = statistics.median
@@ -557,8 +561,9 @@ def report(rows, a):
     print()
     print(f"Token verification per grant (verified minus claimed overhead, medians): "
           f"{statistics.median(v['paired']) - statistics.median(g['paired']):+.2f} ms; "
-          f"calls to AWS per grant unchanged (3: TransactWriteItems, PutRolePolicy, PutEvents; "
-          f"{v['unmatched']} verified grants were not exactly those three); issuer key fetches: 0 "
+          f"calls to AWS per grant the same with and without a token (TransactWriteItems, PutRolePolicy, "
+          f"TransactWriteItems, PutEvents; {v['unmatched']} verified grants were not exactly those, the first "
+          f"resolving the role); issuer key fetches: 0 "
           f"(keys pinned; a fetching function pays one discovery + JWKS round per container and issuer)")
     ratio = max(statistics.median(rows[f]["init"]) for f in ("grant", "revoke", "sweep")) / py_init
     over = statistics.median(g["paired"])

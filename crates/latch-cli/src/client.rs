@@ -530,7 +530,7 @@ async fn active(
         "active: grant {id} on {} until {} (policy {})",
         text(grant, "role_arn"),
         text(grant, "expires_at"),
-        id.policy_name()
+        text(grant, "policy_name")
     );
     let bound = text(grant, "session");
     if !bound.is_empty() {
