@@ -1,6 +1,10 @@
 //! [`IamWriter`] on IAM: PutRolePolicy and DeleteRolePolicy, with no reads, so the grant and
 //! revoke paths never ask IAM anything (quota and existence problems come back from the write).
 //! [`IamInventory`] (ListRoles, ListRolePolicies) is the sweep's drift repair only.
+//!
+//! Both writes go through [`ConflictRetry`]: a `ConcurrentModification` (another write on the
+//! same role in flight) is retried in process, and one that outlasts the budget is
+//! [`IamError::Transient`], never a refusal.
 
 use aws_sdk_iam::Client;
 use aws_sdk_iam::error::ProvideErrorMetadata;
@@ -8,16 +12,27 @@ use latch_core::model::RoleArn;
 use latch_core::policy::PolicyDocument;
 use latch_core::ports::{Deletion, IamError, IamInventory, IamWriter};
 
-use crate::errors::{describe, is_transient};
+use crate::conflicts::ConflictRetry;
+use crate::errors::{describe, is_concurrent_modification, is_transient};
 
 #[derive(Debug, Clone)]
 pub struct IamAdapter {
     client: Client,
+    conflicts: ConflictRetry,
 }
 
 impl IamAdapter {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            conflicts: ConflictRetry::default(),
+        }
+    }
+
+    /// The same adapter, retrying conflicting writes as `conflicts` says.
+    pub fn with_conflict_retry(mut self, conflicts: ConflictRetry) -> Self {
+        self.conflicts = conflicts;
+        self
     }
 }
 
@@ -43,12 +58,14 @@ impl IamWriter for IamAdapter {
         policy_name: &str,
         document: &PolicyDocument,
     ) -> Result<(), IamError> {
-        self.client
+        let put = self
+            .client
             .put_role_policy()
             .role_name(role.name())
             .policy_name(policy_name)
-            .policy_document(document.as_json())
-            .send()
+            .policy_document(document.as_json());
+        self.conflicts
+            .run("PutRolePolicy", is_concurrent_modification, || put.clone().send())
             .await
             .map(|_| ())
             .map_err(|e| {
@@ -58,12 +75,14 @@ impl IamWriter for IamAdapter {
     }
 
     async fn delete_role_policy(&self, role: &RoleArn, policy_name: &str) -> Result<Deletion, IamError> {
-        match self
+        let delete = self
             .client
             .delete_role_policy()
             .role_name(role.name())
-            .policy_name(policy_name)
-            .send()
+            .policy_name(policy_name);
+        match self
+            .conflicts
+            .run("DeleteRolePolicy", is_concurrent_modification, || delete.clone().send())
             .await
         {
             Ok(_) => Ok(Deletion::Deleted),
