@@ -19,7 +19,9 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
@@ -35,7 +37,7 @@ use latch_core::ports::{
 };
 
 use crate::conflicts::ConflictRetry;
-use crate::errors::{describe, is_transaction_conflict_exception, is_transient};
+use crate::errors::{describe, is_transient};
 use crate::items::{
     ACTIVE_BUCKET, ACTIVE_GRANTS, AuditItem, EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, FINISHED_AT,
     FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, JOB_SCOPE, PK, RECORD_TYPE, SK, SK_AUDIT, SK_COUNTER, SK_DRIFT, SK_GRANT,
@@ -113,6 +115,28 @@ fn is_transaction_conflict(err: &SdkError<TransactWriteItemsError>) -> bool {
                 .iter()
                 .all(|r| matches!(r.code(), None | Some("None" | "TransactionConflict")))
     })
+}
+
+/// The errors of the single-item writes, which say when a transaction in flight holds the item.
+trait SingleWriteError {
+    fn is_transaction_conflict(&self) -> bool;
+}
+
+macro_rules! single_write_error {
+    ($($e:ty),*) => {$(
+        impl SingleWriteError for $e {
+            fn is_transaction_conflict(&self) -> bool {
+                self.is_transaction_conflict_exception()
+            }
+        }
+    )*};
+}
+
+single_write_error!(PutItemError, UpdateItemError, DeleteItemError);
+
+/// A single-item write answered `TransactionConflictException`: nothing was written.
+fn is_held_by_a_transaction<E: SingleWriteError>(err: &SdkError<E>) -> bool {
+    err.as_service_error().is_some_and(SingleWriteError::is_transaction_conflict)
 }
 
 /// What a failed TransactWriteItems means to its caller.
@@ -497,7 +521,7 @@ impl GrantStore for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let err = match self
             .conflicts
-            .run("record_audit", is_transaction_conflict_exception, || put.clone().send())
+            .run("record_audit", is_held_by_a_transaction, || put.clone().send())
             .await
         {
             Ok(_) => return Ok(AuditWrite::Recorded),
@@ -548,7 +572,7 @@ impl GrantStore for DynamoStore {
             .return_values(ReturnValue::AllNew);
         let out = self
             .conflicts
-            .run("finish_job", is_transaction_conflict_exception, || update.clone().send())
+            .run("finish_job", is_held_by_a_transaction, || update.clone().send())
             .await
             .map_err(|e| sdk_error(&e))?;
         let ids = out
@@ -661,7 +685,7 @@ impl GrantStore for DynamoStore {
             .return_values(ReturnValue::AllNew);
         let out = self
             .conflicts
-            .run("drift_seen_since", is_transaction_conflict_exception, || update.clone().send())
+            .run("drift_seen_since", is_held_by_a_transaction, || update.clone().send())
             .await
             .map_err(|e| sdk_error(&e))?;
         let first = out
@@ -680,7 +704,7 @@ impl GrantStore for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(key(drift_pk(role, policy_name), SK_DRIFT)));
         self.conflicts
-            .run("clear_drift", is_transaction_conflict_exception, || delete.clone().send())
+            .run("clear_drift", is_held_by_a_transaction, || delete.clone().send())
             .await
             .map(|_| ())
             .map_err(|e| sdk_error(&e))
