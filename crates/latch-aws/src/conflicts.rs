@@ -69,7 +69,12 @@ impl ConflictRetry {
 
     /// Calls `call` until it succeeds or fails with something other than a conflict
     /// (`is_conflict`), or until the budget would be passed; returns the last result.
-    pub(crate) async fn run<T, E, F, Fut>(&self, what: &str, is_conflict: impl Fn(&E) -> bool, mut call: F) -> Result<T, E>
+    pub(crate) async fn run<T, E, F, Fut>(
+        &self,
+        what: &str,
+        is_conflict: impl Fn(&E) -> bool,
+        mut call: F,
+    ) -> Result<T, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -83,11 +88,20 @@ impl ConflictRetry {
                     let wait = self.wait(retry);
                     if Instant::now() + wait > deadline {
                         if self.budget > Duration::ZERO {
-                            warn!(call = what, retries = retry, "still conflicting when the retry budget ran out");
+                            warn!(
+                                call = what,
+                                retries = retry,
+                                "still conflicting when the retry budget ran out"
+                            );
                         }
                         return result;
                     }
-                    debug!(call = what, retry, wait_ms = wait.as_millis() as u64, "conflict: retrying");
+                    debug!(
+                        call = what,
+                        retry,
+                        wait_ms = wait.as_millis() as u64,
+                        "conflict: retrying"
+                    );
                     tokio::time::sleep(wait).await;
                     retry += 1;
                 }

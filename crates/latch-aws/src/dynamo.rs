@@ -21,8 +21,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
@@ -136,7 +136,8 @@ single_write_error!(PutItemError, UpdateItemError, DeleteItemError);
 
 /// A single-item write answered `TransactionConflictException`: nothing was written.
 fn is_held_by_a_transaction<E: SingleWriteError>(err: &SdkError<E>) -> bool {
-    err.as_service_error().is_some_and(SingleWriteError::is_transaction_conflict)
+    err.as_service_error()
+        .is_some_and(SingleWriteError::is_transaction_conflict)
 }
 
 /// What a failed TransactWriteItems means to its caller.

@@ -605,7 +605,12 @@ async fn a_concurrent_modification_that_outlasts_the_budget_is_transient_not_a_r
         .build();
     let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&once]))
         .with_conflict_retry(latch_aws::ConflictRetry::never());
-    assert!(iam.delete_role_policy(&role, "latch-x").await.unwrap_err().is_retryable());
+    assert!(
+        iam.delete_role_policy(&role, "latch-x")
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
     assert_eq!(once.num_calls(), 1);
 }
 
