@@ -126,7 +126,9 @@ impl Clients {
 
     pub fn from_sdk_config(sdk: &SdkConfig, config: &Config) -> Self {
         Self {
-            iam: IamAdapter::new(aws_sdk_iam::Client::new(sdk)).requiring_boundary(config.boundary_arn.clone()),
+            iam: IamAdapter::new(aws_sdk_iam::Client::new(sdk))
+                .requiring_boundary(config.boundary_arn.clone())
+                .for_deployment(config.deployment.clone()),
             store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table),
             audit: EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &config.bus),
             deployment: config.deployment.clone(),

@@ -8,13 +8,21 @@
 //! refusal instead marks it `failed`, frees its counter slot and writes the refusal's audit. A revocation is one TransactWriteItems too:
 //! the grant marked revoked (only if active), the Revoked audit (only if new), the counter. A
 //! cancelled transaction says which condition failed, and that is the answer.
+//!
+//! Every TransactWriteItems goes through [`DynamoStore::transact`], every single-item write
+//! through [`ConflictRetry::run`] too: a transaction cancelled only for `TransactionConflict`, or
+//! a single write answered `TransactionConflictException`, is retried in process (nothing was
+//! written); what outlasts the budget is [`StoreError::Transient`]. A cancellation naming a
+//! `ValidationError` is [`StoreError::Rejected`]: the same request would be refused again.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
@@ -28,6 +36,7 @@ use latch_core::ports::{
     RoleLimits, StoreError, TokenUse,
 };
 
+use crate::conflicts::ConflictRetry;
 use crate::errors::{describe, is_transient};
 use crate::items::{
     ACTIVE_BUCKET, ACTIVE_GRANTS, AuditItem, EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, FINISHED_AT,
@@ -42,6 +51,7 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    conflicts: ConflictRetry,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -95,6 +105,64 @@ fn cancellation(err: &SdkError<TransactWriteItemsError>) -> Option<&[Cancellatio
     }
 }
 
+/// A transaction cancelled only because another transaction held one of its items: every
+/// reason `TransactionConflict` or `None` (no condition failed, nothing invalid). Nothing was
+/// written; the same request may pass a moment later.
+fn is_transaction_conflict(err: &SdkError<TransactWriteItemsError>) -> bool {
+    cancellation(err).is_some_and(|reasons| {
+        reasons.iter().any(|r| r.code() == Some("TransactionConflict"))
+            && reasons
+                .iter()
+                .all(|r| matches!(r.code(), None | Some("None" | "TransactionConflict")))
+    })
+}
+
+/// The errors of the single-item writes, which say when a transaction in flight holds the item.
+trait SingleWriteError {
+    fn is_transaction_conflict(&self) -> bool;
+}
+
+macro_rules! single_write_error {
+    ($($e:ty),*) => {$(
+        impl SingleWriteError for $e {
+            fn is_transaction_conflict(&self) -> bool {
+                self.is_transaction_conflict_exception()
+            }
+        }
+    )*};
+}
+
+single_write_error!(PutItemError, UpdateItemError, DeleteItemError);
+
+/// A single-item write answered `TransactionConflictException`: nothing was written.
+fn is_held_by_a_transaction<E: SingleWriteError>(err: &SdkError<E>) -> bool {
+    err.as_service_error()
+        .is_some_and(SingleWriteError::is_transaction_conflict)
+}
+
+/// What a failed TransactWriteItems means to its caller.
+enum TxFailure<'a> {
+    /// Cancelled with at least one failed condition: the caller reads which.
+    Conditions(&'a [CancellationReason]),
+    /// Anything else, classified: a `ValidationError` among the reasons is permanent
+    /// (`Rejected`); conflicts that outlasted the retries, throttling and capacity are
+    /// `Transient`; errors other than a cancellation as [`sdk_error`] says.
+    Error(StoreError),
+}
+
+fn tx_failure(err: &SdkError<TransactWriteItemsError>) -> TxFailure<'_> {
+    let Some(reasons) = cancellation(err) else {
+        return TxFailure::Error(sdk_error(err));
+    };
+    if reasons.iter().any(|r| r.code() == Some("ValidationError")) {
+        TxFailure::Error(StoreError::Rejected(describe(err)))
+    } else if reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed")) {
+        TxFailure::Conditions(reasons)
+    } else {
+        TxFailure::Error(StoreError::Transient(describe(err)))
+    }
+}
+
 fn failed_condition(reasons: &[CancellationReason], index: usize) -> Option<&CancellationReason> {
     reasons
         .get(index)
@@ -116,7 +184,28 @@ impl DynamoStore {
         Self {
             client,
             table: table.to_owned(),
+            conflicts: ConflictRetry::default(),
         }
+    }
+
+    /// The same store, retrying conflicting writes as `conflicts` says.
+    pub fn with_conflict_retry(mut self, conflicts: ConflictRetry) -> Self {
+        self.conflicts = conflicts;
+        self
+    }
+
+    /// One TransactWriteItems, retried in process while it is cancelled only for
+    /// `TransactionConflict` (see the module doc). `what` names it in logs.
+    async fn transact(
+        &self,
+        what: &str,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<(), SdkError<TransactWriteItemsError>> {
+        let request = self.client.transact_write_items().set_transact_items(Some(items));
+        self.conflicts
+            .run(what, is_transaction_conflict, || request.clone().send())
+            .await
+            .map(|_| ())
     }
 
     pub fn client(&self) -> &Client {
@@ -314,18 +403,13 @@ impl GrantStore for DynamoStore {
             ..grant.clone()
         };
         let items = self.activation_items(&pending, limits, token)?;
-        let err = match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => return Ok(Activation::Recorded),
+        let err = match self.transact("record_activation", items).await {
+            Ok(()) => return Ok(Activation::Recorded),
             Err(e) => e,
         };
-        let Some(reasons) = cancellation(&err) else {
-            return Err(sdk_error(&err));
+        let reasons = match tx_failure(&err) {
+            TxFailure::Conditions(reasons) => reasons,
+            TxFailure::Error(e) => return Err(e),
         };
         if let Some(reason) = failed_condition(reasons, TX_GRANT) {
             let existing = match reason.item() {
@@ -359,7 +443,7 @@ impl GrantStore for DynamoStore {
                 Activation::QuotaExceeded
             });
         }
-        // Cancelled for another reason (a conflicting transaction, throttling): a retry may pass.
+        // A condition failed on an item this code does not read a reason from: a retry may pass.
         Err(StoreError::Transient(describe(&err)))
     }
 
@@ -378,18 +462,13 @@ impl GrantStore for DynamoStore {
             TransactWriteItem::builder().update(mark).build(),
             self.audit_put(audit)?,
         ];
-        let err = match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => return Ok(Confirmation::Confirmed),
+        let err = match self.transact("confirm_activation", items).await {
+            Ok(()) => return Ok(Confirmation::Confirmed),
             Err(e) => e,
         };
-        let Some(reasons) = cancellation(&err) else {
-            return Err(sdk_error(&err));
+        let reasons = match tx_failure(&err) {
+            TxFailure::Conditions(reasons) => reasons,
+            TxFailure::Error(e) => return Err(e),
         };
         if failed_condition(reasons, TX_CONFIRM_GRANT).is_some() {
             return Ok(Confirmation::Ended);
@@ -418,18 +497,11 @@ impl GrantStore for DynamoStore {
             self.audit_put(audit)?,
             self.counter(&grant.role, -1, grant.policy_chars, None)?,
         ];
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(err) => match cancellation(&err) {
-                Some(reasons) if reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed")) => Ok(false),
-                Some(_) => Err(StoreError::Transient(describe(&err))),
-                None => Err(sdk_error(&err)),
+        match self.transact("record_failure", items).await {
+            Ok(()) => Ok(true),
+            Err(err) => match tx_failure(&err) {
+                TxFailure::Conditions(_) => Ok(false),
+                TxFailure::Error(e) => Err(e),
             },
         }
     }
@@ -455,18 +527,13 @@ impl GrantStore for DynamoStore {
             TransactWriteItem::builder().put(grant_put).build(),
             self.audit_put(audit)?,
         ];
-        let err = match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => return Ok(Extension::Recorded),
+        let err = match self.transact("record_extension", items).await {
+            Ok(()) => return Ok(Extension::Recorded),
             Err(e) => e,
         };
-        let Some(reasons) = cancellation(&err) else {
-            return Err(sdk_error(&err));
+        let reasons = match tx_failure(&err) {
+            TxFailure::Conditions(reasons) => reasons,
+            TxFailure::Error(e) => return Err(e),
         };
         if failed_condition(reasons, TX_EXTEND_AUDIT).is_some() {
             return Ok(match self.grant(&current.id).await? {
@@ -482,14 +549,16 @@ impl GrantStore for DynamoStore {
 
     async fn record_audit(&self, audit: &AuditRecord) -> Result<AuditWrite, StoreError> {
         let item = serde_dynamo::to_item(AuditItem::from_record(audit)).map_err(rejected)?;
-        let err = match self
+        let put = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(NOT_EXISTS)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let err = match self
+            .conflicts
+            .run("record_audit", is_held_by_a_transaction, || put.clone().send())
             .await
         {
             Ok(_) => return Ok(AuditWrite::Recorded),
@@ -525,7 +594,7 @@ impl GrantStore for DynamoStore {
         finished_at: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Vec<Grant>, StoreError> {
-        let out = self
+        let update = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -537,8 +606,10 @@ impl GrantStore for DynamoStore {
             .expression_attribute_values(":type", s("job"))
             .expression_attribute_values(":ttl", n(until.timestamp()))
             .expression_attribute_values(":now", s(latch_core::iam_time(finished_at)))
-            .return_values(ReturnValue::AllNew)
-            .send()
+            .return_values(ReturnValue::AllNew);
+        let out = self
+            .conflicts
+            .run("finish_job", is_held_by_a_transaction, || update.clone().send())
             .await
             .map_err(|e| sdk_error(&e))?;
         let ids = out
@@ -576,24 +647,17 @@ impl GrantStore for DynamoStore {
         }
         items.push(self.audit_put(audit)?);
         items.push(self.counter(&grant.role, -1, grant.policy_chars, None)?);
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Revocation::Recorded),
-            Err(err) => match cancellation(&err) {
-                Some(reasons) if reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed")) => {
+        match self.transact("record_revocation", items).await {
+            Ok(()) => Ok(Revocation::Recorded),
+            Err(err) => match tx_failure(&err) {
+                TxFailure::Conditions(reasons) => {
                     let stored = failed_condition(reasons, audit_at)
                         .and_then(|r| r.item().cloned())
                         .map(audit_from_item)
                         .transpose()?;
                     Ok(Revocation::AlreadyRevoked(stored.map(Box::new)))
                 }
-                Some(_) => Err(StoreError::Transient(describe(&err))),
-                None => Err(sdk_error(&err)),
+                TxFailure::Error(e) => Err(e),
             },
         }
     }
@@ -643,7 +707,7 @@ impl GrantStore for DynamoStore {
         policy_name: &str,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StoreError> {
-        let out = self
+        let update = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -655,8 +719,10 @@ impl GrantStore for DynamoStore {
             .expression_attribute_values(":type", s("drift_suspect"))
             .expression_attribute_values(":now", n(now.timestamp()))
             .expression_attribute_values(":ttl", n((now + chrono::Duration::days(2)).timestamp()))
-            .return_values(ReturnValue::AllNew)
-            .send()
+            .return_values(ReturnValue::AllNew);
+        let out = self
+            .conflicts
+            .run("drift_seen_since", is_held_by_a_transaction, || update.clone().send())
             .await
             .map_err(|e| sdk_error(&e))?;
         let first = out
@@ -669,11 +735,13 @@ impl GrantStore for DynamoStore {
     }
 
     async fn clear_drift(&self, role: &RoleArn, policy_name: &str) -> Result<(), StoreError> {
-        self.client
+        let delete = self
+            .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key(drift_pk(role, policy_name), SK_DRIFT)))
-            .send()
+            .set_key(Some(key(drift_pk(role, policy_name), SK_DRIFT)));
+        self.conflicts
+            .run("clear_drift", is_held_by_a_transaction, || delete.clone().send())
             .await
             .map(|_| ())
             .map_err(|e| sdk_error(&e))

@@ -13,6 +13,9 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestThrottled",
     "RequestThrottledException",
     "TransactionConflictException",
+    // IAM: another write on the same role is in progress (HTTP 409). Retried in process first
+    // (crate::conflicts); what is left after that is transient, never a refusal.
+    "ConcurrentModification",
     "TransactionInProgressException",
     "InternalServerError",
     "InternalFailure",
@@ -24,6 +27,17 @@ const TRANSIENT_CODES: &[&str] = &[
 
 pub(crate) fn is_transient_code(code: Option<&str>) -> bool {
     code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
+}
+
+/// The error code of a service error (`None` for timeouts, dispatch failures and the like).
+pub(crate) fn code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Option<&str> {
+    err.as_service_error().and_then(|e| e.code())
+}
+
+/// IAM: a write on a role another write is changing. Nothing was applied. (IAM's model has no
+/// type for it on Put/DeleteRolePolicy: it arrives unmodelled, known by its code.)
+pub(crate) fn is_concurrent_modification<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    code(err) == Some("ConcurrentModification")
 }
 
 /// True when retrying the same call later may succeed: timeouts, connection failures,

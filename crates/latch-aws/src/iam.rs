@@ -3,6 +3,10 @@
 //! own policies' sizes), cached per role for [`ROLE_CACHE_TTL`] in the warm container and counted
 //! apart ([`IamAdapter::resolutions`]). [`IamInventory`] (ListRoles, ListRolePolicies) is the
 //! sweep's drift repair only.
+//!
+//! Both writes go through [`ConflictRetry`]: a `ConcurrentModification` (another write on the
+//! same role in flight) is retried in process, and one that outlasts the budget is
+//! [`IamError::Transient`], never a refusal.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_iam::Client;
 use aws_sdk_iam::error::ProvideErrorMetadata;
-use latch_core::model::{GrantId, RoleArn};
+use latch_core::model::{Deployment, RoleArn};
 use latch_core::policy::PolicyDocument;
 use latch_core::ports::{Deletion, IamError, IamInventory, IamWriter, ResolvedRole};
 
-use crate::errors::{describe, is_transient};
+use crate::conflicts::ConflictRetry;
+use crate::errors::{describe, is_concurrent_modification, is_transient};
 
 /// How long a resolved role is trusted: a role re-created under the same name (a new RoleId,
 /// perhaps without the boundary) is seen within this.
@@ -29,6 +34,9 @@ pub struct IamAdapter {
     /// Resolved roles by lowercased name (IAM's names are case-insensitive).
     roles: Arc<Mutex<HashMap<String, (Instant, ResolvedRole)>>>,
     resolutions: Arc<AtomicU64>,
+    conflicts: ConflictRetry,
+    /// Names this deployment's policies: the ones the role counter already tracks.
+    deployment: Deployment,
 }
 
 impl IamAdapter {
@@ -38,7 +46,20 @@ impl IamAdapter {
             required_boundary: None,
             roles: Arc::default(),
             resolutions: Arc::default(),
+            conflicts: ConflictRetry::default(),
+            deployment: Deployment::default(),
         }
+    }
+
+    /// The same adapter, retrying conflicting writes as `conflicts` says.
+    pub fn with_conflict_retry(mut self, conflicts: ConflictRetry) -> Self {
+        self.conflicts = conflicts;
+        self
+    }
+
+    /// The deployment whose policies the role counter tracks (they are not the role's own).
+    pub fn for_deployment(self, deployment: Deployment) -> Self {
+        Self { deployment, ..self }
     }
 
     /// Roles without this permissions boundary are refused (`role_without_boundary`).
@@ -74,7 +95,9 @@ impl IamAdapter {
             .send();
         while let Some(policy) = names.next().await {
             let policy = policy.map_err(|e| classify(&e, false, role))?;
-            if GrantId::from_policy_name(&policy).is_some() {
+            // This deployment's grants are on the role counter; anything else (the team's own
+            // policies, another deployment's grants) takes room Latch cannot use.
+            if self.deployment.grant_id_of(&policy).is_some() {
                 continue;
             }
             let doc = self
@@ -153,12 +176,14 @@ impl IamWriter for IamAdapter {
         policy_name: &str,
         document: &PolicyDocument,
     ) -> Result<(), IamError> {
-        self.client
+        let put = self
+            .client
             .put_role_policy()
             .role_name(role.name())
             .policy_name(policy_name)
-            .policy_document(document.as_json())
-            .send()
+            .policy_document(document.as_json());
+        self.conflicts
+            .run("PutRolePolicy", is_concurrent_modification, || put.clone().send())
             .await
             .map(|_| ())
             .map_err(|e| {
@@ -168,12 +193,14 @@ impl IamWriter for IamAdapter {
     }
 
     async fn delete_role_policy(&self, role: &RoleArn, policy_name: &str) -> Result<Deletion, IamError> {
-        match self
+        let delete = self
             .client
             .delete_role_policy()
             .role_name(role.name())
-            .policy_name(policy_name)
-            .send()
+            .policy_name(policy_name);
+        match self
+            .conflicts
+            .run("DeleteRolePolicy", is_concurrent_modification, || delete.clone().send())
             .await
         {
             Ok(_) => Ok(Deletion::Deleted),

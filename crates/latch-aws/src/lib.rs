@@ -6,6 +6,7 @@
 //! same binary talks to AWS or to the local emulator.
 
 pub mod config;
+pub mod conflicts;
 pub mod dynamo;
 mod errors;
 pub mod events;
@@ -21,3 +22,4 @@ pub mod stream;
 pub mod telemetry;
 
 pub use config::{Clients, Config, ConfigError, InitError, load_with_policy};
+pub use conflicts::ConflictRetry;

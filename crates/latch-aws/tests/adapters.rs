@@ -688,3 +688,189 @@ async fn a_token_use_refused_by_the_table_is_a_replay() {
         (1, 1, 1)
     );
 }
+
+// Conflicts are transient (issue item 6): retried in process, never a refusal.
+
+/// IAM's answer to a write on a role another write is changing, as it comes over the wire.
+fn concurrent_modification_body() -> String {
+    "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>Sender</Type>\
+     <Code>ConcurrentModification</Code><Message>Cannot perform the operation on the role app-deployer \
+     because another operation is in progress</Message></Error><RequestId>r1</RequestId></ErrorResponse>"
+        .to_owned()
+}
+
+/// A transaction cancelled with these reason codes, one per item.
+fn cancelled(codes: &[&str]) -> TransactWriteItemsError {
+    let mut e = TransactionCanceledException::builder().message(format!(
+        "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+        codes.join(", ")
+    ));
+    for code in codes {
+        e = e.cancellation_reasons(CancellationReason::builder().code(*code).build());
+    }
+    TransactWriteItemsError::TransactionCanceledException(e.build())
+}
+
+#[tokio::test]
+async fn a_concurrent_modification_twice_then_success_is_one_activation_after_three_put_role_policy_calls() {
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| r.transact_items().len() == 3)
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let confirm = confirm_ok();
+    let put = mock!(aws_sdk_iam::Client::put_role_policy)
+        .sequence()
+        .http_status(409, Some(concurrent_modification_body()))
+        .times(2)
+        .output(|| PutRolePolicyOutput::builder().build())
+        .build();
+    let events = put_events_ok();
+    let s = service(&[&put], &[&twi, &confirm], &[&events]);
+    let d = detail();
+    let outcome = s.on_start(&envelope(), &d, d.to_string().len()).await.unwrap();
+    assert!(matches!(outcome, StartOutcome::Activated(_)), "{outcome:?}");
+    assert_eq!(
+        (
+            put.num_calls(),
+            twi.num_calls(),
+            confirm.num_calls(),
+            events.num_calls()
+        ),
+        (3, 1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_concurrent_modification_that_outlasts_the_budget_is_transient_not_a_refusal() {
+    let role = RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap();
+    let busy = mock!(aws_sdk_iam::Client::delete_role_policy)
+        .sequence()
+        .http_status(409, Some(concurrent_modification_body()))
+        .repeatedly()
+        .build();
+    let short = latch_aws::ConflictRetry {
+        base: std::time::Duration::from_millis(1),
+        cap: std::time::Duration::from_millis(5),
+        budget: std::time::Duration::from_millis(50),
+    };
+    let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&busy])).with_conflict_retry(short);
+    let err = iam.delete_role_policy(&role, "latch-x").await.unwrap_err();
+    assert!(
+        matches!(&err, latch_core::ports::IamError::Transient(m) if m.contains("ConcurrentModification")),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert!(busy.num_calls() > 1, "retried in process first");
+    // With no retries at all, the same answer is still transient.
+    let once = mock!(aws_sdk_iam::Client::delete_role_policy)
+        .sequence()
+        .http_status(409, Some(concurrent_modification_body()))
+        .repeatedly()
+        .build();
+    let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&once]))
+        .with_conflict_retry(latch_aws::ConflictRetry::never());
+    assert!(
+        iam.delete_role_policy(&role, "latch-x")
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+    assert_eq!(once.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn transaction_conflicts_on_both_activation_transactions_are_retried_then_activate() {
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| r.transact_items().len() == 3)
+        .sequence()
+        .error(|| cancelled(&["None", "None", "TransactionConflict"]))
+        .output(|| TransactWriteItemsOutput::builder().build())
+        .build();
+    let confirm = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| r.transact_items().len() == 2)
+        .sequence()
+        .error(|| cancelled(&["TransactionConflict", "None"]))
+        .output(|| TransactWriteItemsOutput::builder().build())
+        .build();
+    let put = mock!(aws_sdk_iam::Client::put_role_policy).then_output(|| PutRolePolicyOutput::builder().build());
+    let events = put_events_ok();
+    let s = service(&[&put], &[&twi, &confirm], &[&events]);
+    let d = detail();
+    let outcome = s.on_start(&envelope(), &d, d.to_string().len()).await.unwrap();
+    assert!(matches!(outcome, StartOutcome::Activated(_)), "{outcome:?}");
+    assert_eq!(
+        (
+            twi.num_calls(),
+            put.num_calls(),
+            confirm.num_calls(),
+            events.num_calls()
+        ),
+        (2, 1, 2, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_validation_error_cancellation_is_denied_store_rejected_without_a_retry() {
+    // A conflict beside it does not make it retryable: the request itself is refused.
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(|r| r.transact_items().len() == 3)
+        .then_error(|| cancelled(&["ValidationError", "TransactionConflict", "None"]));
+    let denial_audit = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| {
+            r.item().is_some_and(|i| {
+                i["decision"] == AttributeValue::S("denied".into())
+                    && i["reason"] == AttributeValue::S("store_rejected".into())
+            })
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let events = mock!(aws_sdk_eventbridge::Client::put_events)
+        .match_requests(|r| {
+            r.entries()[0].detail_type() == Some("Latch Grant Denied")
+                && r.entries()[0]
+                    .detail()
+                    .is_some_and(|d| d.contains("\"reason\":\"store_rejected\""))
+        })
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    // No IAM rule: a PutRolePolicy would panic.
+    let s = service(&[], &[&twi, &denial_audit], &[&events]);
+    let d = detail();
+    let outcome = s.on_start(&envelope(), &d, d.to_string().len()).await.unwrap();
+    assert!(
+        matches!(outcome, StartOutcome::Denied(r) if r.code() == "store_rejected"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        (twi.num_calls(), denial_audit.num_calls(), events.num_calls()),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_single_write_answered_transaction_conflict_is_retried() {
+    let audit = latch_core::audit::AuditRecord::new(
+        "a1".into(),
+        latch_core::audit::Decision::Denied,
+        "malformed_event",
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+    );
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .sequence()
+        .error(|| {
+            aws_sdk_dynamodb::operation::put_item::PutItemError::TransactionConflictException(
+                aws_sdk_dynamodb::types::error::TransactionConflictException::builder()
+                    .message("Transaction is ongoing for the item")
+                    .build(),
+            )
+        })
+        .output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build())
+        .build();
+    let store = DynamoStore::new(
+        mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&put]),
+        "latch-grants",
+    );
+    use latch_core::ports::GrantStore;
+    assert_eq!(
+        store.record_audit(&audit).await,
+        Ok(latch_core::ports::AuditWrite::Recorded)
+    );
+    assert_eq!(put.num_calls(), 2);
+}

@@ -383,7 +383,11 @@ mod tests {
         assert!(name.len() <= 128 && name.chars().all(is_iam_name_char));
         assert_eq!(blue.grant_id_of(&name), Some(id.clone()));
         assert_eq!(Deployment::parse("green").unwrap().grant_id_of(&name), None);
-        assert_eq!(Deployment::default().grant_id_of(&name), None, "the unnamed shape is another one");
+        assert_eq!(
+            Deployment::default().grant_id_of(&name),
+            None,
+            "the unnamed shape is another one"
+        );
         assert_eq!(blue.grant_id_of(&id.policy_name()), None);
         assert_eq!(blue.grant_id_of("latch-blue-guardrails"), None);
         for bad in ["", "Blue", "blue-1", "a".repeat(17).as_str()] {

@@ -386,3 +386,113 @@ async fn given_a_deadline_already_past_when_the_sweep_runs_then_it_stops_cleanly
     assert_eq!(report.revoked, 0);
     assert_eq!(sweeper(&s).run(None).await.unwrap().revoked, 1);
 }
+
+/// IAM that notes, per role, how many writes were in flight at once (each takes a moment).
+struct OverlapIam<'a> {
+    inner: &'a crate::memory::MemoryIam,
+    state: std::sync::Mutex<Overlap>,
+}
+
+#[derive(Default)]
+struct Overlap {
+    per_role: std::collections::HashMap<String, usize>,
+    total: usize,
+    max_per_role: usize,
+    max_total: usize,
+}
+
+impl<'a> OverlapIam<'a> {
+    fn new(inner: &'a crate::memory::MemoryIam) -> Self {
+        Self {
+            inner,
+            state: Default::default(),
+        }
+    }
+
+    fn enter(&self, role: &crate::model::RoleArn) {
+        let mut s = self.state.lock().unwrap();
+        let n = s.per_role.entry(role.as_str().to_ascii_lowercase()).or_default();
+        *n += 1;
+        let n = *n;
+        s.total += 1;
+        s.max_per_role = s.max_per_role.max(n);
+        s.max_total = s.max_total.max(s.total);
+    }
+
+    fn leave(&self, role: &crate::model::RoleArn) {
+        let mut s = self.state.lock().unwrap();
+        *s.per_role.get_mut(&role.as_str().to_ascii_lowercase()).unwrap() -= 1;
+        s.total -= 1;
+    }
+}
+
+impl crate::ports::IamWriter for OverlapIam<'_> {
+    async fn resolve_role(&self, role: &crate::model::RoleArn) -> Result<crate::ports::ResolvedRole, IamError> {
+        self.inner.resolve_role(role).await
+    }
+
+    async fn put_role_policy(
+        &self,
+        role: &crate::model::RoleArn,
+        name: &str,
+        document: &crate::policy::PolicyDocument,
+    ) -> Result<(), IamError> {
+        self.inner.put_role_policy(role, name, document).await
+    }
+
+    async fn delete_role_policy(
+        &self,
+        role: &crate::model::RoleArn,
+        name: &str,
+    ) -> Result<crate::ports::Deletion, IamError> {
+        self.enter(role);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let out = self.inner.delete_role_policy(role, name).await;
+        self.leave(role);
+        out
+    }
+}
+
+#[tokio::test]
+async fn given_expired_grants_on_few_roles_when_the_sweep_runs_then_one_role_at_a_time_roles_in_parallel() {
+    let s = service();
+    // Four grants on app-deployer, one on each of four ci-* roles (another rule, another source).
+    for run in ["a", "b", "c", "d"] {
+        start(&s, run, "5m").await;
+    }
+    for n in 1..=4 {
+        let mut env = envelope("Pipeline Job Started", &format!("g-{n}"));
+        env.source = "ci.gitlab".into();
+        let detail = json!({"pipeline": "platform-x", "run_id": format!("g{n}"), "job": "deploy", "attempt": 1,
+               "role_arn": format!("arn:aws:iam::123456789012:role/latch/ci-{n}"),
+               "permission_set": "deploy-artifacts", "duration": "5m"});
+        let outcome = s.on_start(&env, &detail, 200).await.unwrap();
+        assert!(matches!(outcome, StartOutcome::Activated(_)), "{outcome:?}");
+    }
+    s.clock.advance(Duration::minutes(6));
+    let iam = OverlapIam::new(&s.iam);
+    let sweep = crate::sweep::Sweeper {
+        policy: &s.policy,
+        iam: &iam,
+        inventory: &s.iam,
+        store: &s.store,
+        audit: &s.audit,
+        clock: &s.clock,
+        settings: SweepSettings {
+            page_size: 100,
+            concurrency: 4,
+            drift_grace: Duration::minutes(10),
+            deployment: Default::default(),
+        },
+    };
+    let report = sweep.run(None).await.unwrap();
+    assert_eq!((report.revoked, report.revoke_failed), (8, 0));
+    let o = iam.state.lock().unwrap();
+    assert_eq!(o.max_per_role, 1, "one role's revokes never overlap");
+    assert!(
+        (2..=4).contains(&o.max_total),
+        "roles in parallel, within the bound: {}",
+        o.max_total
+    );
+    assert_eq!(s.iam.policy_count(), 0);
+}

@@ -1,9 +1,12 @@
 //! The sweep: the guarantee behind I2 and I4, run on a schedule.
 //!
 //! 1. Expired grants, found through the store's expiry index (its cost follows the number of
-//!    expired grants, not the table), are revoked `concurrency` at a time, page by page, with
-//!    reason `expired_sweep`. A revoke that fails is audited (`Latch Revoke Failed`) and, since
-//!    its grant stays active in the index, retried by the next run.
+//!    expired grants, not the table), are revoked page by page with reason `expired_sweep`:
+//!    one role's grants one after another, up to `concurrency` roles at a time. Two writes on
+//!    one role at once would only conflict (IAM's `ConcurrentModification`, DynamoDB's
+//!    `TransactionConflict` on the role's counter) and wait for each other anyway. A revoke
+//!    that fails is audited (`Latch Revoke Failed`) and, since its grant stays active in the
+//!    index, retried by the next run.
 //! 2. Drift repair: every `latch-*` inline policy on a role the policy file makes eligible must
 //!    belong to a live grant. One that does not, once seen for longer than the grace period, is
 //!    deleted and audited as `Latch Drift Repaired`.
@@ -11,6 +14,7 @@
 //! The sweep stops starting new work when the deadline is near and leaves the rest to the next
 //! run; nothing it does is lost by stopping (every step is idempotent).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use chrono::Duration;
@@ -51,6 +55,21 @@ impl SweepReport {
         self.events_unpublished += 1;
         error!(grant_id = %grant.id, error = %error, "grant revoked, but its audit event was not published");
     }
+}
+
+/// A page's grants by role, each role's in page order, roles in order of first appearance.
+/// IAM role names are case-insensitive, so ARNs differing only in case are one role.
+fn by_role(page: &[Grant]) -> Vec<Vec<&Grant>> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Vec<&Grant>> = Vec::new();
+    for g in page {
+        let slot = *index.entry(g.role.as_str().to_ascii_lowercase()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[slot].push(g);
+    }
+    groups
 }
 
 #[derive(Debug, Clone)]
@@ -117,16 +136,19 @@ where
                 .expired_grants(now, after.as_ref(), self.settings.page_size)
                 .await?;
             let revoker = &self.revoker();
-            let results: Vec<_> = futures::stream::iter(page.iter())
-                .map(|g| async move {
-                    (
-                        g,
-                        revoker
+            let results: Vec<_> = futures::stream::iter(by_role(&page))
+                .map(|grants| async move {
+                    let mut results = Vec::with_capacity(grants.len());
+                    for g in grants {
+                        let result = revoker
                             .revoke(g, RevokeReason::ExpiredSweep, RecordState::Present)
-                            .await,
-                    )
+                            .await;
+                        results.push((g, result));
+                    }
+                    results
                 })
                 .buffer_unordered(self.settings.concurrency.max(1))
+                .flat_map(futures::stream::iter)
                 .collect()
                 .await;
             for (grant, result) in results {

@@ -1,3 +1,7 @@
+// The grant path's future (handler → service → adapters → the SDK, with the adapters' conflict
+// retries around the SDK calls) is deeper than rustc's default layout query limit of 128.
+#![recursion_limit = "256"]
+
 use lambda_runtime::{Error, run, service_fn};
 
 #[tokio::main(flavor = "current_thread")]
