@@ -648,3 +648,173 @@ async fn fault_campaign_keeps_i1_to_i5() {
     use std::io::Write;
     let _ = std::io::stderr().write_all(out.as_bytes());
 }
+
+/// The campaign in strict-AWS mode on ONE role: `STRICT_JOBS` jobs (`CAMPAIGN_STRICT_JOBS`, 40)
+/// start 32 at a time against a role IAM also serves a team policy on, through a proxy that
+/// models IAM's aggregate inline quota, ConcurrentModification, DynamoDB's TransactionConflict,
+/// IAM's rate limit and realistic latency (scaled down), on top of 10% injected faults; then they
+/// finish, 32 at a time, and the sweep runs. Besides I1–I5 (one grant and at most one activation
+/// per job, every policy gone at the end), it checks what IAM really holds: no `activated` audit
+/// for a grant IAM refused, no grant recorded active without its document on the role, no
+/// `Latch Revoke Failed` from a conflict, and IAM never had to refuse a document for the quota
+/// (Latch budgets it, so the role's inline total never went over 10,240).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_campaign_on_one_role_keeps_what_iam_holds() {
+    use latch_tests::strict::{StrictAws, StrictKind};
+    let jobs: usize = env_or("CAMPAIGN_STRICT_JOBS", 40);
+    let moto = MotoServer::start().expect("a private emulator");
+    let direct = sdk(&moto.url(), false).await;
+    let h = Harness::with_sdk(direct, &latch_tests::many_roles_policy("one", 1, 1000)).await;
+    let role = h.role("one-0");
+    let role_name = role.rsplit('/').next().unwrap_or_default().to_owned();
+    let plan = FaultPlan::new(21)
+        .service("iam", 0.1)
+        .service("dynamodb", 0.1)
+        .service("events", 0.1)
+        .weights(&[
+            (FaultKind::Throttle, 40),
+            (FaultKind::ServerError, 30),
+            (FaultKind::DropAfterApply, 30),
+        ])
+        .strict(StrictAws::aws_like().time_scale(0.05));
+    let proxy = FaultProxy::start(moto.addr, plan).await.expect("the proxy");
+    let faulted = sdk(&proxy.url(), true).await;
+    let clients = Clients::from_sdk_config(&faulted, &h.config);
+    // The team's own inline policy, through the proxy so its quota model knows it: ~6,000 chars.
+    let own = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/{}"}}]}}"#,
+        "x".repeat(5_900)
+    );
+    aws_sdk_iam::Client::new(&faulted)
+        .put_role_policy()
+        .role_name(&role_name)
+        .policy_name("team-own")
+        .policy_document(&own)
+        .send()
+        .await
+        .expect("the team's own policy");
+    // IAM's reads lag its writes (the proxy models it); the team's policy long predates any job.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let service: AwsGrant = GrantService {
+        policy: h.policy.clone(),
+        iam: clients.iam.clone(),
+        store: clients.store.clone(),
+        audit: clients.audit.clone(),
+        clock: SystemClock,
+        keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
+        deployment: Default::default(),
+    };
+    let one_role = |i: usize, detail_type: &str| {
+        let mut e = job_event(&h, i, detail_type, "strict");
+        e["detail"]["pipeline"] = json!(format!("one-{}", i % 5));
+        if detail_type == "Pipeline Job Started" {
+            e["detail"]["role_arn"] = json!(role);
+        }
+        e
+    };
+    let starts = deliver(
+        &service,
+        (0..jobs).map(|i| one_role(i, "Pipeline Job Started")).collect(),
+        32,
+    )
+    .await;
+    eprintln!("strict campaign starts: {starts:?}");
+
+    // A job the quota refuses writes no grant item; every other job writes one, and only one.
+    let grants = h.items("grant").await;
+    let runs: HashSet<String> = grants.iter().filter_map(|g| s(g, "run_id")).collect();
+    assert_eq!(runs.len(), grants.len(), "no job has two grants");
+    let audits = h.items("audit").await;
+    let activated: HashSet<String> = audits
+        .iter()
+        .filter(|a| decision(a) == "activated")
+        .filter_map(|a| s(a, "grant_id"))
+        .collect();
+    let on_role: HashSet<String> = latch_policies(&h.iam).await.into_iter().map(|(_, p)| p).collect();
+    for g in &grants {
+        let id = s(g, "grant_id").unwrap_or_default();
+        match s(g, "status").as_deref() {
+            Some("active") => {
+                assert!(
+                    activated.contains(&id),
+                    "active grant {id} without its activation audit"
+                );
+                assert!(
+                    on_role.contains(&s(g, "policy_name").unwrap_or_default()),
+                    "grant {id} recorded active, its document is not on the role"
+                );
+            }
+            Some("failed") | Some("pending") => {
+                assert!(
+                    !activated.contains(&id),
+                    "an activation audit for grant {id}, which IAM never accepted"
+                )
+            }
+            other => panic!("grant {id} is {other:?} before any finish"),
+        }
+    }
+    let denied = count_by(audits.iter().filter(|a| decision(a) == "denied"), |a| {
+        s(a, "reason").unwrap_or_default()
+    });
+    assert_eq!(
+        activated.len() + denied.values().sum::<usize>(),
+        jobs,
+        "every job decided once: {} activated, denied {denied:?}",
+        activated.len()
+    );
+    assert!(activated.len() > 1, "the role held several grants at once: {denied:?}");
+
+    let finishes = deliver(
+        &service,
+        (0..jobs).map(|i| one_role(i, "Pipeline Job Finished")).collect(),
+        32,
+    )
+    .await;
+    eprintln!("strict campaign finishes: {finishes:?}");
+    let sweep = sweep::SweepFunction {
+        policy: h.policy.clone(),
+        iam: clients.iam.clone(),
+        store: clients.store.clone(),
+        audit: clients.audit.clone(),
+        clock: SystemClock,
+        settings: SweepSettings::default(),
+    };
+    sweep.sweep(None).await.expect("the sweep");
+
+    let audits = h.items("audit").await;
+    assert!(
+        !audits.iter().any(|a| decision(a) == "revoke_failed"),
+        "a Revoke Failed alarm: {:?}",
+        audits
+            .iter()
+            .filter(|a| decision(a) == "revoke_failed")
+            .collect::<Vec<_>>()
+    );
+    let live: Vec<_> = h
+        .items("grant")
+        .await
+        .into_iter()
+        .filter(|g| matches!(s(g, "status").as_deref(), Some("active") | Some("pending")))
+        .collect();
+    assert!(live.is_empty(), "grants still live after every job finished: {live:?}");
+    let left: Vec<_> = latch_policies(&h.iam)
+        .await
+        .into_iter()
+        .filter(|(_, p)| p.starts_with("latch-"))
+        .collect();
+    assert!(left.is_empty(), "Latch policies left on the role: {left:?}");
+    let report = proxy.report();
+    assert_eq!(
+        report.strict_count("iam.PutRolePolicy", StrictKind::LimitExceeded),
+        0,
+        "Latch kept within the quota itself"
+    );
+    eprintln!(
+        "strict campaign: {} jobs on one role, {} activated, denied {denied:?}; ConcurrentModification {} / {}, TransactionConflict {}",
+        jobs,
+        activated.len(),
+        report.strict_count("iam.PutRolePolicy", StrictKind::ConcurrentModification),
+        report.strict_count("iam.DeleteRolePolicy", StrictKind::ConcurrentModification),
+        report.strict_count("dynamodb.TransactWriteItems", StrictKind::TransactionConflict),
+    );
+}
