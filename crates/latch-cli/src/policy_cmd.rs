@@ -59,6 +59,9 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
                 let hint = w.hint.as_deref().map_or(String::new(), |h| format!(" (hint: {h})"));
                 eprintln!("{origin}{at}: warning: {}{hint}", w.message);
             }
+            for w in quota_warnings(&policy) {
+                eprintln!("{origin}: warning: {w}");
+            }
             println!(
                 "{}: ok ({} permission sets, {} rules, {} native rules, elevatable path {})",
                 path.display(),
@@ -112,6 +115,51 @@ fn read_token(policy: &Policy, token: &str, request: &StartRequest) -> Result<Ve
         (reason, e.to_string())
     })?;
     Ok(Verified { token, job })
+}
+
+/// Rules whose cap of grants on one role, each of its sets rendered as large as the rule allows
+/// (every placeholder at its longest), cannot fit IAM's aggregate inline quota: the grants past
+/// the quota would be denied `role_policy_quota` at run time.
+fn quota_warnings(policy: &Policy) -> Vec<String> {
+    use latch_core::ports::ROLE_INLINE_POLICY_QUOTA;
+    let widest = "x".repeat(128);
+    // Any expiry: IAM's time format has a fixed width.
+    let expires = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let mut out = Vec::new();
+    for rule in &policy.rules {
+        for set_name in &rule.permission_sets {
+            let Some(set) = policy.permission_sets.get(set_name) else {
+                continue;
+            };
+            let session = rule.bind_session.then(|| "latch-".to_owned() + &"0".repeat(24));
+            let ctx = RenderContext {
+                pipeline: &widest,
+                job: &widest,
+                account: "123456789012",
+                region: "ap-southeast-3",
+                session: session.as_deref(),
+            };
+            let Ok(doc) = set.render(&ctx, expires) else { continue };
+            let fit = ROLE_INLINE_POLICY_QUOTA / doc.chars().max(1);
+            let cap = rule.max_active_grants_per_role.map_or(u32::MAX, |c| c) as usize;
+            if cap > fit {
+                let asked = rule
+                    .max_active_grants_per_role
+                    .map_or("no cap on live grants".to_owned(), |c| {
+                        format!("a cap of {c} live grants")
+                    });
+                out.push(format!(
+                    "rule {}: {asked} of {} (up to {} characters each at its widest) cannot all fit IAM's \
+                     {ROLE_INLINE_POLICY_QUOTA}-character inline quota on one role; at most {fit} do, fewer beside the \
+                     role's own policies (the rest are denied role_policy_quota)",
+                    rule.name,
+                    set.name,
+                    doc.chars()
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> {
