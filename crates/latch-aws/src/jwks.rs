@@ -93,17 +93,8 @@ impl HttpKeySource {
     }
 
     pub fn with_limits(limits: FetchLimits) -> Result<Self, KeyError> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(limits.connect));
-        // The TLS layer wraps this connector, so it must accept https URIs.
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| KeyError(format!("no root certificates for fetching issuer keys: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(https);
+        let client = https_client(limits.connect)
+            .map_err(|e| KeyError(format!("no root certificates for fetching issuer keys: {e}")))?;
         Ok(Self {
             client,
             limits,
@@ -213,6 +204,22 @@ impl KeySource for HttpKeySource {
             Err(e) => Err(e),
         }
     }
+}
+
+/// An HTTP client on the stack the AWS SDK already carries (hyper 1, hyper-rustls over aws-lc-rs,
+/// the platform's roots): `https` to any host, plain `http` where the caller allows it (loopback).
+/// Fails only when the platform has no root certificates.
+pub fn https_client(connect_timeout: Duration) -> std::io::Result<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    // The TLS layer wraps this connector, so it must accept https URIs.
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 
 /// Whether keys may be fetched from `url`: `https` to any host, or `http` to a loopback host

@@ -21,11 +21,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
 use hyper::{Request, StatusCode, Uri, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use latch_core::event::{JobContext, JobKey};
 use latch_core::identity::claims::{ClaimsError, reconcile};
 use latch_core::identity::{Claims, IssuerKind, VerifiedToken};
@@ -165,17 +161,8 @@ pub async fn github_request(url: &str, bearer: &IdToken, audience: &str) -> Resu
     let uri: Uri = full
         .parse()
         .map_err(|e| fail(format!("{ENV_GITHUB_URL} is not a URL: {e}")))?;
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    // The TLS layer wraps this connector, so it must accept https URIs.
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-        .map_err(|e| fail(format!("no root certificates: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client =
+        latch_aws::jwks::https_client(CONNECT_TIMEOUT).map_err(|e| fail(format!("no root certificates: {e}")))?;
     let request = Request::get(uri)
         .header(header::AUTHORIZATION, format!("bearer {}", bearer.expose()))
         .header(header::ACCEPT, "application/json")
