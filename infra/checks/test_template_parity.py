@@ -123,12 +123,12 @@ def test_each_function_builds_its_own_crate_with_cargo_lambda(logical_id, crate)
 
 def test_every_function_has_exactly_the_environment_its_code_reads():
     c = code()["env"]
+    # Every function loads latch-aws's Config: the boundary and the deployment id come with it.
+    common = {c["table"], c["bus"], c["boundary_arn"], c["deployment"], "RUST_LOG"}
     want = {
-        "GrantFunction": {c["table"], c["bus"], c["policy_path"], "RUST_LOG"},
-        "RevokeFunction": {c["table"], c["bus"], "RUST_LOG"},
-        "SweepFunction": {
-            c["table"], c["bus"], c["policy_path"], c["drift_grace"], c["sweep_concurrency"], "RUST_LOG",
-        },
+        "GrantFunction": common | {c["policy_path"]},
+        "RevokeFunction": common,
+        "SweepFunction": common | {c["policy_path"], c["drift_grace"], c["sweep_concurrency"]},
     }
     for logical_id, names in want.items():
         env = function(logical_id)["Environment"]["Variables"]
@@ -136,6 +136,9 @@ def test_every_function_has_exactly_the_environment_its_code_reads():
         assert env[c["table"]] == {"Ref": "Table"}
         assert env[c["bus"]] == {"Ref": "Bus"}
         assert env["RUST_LOG"] == {"Ref": "LogLevel"}
+        assert env[c["boundary_arn"]] == {"Ref": "ElevatableRoleBoundary"}
+        # The stack's own id, in every policy name: two stacks never share a namespace.
+        assert "AWS::StackId" in json.dumps(env[c["deployment"]])
 
 
 def test_sweep_settings_in_the_template_parse_with_the_sweeps_own_parser():
@@ -358,6 +361,8 @@ EXPECTED_ACTIONS = {
     "GrantRole": {
         "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:BatchGetItem",
         "iam:PutRolePolicy", "iam:DeleteRolePolicy",
+        # Role resolution: its real ARN, its boundary, its own inline policies' sizes.
+        "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy",
         "events:PutEvents",
         "sqs:SendMessage",
         "logs:CreateLogStream", "logs:PutLogEvents",

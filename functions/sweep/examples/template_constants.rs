@@ -6,7 +6,7 @@
 //!
 //! `cargo run -q -p sweep --example template_constants -- infra/policies.yaml`
 
-use latch_aws::config::{ENV_BUS, ENV_POLICY_PATH, ENV_TABLE};
+use latch_aws::config::{ENV_BOUNDARY_ARN, ENV_BUS, ENV_DEPLOYMENT, ENV_POLICY_PATH, ENV_TABLE};
 use latch_aws::items;
 use latch_core::audit::{AUDIT_SOURCE, Decision};
 use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED};
@@ -34,6 +34,8 @@ fn main() {
             "table": ENV_TABLE,
             "bus": ENV_BUS,
             "policy_path": ENV_POLICY_PATH,
+            "boundary_arn": ENV_BOUNDARY_ARN,
+            "deployment": ENV_DEPLOYMENT,
             "drift_grace": sweep::ENV_DRIFT_GRACE,
             "sweep_concurrency": sweep::ENV_SWEEP_CONCURRENCY,
         },
