@@ -8,8 +8,9 @@ use clap::Subcommand;
 use latch_core::decision::DenyReason;
 use latch_core::event::{DETAIL_TYPE_STARTED, StartRequest};
 use latch_core::identity::claims::{ClaimsError, reconcile};
-use latch_core::identity::verify::rule_claims;
-use latch_core::identity::{TokenError, Verified, VerifiedToken, jwt};
+use latch_core::identity::verify::read_unverified;
+use latch_core::identity::{IssuerKind, TokenError, Verified};
+use latch_core::model::Name;
 use latch_core::native::{NativeEvent, NativePhase, is_native};
 use latch_core::policy::{Policy, RenderContext};
 use serde_json::Value;
@@ -81,32 +82,20 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
 /// token it cannot even read, or whose claims contradict the event.
 fn read_token(policy: &Policy, token: &str, request: &StartRequest) -> Result<Verified, (DenyReason, String)> {
     let refuse = |e: &TokenError| (DenyReason::from(e), e.to_string());
-    let parsed = jwt::parse(token).map_err(|e| refuse(&e))?;
-    let iss = parsed.issuer().unwrap_or_default().to_owned();
+    let mut token = read_unverified(
+        token,
+        Name::parse("unknown").map_err(|e| (DenyReason::TokenMalformed, e.0))?,
+        IssuerKind::Generic,
+        chrono::Utc::now(),
+    )
+    .map_err(|e| refuse(&e))?;
     let issuer = policy
         .issuers
         .iter()
-        .find(|i| i.url == iss)
-        .ok_or_else(|| refuse(&TokenError::UnknownIssuer(iss.clone())))?;
-    let claims = rule_claims(parsed.claims()).map_err(|e| refuse(&e))?;
-    let text = |name: &str| {
-        parsed
-            .claims()
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let token = VerifiedToken {
-        issuer: issuer.name.clone(),
-        issuer_url: issuer.url.clone(),
-        kind: issuer.kind,
-        jti: text("jti"),
-        subject: text("sub"),
-        issued_at: chrono::Utc::now(),
-        expires_at: chrono::Utc::now(),
-        claims,
-    };
+        .find(|i| i.url == token.issuer_url)
+        .ok_or_else(|| refuse(&TokenError::UnknownIssuer(token.issuer_url.clone())))?;
+    token.issuer = issuer.name.clone();
+    token.kind = issuer.kind;
     let job = reconcile(&token, &request.job, &request.context).map_err(|e| {
         let reason = match e {
             ClaimsError::Mismatch { .. } => DenyReason::ClaimMismatch,

@@ -23,8 +23,9 @@ use clap::{Args, ValueEnum};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::{Request, StatusCode, Uri, header};
 use latch_core::event::{JobContext, JobKey};
+use latch_core::identity::IssuerKind;
 use latch_core::identity::claims::{ClaimsError, reconcile};
-use latch_core::identity::{Claims, IssuerKind, VerifiedToken};
+use latch_core::identity::verify::read_unverified;
 use latch_core::model::Name;
 use serde_json::Value;
 
@@ -246,35 +247,9 @@ pub fn predict(
     claimed_context: &JobContext,
 ) -> Result<latch_core::identity::claims::VerifiedJob, CliError> {
     let bad = |why: String| CliError::Usage(format!("the ID token cannot be read: {why}"));
-    let parsed = latch_core::identity::jwt::parse(token.expose()).map_err(|e| bad(e.to_string()))?;
-    let all = parsed.claims();
-    let text = |name: &str| match all.get(name) {
-        Some(Value::String(s)) => s.clone(),
-        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-        _ => String::new(),
-    };
-    // As the verifier reads claims: registered ones apart; strings as they are, numbers and
-    // booleans in JSON text; arrays and objects left out.
-    let claims: Claims = all
-        .iter()
-        .filter(|(k, _)| !["iss", "aud", "exp", "nbf", "iat", "jti"].contains(&k.as_str()))
-        .filter_map(|(k, v)| match v {
-            Value::String(s) => Some((k.clone(), s.clone())),
-            Value::Number(_) | Value::Bool(_) => Some((k.clone(), v.to_string())),
-            _ => None,
-        })
-        .collect();
-    let now = chrono::Utc::now();
-    let unverified = VerifiedToken {
-        issuer: Name::parse("client").map_err(|e| bad(e.0))?,
-        issuer_url: text("iss"),
-        kind,
-        jti: text("jti"),
-        subject: text("sub"),
-        issued_at: now,
-        expires_at: now,
-        claims,
-    };
+    let issuer = Name::parse("client").map_err(|e| bad(e.0))?;
+    let unverified =
+        read_unverified(token.expose(), issuer, kind, chrono::Utc::now()).map_err(|e| bad(e.to_string()))?;
     if unverified.issuer_url.is_empty() {
         return Err(bad("it has no `iss`".into()));
     }

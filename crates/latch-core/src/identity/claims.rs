@@ -22,6 +22,19 @@ use super::{IssuerKind, VerifiedToken};
 /// with the base repository's credentials). Refused unless a rule names them in `allow_triggers`.
 pub const REFUSED_TRIGGERS: &[&str] = &["pull_request_target", "merge_request_event"];
 
+/// The job fields GitHub and GitLab tokens sign (GitHub's name no job: its `job` stays claimed).
+const SIGNED_JOB_FIELDS: &[&str] = &[
+    "principal",
+    "pipeline",
+    "run_id",
+    "job",
+    "attempt",
+    "ref",
+    "commit",
+    "actor",
+    "environment",
+];
+
 /// The job as the issuer signed it, with the event's own claims where the token is silent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedJob {
@@ -140,16 +153,7 @@ pub fn reconcile(
                 environment: optional(token, "environment"),
                 ..JobContext::default()
             };
-            let fields = vec![
-                "principal",
-                "pipeline",
-                "run_id",
-                "attempt",
-                "ref",
-                "commit",
-                "actor",
-                "environment",
-            ];
+            let fields = SIGNED_JOB_FIELDS.iter().copied().filter(|f| *f != "job").collect();
             (job, context, optional(token, "event_name"), fields)
         }
         IssuerKind::GitLab => {
@@ -172,17 +176,7 @@ pub fn reconcile(
                 environment: optional(token, "environment"),
                 ..JobContext::default()
             };
-            let fields = vec![
-                "principal",
-                "pipeline",
-                "run_id",
-                "job",
-                "attempt",
-                "ref",
-                "commit",
-                "actor",
-                "environment",
-            ];
+            let fields = SIGNED_JOB_FIELDS.to_vec();
             (job, context, optional(token, "pipeline_source"), fields)
         }
         IssuerKind::Generic => {

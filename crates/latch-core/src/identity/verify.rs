@@ -21,7 +21,8 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Map, Value};
 
 use super::jwt::{self, UnverifiedToken};
-use super::{CLOCK_SKEW, Claims, Issuer, KeySource, Presented, TokenAlgorithm, TokenError, VerifiedToken};
+use super::{CLOCK_SKEW, Claims, Issuer, IssuerKind, KeySource, Presented, TokenAlgorithm, TokenError, VerifiedToken};
+use crate::model::Name;
 
 /// Longest claim value kept for rules (real claims are well under this).
 pub const MAX_CLAIM_CHARS: usize = 1024;
@@ -173,6 +174,37 @@ fn time_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<
         None
     };
     at.map(Some).ok_or_else(out_of_range)
+}
+
+/// A token read as the verifier reads it, without checking its signature, audience or times:
+/// for a client predicting its own grant and for `latch policy explain`. It authorises nothing.
+/// `iss` becomes the issuer URL; times are `now`.
+pub fn read_unverified(
+    token: &str,
+    issuer: Name,
+    kind: IssuerKind,
+    now: DateTime<Utc>,
+) -> Result<VerifiedToken, TokenError> {
+    let parsed = jwt::parse(token)?;
+    let text = |name: &str| {
+        parsed
+            .claims()
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let issuer_url = parsed.issuer().ok_or(TokenError::MissingClaim("iss"))?.to_owned();
+    Ok(VerifiedToken {
+        issuer,
+        issuer_url,
+        kind,
+        jti: text("jti"),
+        subject: text("sub"),
+        issued_at: now,
+        expires_at: now,
+        claims: rule_claims(parsed.claims())?,
+    })
 }
 
 /// The claims rules may bind: every unregistered claim that is a string, number or boolean, as
