@@ -516,3 +516,15 @@ def test_the_only_role_sam_generates_is_the_schedulers_and_it_invokes_the_sweep_
         ("lambda:InvokeFunction", json.dumps({"Fn::GetAtt": ["SweepFunction", "Arn"]})),
         ("sqs:SendMessage", json.dumps({"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]})),
     }
+
+
+def test_the_boundary_admits_the_grants_propagation_probe_and_nothing_else_of_it():
+    probe = code()["probe"]
+    statements = resources()["ElevatableRoleBoundary"]["Properties"]["PolicyDocument"]["Statement"]
+    probes = [s for s in statements if s["Sid"] == "LatchPropagationProbe"]
+    assert len(probes) == 1
+    (st,) = probes
+    assert st["Effect"] == "Allow" and st["Action"] == probe["action"]
+    resource = st["Resource"]["Fn::Sub"] if isinstance(st["Resource"], dict) else st["Resource"]
+    assert resource.endswith(":event-bus/" + probe["bus_prefix"] + "*"), resource
+    assert "${AWS::AccountId}" in resource, "only buses in the role's own account"

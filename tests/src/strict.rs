@@ -28,7 +28,11 @@
 //!   the (scaled) window, GetRolePolicy and ListRolePolicies on the role are answered by the
 //!   proxy **from a snapshot**: the role's state before the writes not yet visible (so a read
 //!   sees the previous document, or `NoSuchEntity`, or the old name list). Same fresh-emulator
-//!   assumption as the quota. DynamoDB GSI lag is not modelled.
+//!   assumption as the quota. DynamoDB GSI lag is not modelled. A grant's propagation probe
+//!   (EventBridge `DescribeEventBus` of `latch-probe-<grant id>`, see `latch_core::probe`) is
+//!   answered `AccessDeniedException` until a document naming that bus is visible on a role
+//!   of the caller's account (IAM evaluates with what it has propagated), then forwarded
+//!   (moto answers `ResourceNotFoundException`).
 //! - **IAM rate limit** ([`StrictAws::iam_rate`]): a token bucket over all IAM requests of an
 //!   account; empty → `400 Throttling` "Rate exceeded", not forwarded. The refill rate is
 //!   divided by `time_scale` (the bucket runs on scaled time, like the latency).
@@ -67,16 +71,19 @@ pub enum StrictKind {
     CaseVariant,
     /// A role-policy read answered from the pre-write snapshot.
     StaleRead,
+    /// A grant's propagation probe refused: no role's visible policies name its bus yet.
+    ProbeDenied,
 }
 
 impl StrictKind {
-    pub const ALL: [StrictKind; 6] = [
+    pub const ALL: [StrictKind; 7] = [
         Self::LimitExceeded,
         Self::ConcurrentModification,
         Self::TransactionConflict,
         Self::IamThrottle,
         Self::CaseVariant,
         Self::StaleRead,
+        Self::ProbeDenied,
     ];
 
     pub fn label(self) -> &'static str {
@@ -87,6 +94,7 @@ impl StrictKind {
             Self::IamThrottle => "iam-throttle",
             Self::CaseVariant => "case-variant",
             Self::StaleRead => "stale-read",
+            Self::ProbeDenied => "probe-denied",
         }
     }
 }
@@ -486,11 +494,54 @@ impl StrictState {
         match service {
             "iam" => self.iam(shared, key, req, op, &account, delay, &count).await,
             "dynamodb" if self.cfg.transaction_conflict => self.dynamodb(shared, key, req, op, delay, &count).await,
+            "events" if op == "DescribeEventBus" && self.cfg.propagation.is_some() => {
+                tokio::time::sleep(delay).await;
+                if self.probe_applies(&account, &req.body) {
+                    forward_counted(shared, key, &req).await
+                } else {
+                    count(StrictKind::ProbeDenied);
+                    Response::canned(
+                        400,
+                        "Bad Request",
+                        "application/x-amz-json-1.1",
+                        json!({
+                            "__type": "AccessDeniedException",
+                            "Message": "User is not authorized to perform: events:DescribeEventBus"
+                        })
+                        .to_string(),
+                    )
+                }
+            }
             _ => {
                 tokio::time::sleep(delay).await;
                 forward_counted(shared, key, &req).await
             }
         }
+    }
+
+    /// IAM's answer to a grant's propagation probe: authorised once a document naming the
+    /// probe bus is visible on a role of the caller's account. Roles are not told apart by
+    /// caller: the bus name holds the grant id, so only the grant's own document names it.
+    /// A DescribeEventBus of any other bus is authorised.
+    fn probe_applies(&self, account: &str, body: &[u8]) -> bool {
+        let name = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("Name").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        if !name.starts_with("latch-probe-") {
+            return true;
+        }
+        let needle = format!("event-bus/{name}\"");
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner
+            .roles
+            .iter_mut()
+            .filter(|((acct, _), _)| acct == account)
+            .any(|(_, state)| {
+                state.settle(now);
+                state.visible.values().any(|doc| doc.contains(&needle))
+            })
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1,9 +1,13 @@
 //! What IAM really holds, on the emulator behind the strict-AWS proxy (aggregate inline quota,
 //! case-insensitive role names): the grant acts on the role IAM resolves, in Latch's own account,
-//! never past IAM's quota, and a refused document is a decision, never an active grant.
+//! never past IAM's quota, a refused document is a decision, never an active grant, and the
+//! grant's propagation probe says when IAM applies a document it has accepted.
+
+use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 use grant::Outcome;
+use latch_aws::probe::{Probe, Waited, probe, wait_until_applied};
 use latch_core::decision::DenyReason;
 use latch_core::service::StartOutcome;
 use latch_tests::faults::{FaultPlan, FaultProxy};
@@ -15,17 +19,21 @@ const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","P
 
 /// A strict proxy in front of the shared emulator (no latency: these tests are about verdicts).
 async fn strict_proxy() -> FaultProxy {
+    // No propagation delay: the role's own policies are set up just before each test, where in
+    // life they have long settled.
+    strict_proxy_with(StrictAws {
+        propagation: None,
+        ..StrictAws::aws_like().no_latency()
+    })
+    .await
+}
+
+async fn strict_proxy_with(strict: StrictAws) -> FaultProxy {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run the README's test command)");
     let addr = endpoint
         .trim_start_matches("http://")
         .parse()
         .expect("the emulator's address");
-    // No propagation delay: the role's own policies are set up just before each test, where in
-    // life they have long settled.
-    let strict = StrictAws {
-        propagation: None,
-        ..StrictAws::aws_like().no_latency()
-    };
     FaultProxy::start(addr, FaultPlan::new(5).strict(strict))
         .await
         .expect("the proxy")
@@ -225,7 +233,7 @@ async fn a_document_iam_refuses_is_a_decision_never_an_active_grant() {
     grant::handle(&service, start(&h, &role, "1")).await.unwrap();
     let filler = format!(
         r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/{}"}}]}}"#,
-        "x".repeat(9_700)
+        "x".repeat(9_400)
     );
     h.iam
         .put_role_policy()
@@ -268,5 +276,65 @@ async fn a_document_iam_refuses_is_a_decision_never_an_active_grant() {
             .report()
             .strict_count("iam.PutRolePolicy", StrictKind::LimitExceeded),
         1
+    );
+}
+
+#[tokio::test]
+async fn the_probe_says_when_iam_applies_the_grant_not_when_it_accepts_it() {
+    // GIVEN a strict AWS where IAM applies a document 3 s after accepting it
+    let window = Duration::from_secs(3);
+    let proxy = strict_proxy_with(StrictAws {
+        propagation: Some(window),
+        ..StrictAws::aws_like().no_latency()
+    })
+    .await;
+    let name = unique("probe");
+    let h = harness(
+        &proxy,
+        &policy("\"123456789012\"", "\"arn:aws:iam::123456789012:role/latch/*\"", 5),
+    )
+    .await;
+    create_role(&h, "/latch/", &name).await;
+    let role = format!("arn:aws:iam::123456789012:role/latch/{name}");
+    let service = h.grant_service();
+    // WHEN a job's grant is attached (IAM accepted its document: the grant is active)
+    let outcome = grant::handle(&service, start(&h, &role, "1")).await.unwrap();
+    let accepted = Instant::now();
+    let Outcome::Start(StartOutcome::Activated(id)) = outcome else {
+        panic!("{outcome:?} {:?}", h.items("audit").await)
+    };
+    let events = aws_sdk_eventbridge::Client::new(&h.sdk);
+    // THEN a probe at once is refused: active is not yet usable (a fixed wait would guess here)
+    assert_eq!(probe(&events, &id).await, Probe::NotYet);
+    // AND waiting returns once IAM applies the document, never before
+    let waited = wait_until_applied(&events, &id, Instant::now() + Duration::from_secs(30)).await;
+    let Waited::Applies { probes, .. } = waited else {
+        panic!("{waited:?}")
+    };
+    let elapsed = accepted.elapsed();
+    eprintln!("probe: applied {elapsed:?} after IAM accepted it (window {window:?}, {probes} probes)");
+    assert!(
+        elapsed >= window,
+        "applied after {elapsed:?}, inside the {window:?} window"
+    );
+    assert!(probes > 1);
+    // AND the probe names one grant: another job's grant, never attached, is still refused
+    let other = start(&h, &role, "2");
+    let other_id = match grant::handle(&service, other).await.unwrap() {
+        Outcome::Start(StartOutcome::Activated(other_id)) => other_id,
+        o => panic!("{o:?}"),
+    };
+    assert_ne!(other_id, id);
+    assert_eq!(probe(&events, &other_id).await, Probe::NotYet);
+    // AND once the job finishes and IAM applies the removal, the probe is refused again
+    let finish = h.event("pipeline-job-finished.json", json!({"run_id": "1"}));
+    grant::handle(&service, finish).await.unwrap();
+    tokio::time::sleep(window + Duration::from_millis(200)).await;
+    assert_eq!(probe(&events, &id).await, Probe::NotYet);
+    assert!(
+        proxy
+            .report()
+            .strict_count("events.DescribeEventBus", StrictKind::ProbeDenied)
+            >= 3
     );
 }

@@ -1,6 +1,6 @@
 //! Adapters from latch-core's ports to AWS: IAM ([`iam::IamAdapter`]), DynamoDB
 //! ([`dynamo::DynamoStore`]), EventBridge ([`events::EventBridgeSink`]) and OIDC issuer keys
-//! ([`jwks::HttpKeySource`]), plus configuration
+//! ([`jwks::HttpKeySource`]), the client's propagation probe ([`probe`]), plus configuration
 //! from the environment. The SDK is configured once ([`Clients::from_env`]) and its clients are
 //! reused; the endpoint comes from the SDK's own `AWS_ENDPOINT_URL`, never from code, so the
 //! same binary talks to AWS or to the local emulator.
@@ -15,6 +15,7 @@ pub mod items;
 pub mod jwks;
 #[cfg(feature = "local")]
 pub mod local_issuer;
+pub mod probe;
 #[cfg(feature = "local")]
 pub mod provision;
 #[cfg(feature = "local")]

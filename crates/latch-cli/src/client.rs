@@ -9,12 +9,14 @@
 //! table for the decision: the grant id (over the token's principal, predicted as the function
 //! reconciles it), the extension's audit id and the denial's audit id are all deterministic, so
 //! a few GetItem calls a second tell the answer. They need `dynamodb:GetItem` on the table and
-//! `sts:GetCallerIdentity` besides `events:PutEvents`.
+//! `sts:GetCallerIdentity` besides `events:PutEvents`. Once the grant is active, `request`
+//! probes with the role's credentials until IAM applies it ([`latch_aws::probe`]); that takes
+//! `sts:AssumeRole` on the role (a job that chains into the role has it), else it waits `--settle`.
 //!
 //! `request` prints `session: <name>` on stdout, the IAM role session name the job must assume
 //! its role with when its rule says `bind_session` (with --wait: only when the grant is bound).
 //!
-//! Exit codes with `--wait`: 0 active / extended (after the settle time), 3 denied (reason on
+//! Exit codes with `--wait`: 0 active and applied by IAM / extended, 3 denied (reason on
 //! stderr), 4 timed out; 1 on errors, 2 on usage errors.
 
 use std::process::ExitCode;
@@ -29,6 +31,9 @@ use latch_core::identity::claims::session_name;
 use latch_core::identity::{AudienceBinding, Presented, request_audience};
 use latch_core::model::{AccountId, GrantDuration, GrantId, GrantIdentity, Name, RoleArn, digest};
 use serde_json::{Value, json};
+
+use aws_sdk_sts::error::DisplayErrorContext;
+use latch_aws::probe::{Waited, wait_until_applied};
 
 use crate::CliError;
 use crate::ci_env::JobEnv;
@@ -99,7 +104,8 @@ pub struct RequestArgs {
     /// How long --wait waits for a decision.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// After the grant is active, wait this long for IAM to propagate it.
+    /// After the grant is active, when the client cannot probe with the role's credentials
+    /// whether IAM applies it (no sts:AssumeRole on the role): wait this long instead.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     settle: Duration,
     /// The grants table --wait reads.
@@ -501,7 +507,7 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<E
             match text(&grant, "status").as_str() {
                 // Recorded, but IAM has not yet accepted its document (I8): keep waiting.
                 "pending" => {}
-                "active" => return Ok(active(&grant, id, session.as_deref(), settle).await),
+                "active" => return Ok(active(sdk, &grant, id, session.as_deref(), deadline, settle).await),
                 _ => {
                     eprintln!("denied: grant {id} has already ended (its job finished or it expired)");
                     return Ok(ExitCode::from(EXIT_DENIED));
@@ -519,16 +525,20 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<E
     }
 }
 
-/// Reports an active grant (and its bound session), then waits `settle` for IAM to propagate.
+/// Reports an active grant (and its bound session), then waits until IAM applies it: the
+/// propagation probe ([`latch_aws::probe`]) with the role's credentials, or, when it cannot
+/// probe, the fixed `settle`.
 async fn active(
+    sdk: &aws_config::SdkConfig,
     grant: &std::collections::HashMap<String, AttributeValue>,
     id: &GrantId,
     session: Option<&str>,
+    deadline: Instant,
     settle: Duration,
 ) -> ExitCode {
+    let role = text(grant, "role_arn");
     println!(
-        "active: grant {id} on {} until {} (policy {})",
-        text(grant, "role_arn"),
+        "active: grant {id} on {role} until {} (policy {})",
         text(grant, "expires_at"),
         text(grant, "policy_name")
     );
@@ -539,14 +549,83 @@ async fn active(
         }
         println!("session: {bound}");
     }
-    if !settle.is_zero() {
-        eprintln!(
-            "waiting {} for IAM to propagate the policy",
-            humantime::format_duration(settle)
-        );
-        tokio::time::sleep(settle).await;
+    let waited = match elevated(sdk, &role, &bound).await {
+        Ok(elevated) => wait_until_applied(&aws_sdk_eventbridge::Client::new(&elevated), id, deadline).await,
+        Err(why) => Waited::CannotProbe(why),
+    };
+    match waited {
+        Waited::Applies { probes, waited } => {
+            eprintln!(
+                "IAM applies the grant to {role} (probe answered after {}, {probes} probe(s))",
+                humantime::format_duration(Duration::from_millis(waited.as_millis() as u64))
+            );
+            ExitCode::SUCCESS
+        }
+        Waited::TimedOut { probes } => {
+            eprintln!("timed out: IAM did not apply grant {id} to {role} before the timeout ({probes} probe(s))");
+            ExitCode::from(EXIT_TIMED_OUT)
+        }
+        Waited::CannotProbe(why) => {
+            eprintln!(
+                "cannot probe whether IAM applies the grant ({why}); waiting {} for it to propagate",
+                humantime::format_duration(settle)
+            );
+            tokio::time::sleep(settle).await;
+            ExitCode::SUCCESS
+        }
     }
-    ExitCode::SUCCESS
+}
+
+/// Credentials of the elevated role, as the job will hold them: this client's own when it
+/// already runs as the role, else a session assumed under the grant's bound session name (or
+/// `latch-probe`), which the publisher may assume when its job chains into the role.
+async fn elevated(
+    sdk: &aws_config::SdkConfig,
+    role: &str,
+    bound_session: &str,
+) -> Result<aws_config::SdkConfig, String> {
+    let role = RoleArn::parse(role).map_err(|e| format!("the grant's role: {e}"))?;
+    let sts = aws_sdk_sts::Client::new(sdk);
+    let caller = sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| format!("sts:GetCallerIdentity: {}", DisplayErrorContext(&e)))?;
+    let runs_as_role = caller.arn().is_some_and(|arn| {
+        arn.split_once(":assumed-role/")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .is_some_and(|name| name.eq_ignore_ascii_case(role.name()))
+    }) && caller.account() == Some(role.account().as_str());
+    if runs_as_role {
+        return Ok(sdk.clone());
+    }
+    let session = if bound_session.is_empty() {
+        "latch-probe"
+    } else {
+        bound_session
+    };
+    let assumed = sts
+        .assume_role()
+        .role_arn(role.as_str())
+        .role_session_name(session)
+        .duration_seconds(900)
+        .send()
+        .await
+        .map_err(|e| format!("sts:AssumeRole on {}: {}", role.as_str(), DisplayErrorContext(&e)))?;
+    let c = assumed
+        .credentials()
+        .ok_or_else(|| "sts:AssumeRole answered no credentials".to_owned())?;
+    let credentials = aws_sdk_sts::config::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "latch-probe",
+    );
+    Ok(sdk
+        .to_builder()
+        .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(credentials))
+        .build())
 }
 
 pub async fn release(args: ReleaseArgs) -> Result<ExitCode, CliError> {

@@ -56,8 +56,9 @@ enum Command {
     /// Prints `session: <name>` on stdout: the role session name to assume the role with when
     /// the rule binds sessions.
     ///
-    /// With --wait: exit 0 once active (after --settle), 3 if denied (reason on stderr), 4 if
-    /// no decision came within --timeout.
+    /// With --wait: exit 0 once active and IAM applies it (the role's credentials pass the
+    /// grant's probe; --settle when they cannot be had), 3 if denied (reason on stderr), 4 if
+    /// no decision came, or IAM did not apply it, within --timeout.
     Request(Box<client::RequestArgs>),
     /// Ask for more time on this job's active grant (publishes `Pipeline Grant Extension
     /// Requested`), within its rule's max_total. Needs the job's ID token, as request does.

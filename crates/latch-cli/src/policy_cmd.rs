@@ -10,7 +10,7 @@ use latch_core::event::{DETAIL_TYPE_STARTED, StartRequest};
 use latch_core::identity::claims::{ClaimsError, reconcile};
 use latch_core::identity::verify::read_unverified;
 use latch_core::identity::{IssuerKind, TokenError, Verified};
-use latch_core::model::Name;
+use latch_core::model::{GrantId, GrantIdentity, Name, RoleArn};
 use latch_core::native::{NativeEvent, NativePhase, is_native};
 use latch_core::policy::{Policy, RenderContext};
 use serde_json::Value;
@@ -112,6 +112,13 @@ fn read_token(policy: &Policy, token: &str, request: &StartRequest) -> Result<Ve
 fn quota_warnings(policy: &Policy) -> Vec<String> {
     use latch_core::ports::ROLE_INLINE_POLICY_QUOTA;
     let widest = "x".repeat(128);
+    // The probe statement names the grant and the role's partition and account.
+    let (Ok(widest_grant), Ok(widest_role)) = (
+        GrantId::parse(&"0".repeat(32)),
+        RoleArn::parse("arn:aws-us-gov:iam::123456789012:role/r"),
+    ) else {
+        return Vec::new();
+    };
     // Any expiry: IAM's time format has a fixed width.
     let expires = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
     let mut out = Vec::new();
@@ -128,7 +135,9 @@ fn quota_warnings(policy: &Policy) -> Vec<String> {
                 region: "ap-southeast-3",
                 session: session.as_deref(),
             };
-            let Ok(doc) = set.render(&ctx, expires) else { continue };
+            let Ok(doc) = set.render_for_grant(&ctx, expires, &widest_grant, &widest_role) else {
+                continue;
+            };
             let fit = ROLE_INLINE_POLICY_QUOTA / doc.chars().max(1);
             let cap = rule.max_active_grants_per_role.map_or(u32::MAX, |c| c) as usize;
             if cap > fit {
@@ -238,7 +247,17 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
         region: &envelope.region,
         session: session.as_deref(),
     };
-    match allowed.permission_set.render(&ctx, expires) {
+    let grant = GrantId::derive(GrantIdentity {
+        account: &envelope.account,
+        source: &envelope.source,
+        job: &request.job,
+        permission_set: &request.permission_set,
+        role: &request.role,
+    });
+    match allowed
+        .permission_set
+        .render_for_grant(&ctx, expires, &grant, &request.role)
+    {
         Ok(doc) => {
             println!(
                 "allowed by rule {} (permission set {}, until {})",

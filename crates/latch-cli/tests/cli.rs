@@ -346,6 +346,9 @@ fn request_waits_for_the_decision_and_release_ends_the_grant() {
     let (code, out, err) = request(&dev, &run_id, "deploy-artifacts", &["--wait", "--timeout", "30s"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("active: grant "), "{out}");
+    // The client probed with the role's own credentials (assumed: it publishes as another
+    // principal) rather than sleeping a fixed time; the emulator applies at once.
+    assert!(err.contains("IAM applies the grant to "), "{err}");
 
     let (code, _, err) = request(&dev, &run_id, "db-migrate", &["--wait", "--timeout", "30s"]);
     assert_eq!(code, 3, "{err}");

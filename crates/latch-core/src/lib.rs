@@ -11,6 +11,7 @@ pub mod model;
 pub mod native;
 pub mod policy;
 pub mod ports;
+pub mod probe;
 pub mod revoke;
 pub mod service;
 pub mod sweep;

@@ -96,6 +96,10 @@ impl RoleArn {
     pub fn account(&self) -> &AccountId {
         &self.account
     }
+    /// `aws`, `aws-cn` or `aws-us-gov`: checked at parse.
+    pub fn partition(&self) -> &str {
+        self.arn.split(':').nth(1).unwrap_or("aws")
+    }
     pub fn path(&self) -> &str {
         &self.path
     }

@@ -907,7 +907,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             region: &grant.region,
             session: grant.session.as_deref(),
         };
-        Ok(set.render(&ctx, grant.expires_at)?)
+        Ok(set.render_for_grant(&ctx, grant.expires_at, &grant.id, &grant.role)?)
     }
 
     /// Puts the grant's policy on its role: `true` once it is there. IAM refusing it for good

@@ -57,6 +57,10 @@ fn main() {
         "pipeline_detail_types": [DETAIL_TYPE_STARTED, DETAIL_TYPE_FINISHED, DETAIL_TYPE_EXTEND],
         "live_statuses": [items::STATUS_ACTIVE, items::STATUS_PENDING],
         "audit_source": AUDIT_SOURCE,
+        "probe": {
+            "action": latch_core::probe::PROBE_ACTION,
+            "bus_prefix": latch_core::probe::PROBE_BUS_PREFIX,
+        },
         "audit_detail_types": {
             "activated": Decision::Activated.detail_type(),
             "denied": Decision::Denied.detail_type(),

@@ -12,6 +12,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{Effect, PermissionSet};
+use crate::model::{GrantId, RoleArn};
+use crate::probe;
 
 /// IAM's limit on the aggregate size of a role's inline policies, in characters without whitespace.
 pub const MAX_POLICY_CHARS: usize = 10_240;
@@ -231,10 +233,34 @@ fn merged_conditions(
 }
 
 impl PermissionSet {
-    /// Renders the document for one grant. Statement ids are the set's own or `LatchN`.
+    /// Renders the set's own statements for one grant. Statement ids are the set's own or `LatchN`.
     pub fn render(&self, ctx: &RenderContext<'_>, expires: DateTime<Utc>) -> Result<PolicyDocument, RenderError> {
+        PolicyDocument::from_statements(self.statements(ctx, &iam_time(expires))?)
+    }
+
+    /// The document a grant attaches: the set's statements and the grant's propagation probe
+    /// ([`crate::probe`]), under the same conditions.
+    pub fn render_for_grant(
+        &self,
+        ctx: &RenderContext<'_>,
+        expires: DateTime<Utc>,
+        grant: &GrantId,
+        role: &RoleArn,
+    ) -> Result<PolicyDocument, RenderError> {
         let expires = iam_time(expires);
-        let mut statements = Vec::with_capacity(self.statements.len());
+        let mut statements = self.statements(ctx, &expires)?;
+        statements.push(json!({
+            "Sid": probe::PROBE_SID,
+            "Effect": "Allow",
+            "Action": [probe::PROBE_ACTION],
+            "Resource": [probe::resource(grant, role)],
+            "Condition": merged_conditions(&Map::new(), &expires, ctx)?,
+        }));
+        PolicyDocument::from_statements(statements)
+    }
+
+    fn statements(&self, ctx: &RenderContext<'_>, expires: &str) -> Result<Vec<Value>, RenderError> {
+        let mut statements = Vec::with_capacity(self.statements.len() + 1);
         for (i, s) in self.statements.iter().enumerate() {
             let mut st = Map::new();
             st.insert(
@@ -260,10 +286,16 @@ impl PermissionSet {
             }
             st.insert(
                 "Condition".into(),
-                Value::Object(merged_conditions(&s.conditions, &expires, ctx)?),
+                Value::Object(merged_conditions(&s.conditions, expires, ctx)?),
             );
             statements.push(Value::Object(st));
         }
+        Ok(statements)
+    }
+}
+
+impl PolicyDocument {
+    fn from_statements(statements: Vec<Value>) -> Result<Self, RenderError> {
         let doc = json!({ "Version": "2012-10-17", "Statement": statements });
         let json = doc.to_string();
         let chars = json.chars().count();
