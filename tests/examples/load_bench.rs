@@ -3,6 +3,17 @@
 //! emulator that is stopped afterwards.
 //!
 //!     cargo run -p latch-tests --example load_bench -- [EVENTS]
+//!     cargo run -p latch-tests --example load_bench -- --strict [--warm] [JOBS]
+//!
+//! `--strict` (default 100 jobs) measures time to active and time to usable instead: every job's
+//! start event is handed to the grant handler at once (as many concurrent Lambda invocations),
+//! with every AWS call through the strict-AWS proxy at AWS's timing (`StrictAws::aws_like()`:
+//! IAM ~250 ms with multi-second tails and 20 requests/s, DynamoDB 5-20 ms, conflicts, quota,
+//! 2 s propagation). A handler error is an invocation Lambda would retry: the job re-invokes
+//! after 1 s and the retry is counted. Time to active runs from the first invocation to the
+//! grant being active (IAM accepted its document); time to usable adds the client's
+//! propagation probe until IAM applies it. Each job runs in its own cold container, as a burst
+//! does on Lambda (every one resolves its role); `--warm` shares one container's role cache.
 //!
 //! Prints one table: grants made, handler latency (p50/p90/p99/max, and p50 of the first and
 //! last 10% of events), throughput, and the peak RSS of this process and of the emulator.
@@ -21,17 +32,24 @@
 //! grant is measured as a difference by `bench/run`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::Utc;
+use grant::Outcome;
 use lambda_runtime::{Context, LambdaEvent};
+use latch_aws::iam::IamAdapter;
+use latch_aws::probe::{Waited, wait_until_applied};
 use latch_core::ports::SystemClock;
 use latch_core::service::GrantService;
+use latch_core::service::StartOutcome;
 use latch_tests::Harness;
+use latch_tests::faults::{FaultPlan, FaultProxy};
 use latch_tests::moto::{MotoServer, peak_rss_mib};
+use latch_tests::strict::StrictAws;
 use serde_json::{Value, json};
 
 const ROLES: usize = 8;
@@ -51,9 +69,15 @@ fn p50_of(latencies: &[Duration]) -> f64 {
     percentile(&v, 0.5)
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let events: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--strict") {
+        let warm = args.iter().any(|a| a == "--warm");
+        let jobs = args.iter().skip(1).find_map(|a| a.parse().ok()).unwrap_or(100);
+        return strict_concurrent(jobs, warm).await;
+    }
+    let events: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let moto = MotoServer::start()?;
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(moto.url())
@@ -205,5 +229,137 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&sorted, 1.0),
         total.as_secs_f64() * 1000.0 / latencies.len().max(1) as f64,
     );
+    Ok(())
+}
+
+/// The functions' IAM client, with a retry partition of its own: the SDK keeps one retry token
+/// bucket per partition per process, and each container is a process of its own on Lambda.
+fn container_iam_client(sdk: &aws_config::SdkConfig, container: usize) -> aws_sdk_iam::Client {
+    let config = latch_aws::config::iam_client(sdk)
+        .config()
+        .to_builder()
+        .retry_partition(aws_sdk_iam::config::retry::RetryPartition::new(format!(
+            "iam-container-{container}"
+        )))
+        .build();
+    aws_sdk_iam::Client::from_conf(config)
+}
+
+/// Roles the strict run spreads its jobs over: IAM's aggregate quota fits about a dozen of these
+/// documents on one role, so 100 jobs need at least 9.
+const STRICT_ROLES: usize = 20;
+
+async fn strict_concurrent(jobs: usize, warm: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let moto = MotoServer::start()?;
+    let upstream = moto.url().trim_start_matches("http://").parse()?;
+    let proxy = FaultProxy::start(upstream, FaultPlan::new(7).strict(StrictAws::aws_like())).await?;
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(proxy.url())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_iam::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let h = Harness::with_sdk(sdk.clone(), &latch_tests::many_roles_policy("load", STRICT_ROLES, jobs)).await;
+    let service = Arc::new(h.grant_service());
+    let events = Arc::new(aws_sdk_eventbridge::Client::new(&sdk));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..jobs {
+        let event = h.event(
+            "pipeline-job-started.json",
+            json!({
+                "pipeline": format!("load-{}", i % 7),
+                "run_id": format!("run-{i}"),
+                "role_arn": h.role(&format!("load-{}", i % STRICT_ROLES)),
+                "environment": null,
+                "ref": null,
+            }),
+        );
+        // Lambda runs one event at a time per container: a burst of jobs is a burst of cold
+        // containers, each resolving its role afresh (`--warm`: one container's cache for all).
+        let service = if warm {
+            service.clone()
+        } else {
+            Arc::new(GrantService {
+                iam: IamAdapter::new(container_iam_client(&sdk, i))
+                    .requiring_boundary(h.config.boundary_arn.clone())
+                    .for_deployment(h.config.deployment.clone()),
+                ..h.grant_service()
+            })
+        };
+        let events = events.clone();
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            let mut retries = 0;
+            let outcome = loop {
+                match grant::handle(&service, event.clone()).await {
+                    Ok(o) => break o,
+                    Err(_) if retries < 5 => {
+                        retries += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return (format!("error: {e}"), None, None, retries),
+                }
+            };
+            let to_active = t0.elapsed();
+            let Outcome::Start(StartOutcome::Activated(id)) = &outcome else {
+                let label = format!("{outcome:?}");
+                return (
+                    label.split("(GrantId").next().unwrap_or_default().to_owned(),
+                    None,
+                    None,
+                    retries,
+                );
+            };
+            let usable = match wait_until_applied(&events, id, Instant::now() + Duration::from_secs(60)).await {
+                Waited::Applies { .. } => Some(t0.elapsed()),
+                _ => None,
+            };
+            ("Activated".to_owned(), Some(to_active), usable, retries)
+        });
+    }
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut active, mut usable, mut retried) = (Vec::new(), Vec::new(), 0);
+    while let Some(done) = tasks.join_next().await {
+        let (label, to_active, to_usable, retries) = done?;
+        *outcomes.entry(label).or_default() += 1;
+        active.extend(to_active);
+        usable.extend(to_usable);
+        retried += retries;
+    }
+    let wall = started.elapsed();
+    active.sort();
+    usable.sort();
+    let report = proxy.report();
+    println!(
+        "load bench --strict, {} build, {jobs} concurrent jobs over {STRICT_ROLES} roles, {}, at {}",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        if warm {
+            "one warm container"
+        } else {
+            "one cold container per job"
+        },
+        Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    println!(
+        "outcomes: {outcomes:?}; handler errors re-invoked: {retried}; wall {:.1} s",
+        wall.as_secs_f64()
+    );
+    println!("strict verdicts: {:?}", report.strict_by_kind());
+    println!();
+    println!("| ms | p50 | p90 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, v) in [("time to active", &active), ("time to usable (probe)", &usable)] {
+        println!(
+            "| {name} ({}) | {:.0} | {:.0} | {:.0} | {:.0} |",
+            v.len(),
+            percentile(v, 0.5),
+            percentile(v, 0.9),
+            percentile(v, 0.99),
+            percentile(v, 1.0)
+        );
+    }
     Ok(())
 }

@@ -18,8 +18,8 @@
 //! - The sweep runs on its schedule (an injected clock past every expiry, one minute later each
 //!   run) until a run finds nothing to do; a run that fails is simply followed by the next.
 //!
-//! The SDK keeps its production retry policy (standard mode, 3 attempts, the retry-quota token
-//! bucket) with the backoff scaled down 10× (timing only), and gets the operation-attempt
+//! The SDK keeps its production retry policy (standard mode, 3 attempts and IAM's 5, the
+//! retry-quota token bucket) with the backoff scaled down 10× (timing only), and gets the operation-attempt
 //! timeout production lacks (see the findings): without one, a held response hangs
 //! the call until Lambda's own timeout.
 //!

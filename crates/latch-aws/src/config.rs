@@ -126,7 +126,7 @@ impl Clients {
 
     pub fn from_sdk_config(sdk: &SdkConfig, config: &Config) -> Self {
         Self {
-            iam: IamAdapter::new(aws_sdk_iam::Client::new(sdk))
+            iam: IamAdapter::new(iam_client(sdk))
                 .requiring_boundary(config.boundary_arn.clone())
                 .for_deployment(config.deployment.clone()),
             store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table),
@@ -134,6 +134,25 @@ impl Clients {
             deployment: config.deployment.clone(),
         }
     }
+}
+
+/// Attempts per IAM call (the SDK's standard retry: exponential backoff with jitter, 1 s then
+/// 2, 4, 8 s ceilings). IAM's request rate is account-wide and low; a burst of jobs starts as many
+/// cold containers at once, each resolving its role and writing once, so throttling is what a
+/// burst meets first. The SDK's default of 3 attempts gives up within about 3 s and sends the
+/// event into Lambda's minute-scale retries; 5 rides out a burst of ~100 jobs inside the
+/// functions' timeout (`cargo run -p latch-tests --example load_bench -- --strict 100`).
+pub const IAM_MAX_ATTEMPTS: u32 = 5;
+
+/// The IAM client every function uses: the SDK configuration's retry policy (the standard
+/// one by default) with [`IAM_MAX_ATTEMPTS`].
+pub fn iam_client(sdk: &SdkConfig) -> aws_sdk_iam::Client {
+    let retry = sdk
+        .retry_config()
+        .cloned()
+        .unwrap_or_else(aws_sdk_iam::config::retry::RetryConfig::standard)
+        .with_max_attempts(IAM_MAX_ATTEMPTS);
+    aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(sdk).retry_config(retry).build())
 }
 
 #[cfg(test)]
