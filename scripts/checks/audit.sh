@@ -7,15 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-infra/local/emulator venv
+# shellcheck source=../lib/venv.sh
+source scripts/lib/venv.sh
 venv=.venv
-stamp="$venv/.athena-requirements.sha"
-want=$(sha256sum infra/athena/requirements.txt | cut -d' ' -f1)
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  echo "audit: installing infra/athena/requirements.txt into $venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r infra/athena/requirements.txt
-  echo "$want" > "$stamp"
-fi
+ensure_venv "$venv" emulator infra/local/requirements.txt
+ensure_venv "$venv" athena infra/athena/requirements.txt
 
 if [[ ! -x /usr/bin/chromium ]]; then
   echo "audit: installing Debian's chromium for the browser test" >&2

@@ -1,0 +1,25 @@
+# shellcheck shell=bash
+# The one way the scripts make their pinned Python venvs (sourced, not run).
+#
+#   ensure_venv VENV NAME REQUIREMENTS
+#
+# creates VENV when it is missing and installs REQUIREMENTS into it, once: a stamp named NAME in
+# VENV, over the interpreter's version and the file's content (and the files it includes with
+# `-r`), makes the next call instant, and a changed pin reinstalls. Several NAMEs may share a venv.
+ensure_venv() {
+  local venv=$1 name=$2 requirements=$3
+  local stamp="$venv/.$name.sha" want included
+  want=$(
+    python3 --version
+    cat "$requirements"
+    for included in $(sed -n 's/^-r[[:space:]]*//p' "$requirements"); do
+      cat "$(dirname "$requirements")/$included"
+    done
+  )
+  want=$(sha256sum <<<"$want" | cut -d' ' -f1)
+  if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
+  echo "installing $requirements (pinned) into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$want" > "$stamp"
+}
