@@ -21,7 +21,8 @@ if [[ ! -f "$out/latch-generator-truth.json" ]]; then
   /usr/bin/time -f "generate: %e s, peak RSS %M KiB" "$bin" audit generate --items "$items" --seed 1 --out "$out"
 fi
 gz_bytes=$(du -cb "$out"/AWSDynamoDB/*/data/*.json.gz | tail -1 | cut -f1)
-echo "export: $items items, $((gz_bytes / 1024 / 1024)) MiB of gzip data in $(ls "$out"/AWSDynamoDB/*/data | wc -l) files"
+files=$(find "$out"/AWSDynamoDB/*/data -name '*.json.gz' | wc -l)
+echo "export: $items items, $((gz_bytes / 1024 / 1024)) MiB of gzip data in $files files"
 
 run() {
   local name=$1; shift

@@ -157,7 +157,7 @@ class Stub(BaseHTTPRequestHandler):
             s.all_done.set()
             s.stopped.wait(60)  # long poll until the process is killed
             self.close_connection = True
-            return
+            return None
         if i >= 1 and s.before_event:
             try:
                 s.before_event(i)
@@ -213,7 +213,7 @@ def load(name):
 def fresh_start(template, tag):
     e = json.loads(json.dumps(template))
     e["id"] = str(uuid.uuid4())
-    e["time"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    e["time"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     e["detail"]["run_id"] = f"bench-{tag}-{uuid.uuid4().hex[:12]}"
     return e
 
@@ -469,7 +469,7 @@ def main():
                 clean_roles()
                 s = Session([make()])
                 t0, kb = run_process(cmd, env, s, log, wait_all=False)
-                i, served, answered, ok, payload = s.responses[0]
+                _, _, answered, ok, payload = s.responses[0]
                 errors += 0 if ok else 1
                 if not ok:
                     print(f"bench: {name} answered with an error: {payload!r}", file=sys.stderr)
@@ -497,7 +497,7 @@ def main():
                 row["moto_replay"] = [replay.moto[i][1] for i in measured]
                 row["beside_moto"] = [handler[i] - replay.moto[i][0] for i in measured]
                 row["replay_beside_moto"] = [replay.samples[i] - replay.moto[i][1] for i in measured]
-                row["steady"] = [b - r for b, r in zip(row["beside_moto"], row["replay_beside_moto"])]
+                row["steady"] = [b - r for b, r in zip(row["beside_moto"], row["replay_beside_moto"], strict=True)]
                 row["unmatched"] = replay.unmatched
                 row["warm_rss"] = kb / 1024
                 row["warm_errors"] = sum(1 for r in s.responses if not r[3])

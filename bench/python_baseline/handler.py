@@ -8,7 +8,6 @@ and SDK cost, and it errs in Python's favour.
 import os
 
 import boto3
-
 from shapes import BUS_DEFAULT, TABLE_DEFAULT, grant_calls
 
 # Init, as a Python Lambda would: one session, clients built once.
@@ -22,9 +21,9 @@ _bus = os.environ.get("LATCH_BUS", BUS_DEFAULT)
 
 def handler(event, context):
     if event.get("detail-type") != "Pipeline Job Started":
-        return None
+        return
     items, role, name, doc, entries = grant_calls(event, _table, _bus)
     _dynamodb.transact_write_items(TransactItems=items)
     _iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=doc)
     _events.put_events(Entries=entries)
-    return None
+    return

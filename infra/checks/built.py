@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_template_parity import CfnLoader  # noqa: E402
+from test_template_parity import CfnLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 AL2023_GLIBC = (2, 34)

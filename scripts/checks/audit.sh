@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-# shellcheck source=../lib/venv.sh
+# shellcheck source=scripts/lib/venv.sh
 source scripts/lib/venv.sh
 venv=.venv
 ensure_venv "$venv" emulator infra/local/requirements.txt

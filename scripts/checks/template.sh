@@ -15,7 +15,7 @@ export SAM_CLI_TELEMETRY=0
 export SAM_CLI_DISABLE_VERSION_CHECK=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 export BC_SKIP_MAPPING=TRUE CHECKOV_NO_OUTPUT_WARNINGS=1
 
-# shellcheck source=../lib/venv.sh
+# shellcheck source=scripts/lib/venv.sh
 source scripts/lib/venv.sh
 
 sub() {

@@ -8,11 +8,11 @@
 # `-r`), makes the next call instant, and a changed pin reinstalls. Several NAMEs may share a venv.
 ensure_venv() {
   local venv=$1 name=$2 requirements=$3
-  local stamp="$venv/.$name.sha" want included
+  local stamp="$venv/.$name.sha" want
   want=$(
     python3 --version
     cat "$requirements"
-    for included in $(sed -n 's/^-r[[:space:]]*//p' "$requirements"); do
+    sed -n 's/^-r[[:space:]]*//p' "$requirements" | while read -r included; do
       cat "$(dirname "$requirements")/$included"
     done
   )

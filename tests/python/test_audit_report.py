@@ -83,7 +83,7 @@ def test_given_a_report_when_chromium_runs_it_then_the_timeline_and_counts_are_t
 
 
 def test_given_filters_when_reported_then_only_the_chosen_role_has_a_lane(export):
-    out, truth = export
+    out, _ = export
     page = out / "app.html"
     latch("audit", out, "--report", page, "--role", "app-deployer", "--since", "7d")
     dom = dom_of(page)

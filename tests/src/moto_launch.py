@@ -16,9 +16,9 @@ BaseModel.__new__ = lambda cls, *args, **kwargs: object.__new__(cls)
 #    back on failure: O(table) per transaction. Snapshot only the items the transaction names,
 #    and the stream's length, and restore those on failure. The fault proxy forwards one request
 #    at a time, so nothing else writes while a transaction runs.
-import moto.dynamodb.models as dynamodb_models
-from moto.dynamodb.models.dynamo_type import DynamoType
-from moto.dynamodb.models.table import Table
+import moto.dynamodb.models as dynamodb_models  # noqa: E402  (after the patch above)
+from moto.dynamodb.models.dynamo_type import DynamoType  # noqa: E402
+from moto.dynamodb.models.table import Table  # noqa: E402
 
 _deepcopy = copy.deepcopy
 
@@ -57,7 +57,7 @@ def transact_write_items(self, transact_items):
         if key is None:
             continue
         h, r = key
-        bucket = table.items[h] if h in table.items else None
+        bucket = table.items.get(h)
         current = bucket if r is None else (bucket or {}).get(r)
         shard = table.stream_shard
         saved.append((table, h, r, None if current is None else _deepcopy(current),
@@ -97,6 +97,6 @@ def _watch_parent():
 
 threading.Thread(target=_watch_parent, daemon=True).start()
 
-from moto.server import main
+from moto.server import main  # noqa: E402  (after the patches)
 
 sys.exit(main(sys.argv[1:]))

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import subprocess
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import duckdb
@@ -148,7 +148,7 @@ def records(export):
 def run(db, name):
     cur = db.execute(translate_sql((ATHENA / "queries" / name).read_text()))
     cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row)) for row in cur.fetchall()]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
 # --- tests ----------------------------------------------------------------------------------------
