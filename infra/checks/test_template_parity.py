@@ -231,6 +231,9 @@ def test_pipeline_rule_carries_exactly_the_codes_detail_types_and_matches_the_sa
     props = resources()["PipelineEventsRule"]["Properties"]
     assert props["EventBusName"] == {"Ref": "Bus"}
     assert props["EventPattern"]["detail-type"] == code()["pipeline_detail_types"]
+    # `latch dev` routes as the stack does: an event from a source no rule trusts still reaches
+    # the grant function and is audited as a denial, locally as in AWS.
+    assert props["EventPattern"] == code()["local_pipeline_pattern"]
     assert props["Targets"][0]["Arn"] == {"Fn::GetAtt": ["GrantFunction", "Arn"]}
     pattern = pattern_of("PipelineEventsRule")
     assert pattern.matches_event(event("pipeline-job-started.json"))

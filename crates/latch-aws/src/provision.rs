@@ -22,6 +22,13 @@ pub const PIPELINE_DETAIL_TYPES: [&str; 3] = [
     latch_core::event::DETAIL_TYPE_EXTEND,
 ];
 
+/// The pipeline rule's pattern, exactly the template's `PipelineEventsRule`: every event of these
+/// detail-types, whatever its source, reaches the grant function, which audits an untrusted source
+/// as a denial (a rule filtering on the policy's sources would drop it without a trace).
+pub fn pipeline_events_pattern() -> serde_json::Value {
+    json!({ "detail-type": PIPELINE_DETAIL_TYPES })
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("provisioning {step}: {message}")]
 pub struct ProvisionError {
@@ -194,7 +201,7 @@ impl Provisioner {
 
     /// The bus, the grant function's rule (to an inbox queue standing in for the Lambda target)
     /// and an audit tap (every event from source `latch`, to a queue).
-    pub async fn bus(&self, bus: &str, pipeline_sources: &[String]) -> Result<(String, String), ProvisionError> {
+    pub async fn bus(&self, bus: &str) -> Result<(String, String), ProvisionError> {
         let step = fail("bus");
         match self.events.create_event_bus().name(bus).send().await {
             Ok(_) => {}
@@ -203,8 +210,7 @@ impl Provisioner {
         }
         let (inbox_url, inbox_arn) = self.queue(&format!("{bus}-grant-inbox")).await?;
         let (audit_url, audit_arn) = self.queue(&format!("{bus}-audit-tap")).await?;
-        let pipeline_pattern = json!({"source": pipeline_sources, "detail-type": PIPELINE_DETAIL_TYPES});
-        self.rule_to_queue(bus, "latch-pipeline-events", pipeline_pattern, &inbox_arn)
+        self.rule_to_queue(bus, "latch-pipeline-events", pipeline_events_pattern(), &inbox_arn)
             .await?;
         // In AWS these arrive on the default bus (template: NativePipelineEventsRule); locally a
         // sample put on this bus stands in for them, so `latch dev` handles them the same way.
@@ -251,10 +257,7 @@ impl Provisioner {
     /// Everything: table, bus with rules and queues, and each exact role the policy names.
     pub async fn all(&self, table: &str, bus: &str, policy: &Policy) -> Result<Provisioned, ProvisionError> {
         self.table(table).await?;
-        let mut sources: Vec<String> = policy.rules.iter().flat_map(|r| r.sources.iter().cloned()).collect();
-        sources.sort();
-        sources.dedup();
-        let (inbox_queue_url, audit_queue_url) = self.bus(bus, &sources).await?;
+        let (inbox_queue_url, audit_queue_url) = self.bus(bus).await?;
         for role in policy.exact_roles() {
             self.role(&role).await?;
         }

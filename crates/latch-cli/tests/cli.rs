@@ -383,40 +383,31 @@ fn request_waits_for_the_decision_and_release_ends_the_grant() {
     }
 }
 
+fn unrouted_request(dev: &Dev, source: &str, bus: &str) -> (i32, String, String) {
+    run(latch()
+        .args(["request", "--source", source, "--bus", bus, "--table", &dev.table])
+        .args(["--pipeline", "p", "--run-id", &unique("r"), "--job", "j"])
+        .args(["--role", &dev.role, "--no-token"])
+        .args(["--permission-set", "deploy-artifacts", "--duration", "5m"])
+        .args(["--wait", "--timeout", "10s"]))
+}
+
+#[test]
+fn a_source_no_rule_trusts_is_denied_locally_as_in_aws_not_lost() {
+    // GIVEN `latch dev`, whose bus routes pipeline events as the stack's rule does
+    let dev = start_dev();
+    // WHEN a publisher no rule trusts asks
+    let (code, _, err) = unrouted_request(&dev, "ci.unrouted", &dev.bus);
+    // THEN the grant function hears it and says why not (before: it vanished, and --wait timed out)
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("denied: "), "{err}");
+}
+
 #[test]
 fn request_times_out_when_nothing_decides() {
     let dev = start_dev();
-    // A source no rule routes to the grant function: no decision will ever come.
-    let (code, _, err) = run(latch()
-        .args([
-            "request",
-            "--source",
-            "ci.unrouted",
-            "--bus",
-            &dev.bus,
-            "--table",
-            &dev.table,
-        ])
-        .args([
-            "--pipeline",
-            "p",
-            "--run-id",
-            "1",
-            "--job",
-            "j",
-            "--role",
-            &dev.role,
-            "--no-token",
-        ])
-        .args([
-            "--permission-set",
-            "deploy-artifacts",
-            "--duration",
-            "5m",
-            "--wait",
-            "--timeout",
-            "2s",
-        ]));
+    // The account's default bus: no Latch listens there, no decision will ever come.
+    let (code, _, err) = unrouted_request(&dev, "ci.github", "default");
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("timed out"), "{err}");
 }

@@ -55,6 +55,7 @@ fn main() {
             "status": items::STATUS,
         },
         "pipeline_detail_types": [DETAIL_TYPE_STARTED, DETAIL_TYPE_FINISHED, DETAIL_TYPE_EXTEND],
+        "local_pipeline_pattern": latch_aws::provision::pipeline_events_pattern(),
         "live_statuses": [items::STATUS_ACTIVE, items::STATUS_PENDING],
         "audit_source": AUDIT_SOURCE,
         "probe": {
