@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod audit;
 mod ci_env;
@@ -74,6 +74,15 @@ enum Command {
     /// Reads an ExportTableToPointInTime export (DYNAMODB_JSON) in one streaming pass, filters
     /// by role, pipeline, time and decision, and prints a table, CSV or JSON lines.
     Audit(Box<audit::AuditArgs>),
+    /// Print a shell completion script for latch (bash, zsh, fish, elvish, powershell).
+    ///
+    /// e.g. `latch completions bash > /etc/bash_completion.d/latch`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print latch's manual page (roff), e.g. `latch man | man -l -`.
+    Man,
 }
 
 /// Wall-clock time for log lines a person reads.
@@ -99,6 +108,18 @@ async fn main() -> ExitCode {
         Command::Release(args) => client::release(*args).await,
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(args) => audit::run(*args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "latch", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| CliError::Usage(format!("rendering the manual page: {e}")))
+                .and_then(|()| print_bytes(&page))
+        }
     };
     match result {
         Ok(code) => code,
@@ -113,6 +134,15 @@ async fn main() -> ExitCode {
 }
 
 /// A failure the user can act on: what went wrong, and what to do.
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> Result<ExitCode, CliError> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Usage(format!("writing to stdout: {e}"))),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]

@@ -175,6 +175,26 @@ fn every_subcommand_has_help_a_newcomer_can_follow() {
     assert_eq!(code, 2, "{err}");
 }
 
+#[test]
+fn completions_and_the_manual_page_come_from_the_same_definitions_as_help() {
+    let subcommands = ["demo", "dev", "request", "extend", "release", "policy", "audit"];
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = run(latch().args(["completions", shell]));
+        assert_eq!(code, 0, "{shell}: {err}");
+        for sub in subcommands {
+            assert!(out.contains(sub), "{shell} completions lack {sub}");
+        }
+    }
+    let (code, page, err) = run(latch().arg("man"));
+    assert_eq!(code, 0, "{err}");
+    assert!(page.starts_with(".ie") && page.contains(".TH latch 1"), "{page}");
+    for sub in subcommands {
+        assert!(page.contains(&format!("latch\\-{sub}")), "the manual page lacks {sub}");
+    }
+    let (code, _, _) = run(latch().args(["completions", "tcsh"]));
+    assert_eq!(code, 2, "an unknown shell is a usage error");
+}
+
 /// `latch dev` in the background on its own table, bus and role names.
 struct Dev {
     child: Child,
