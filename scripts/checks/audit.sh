@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Auditors' tooling (issue 7), beyond `cargo test`:
+# Auditors' tooling, beyond `cargo test`:
 #   1. the Athena DDL and queries in infra/athena, run by DuckDB over a generated export;
 #   2. the HTML report of `latch audit`, opened by headless Chromium (Debian's package).
 # Installs what it needs: infra/athena/requirements.txt into the repo's .venv (a stamp makes

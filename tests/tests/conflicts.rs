@@ -1,4 +1,4 @@
-//! Conflicts are transient (issue item 6), on the wire: twenty jobs elevate one role at once
+//! Conflicts are transient, on the wire: twenty jobs elevate one role at once
 //! through an AWS-like strict proxy (IAM `ConcurrentModification` on overlapping writes to the
 //! role, DynamoDB `TransactionConflict` on the role's counter item, latency, IAM rate limit), on
 //! a private emulator. Every grant activates without an error reaching Lambda, then half finish

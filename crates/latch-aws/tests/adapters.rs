@@ -689,7 +689,7 @@ async fn a_token_use_refused_by_the_table_is_a_replay() {
     );
 }
 
-// Conflicts are transient (issue item 6): retried in process, never a refusal.
+// Conflicts are transient: retried in process, never a refusal.
 
 /// IAM's answer to a write on a role another write is changing, as it comes over the wire.
 fn concurrent_modification_body() -> String {

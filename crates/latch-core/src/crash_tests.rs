@@ -1,4 +1,4 @@
-//! Crash points (issue 8, part 3): for every boundary between two side effects of the grant,
+//! Crash points: for every boundary between two side effects of the grant,
 //! finish, revoke and sweep sequences, the process dies there (every later port call fails,
 //! untouched) and the event is handled again, as Lambda retries it. The state must converge:
 //! exactly the grants the events call for, a policy on the role iff its grant is active,
@@ -231,7 +231,7 @@ fn cases_that_converge() -> Vec<Case> {
 /// PutEvents. The revoked grant has left the expiry index, so no later sweep looks at it again
 /// and that event is lost; the durable audit item (what exports read) is there. Closing that
 /// window without a second write per revoke needs the audit events published from the table's
-/// stream (an outbox), noted on issue 8.
+/// stream (an outbox).
 fn cases_between_the_audit_item_and_its_event() -> Vec<Case> {
     let (deny, finish) = (Case::deny, Case::finish);
     vec![

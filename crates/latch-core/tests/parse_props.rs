@@ -1,4 +1,4 @@
-//! Property tests (issue 8's fuzz target, as proptest: cargo-fuzz needs a nightly toolchain CI
+//! Property tests (the fuzz target, as proptest: cargo-fuzz needs a nightly toolchain CI
 //! does not pin) on event parsing and policy rendering. Contract checked: parsing arbitrary
 //! JSON or bytes never panics, and what it accepts holds the event contract's invariants;
 //! changing one field of a valid detail is either accepted or refused naming that field;
