@@ -607,11 +607,29 @@ fn the_github_action_and_workflow_request_wait_and_release() {
         "the pipeline is the repository's name: {err}"
     );
 
-    let release_cmd = as_str(&release["run"]).replace("${{ job.status }}", "success");
+    let release_cmd = as_str(&release["run"]).replace("${{ job.status }}", "failure");
     let (code, _, err) = run_step(&release_cmd, &github);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains(&format!("released app-release/{run_id}/deploy#1")),
+        "{err}"
+    );
+
+    // GIVEN "Re-run jobs": the same run id, GITHUB_RUN_ATTEMPT 2 (and the token's run_attempt)
+    let mut rerun: Vec<_> = github
+        .iter()
+        .filter(|(k, _)| !k.starts_with("ACTIONS_ID_TOKEN"))
+        .map(|(k, v)| (*k, if *k == "GITHUB_RUN_ATTEMPT" { "2".to_owned() } else { v.clone() }))
+        .collect();
+    rerun.extend(dev.github_env(serde_json::json!({"run_id": run_id, "run_attempt": "2"})));
+    // WHEN it asks again THEN the second attempt gets a grant of its own
+    let (code, out, err) = run_step(&command, &rerun);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("active: grant"), "{out}");
+    let (code, _, err) = run_step(&release_cmd, &rerun);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("released app-release/{run_id}/deploy#2")),
         "{err}"
     );
 }
@@ -683,6 +701,28 @@ fn the_gitlab_job_requests_waits_and_releases() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains(&format!("as platform-tools/{run_id}/{job_id}#1")), "{err}");
     let (code, _, err) = run_step(release, &gitlab);
+    assert_eq!(code, 0, "{err}");
+
+    // GIVEN the job retried: GitLab gives the retry a new CI_JOB_ID (and its token that job_id)
+    let retry_id = format!("{run_id}8");
+    let retry_token = dev.token(
+        "gitlab",
+        serde_json::json!({"pipeline_id": run_id, "job_id": retry_id, "project_path": "example-group/platform-tools"}),
+    );
+    let retry: Vec<_> = gitlab
+        .iter()
+        .map(|(k, v)| match *k {
+            "CI_JOB_ID" => (*k, retry_id.clone()),
+            "LATCH_ID_TOKEN" => (*k, retry_token.clone()),
+            _ => (*k, v.clone()),
+        })
+        .collect();
+    // WHEN it asks again THEN it gets a fresh grant, not the finished job's record
+    let (code, out, err) = run_step(&request, &retry);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("active: grant"), "{out}");
+    assert!(err.contains(&format!("as platform-tools/{run_id}/{retry_id}#1")), "{err}");
+    let (code, _, err) = run_step(release, &retry);
     assert_eq!(code, 0, "{err}");
 }
 
