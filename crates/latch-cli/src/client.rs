@@ -65,6 +65,90 @@ pub struct JobArgs {
     attempt: Option<u32>,
     #[command(flatten)]
     token: TokenArgs,
+    /// What stdout carries: `text` (the lines scripts parse: `active: …`, `session: …`,
+    /// `extended: …`) or `json` (one object: outcome, grant_id, role, expires_at, policy_name,
+    /// session, reason, detail, event_id). Messages for people go to stderr either way.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// How a client command ended, as its exit code says it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    /// Published without --wait.
+    #[default]
+    Published,
+    Active,
+    Extended,
+    Denied,
+    TimedOut,
+    Released,
+}
+
+/// What a client command learned, printed once on stdout at the end ([`Output`]).
+#[derive(Debug, Default, serde::Serialize)]
+struct Answer {
+    outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl Answer {
+    fn of(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            ..Self::default()
+        }
+    }
+
+    fn print(&self, output: Output) -> ExitCode {
+        let or_blank = |v: &Option<String>| v.clone().unwrap_or_default();
+        match output {
+            Output::Json => println!("{}", serde_json::to_string(self).unwrap_or_default()),
+            Output::Text => {
+                let id = or_blank(&self.grant_id);
+                match self.outcome {
+                    Outcome::Active => println!(
+                        "active: grant {id} on {} until {} (policy {})",
+                        or_blank(&self.role),
+                        or_blank(&self.expires_at),
+                        or_blank(&self.policy_name)
+                    ),
+                    Outcome::Extended => println!("extended: grant {id} until {}", or_blank(&self.expires_at)),
+                    _ => {}
+                }
+                if let Some(session) = &self.session {
+                    println!("session: {session}");
+                }
+            }
+        }
+        ExitCode::from(match self.outcome {
+            Outcome::Denied => EXIT_DENIED,
+            Outcome::TimedOut => EXIT_TIMED_OUT,
+            _ => 0,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -330,12 +414,14 @@ pub async fn request(args: RequestArgs) -> Result<ExitCode, CliError> {
         }
     );
     if !args.wait {
-        if token.is_some() {
-            // Without --wait the client cannot know whether the rule binds sessions; the name is
-            // harmless to use either way.
-            println!("session: {}", session_name(&job));
-        }
-        return Ok(ExitCode::SUCCESS);
+        // Without --wait the client cannot know whether the rule binds sessions; the name is
+        // harmless to use either way.
+        let answer = Answer {
+            event_id: Some(event_id),
+            session: token.as_ref().map(|_| session_name(&job)),
+            ..Answer::of(Outcome::Published)
+        };
+        return Ok(answer.print(args.job.output));
     }
     let account = caller_account(&sdk).await.unwrap_or_else(|| role.account().clone());
     let id = GrantId::derive(GrantIdentity {
@@ -358,7 +444,7 @@ pub async fn request(args: RequestArgs) -> Result<ExitCode, CliError> {
         settle: args.settle,
         session: token.as_ref().map(|_| session_name(&job)),
     };
-    wait_for_decision(&sdk, wait).await
+    Ok(wait_for_decision(&sdk, wait).await?.print(args.job.output))
 }
 
 pub async fn extend(args: ExtendArgs) -> Result<ExitCode, CliError> {
@@ -389,7 +475,11 @@ pub async fn extend(args: ExtendArgs) -> Result<ExitCode, CliError> {
         args.by, job.pipeline, job.run_id, job.job, job.attempt
     );
     if !args.wait {
-        return Ok(ExitCode::SUCCESS);
+        let answer = Answer {
+            event_id: Some(event_id),
+            ..Answer::of(Outcome::Published)
+        };
+        return Ok(answer.print(args.job.output));
     }
     let account = caller_account(&sdk).await.unwrap_or_else(|| role.account().clone());
     let id = GrantId::derive(GrantIdentity {
@@ -419,7 +509,7 @@ pub async fn extend(args: ExtendArgs) -> Result<ExitCode, CliError> {
         settle: Duration::ZERO,
         session: None,
     };
-    wait_for_decision(&sdk, wait).await
+    Ok(wait_for_decision(&sdk, wait).await?.print(args.job.output))
 }
 
 async fn get(
@@ -462,7 +552,7 @@ struct Wait<'a> {
     session: Option<String>,
 }
 
-async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<ExitCode, CliError> {
+async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<Answer, CliError> {
     let Wait {
         table,
         id,
@@ -478,17 +568,21 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<E
         // Denials first: a refused grant (`iam_rejected`) also leaves its record behind.
         for denial in denial_ids {
             if let Some(audit) = get(&dynamo, table, format!("AUDIT#{denial}"), "AUDIT").await? {
-                let detail = text(&audit, "detail");
+                let (reason, detail) = (text(&audit, "reason"), text(&audit, "detail"));
                 eprintln!(
-                    "denied: {}{}",
-                    text(&audit, "reason"),
+                    "denied: {reason}{}",
                     if detail.is_empty() {
                         String::new()
                     } else {
                         format!(" ({detail})")
                     }
                 );
-                return Ok(ExitCode::from(EXIT_DENIED));
+                return Ok(Answer {
+                    grant_id: Some(id.to_string()),
+                    reason: Some(reason),
+                    detail: (!detail.is_empty()).then_some(detail),
+                    ..Answer::of(Outcome::Denied)
+                });
             }
         }
         if let Some(audit_id) = done_audit {
@@ -498,10 +592,12 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<E
             {
                 let until = get(&dynamo, table, format!("GRANT#{id}"), "GRANT")
                     .await?
-                    .map(|g| text(&g, "expires_at"))
-                    .unwrap_or_default();
-                println!("extended: grant {id} until {until}");
-                return Ok(ExitCode::SUCCESS);
+                    .map(|g| text(&g, "expires_at"));
+                return Ok(Answer {
+                    grant_id: Some(id.to_string()),
+                    expires_at: until,
+                    ..Answer::of(Outcome::Extended)
+                });
             }
         } else if let Some(grant) = get(&dynamo, table, format!("GRANT#{id}"), "GRANT").await? {
             match text(&grant, "status").as_str() {
@@ -510,24 +606,33 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<E
                 "active" => return Ok(active(sdk, &grant, id, session.as_deref(), deadline, settle).await),
                 _ => {
                     eprintln!("denied: grant {id} has already ended (its job finished or it expired)");
-                    return Ok(ExitCode::from(EXIT_DENIED));
+                    return Ok(Answer {
+                        grant_id: Some(id.to_string()),
+                        reason: Some("grant_ended".into()),
+                        ..Answer::of(Outcome::Denied)
+                    });
                 }
             }
         }
         if Instant::now() >= deadline {
-            eprintln!(
-                "timed out after {} waiting for a decision on grant {id}; is Latch deployed on this bus?",
+            let detail = format!(
+                "no decision on grant {id} within {}; is Latch deployed on this bus?",
                 humantime::format_duration(timeout)
             );
-            return Ok(ExitCode::from(EXIT_TIMED_OUT));
+            eprintln!("timed out: {detail}");
+            return Ok(Answer {
+                grant_id: Some(id.to_string()),
+                detail: Some(detail),
+                ..Answer::of(Outcome::TimedOut)
+            });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// Reports an active grant (and its bound session), then waits until IAM applies it: the
-/// propagation probe ([`latch_aws::probe`]) with the role's credentials, or, when it cannot
-/// probe, the fixed `settle`.
+/// An active grant (and its bound session), once IAM applies it: the propagation probe
+/// ([`latch_aws::probe`]) with the role's credentials, or, when it cannot probe, after the
+/// fixed `settle`.
 async fn active(
     sdk: &aws_config::SdkConfig,
     grant: &std::collections::HashMap<String, AttributeValue>,
@@ -535,20 +640,20 @@ async fn active(
     session: Option<&str>,
     deadline: Instant,
     settle: Duration,
-) -> ExitCode {
+) -> Answer {
     let role = text(grant, "role_arn");
-    println!(
-        "active: grant {id} on {role} until {} (policy {})",
-        text(grant, "expires_at"),
-        text(grant, "policy_name")
-    );
     let bound = text(grant, "session");
-    if !bound.is_empty() {
-        if session.is_some_and(|s| s != bound) {
-            eprintln!("note: the grant is bound to a session other than the one this client predicted");
-        }
-        println!("session: {bound}");
+    if !bound.is_empty() && session.is_some_and(|s| s != bound) {
+        eprintln!("note: the grant is bound to a session other than the one this client predicted");
     }
+    let answer = Answer {
+        grant_id: Some(id.to_string()),
+        role: Some(role.clone()),
+        expires_at: Some(text(grant, "expires_at")),
+        policy_name: Some(text(grant, "policy_name")),
+        session: (!bound.is_empty()).then(|| bound.clone()),
+        ..Answer::of(Outcome::Active)
+    };
     let waited = match elevated(sdk, &role, &bound).await {
         Ok(elevated) => wait_until_applied(&aws_sdk_eventbridge::Client::new(&elevated), id, deadline).await,
         Err(why) => Waited::CannotProbe(why),
@@ -559,11 +664,16 @@ async fn active(
                 "IAM applies the grant to {role} (probe answered after {}, {probes} probe(s))",
                 humantime::format_duration(Duration::from_millis(waited.as_millis() as u64))
             );
-            ExitCode::SUCCESS
+            answer
         }
         Waited::TimedOut { probes } => {
-            eprintln!("timed out: IAM did not apply grant {id} to {role} before the timeout ({probes} probe(s))");
-            ExitCode::from(EXIT_TIMED_OUT)
+            let detail = format!("IAM did not apply grant {id} to {role} before the timeout ({probes} probe(s))");
+            eprintln!("timed out: {detail}");
+            Answer {
+                outcome: Outcome::TimedOut,
+                detail: Some(detail),
+                ..answer
+            }
         }
         Waited::CannotProbe(why) => {
             eprintln!(
@@ -571,7 +681,7 @@ async fn active(
                 humantime::format_duration(settle)
             );
             tokio::time::sleep(settle).await;
-            ExitCode::SUCCESS
+            answer
         }
     }
 }
@@ -655,5 +765,9 @@ pub async fn release(args: ReleaseArgs) -> Result<ExitCode, CliError> {
         "released {}/{}/{}#{} (event {event_id}): its grants end now",
         job.pipeline, job.run_id, job.job, job.attempt
     );
-    Ok(ExitCode::SUCCESS)
+    let answer = Answer {
+        event_id: Some(event_id),
+        ..Answer::of(Outcome::Released)
+    };
+    Ok(answer.print(args.job.output))
 }

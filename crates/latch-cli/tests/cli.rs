@@ -403,6 +403,56 @@ fn request_waits_for_the_decision_and_release_ends_the_grant() {
     }
 }
 
+#[test]
+fn request_and_release_answer_in_json_for_scripts() {
+    let dev = start_dev();
+    let run_id = unique("j");
+    let json = |out: &str| -> serde_json::Value {
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    };
+    // GIVEN --output json WHEN the grant is active THEN stdout is one object scripts can read
+    let (code, out, err) = request(&dev, &run_id, "deploy-artifacts", &["--wait", "--output", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let active = json(&out);
+    assert_eq!(active["outcome"], "active", "{active}");
+    assert_eq!(active["grant_id"].as_str().map(str::len), Some(32), "{active}");
+    assert!(active["role"].as_str().unwrap().ends_with("app-deployer"), "{active}");
+    assert!(active["expires_at"].as_str().unwrap().ends_with('Z'), "{active}");
+    assert!(
+        active["policy_name"].as_str().unwrap().starts_with("latch-"),
+        "{active}"
+    );
+    // AND a denial says why, with the exit code
+    let (code, out, _) = request(&dev, &run_id, "db-migrate", &["--wait", "--output", "json"]);
+    assert_eq!(code, 3);
+    let denied = json(&out);
+    assert_eq!(
+        (denied["outcome"].as_str(), denied["reason"].as_str()),
+        (Some("denied"), Some("permission_set_not_allowed")),
+        "{denied}"
+    );
+    // AND release answers with the event it published
+    let (code, out, err) = run(latch()
+        .envs(dev.github_env(serde_json::json!({"run_id": run_id})))
+        .args([
+            "release",
+            "--source",
+            "ci.github",
+            "--bus",
+            &dev.bus,
+            "--output",
+            "json",
+        ])
+        .args(["--pipeline", "app-release", "--run-id", &run_id, "--job", "deploy"]));
+    assert_eq!(code, 0, "{err}");
+    let released = json(&out);
+    assert_eq!(released["outcome"], "released", "{released}");
+    assert!(
+        released["event_id"].as_str().is_some_and(|e| !e.is_empty()),
+        "{released}"
+    );
+}
+
 fn unrouted_request(dev: &Dev, source: &str, bus: &str) -> (i32, String, String) {
     run(latch()
         .args(["request", "--source", source, "--bus", bus, "--table", &dev.table])
@@ -619,7 +669,16 @@ fn the_github_action_and_workflow_request_wait_and_release() {
     let mut rerun: Vec<_> = github
         .iter()
         .filter(|(k, _)| !k.starts_with("ACTIONS_ID_TOKEN"))
-        .map(|(k, v)| (*k, if *k == "GITHUB_RUN_ATTEMPT" { "2".to_owned() } else { v.clone() }))
+        .map(|(k, v)| {
+            (
+                *k,
+                if *k == "GITHUB_RUN_ATTEMPT" {
+                    "2".to_owned()
+                } else {
+                    v.clone()
+                },
+            )
+        })
         .collect();
     rerun.extend(dev.github_env(serde_json::json!({"run_id": run_id, "run_attempt": "2"})));
     // WHEN it asks again THEN the second attempt gets a grant of its own
@@ -721,7 +780,10 @@ fn the_gitlab_job_requests_waits_and_releases() {
     let (code, out, err) = run_step(&request, &retry);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("active: grant"), "{out}");
-    assert!(err.contains(&format!("as platform-tools/{run_id}/{retry_id}#1")), "{err}");
+    assert!(
+        err.contains(&format!("as platform-tools/{run_id}/{retry_id}#1")),
+        "{err}"
+    );
     let (code, _, err) = run_step(release, &retry);
     assert_eq!(code, 0, "{err}");
 }
