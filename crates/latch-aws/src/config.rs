@@ -60,10 +60,26 @@ pub enum InitError {
 pub async fn load_with_policy() -> Result<(latch_core::policy::Policy, Clients), InitError> {
     let config = Config::from_env()?;
     let policy = latch_core::policy::Policy::load_path(&config.policy_path)?;
+    if let Some(account) = config.own_account() {
+        let problems = policy.roles_outside_account(&account);
+        if !problems.is_empty() {
+            return Err(InitError::Policy(latch_core::policy::LoadError {
+                origin: config.policy_path.display().to_string(),
+                problems,
+            }));
+        }
+    }
     Ok((policy, Clients::from_env(&config).await))
 }
 
 impl Config {
+    /// The account Latch runs in, read off its boundary's ARN (the template sets it); `None`
+    /// outside a deployment.
+    pub fn own_account(&self) -> Option<latch_core::model::AccountId> {
+        let arn = self.boundary_arn.as_deref()?;
+        latch_core::model::AccountId::parse(arn.split(':').nth(4)?).ok()
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -158,6 +174,41 @@ pub fn iam_client(sdk: &SdkConfig) -> aws_sdk_iam::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_naming_roles_outside_latchs_own_account_is_refused_at_init() {
+        // GIVEN a deployment in 123456789012 (its boundary's account)
+        let config = Config::from_lookup(|n| {
+            (n == ENV_BOUNDARY_ARN).then(|| "arn:aws:iam::123456789012:policy/latch-boundary".to_owned())
+        })
+        .unwrap();
+        let own = config.own_account().unwrap();
+        let policy = |roles: &str| {
+            latch_core::policy::Policy::load(
+                &format!(
+                    "version: 1\nelevatable_path: /latch/\npermission_sets:\n  s:\n    description: d\n    max_duration: 10m\n    statements:\n      - actions: [s3:GetObject]\n        resources: [\"arn:aws:s3:::b/*\"]\nrules:\n  - name: r\n    identity: claimed\n    sources: [ci.github]\n    accounts: [\"123456789012\", \"210987654321\"]\n    pipelines: [\"*\"]\n    roles: [{roles}]\n    permission_sets: [s]\n    max_duration: 10m\n"
+                ),
+                "test.yaml",
+            )
+            .unwrap()
+        };
+        // THEN its own roles pass; a role in another account the rule lists does not (a wildcard
+        // account is refused by the loader itself)
+        assert!(
+            policy("\"arn:aws:iam::123456789012:role/latch/*\"")
+                .roles_outside_account(&own)
+                .is_empty()
+        );
+        let other = policy("\"arn:aws:iam::210987654321:role/latch/x\"").roles_outside_account(&own);
+        assert_eq!(other.len(), 1);
+        assert!(
+            other[0].message.contains("role_in_other_account"),
+            "{}",
+            other[0].message
+        );
+        // AND outside a deployment (no boundary) nothing says which account is Latch's
+        assert!(Config::from_lookup(|_| None).unwrap().own_account().is_none());
+    }
 
     #[test]
     fn defaults_apply_and_empty_values_are_refused() {

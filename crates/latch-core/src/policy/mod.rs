@@ -434,5 +434,37 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Problems for every rule naming roles outside `account`, the account Latch runs in (the
+    /// loader already refuses a wildcard account). Latch elevates roles in its own account only
+    /// (IAM is per account, and it resolves roles there): the functions refuse such a file at
+    /// init, and role resolution refuses such a role at run time (`role_in_other_account`).
+    pub fn roles_outside_account(&self, account: &AccountId) -> Vec<Problem> {
+        let account_of = |arn: &str| arn.split(':').nth(4).map(str::to_owned).unwrap_or_default();
+        let patterned = self
+            .rules
+            .iter()
+            .flat_map(|r| r.roles.iter().map(move |p| (r.name.as_str(), p.text.clone())));
+        let native = self
+            .native
+            .iter()
+            .map(|r| (r.name.as_str(), r.role.as_str().to_owned()));
+        patterned
+            .chain(native)
+            .filter(|(_, arn)| account_of(arn) != account.as_str())
+            .map(|(rule, arn)| Problem {
+                line: None,
+                column: None,
+                message: format!(
+                    "rule {rule} names {arn}, outside this deployment's account {}: \
+                     `role_in_other_account`",
+                    account.as_str()
+                ),
+                hint: Some("name roles in the account Latch is deployed in; deploy Latch in each account".into()),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests;
