@@ -12,6 +12,7 @@ mod client;
 mod demo;
 mod dev;
 mod dev_issuer;
+mod doctor;
 mod local;
 mod policy_cmd;
 mod runner;
@@ -74,6 +75,11 @@ enum Command {
     /// Reads an ExportTableToPointInTime export (DYNAMODB_JSON) in one streaming pass, filters
     /// by role, pipeline, time and decision, and prints a table, CSV or JSON lines.
     Audit(Box<audit::AuditArgs>),
+    /// Check a deployed Latch against its policy file, with your AWS credentials (read-only):
+    /// the table's layout, TTL, stream and index; the bus's pipeline rule; every role the policy
+    /// names exactly (exists, under the elevatable path, carries --boundary). Exit 0 when every
+    /// check passes, 1 otherwise.
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script for latch (bash, zsh, fish, elvish, powershell).
     ///
     /// e.g. `latch completions bash > /etc/bash_completion.d/latch`.
@@ -108,6 +114,7 @@ async fn main() -> ExitCode {
         Command::Release(args) => client::release(*args).await,
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(args) => audit::run(*args),
+        Command::Doctor(args) => doctor::run(args).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "latch", &mut script);

@@ -177,7 +177,9 @@ fn every_subcommand_has_help_a_newcomer_can_follow() {
 
 #[test]
 fn completions_and_the_manual_page_come_from_the_same_definitions_as_help() {
-    let subcommands = ["demo", "dev", "request", "extend", "release", "policy", "audit"];
+    let subcommands = [
+        "demo", "dev", "request", "extend", "release", "policy", "audit", "doctor",
+    ];
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let (code, out, err) = run(latch().args(["completions", shell]));
         assert_eq!(code, 0, "{shell}: {err}");
@@ -451,6 +453,55 @@ fn request_and_release_answer_in_json_for_scripts() {
         released["event_id"].as_str().is_some_and(|e| !e.is_empty()),
         "{released}"
     );
+}
+
+#[test]
+fn doctor_checks_a_deployment_and_says_what_is_wrong() {
+    let dev = start_dev();
+    let policy = temp_file(
+        "doctor-policies.yaml",
+        &std::fs::read_to_string(repo().join("infra/policies.yaml"))
+            .unwrap()
+            .replace(":role/latch/", &format!(":role/latch/{}-", dev.id)),
+    );
+    let doctor = |extra: &[&str]| {
+        run(latch()
+            .args(["doctor", "--table", &dev.table, "--bus", &dev.bus, "--policy"])
+            .arg(&policy)
+            .args(extra))
+    };
+    // GIVEN what `latch dev` provisioned WHEN the doctor looks THEN table, bus and roles pass
+    let (code, out, err) = doctor(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for expect in [
+        "ok   table",
+        "TTL on `ttl`",
+        "stream with old images",
+        "routes pipeline events",
+        "ok   role",
+    ] {
+        assert!(out.contains(expect), "{expect}: {out}");
+    }
+    // WHEN the deployment's boundary is given THEN roles without it fail, saying what follows
+    let (code, out, _) = doctor(&["--boundary", "arn:aws:iam::123456789012:policy/latch-boundary"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL role") && out.contains("role_without_boundary"),
+        "{out}"
+    );
+    // WHEN the table is not there THEN it says so
+    let (code, out, _) = run(latch()
+        .args([
+            "doctor",
+            "--table",
+            "latch-no-such-table",
+            "--bus",
+            &dev.bus,
+            "--policy",
+        ])
+        .arg(&policy));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL table latch-no-such-table"), "{out}");
 }
 
 fn unrouted_request(dev: &Dev, source: &str, bus: &str) -> (i32, String, String) {
