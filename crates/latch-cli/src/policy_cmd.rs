@@ -12,7 +12,7 @@ use latch_core::identity::verify::read_unverified;
 use latch_core::identity::{IssuerKind, TokenError, Verified};
 use latch_core::model::{GrantId, GrantIdentity, Name, RoleArn};
 use latch_core::native::{NativeEvent, NativePhase, is_native};
-use latch_core::policy::{Policy, RenderContext};
+use latch_core::policy::{CATALOGUE, Policy, RenderContext};
 use serde_json::Value;
 
 use crate::CliError;
@@ -20,10 +20,16 @@ use crate::CliError;
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy file; print each problem as FILE:LINE with a hint. Exit 1 on any.
-    /// Rules that trust claimed identity load, with a warning each.
+    /// Rules that trust claimed identity load, with a warning each. On success, print each
+    /// permission set's worst-case document under each rule that grants it (every placeholder at
+    /// the widest value the rule allows), the document the guardrails were checked against.
     Check {
         /// The policy file [default: infra/policies.yaml]
         file: Option<PathBuf>,
+        /// List the guardrail catalogue (the escalation methods a set must name under
+        /// allow_escalation to use), one line each, instead of checking a file.
+        #[arg(long, conflicts_with = "file")]
+        guardrails: bool,
     },
     /// Show which rule allows or denies an event, and the exact policy document it would attach.
     ///
@@ -51,7 +57,13 @@ fn load(path: &Path) -> Result<Policy, CliError> {
 
 pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
     match cmd {
-        PolicyCommand::Check { file } => {
+        PolicyCommand::Check { guardrails: true, .. } => {
+            for method in CATALOGUE {
+                println!("{:<30} {} ({})", method.name, method.why, method.sources.join(" "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Check { file, .. } => {
             let path = default_policy(file);
             let policy = load(&path)?;
             let origin = path.display().to_string();
@@ -71,6 +83,7 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
                 policy.native.len(),
                 policy.elevatable_path
             );
+            print_worst_cases(&policy);
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Explain { event, policy } => explain(&event, &default_policy(policy)),
@@ -104,6 +117,24 @@ fn read_token(policy: &Policy, token: &str, request: &StartRequest) -> Result<Ve
         (reason, e.to_string())
     })?;
     Ok(Verified { token, job })
+}
+
+/// Each set at its worst case under each rule that grants it: what the guardrails checked.
+fn print_worst_cases(policy: &Policy) {
+    for case in policy.worst_cases() {
+        let granted_by = case
+            .rule
+            .map_or("no rule (every placeholder unbounded)".to_owned(), |r| {
+                format!("rule {r}")
+            });
+        println!(
+            "\nworst case of {} under {granted_by}: {}",
+            case.set.name,
+            case.widest.describe()
+        );
+        let doc = case.set.render_widest(&case.widest);
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
 }
 
 /// Rules whose cap of grants on one role, each of its sets rendered as large as the rule allows

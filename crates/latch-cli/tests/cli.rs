@@ -82,6 +82,65 @@ fn policy_check_accepts_the_example_and_points_at_each_problem() {
 }
 
 #[test]
+fn policy_check_prints_the_worst_case_documents_of_the_example_and_lists_the_guardrails() {
+    let (code, out, err) = run(latch().args(["policy", "check", "infra/policies.yaml"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("worst case of lambda-deploy under rule app-release-deploys: ${pipeline}=app-* ${job}=* ${account}=123456789012 ${region}=*"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"arn:aws:lambda:*:123456789012:function:app-*-*\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("worst case of lambda-deploy under rule codepipeline-release-deploy"),
+        "{out}"
+    );
+    assert!(out.contains("\"aws:CurrentTime\": \"<expiry>\""), "{out}");
+
+    let (code, out, _) = run(latch().args(["policy", "check", "--guardrails"]));
+    assert_eq!(code, 0);
+    for name in [
+        "iam-policy-versions",
+        "passrole-lambda",
+        "lambda-code-update",
+        "latch-self-modification",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed: {out}"));
+        assert!(line.contains("https://"), "{line}");
+    }
+}
+
+#[test]
+fn policy_check_refuses_the_function_takeover_at_its_line_naming_the_method() {
+    let example = std::fs::read_to_string(repo().join("infra/policies.yaml")).unwrap();
+    // A rule bound to the owner only: the repository's name, hence ${pipeline}, can be `latch`.
+    let bad = example.replace(
+        "      repository: example-org/app-*\n      ref: [refs/heads/main, refs/tags/v*]",
+        "      repository_owner: example-org\n      ref: [refs/heads/main, refs/tags/v*]",
+    );
+    assert_ne!(bad, example);
+    let path = temp_file("takeover.yaml", &bad);
+    let (code, _, err) = run(latch().args(["policy", "check"]).arg(&path));
+    assert_eq!(code, 1);
+    let line = 1 + example
+        .lines()
+        .position(|l| l.contains("lambda:UpdateFunctionCode"))
+        .expect("the example's lambda-deploy statement");
+    let shown = path.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{shown}:{line}: permission set lambda-deploy, statement 1: \"lambda:UpdateFunctionCode\" uses escalation method latch-self-modification (rule app-release-deploys can render arn:aws:lambda:*:123456789012:function:*-*)"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn policy_explain_shows_the_rule_and_document_or_the_reason() {
     let (code, out, _) = run(latch().args(["policy", "explain", "--event", "events/verified-job-started.json"]));
     assert_eq!(code, 0, "{out}");

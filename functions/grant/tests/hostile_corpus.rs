@@ -1,10 +1,11 @@
-//! The hostile input corpus (events/bad/, issue 8) through the grant function's entry point
+//! The hostile input corpus (events/bad/) through the grant function's entry point
 //! (`handle_payload`, the payload as Lambda hands it over), over the in-memory ports: for every
 //! file, no panic, no grant, and exactly the outcome its entry in events/bad/cases.json names —
 //! one Denied audit with that reason code (naming the field when the event is malformed), or
 //! for replays and duplicates no second grant and no new audit. Bytes that are not JSON at all
 //! never reach the handler (the runtime cannot parse them; `not_json`): for those, parsing must
-//! refuse them without panicking. A failure names the file.
+//! refuse them without panicking. A failure names the file. Hostile policy files
+//! (events/bad/policies/) must each be refused at load, placed and named.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -261,6 +262,54 @@ async fn given_the_unmodified_start_fixture_when_handled_then_it_is_granted() {
         "{outcome:?}"
     );
     assert_eq!(s.iam.policy_count(), 1);
+}
+
+/// The policy part of the corpus (events/bad/policies/): files a platform team might write that
+/// would let a grant escalate. Each must be refused at load, the problem placed at FILE:LINE on
+/// the line that does it and naming what it breaks (an escalation method by its catalogue name).
+#[test]
+fn given_each_hostile_policy_file_when_loaded_then_it_is_refused_at_its_line_naming_what_it_breaks() {
+    let dir = events_dir().join("bad/policies");
+    let text = std::fs::read_to_string(dir.join("cases.json")).expect("events/bad/policies/cases.json");
+    let manifest: Value = serde_json::from_str(&text).expect("cases.json is JSON");
+    let cases = manifest["cases"].as_object().expect("cases is an object");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("events/bad/policies")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        cases.keys().cloned().collect::<Vec<_>>(),
+        "every policy file has exactly one entry"
+    );
+    let mut failed = Vec::new();
+    for (file, case) in cases {
+        let (expect, at) = (
+            case["expect"].as_str().unwrap_or("?"),
+            case["at"].as_str().unwrap_or("?"),
+        );
+        let origin = format!("events/bad/policies/{file}");
+        let text = std::fs::read_to_string(dir.join(file)).expect("readable");
+        let err = match Policy::load(&text, &origin) {
+            Ok(_) => {
+                failed.push(format!("{origin}: loaded"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let placed = err.problems.iter().find(|p| p.message.contains(expect)).and_then(|p| {
+            let line = p.line?;
+            text.lines().nth(line - 1).filter(|l| l.contains(at)).map(|_| line)
+        });
+        match placed {
+            Some(line) if err.to_string().contains(&format!("{origin}:{line}: ")) => {}
+            _ => failed.push(format!("{origin}: no problem {expect:?} on a line with {at:?}:\n{err}")),
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 // ---------------------------------------------------------------------------------------------

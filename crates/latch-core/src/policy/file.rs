@@ -39,6 +39,9 @@ struct PermissionSetDoc {
     statements: Vec<StatementDoc>,
     #[serde(default)]
     guardrail_exceptions: Vec<Guardrail>,
+    /// Catalogued escalation methods the set may use anyway, by name.
+    #[serde(default)]
+    allow_escalation: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,10 +160,6 @@ pub enum Guardrail {
     WildcardAction,
     /// Any `iam:` action with a wildcard, such as `iam:*` or `iam:Put*`.
     IamWildcard,
-    /// `iam:PassRole` on resource `*`.
-    PassRoleAnyResource,
-    /// `sts:AssumeRole` on resource `*`.
-    AssumeRoleAnyResource,
     NotAction,
     NotResource,
 }
@@ -170,8 +169,6 @@ impl fmt::Display for Guardrail {
         f.write_str(match self {
             Self::WildcardAction => "wildcard_action",
             Self::IamWildcard => "iam_wildcard",
-            Self::PassRoleAnyResource => "pass_role_any_resource",
-            Self::AssumeRoleAnyResource => "assume_role_any_resource",
             Self::NotAction => "not_action",
             Self::NotResource => "not_resource",
         })
@@ -296,6 +293,7 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
         warnings: Vec::new(),
     };
     let mut policy = validate(doc, &mut c);
+    check_catalogue(&mut c, &policy);
     if c.problems.is_empty() {
         policy.warnings = c.warnings;
         Ok(policy)
@@ -382,6 +380,19 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             .enumerate()
             .filter_map(|(i, s)| statement(c, &anchors, &name_text, i, s, &set.guardrail_exceptions))
             .collect();
+        for method in set
+            .allow_escalation
+            .iter()
+            .filter(|m| super::guardrails::method(m).is_none())
+        {
+            c.push(
+                &[anchors[0], anchors[1], "allow_escalation"],
+                format!(
+                    "permission set {name_text}: allow_escalation names {method:?}, which is not a catalogued method"
+                ),
+                Some("`latch policy check --guardrails` lists the catalogue"),
+            );
+        }
         permission_sets.insert(
             name.clone(),
             PermissionSet {
@@ -389,6 +400,7 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
                 description: set.description,
                 max_duration,
                 statements,
+                allow_escalation: set.allow_escalation,
             },
         );
     }
@@ -996,6 +1008,13 @@ fn statement(
             None,
         );
     }
+    if let Some(sid) = s.sid.as_ref().filter(|sid| sid.eq_ignore_ascii_case(crate::probe::PROBE_SID)) {
+        c.push(
+            &at("sid:"),
+            format!("{where_}: sid {sid:?} is Latch's own (the propagation probe every grant carries)"),
+            Some("choose another sid"),
+        );
+    }
     for a in s.actions.iter().chain(&s.not_actions) {
         let Some((service, name)) = a
             .split_once(':')
@@ -1015,15 +1034,6 @@ fn statement(
             violations.push((Guardrail::IamWildcard, a.clone()));
         }
     }
-    let any_resource = s.resources.iter().any(|r| r == "*");
-    for a in &s.actions {
-        if any_resource && a.eq_ignore_ascii_case("iam:PassRole") {
-            violations.push((Guardrail::PassRoleAnyResource, a.clone()));
-        }
-        if any_resource && a.eq_ignore_ascii_case("sts:AssumeRole") {
-            violations.push((Guardrail::AssumeRoleAnyResource, a.clone()));
-        }
-    }
     if !s.not_actions.is_empty() {
         violations.push((Guardrail::NotAction, "not_actions".into()));
     }
@@ -1041,10 +1051,28 @@ fn statement(
             );
         }
     }
-    // IAM matches condition keys case-insensitively: so must the check for Latch's own keys.
+    for operator in s.conditions.keys().filter(|op| !is_condition_operator(op)) {
+        c.push(
+            &[anchors[0], anchors[1], operator],
+            format!("{where_}: condition operator {operator:?} is not one IAM documents, spelled as it does"),
+            Some("e.g. StringEquals, ArnLike, DateLessThan, ForAnyValue:StringLike, StringEqualsIfExists"),
+        );
+    }
+    // IAM matches condition keys case-insensitively (https://docs.aws.amazon.com/IAM/latest/
+    // UserGuide/reference_policies_elements_condition.html): so must the check for Latch's own
+    // keys, in every operator. A key name outside ASCII could fold onto one of them in a
+    // Unicode-aware comparison (`awſ:CurrentTime`); no IAM key name has such a character.
     for (operator, block) in &s.conditions {
         let Some(keys) = block.as_object() else { continue };
         for key in keys.keys() {
+            let name = key.split('/').next().unwrap_or(key);
+            if !name.is_ascii() {
+                c.push(
+                    &[anchors[0], anchors[1], key],
+                    format!("{where_}: condition key {key:?} has a character outside ASCII before any '/'"),
+                    Some("condition key names are ASCII, such as aws:SourceIp or s3:prefix"),
+                );
+            }
             if key.eq_ignore_ascii_case("aws:CurrentTime") || key.eq_ignore_ascii_case(super::render::SESSION_KEY) {
                 c.push(
                     &at("conditions:"),
@@ -1089,4 +1117,103 @@ fn statement(
         not_resources,
         conditions: s.conditions,
     })
+}
+
+/// IAM's condition operators, spelled exactly as documented
+/// (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html),
+/// with an optional `ForAllValues:`/`ForAnyValue:` prefix and `IfExists` suffix (not on `Null`).
+/// A case variant is refused: beside Latch's own `DateLessThan` block it would be a second block
+/// for one operator, and which one IAM honours is not Latch's to guess.
+fn is_condition_operator(operator: &str) -> bool {
+    const OPERATORS: &[&str] = &[
+        "StringEquals",
+        "StringNotEquals",
+        "StringEqualsIgnoreCase",
+        "StringNotEqualsIgnoreCase",
+        "StringLike",
+        "StringNotLike",
+        "NumericEquals",
+        "NumericNotEquals",
+        "NumericLessThan",
+        "NumericLessThanEquals",
+        "NumericGreaterThan",
+        "NumericGreaterThanEquals",
+        "DateEquals",
+        "DateNotEquals",
+        "DateLessThan",
+        "DateLessThanEquals",
+        "DateGreaterThan",
+        "DateGreaterThanEquals",
+        "Bool",
+        "BinaryEquals",
+        "IpAddress",
+        "NotIpAddress",
+        "ArnEquals",
+        "ArnLike",
+        "ArnNotEquals",
+        "ArnNotLike",
+    ];
+    let unqualified = operator
+        .strip_prefix("ForAllValues:")
+        .or_else(|| operator.strip_prefix("ForAnyValue:"))
+        .unwrap_or(operator);
+    let base = unqualified.strip_suffix("IfExists").unwrap_or(unqualified);
+    OPERATORS.contains(&base) || operator == "Null"
+}
+
+/// Refuses every catalogued escalation method a set could use at the worst case of a rule that
+/// grants it, unless the set names the method under `allow_escalation`; warns about names it
+/// lists but does not need. Each problem is placed at the set's action that reaches the method.
+fn check_catalogue(c: &mut Collector<'_>, policy: &Policy) {
+    let mut reported: Vec<(&Name, &'static str)> = Vec::new();
+    let mut needed: Vec<(&Name, &'static str)> = Vec::new();
+    for case in policy.worst_cases() {
+        let set = case.set;
+        for used in super::guardrails::methods_used(&set.statements, &case.widest) {
+            let key = (&set.name, used.method.name);
+            if !needed.contains(&key) {
+                needed.push(key);
+            }
+            if set.allow_escalation.iter().any(|a| a == used.method.name) || reported.contains(&key) {
+                continue;
+            }
+            reported.push(key);
+            let set_anchor = format!("{}:", set.name);
+            let under = match (case.rule, &used.resource) {
+                (Some(rule), Some(resource)) => format!(" (rule {rule} can render {resource})"),
+                (None, Some(resource)) => format!(" (unbounded, it can render {resource})"),
+                (_, None) => String::new(),
+            };
+            c.push(
+                &["permission_sets:", set_anchor.as_str(), used.action.as_str()],
+                format!(
+                    "permission set {}, statement {}: {:?} uses escalation method {}{under}: {}",
+                    set.name,
+                    used.statement + 1,
+                    used.action,
+                    used.method.name,
+                    used.method.why
+                ),
+                Some(&format!(
+                    "narrow it, or name it under allow_escalation: [{}] on the permission set; `latch policy check --guardrails` lists the catalogue",
+                    used.method.name
+                )),
+            );
+        }
+    }
+    for set in policy.permission_sets.values() {
+        for name in &set.allow_escalation {
+            if super::guardrails::method(name).is_some() && !needed.contains(&(&set.name, name.as_str())) {
+                let set_anchor = format!("{}:", set.name);
+                c.warn(
+                    &["permission_sets:", set_anchor.as_str(), "allow_escalation"],
+                    format!(
+                        "permission set {}: allow_escalation names {name}, which it does not use",
+                        set.name
+                    ),
+                    Some("remove it, so the exception cannot cover a later edit unnoticed"),
+                );
+            }
+        }
+    }
 }

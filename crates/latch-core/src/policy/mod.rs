@@ -8,8 +8,13 @@
 //! verified rule, a token from its issuer whose signed claims match every `claims:` pattern;
 //! for an `identity: claimed` rule, the publisher's own pipeline/ref/environment claims — and
 //! which lists the role and the permission set and allows the duration.
+//!
+//! Each set is also checked, at load, against the guardrail catalogue ([`CATALOGUE`]) at its
+//! worst case: rendered with the widest values every rule that grants it lets each placeholder
+//! take ([`Policy::worst_cases`]).
 
 mod file;
+mod guardrails;
 pub(crate) mod render;
 
 use std::collections::BTreeMap;
@@ -18,14 +23,15 @@ use globset::GlobMatcher;
 use serde_json::{Map, Value};
 
 pub use file::{Guardrail, LoadError, Problem};
+pub use guardrails::{CATALOGUE, Method, Use, method, methods_used, wildcards_intersect};
 pub use render::{
-    MAX_POLICY_CHARS, PolicyDocument, RenderContext, RenderError, ResourceTemplate, is_safe_placeholder_value,
+    MAX_POLICY_CHARS, PolicyDocument, RenderContext, RenderError, ResourceTemplate, Widest, is_safe_placeholder_value,
 };
 
 use crate::decision::DenyReason;
 use crate::event::{Envelope, JobContext, StartRequest};
 use crate::identity::claims::REFUSED_TRIGGERS;
-use crate::identity::{Issuer, Verified};
+use crate::identity::{Issuer, IssuerKind, Verified};
 use crate::model::{AccountId, GrantDuration, Name, RoleArn};
 use crate::native::{NativeJob, SOURCE_CODEBUILD, SOURCE_CODEPIPELINE};
 
@@ -57,6 +63,8 @@ pub struct PermissionSet {
     pub description: String,
     pub max_duration: GrantDuration,
     pub statements: Vec<Statement>,
+    /// Catalogued escalation methods ([`CATALOGUE`]) this set may use anyway, by name.
+    pub allow_escalation: Vec<String>,
 }
 
 impl PermissionSet {
@@ -136,6 +144,42 @@ fn any_match(patterns: &[Pattern], candidate: &str) -> bool {
 }
 
 impl Rule {
+    /// The widest value each placeholder can take in this rule's grants. `${pipeline}` is what
+    /// the rule's pipeline globs admit or, for a GitHub or GitLab rule that binds the repository
+    /// or project, that claim's last segment (the pipeline is derived from it); `${job}` and
+    /// `${region}` are anything; `${account}` one of the rule's accounts.
+    pub fn widest(&self, issuers: &[Issuer]) -> Widest {
+        let declared: Vec<String> = self
+            .pipelines
+            .iter()
+            .map(|p| guardrails::iam_wildcard_of_glob(&p.text))
+            .collect();
+        let pipeline = match &self.identity {
+            RuleIdentity::Claimed => declared,
+            RuleIdentity::Verified { issuer, claims } => {
+                let naming_claim = match issuers.iter().find(|i| &i.name == issuer).map(|i| i.kind) {
+                    Some(IssuerKind::GitHub) => Some("repository"),
+                    Some(IssuerKind::GitLab) => Some("project_path"),
+                    _ => None,
+                };
+                let derived: Option<Vec<String>> = naming_claim
+                    .and_then(|name| claims.iter().find(|c| c.claim == name))
+                    .map(|c| c.patterns.iter().map(|p| last_segment_wildcard(&p.text)).collect());
+                match derived {
+                    Some(d) if !d.is_empty() && !d.iter().any(|v| v == "*") => d,
+                    _ => declared,
+                }
+            }
+        };
+        Widest {
+            pipeline,
+            job: vec!["*".to_owned()],
+            account: self.accounts.iter().map(|a| a.as_str().to_owned()).collect(),
+            region: vec!["*".to_owned()],
+            session: self.bind_session,
+        }
+    }
+
     /// Whether the bus-level facts EventBridge guarantees fit this rule.
     fn trusts_publisher(&self, envelope: &Envelope) -> bool {
         self.sources.iter().any(|s| s == &envelope.source) && self.accounts.contains(&envelope.account)
@@ -242,6 +286,49 @@ pub struct NativeRule {
     pub permission_set: Name,
     pub duration: GrantDuration,
     pub max_active_grants_per_role: Option<u32>,
+}
+
+impl NativeRule {
+    /// The widest value each placeholder can take in this rule's grants: AWS's own names, as
+    /// the trigger's globs admit them (`${job}` is `stage.action`, or `build`).
+    pub fn widest(&self) -> Widest {
+        let glob = |p: &Pattern| guardrails::iam_wildcard_of_glob(&p.text);
+        let (pipeline, job) = match &self.trigger {
+            NativeTrigger::CodePipeline {
+                pipeline,
+                stage,
+                action,
+            } => (glob(pipeline), format!("{}.{}", glob(stage), glob(action))),
+            NativeTrigger::CodeBuild { project } => (glob(project), "build".to_owned()),
+        };
+        Widest {
+            pipeline: vec![pipeline],
+            job: vec![job],
+            account: vec![self.role.account().as_str().to_owned()],
+            region: vec!["*".to_owned()],
+            session: false,
+        }
+    }
+}
+
+/// A repository or project glob's last path segment, as the pipeline name derived from it;
+/// `*` when a wildcard or alternation could reach across segments.
+fn last_segment_wildcard(glob: &str) -> String {
+    let last = glob.rsplit('/').next().unwrap_or(glob);
+    if glob.contains(['{', '}']) || last.contains("**") {
+        "*".to_owned()
+    } else {
+        guardrails::iam_wildcard_of_glob(last)
+    }
+}
+
+/// A permission set as one rule can grant it, at its widest.
+#[derive(Debug, Clone)]
+pub struct WorstCase<'p> {
+    /// The rule (or native rule) that grants it; `None` for a set no rule grants.
+    pub rule: Option<&'p Name>,
+    pub set: &'p PermissionSet,
+    pub widest: Widest,
 }
 
 /// An `aws.codepipeline` job must come from `aws.codepipeline`, and so on.
@@ -418,6 +505,42 @@ impl Policy {
             .flat_map(|r| r.roles.iter())
             .any(|p| p.is_match(role.as_str()))
             || self.native.iter().any(|r| &r.role == role)
+    }
+
+    /// Every set as each rule that grants it can render it at its widest, rules in file order
+    /// then native rules; a set no rule grants, once, with every placeholder unbounded.
+    pub fn worst_cases(&self) -> Vec<WorstCase<'_>> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            for name in &rule.permission_sets {
+                if let Some(set) = self.permission_sets.get(name) {
+                    out.push(WorstCase {
+                        rule: Some(&rule.name),
+                        set,
+                        widest: rule.widest(&self.issuers),
+                    });
+                }
+            }
+        }
+        for rule in &self.native {
+            if let Some(set) = self.permission_sets.get(&rule.permission_set) {
+                out.push(WorstCase {
+                    rule: Some(&rule.name),
+                    set,
+                    widest: rule.widest(),
+                });
+            }
+        }
+        for set in self.permission_sets.values() {
+            if !out.iter().any(|w| w.set.name == set.name) {
+                out.push(WorstCase {
+                    rule: None,
+                    set,
+                    widest: Widest::anything(),
+                });
+            }
+        }
+        out
     }
 
     /// Every role a rule names exactly, without wildcards (the roles `latch dev` provisions).

@@ -88,6 +88,27 @@ impl ResourceTemplate {
         &self.text
     }
 
+    /// Every resource this template can become when each placeholder may take any of `widest`'s
+    /// patterns (IAM wildcards): what a rule's grants can reach at most.
+    pub fn widest(&self, widest: &Widest) -> Vec<String> {
+        let mut out = vec![String::new()];
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => out.iter_mut().for_each(|o| o.push_str(l)),
+                Segment::Fill(p) => {
+                    let values = widest.values(*p);
+                    out = out
+                        .iter()
+                        .flat_map(|o| values.iter().map(move |v| format!("{o}{v}")))
+                        .collect();
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn fill(&self, ctx: &RenderContext<'_>) -> Result<String, RenderError> {
         let mut out = String::with_capacity(self.text.len());
         for seg in &self.segments {
@@ -109,6 +130,63 @@ pub struct RenderContext<'a> {
     pub region: &'a str,
     /// The one role session the grant holds for (`bind_session`), if any.
     pub session: Option<&'a str>,
+}
+
+/// What each placeholder can be at most under one rule, as IAM wildcard patterns (`*`: any
+/// value): the worst case `latch policy check` renders and the guardrails are checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Widest {
+    pub pipeline: Vec<String>,
+    pub job: Vec<String>,
+    pub account: Vec<String>,
+    pub region: Vec<String>,
+    /// Whether grants are bound to the job's role session.
+    pub session: bool,
+}
+
+impl Widest {
+    /// Past this many patterns for one placeholder, it is rendered as `*`: wider, never narrower.
+    const MAX_ALTERNATIVES: usize = 8;
+
+    /// Any value at all, for a set no rule grants.
+    pub fn anything() -> Self {
+        let any = || vec!["*".to_owned()];
+        Self {
+            pipeline: any(),
+            job: any(),
+            account: any(),
+            region: any(),
+            session: false,
+        }
+    }
+
+    fn values(&self, p: Placeholder) -> Vec<&str> {
+        let list = match p {
+            Placeholder::Pipeline => &self.pipeline,
+            Placeholder::Job => &self.job,
+            Placeholder::Account => &self.account,
+            Placeholder::Region => &self.region,
+        };
+        if list.is_empty() || list.len() > Self::MAX_ALTERNATIVES || list.iter().any(|v| v == "*") {
+            vec!["*"]
+        } else {
+            list.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// One line: `${pipeline}=app-* ${job}=* ...`.
+    pub fn describe(&self) -> String {
+        [
+            Placeholder::Pipeline,
+            Placeholder::Job,
+            Placeholder::Account,
+            Placeholder::Region,
+        ]
+        .iter()
+        .map(|p| format!("${{{}}}={}", p.name(), self.values(*p).join("|")))
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
 }
 
 /// The condition key a session-bound grant uses; reserved, like the expiry's `aws:CurrentTime`.
@@ -233,6 +311,88 @@ fn merged_conditions(
 }
 
 impl PermissionSet {
+    /// The document at its widest under `widest`: every resource each template can become,
+    /// placeholders in condition values as their patterns (`*` when several), the expiry as
+    /// `<expiry>`. For reading and for the guardrails, never for IAM.
+    pub fn render_widest(&self, widest: &Widest) -> Value {
+        let pattern_of = |p: Placeholder| match widest.values(p).as_slice() {
+            [one] => (*one).to_owned(),
+            _ => "*".to_owned(),
+        };
+        let fill_text = |text: &str| {
+            [
+                Placeholder::Pipeline,
+                Placeholder::Job,
+                Placeholder::Account,
+                Placeholder::Region,
+            ]
+            .iter()
+            .fold(text.to_owned(), |t, p| {
+                t.replace(&format!("${{{}}}", p.name()), &pattern_of(*p))
+            })
+        };
+        fn fill_value(v: &Value, fill_text: &dyn Fn(&str) -> String) -> Value {
+            match v {
+                Value::String(s) => Value::String(fill_text(s)),
+                Value::Array(items) => Value::Array(items.iter().map(|i| fill_value(i, fill_text)).collect()),
+                Value::Object(m) => {
+                    Value::Object(m.iter().map(|(k, v)| (k.clone(), fill_value(v, fill_text))).collect())
+                }
+                other => other.clone(),
+            }
+        }
+        let statements: Vec<Value> = self
+            .statements
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut st = Map::new();
+                st.insert(
+                    "Sid".into(),
+                    Value::String(s.sid.clone().unwrap_or_else(|| format!("Latch{i}"))),
+                );
+                st.insert(
+                    "Effect".into(),
+                    json!(if s.effect == Effect::Allow { "Allow" } else { "Deny" }),
+                );
+                if !s.actions.is_empty() {
+                    st.insert("Action".into(), json!(s.actions));
+                }
+                if !s.not_actions.is_empty() {
+                    st.insert("NotAction".into(), json!(s.not_actions));
+                }
+                let widen = |ts: &[ResourceTemplate]| ts.iter().flat_map(|t| t.widest(widest)).collect::<Vec<_>>();
+                if !s.resources.is_empty() {
+                    st.insert("Resource".into(), json!(widen(&s.resources)));
+                }
+                if !s.not_resources.is_empty() {
+                    st.insert("NotResource".into(), json!(widen(&s.not_resources)));
+                }
+                let mut conditions: Map<String, Value> = s
+                    .conditions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), fill_value(v, &fill_text)))
+                    .collect();
+                if let Value::Object(m) = conditions
+                    .entry("DateLessThan")
+                    .or_insert_with(|| Value::Object(Map::new()))
+                {
+                    m.insert("aws:CurrentTime".into(), Value::String("<expiry>".into()));
+                }
+                if widest.session
+                    && let Value::Object(m) = conditions
+                        .entry("StringLike")
+                        .or_insert_with(|| Value::Object(Map::new()))
+                {
+                    m.insert(SESSION_KEY.into(), Value::String("*:<session>".into()));
+                }
+                st.insert("Condition".into(), Value::Object(conditions));
+                Value::Object(st)
+            })
+            .collect();
+        json!({ "Version": "2012-10-17", "Statement": statements })
+    }
+
     /// Renders the set's own statements for one grant. Statement ids are the set's own or `LatchN`.
     pub fn render(&self, ctx: &RenderContext<'_>, expires: DateTime<Utc>) -> Result<PolicyDocument, RenderError> {
         PolicyDocument::from_statements(self.statements(ctx, &iam_time(expires))?)

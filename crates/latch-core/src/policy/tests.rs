@@ -185,8 +185,6 @@ fn given_dangerous_statements_when_loaded_then_guardrails_refuse_them_unless_opt
             "[\"arn:aws:iam::123456789012:role/x\"]",
             "iam_wildcard",
         ),
-        ("[iam:PassRole]", "[\"*\"]", "pass_role_any_resource"),
-        ("[sts:AssumeRole]", "[\"*\"]", "assume_role_any_resource"),
     ] {
         let text = MINIMAL
             .replace("actions: [s3:GetObject]", &format!("actions: {actions}"))
@@ -199,9 +197,15 @@ fn given_dangerous_statements_when_loaded_then_guardrails_refuse_them_unless_opt
             p.iter().any(|p| p.message.contains(guardrail) && p.line.is_some()),
             "{guardrail}: {p:?}"
         );
+        // The shape excepted, and every escalation method it reaches (the catalogue's own tests
+        // say which): the shape guardrail alone no longer refuses it.
+        let every_method: Vec<&str> = CATALOGUE.iter().map(|m| m.name).collect();
         let opted = text.replace(
             "    max_duration: 10m\n    statements",
-            &format!("    max_duration: 10m\n    guardrail_exceptions: [{guardrail}]\n    statements"),
+            &format!(
+                "    max_duration: 10m\n    guardrail_exceptions: [{guardrail}]\n    allow_escalation: [{}]\n    statements",
+                every_method.join(", ")
+            ),
         );
         assert!(Policy::load(&opted, "p.yaml").is_ok(), "{guardrail} opt-in");
     }
@@ -489,5 +493,465 @@ mod native {
             assert_eq!(p.line, Some(line), "{expected}");
         }
         assert_eq!(found.len(), 5, "{messages:#?}");
+    }
+}
+
+mod catalogue {
+    use super::*;
+
+    /// A file with one set `s` made of `statements` (YAML list items at set depth) and `extra`
+    /// set fields, granted by a claimed rule whose pipelines are `pipelines`.
+    fn file_with(statements: &str, extra: &str, pipelines: &str) -> String {
+        format!(
+            "version: 1\npermission_sets:\n  s:\n    description: d\n    max_duration: 10m\n{extra}    statements:\n{statements}\
+             rules:\n  - name: r\n    identity: claimed\n    sources: [ci]\n    accounts: [\"123456789012\"]\n    \
+             pipelines: {pipelines}\n    roles: [\"arn:aws:iam::123456789012:role/latch/x\"]\n    permission_sets: [s]\n    \
+             max_duration: 10m\n"
+        )
+    }
+
+    fn stmt(actions: &str, resources: &str) -> String {
+        format!("      - actions: {actions}\n        resources: {resources}\n")
+    }
+
+    /// Each catalogued method, one set that uses it, and the other methods that set also uses.
+    fn uses() -> Vec<(&'static str, String, &'static [&'static str])> {
+        let role = "[\"arn:aws:iam::123456789012:role/app-fn\"]";
+        let pass_on = |other: &str, on: &str| format!("{}{}", stmt("[iam:PassRole]", role), stmt(other, on));
+        let pass = |other: &str| pass_on(other, "[\"*\"]");
+        vec![
+            (
+                "iam-policy-versions",
+                stmt(
+                    "[iam:CreatePolicyVersion]",
+                    "[\"arn:aws:iam::123456789012:policy/app\"]",
+                ),
+                &[],
+            ),
+            ("iam-attach-policies", stmt("[iam:AttachRolePolicy]", role), &[]),
+            (
+                "iam-inline-policies",
+                stmt("[iam:PutRolePolicy]", "[\"arn:aws:iam::123456789012:role/latch/x\"]"),
+                &[],
+            ),
+            (
+                "iam-group-membership",
+                stmt("[iam:AddUserToGroup]", "[\"arn:aws:iam::123456789012:group/admins\"]"),
+                &[],
+            ),
+            (
+                "iam-access-keys",
+                stmt("[iam:CreateAccessKey]", "[\"arn:aws:iam::123456789012:user/*\"]"),
+                &[],
+            ),
+            (
+                "iam-login-profiles",
+                stmt("[iam:UpdateLoginProfile]", "[\"arn:aws:iam::123456789012:user/alice\"]"),
+                &[],
+            ),
+            ("iam-trust-policies", stmt("[iam:UpdateAssumeRolePolicy]", role), &[]),
+            (
+                "iam-permissions-boundaries",
+                stmt("[iam:DeleteRolePermissionsBoundary]", role),
+                &[],
+            ),
+            ("sts-assume-role-broad", stmt("[sts:AssumeRole]", "[\"*\"]"), &[]),
+            (
+                "passrole-broad",
+                stmt("[iam:PassRole]", "[\"arn:aws:iam::123456789012:role/*\"]"),
+                // Latch's own roles are among those `role/*` passes.
+                &["latch-self-modification"],
+            ),
+            (
+                "passrole-lambda",
+                pass_on(
+                    "[lambda:CreateFunction]",
+                    "[\"arn:aws:lambda:us-east-1:123456789012:function:app-*\"]",
+                ),
+                &[],
+            ),
+            ("passrole-ec2", pass("[ec2:RunInstances]"), &[]),
+            ("passrole-ecs", pass("[ecs:RegisterTaskDefinition]"), &[]),
+            ("passrole-glue", pass("[glue:CreateJob]"), &[]),
+            (
+                "passrole-cloudformation",
+                pass_on(
+                    "[cloudformation:CreateStack]",
+                    "[\"arn:aws:cloudformation:us-east-1:123456789012:stack/app-*\"]",
+                ),
+                &[],
+            ),
+            ("passrole-codebuild", pass("[codebuild:CreateProject]"), &[]),
+            ("passrole-sagemaker", pass("[sagemaker:CreateTrainingJob]"), &[]),
+            ("passrole-datapipeline", pass("[datapipeline:CreatePipeline]"), &[]),
+            ("passrole-apprunner", pass("[apprunner:CreateService]"), &[]),
+            (
+                "lambda-code-update",
+                stmt(
+                    "[lambda:UpdateFunctionCode]",
+                    "[\"arn:aws:lambda:us-east-1:123456789012:function:*\"]",
+                ),
+                &["latch-self-modification"],
+            ),
+            (
+                "codebuild-existing-projects",
+                stmt("[codebuild:StartBuild]", "[\"*\"]"),
+                &[],
+            ),
+            (
+                "cloudformation-existing-stacks",
+                stmt("[cloudformation:UpdateStack]", "[\"*\"]"),
+                &["latch-self-modification"],
+            ),
+            (
+                "glue-dev-endpoints",
+                stmt(
+                    "[glue:UpdateDevEndpoint]",
+                    "[\"arn:aws:glue:us-east-1:123456789012:devEndpoint/e\"]",
+                ),
+                &[],
+            ),
+            (
+                "ec2-instance-takeover",
+                stmt(
+                    "[ec2:ModifyInstanceAttribute]",
+                    "[\"arn:aws:ec2:us-east-1:123456789012:instance/i-1\"]",
+                ),
+                &[],
+            ),
+            (
+                "ssm-command-execution",
+                stmt("[ssm:SendCommand]", "[\"arn:aws:ec2:*:123456789012:instance/*\"]"),
+                &[],
+            ),
+            (
+                "sagemaker-notebook-access",
+                stmt("[sagemaker:CreatePresignedNotebookInstanceUrl]", "[\"*\"]"),
+                &[],
+            ),
+            (
+                "latch-self-modification",
+                stmt(
+                    "[lambda:GetFunction]",
+                    "[\"arn:aws:lambda:us-east-1:123456789012:function:latch-GrantFunction-AB12\"]",
+                ),
+                &[],
+            ),
+        ]
+    }
+
+    #[test]
+    fn given_a_set_using_each_catalogued_method_when_loaded_then_it_is_refused_by_name_at_its_line_unless_excepted() {
+        let cases = uses();
+        for method in CATALOGUE {
+            assert!(
+                cases.iter().any(|(name, ..)| *name == method.name),
+                "{} has no test",
+                method.name
+            );
+        }
+        for (name, statements, also) in cases {
+            let text = file_with(&statements, "", "[app]");
+            let problems = problems(&text);
+            let p = problems
+                .iter()
+                .find(|p| p.message.contains(&format!("uses escalation method {name}")))
+                .unwrap_or_else(|| panic!("{name} not refused: {problems:#?}"));
+            let line = p.line.expect("placed");
+            assert!(
+                text.lines().nth(line - 1).is_some_and(|l| l.contains("actions:")),
+                "{name} at line {line}"
+            );
+            assert!(
+                p.hint
+                    .as_deref()
+                    .is_some_and(|h| h.contains(&format!("allow_escalation: [{name}]")))
+            );
+
+            let excepted: Vec<&str> = std::iter::once(name).chain(also.iter().copied()).collect();
+            let opted = file_with(
+                &statements,
+                &format!("    allow_escalation: [{}]\n", excepted.join(", ")),
+                "[app]",
+            );
+            let loaded = Policy::load(&opted, "p.yaml").unwrap_or_else(|e| panic!("{name} excepted: {e}"));
+            let unneeded: Vec<_> = loaded
+                .warnings
+                .iter()
+                .filter(|w| w.message.contains("allow_escalation"))
+                .collect();
+            assert!(unneeded.is_empty(), "{name}: {unneeded:?}");
+        }
+    }
+
+    #[test]
+    fn given_wildcard_and_not_action_statements_when_loaded_then_every_method_they_reach_is_named() {
+        let named = |statements: &str| -> Vec<String> {
+            let text = file_with(
+                statements,
+                "    guardrail_exceptions: [iam_wildcard, wildcard_action, not_action]\n",
+                "[app]",
+            );
+            let found = Policy::load(&text, "p.yaml")
+                .err()
+                .map(|e| e.problems)
+                .unwrap_or_default();
+            CATALOGUE
+                .iter()
+                .filter(|m| {
+                    found.iter().any(|p| {
+                        p.message.contains(&format!("method {}:", m.name))
+                            || p.message.contains(&format!("method {} (", m.name))
+                    })
+                })
+                .map(|m| m.name.to_owned())
+                .collect()
+        };
+        let create = named(&stmt("[\"iam:Create*\"]", "[\"arn:aws:iam::123456789012:user/bob\"]"));
+        assert_eq!(create, ["iam-policy-versions", "iam-access-keys", "iam-login-profiles"]);
+        let sts = named(&stmt("[\"sts:*\"]", "[\"arn:aws:iam::123456789012:role/*\"]"));
+        assert_eq!(sts, ["sts-assume-role-broad"]);
+        let everything = named(&stmt("[\"*\"]", "[\"*\"]"));
+        assert_eq!(everything.len(), CATALOGUE.len(), "{everything:?}");
+        let case_variant = named(&stmt(
+            "[IAM:createpolicyversion]",
+            "[\"arn:aws:iam::123456789012:policy/app\"]",
+        ));
+        assert_eq!(case_variant, ["iam-policy-versions"]);
+        let all_but_iam = named("      - not_actions: [\"iam:*\"]\n        resources: [\"*\"]\n");
+        assert!(
+            !all_but_iam
+                .iter()
+                .any(|m| m.starts_with("iam-") || m.starts_with("passrole-")),
+            "{all_but_iam:?}"
+        );
+        for m in [
+            "sts-assume-role-broad",
+            "lambda-code-update",
+            "ssm-command-execution",
+            "latch-self-modification",
+        ] {
+            assert!(all_but_iam.iter().any(|n| n == m), "{m} in {all_but_iam:?}");
+        }
+        let deny = named("      - effect: Deny\n        actions: [\"iam:*\"]\n        resources: [\"*\"]\n");
+        assert!(deny.is_empty(), "a Deny grants nothing: {deny:?}");
+    }
+
+    #[test]
+    fn given_a_rule_that_lets_pipeline_be_anything_or_latch_when_lambda_deploy_loads_then_the_takeover_is_refused() {
+        let lambda_deploy = stmt(
+            "[lambda:UpdateFunctionCode, lambda:PublishVersion, lambda:GetFunction]",
+            "[\"arn:aws:lambda:${region}:${account}:function:${pipeline}-*\"]",
+        );
+        for pipelines in ["[\"*\"]", "[latch]", "[\"latch*\"]", "[\"{app,latch}\"]"] {
+            let text = file_with(&lambda_deploy, "", pipelines);
+            let err = Policy::load(&text, "p.yaml").unwrap_err().to_string();
+            assert!(err.contains("uses escalation method latch-self-modification (rule r can render arn:aws:lambda:*:123456789012:function:"), "{pipelines}: {err}");
+            assert!(err.starts_with("p.yaml:"), "{err}");
+        }
+        // The pipeline's own functions, under a pipeline glob that cannot be `latch`.
+        assert!(Policy::load(&file_with(&lambda_deploy, "", "[\"app-*\"]"), "p.yaml").is_ok());
+        let anything = Policy::load(&file_with(&lambda_deploy, "", "[\"*\"]"), "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(anything.contains("lambda-code-update"), "{anything}");
+    }
+
+    #[test]
+    fn given_a_verified_rule_when_its_worst_case_is_taken_then_the_pipeline_follows_the_bound_repository() {
+        let example = Policy::load(include_str!("../../../../infra/policies.yaml"), "infra/policies.yaml").unwrap();
+        let cases = example.worst_cases();
+        let lambda = cases
+            .iter()
+            .find(|c| {
+                c.rule.is_some_and(|r| r.as_str() == "app-release-deploys") && c.set.name.as_str() == "lambda-deploy"
+            })
+            .unwrap();
+        assert_eq!(lambda.widest.pipeline, ["app-*"]);
+        let doc = lambda.set.render_widest(&lambda.widest);
+        assert_eq!(
+            doc["Statement"][0]["Resource"][0],
+            "arn:aws:lambda:*:123456789012:function:app-*-*"
+        );
+        assert_eq!(
+            doc["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
+            "<expiry>"
+        );
+        let native = cases
+            .iter()
+            .find(|c| c.rule.is_some_and(|r| r.as_str() == "codepipeline-release-deploy"))
+            .unwrap();
+        assert_eq!(native.widest.job, ["Deploy.Deploy*"]);
+
+        // A GitHub rule that binds only the owner: the repository name, hence the pipeline, is anything.
+        let owner_only = include_str!("../../../../infra/policies.yaml").replace(
+            "      repository: example-org/app-*\n      ref: [refs/heads/main, refs/tags/v*]",
+            "      repository_owner: example-org\n      ref: [refs/heads/main, refs/tags/v*]",
+        );
+        let err = Policy::load(&owner_only, "p.yaml").unwrap_err().to_string();
+        assert!(err.contains("permission set lambda-deploy, statement 1: \"lambda:UpdateFunctionCode\" uses escalation method lambda-code-update (rule app-release-deploys can render arn:aws:lambda:*:123456789012:function:*-*)"), "{err}");
+    }
+
+    #[test]
+    fn given_an_unknown_or_unneeded_exception_when_loaded_then_it_is_refused_or_warned() {
+        let s3 = stmt("[s3:GetObject]", "[\"arn:aws:s3:::b/*\"]");
+        let unknown = problems(&file_with(&s3, "    allow_escalation: [iam-everything]\n", "[app]"));
+        assert!(
+            unknown.iter().any(|p| p
+                .message
+                .contains("\"iam-everything\", which is not a catalogued method")),
+            "{unknown:?}"
+        );
+        let p = Policy::load(
+            &file_with(&s3, "    allow_escalation: [passrole-ec2]\n", "[app]"),
+            "p.yaml",
+        )
+        .unwrap();
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.message.contains("names passrole-ec2, which it does not use")),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn given_a_set_using_the_probes_sid_when_loaded_then_it_is_refused() {
+        let mine = "      - sid: latchpropagationprobe\n        actions: [s3:GetObject]\n        resources: [\"arn:aws:s3:::b/*\"]\n";
+        let refused = problems(&file_with(mine, "", "[app]"));
+        assert!(
+            refused.iter().any(|p| p.message.contains("is Latch's own")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn given_case_variant_or_look_alike_reserved_conditions_when_loaded_then_they_are_refused() {
+        for (operator, key) in [
+            ("DateLessThan", "AWS:CurrentTime"),
+            ("ForAnyValue:DateGreaterThanIfExists", "aws:currenttime"),
+            ("StringLike", "AWS:USERID"),
+            // IAM operators are not ours to case-fold: a second `DateLessThan` block beside Latch's.
+            ("dateLessThan", "s3:prefix"),
+            ("DATELESSTHAN", "aws:SourceIp"),
+            ("StringEquals", "aw\u{17f}:CurrentTime"),
+            ("DateLessThan", "aws:Current\u{212a}ime"),
+        ] {
+            let statements = format!(
+                "      - actions: [s3:GetObject]\n        resources: [\"arn:aws:s3:::b/*\"]\n        conditions:\n          \
+                 {operator}:\n            \"{key}\": \"2030-01-01T00:00:00Z\"\n"
+            );
+            let p = problems(&file_with(&statements, "", "[app]"));
+            assert!(!p.is_empty(), "{operator} {key} loaded");
+            assert!(p.iter().all(|p| p.line.is_some()), "{p:?}");
+        }
+        let fine = "      - actions: [s3:GetObject]\n        resources: [\"arn:aws:s3:::b/*\"]\n        conditions:\n          \
+                    ForAllValues:StringLikeIfExists: {\"aws:TagKeys\": [\"app-*\"]}\n          Null: {\"aws:RequestTag/équipe\": \"false\"}\n";
+        assert!(Policy::load(&file_with(fine, "", "[app]"), "p.yaml").is_ok());
+    }
+
+    #[test]
+    fn wildcard_intersection_follows_iam_semantics() {
+        for (a, b, ci, want) in [
+            ("iam:Create*", "iam:CreatePolicyVersion", true, true),
+            ("iam:create*", "IAM:CreateAccessKey", true, true),
+            ("iam:create*", "IAM:CreateAccessKey", false, false),
+            ("*", "anything:at-all", false, true),
+            ("a*c", "*b*", false, true),
+            ("a?c", "abd", false, false),
+            // As strings, a `*` may span colons: a region of `r:1:function:latch-x`.
+            (
+                "arn:aws:lambda:*:1:function:app-*-*",
+                "arn:*:lambda:*:*:function:latch-*",
+                false,
+                true,
+            ),
+            ("", "*", false, true),
+            ("", "?", false, false),
+        ] {
+            assert_eq!(wildcards_intersect(a, b, ci), want, "{a} ∩ {b}");
+            assert_eq!(wildcards_intersect(b, a, ci), want, "{b} ∩ {a}");
+        }
+        // Against a real resource, whose region and account hold no colon, it cannot.
+        let latch = "arn:*:lambda:*:*:function:latch-*";
+        for (set_resource, want) in [
+            ("arn:aws:lambda:*:1:function:app-*-*", false),
+            ("arn:aws:lambda:*:1:function:app-*", false),
+            ("arn:aws:lambda:*:1:function:*-*", true),
+            ("arn:aws:lambda:*:1:function:lat*", true),
+            ("arn:aws:lambda:*", true),
+            ("*", true),
+            ("arn:aws:s3:::latch-*", false),
+        ] {
+            assert_eq!(guardrails::could_be(set_resource, latch), want, "{set_resource}");
+        }
+    }
+
+    /// An independent matcher: a literal against an IAM pattern, by recursion.
+    fn matches(pattern: &[u8], text: &[u8]) -> bool {
+        match (pattern.first(), text.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => matches(&pattern[1..], text) || (!text.is_empty() && matches(pattern, &text[1..])),
+            (Some(b'?'), Some(_)) => matches(&pattern[1..], &text[1..]),
+            (Some(p), Some(t)) if p == t => matches(&pattern[1..], &text[1..]),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_pattern_intersects_a_literal_exactly_when_it_matches_it(
+            pattern in "[ab*?]{0,6}",
+            literal in "[ab]{0,6}",
+        ) {
+            prop_assert_eq!(wildcards_intersect(&pattern, &literal, false), matches(pattern.as_bytes(), literal.as_bytes()));
+        }
+
+        /// For any set that loads without exceptions and any pipeline value its rule admits,
+        /// the rendered document grants no catalogued action that is dangerous on any resource,
+        /// and no resource that is one of Latch's own functions.
+        #[test]
+        fn no_rendering_of_an_accepted_set_grants_a_catalogued_action_or_latch_itself(
+            actions in prop::collection::vec(prop::sample::select(vec![
+                "s3:GetObject", "s3:*", "iam:PassRole", "iam:CreatePolicyVersion", "iam:Put*", "iam:Get*",
+                "iam:*Policy", "lambda:UpdateFunctionCode", "lambda:*", "sts:AssumeRole", "*", "ec2:RunInstances",
+                "iam:createaccesskey", "ssm:SendCommand", "lambda:CreateFunction",
+            ]), 1..4),
+            resources in prop::collection::vec(prop::sample::select(vec![
+                "*", "arn:aws:iam::123456789012:role/*", "arn:aws:iam::123456789012:role/app",
+                "arn:aws:lambda:${region}:${account}:function:${pipeline}-*",
+                "arn:aws:lambda:${region}:${account}:function:${pipeline}",
+                "arn:aws:lambda:us-east-1:123456789012:function:app-*", "arn:aws:s3:::b/${pipeline}/*",
+            ]), 1..3),
+            pipelines in prop::sample::select(vec!["[\"*\"]", "[latch]", "[\"app-*\"]", "[\"lat*\"]", "[app]"]),
+            pipeline in prop::sample::select(vec!["latch", "latch-GrantFunction", "app", "app-web", "lat"]),
+        ) {
+            let listed = |items: &[&str]| items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
+            let text = file_with(&stmt(&format!("[{}]", listed(&actions)), &format!("[{}]", listed(&resources))), "", pipelines);
+            let Ok(policy) = Policy::load(&text, "p.yaml") else { return Ok(()) };
+            let rule = &policy.rules[0];
+            prop_assume!(rule.pipelines.iter().any(|p| p.is_match(pipeline)));
+            let set = policy.permission_sets.values().next().unwrap();
+            let doc: Value = serde_json::from_str(set.render(&ctx(pipeline, "deploy"), expires()).unwrap().as_json()).unwrap();
+            let always_dangerous = ["iam:createpolicyversion", "iam:putrolepolicy", "iam:attachrolepolicy", "iam:createaccesskey",
+                "iam:updateassumerolepolicy", "iam:passrole", "sts:assumerole"];
+            let latch_function = "arn:aws:lambda:us-east-1:123456789012:function:latch-GrantFunction-AB12";
+            for st in doc["Statement"].as_array().unwrap() {
+                let granted: Vec<String> = serde_json::from_value(st["Action"].clone()).unwrap();
+                let resources: Vec<String> = serde_json::from_value(st["Resource"].clone()).unwrap();
+                for a in &granted {
+                    let a = a.to_lowercase();
+                    for d in always_dangerous {
+                        let on_any = resources.iter().any(|r| r == "*" || r.ends_with("role/*"));
+                        prop_assert!(!(matches(a.as_bytes(), d.as_bytes()) && (on_any || !d.starts_with("sts") && d != "iam:passrole")),
+                            "{} grants {} on {:?}", a, d, resources);
+                    }
+                    if matches(a.as_bytes(), b"lambda:updatefunctioncode") {
+                        prop_assert!(!resources.iter().any(|r| matches(r.as_bytes(), latch_function.as_bytes())), "{:?}", resources);
+                    }
+                }
+            }
+        }
     }
 }
