@@ -128,10 +128,25 @@ impl GrantDuration {
     /// No grant outlives this, whatever the policy file says.
     pub const HARD_CAP: Duration = Duration::from_secs(12 * 3600);
     pub const SHORTEST: Self = Self(Duration::from_secs(1));
+    pub const LONGEST: Self = Self(Self::HARD_CAP);
 
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let s = s.trim();
         let parsed = if s.starts_with('P') || s.starts_with('p') {
+            // The iso8601 crate stops at the first character it does not know (`PT30X` reads as
+            // `PT30`, zero): only digits, a decimal mark and designators may follow the `P`,
+            // ending with a designator.
+            let designators = "YMWDTHS";
+            let well_formed = s[1..]
+                .chars()
+                .all(|ch| ch.is_ascii_digit() || ".,".contains(ch) || designators.contains(ch.to_ascii_uppercase()))
+                && s[1..]
+                    .chars()
+                    .last()
+                    .is_some_and(|ch| designators.contains(ch.to_ascii_uppercase()) && !ch.eq_ignore_ascii_case(&'T'));
+            if !well_formed {
+                return Err(invalid("not an ISO 8601 duration such as PT15M"));
+            }
             let d = iso8601::duration(s).map_err(|_| invalid("not an ISO 8601 duration such as PT15M"))?;
             Duration::from(d)
         } else {
@@ -366,6 +381,11 @@ mod tests {
         assert!(GrantDuration::parse("13h").is_err());
         assert!(GrantDuration::parse("P1Y").is_err());
         assert!(GrantDuration::parse("soon").is_err());
+        // Half-read ISO 8601 is a parse error, not a short duration.
+        for bad in ["PT30X", "PT", "P", "PT15M!", "PT1H30"] {
+            let err = GrantDuration::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("not an ISO 8601 duration"), "{bad}: {err}");
+        }
     }
 
     #[test]

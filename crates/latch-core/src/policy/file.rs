@@ -305,8 +305,10 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
     }
 }
 
-/// On error the problem is recorded and validation goes on; the policy is discarded anyway.
-fn duration(c: &mut Collector<'_>, anchors: &[&str], text: &str) -> GrantDuration {
+/// On error the problem is recorded and validation goes on with `fallback`, chosen so that the
+/// one mistake is not reported again by a check that compares with it (a maximum falls back to
+/// the hard cap, a requested duration to the shortest); the policy is discarded anyway.
+fn duration(c: &mut Collector<'_>, anchors: &[&str], text: &str, fallback: GrantDuration) -> GrantDuration {
     GrantDuration::parse(text).unwrap_or_else(|e| {
         c.push(
             anchors,
@@ -316,7 +318,7 @@ fn duration(c: &mut Collector<'_>, anchors: &[&str], text: &str) -> GrantDuratio
             ),
             Some("write PT15M or 15m, at most 12h"),
         );
-        GrantDuration::SHORTEST
+        fallback
     })
 }
 
@@ -370,7 +372,12 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             );
             continue;
         };
-        let max_duration = duration(c, &[anchors[0], anchors[1], "max_duration"], &set.max_duration);
+        let max_duration = duration(
+            c,
+            &[anchors[0], anchors[1], "max_duration"],
+            &set.max_duration,
+            GrantDuration::LONGEST,
+        );
         if set.statements.is_empty() {
             c.push(&anchors, format!("permission set {name_text} has no statements"), None);
         }
@@ -493,10 +500,16 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
                 ),
             }
         }
-        let max_duration = duration(c, &[at[0], at[1], "max_duration"], &r.max_duration);
+        let max_duration = duration(
+            c,
+            &[at[0], at[1], "max_duration"],
+            &r.max_duration,
+            GrantDuration::LONGEST,
+        );
+        let max_duration_parsed = GrantDuration::parse(&r.max_duration).is_ok();
         let max_total = r.max_total.as_deref().map(|t| {
-            let total = duration(c, &[at[0], at[1], "max_total"], t);
-            if total < max_duration {
+            let total = duration(c, &[at[0], at[1], "max_total"], t, GrantDuration::LONGEST);
+            if max_duration_parsed && total < max_duration {
                 c.push(
                     &[at[0], at[1], "max_total"],
                     format!(
@@ -660,7 +673,13 @@ fn issuers(c: &mut Collector<'_>, docs: Vec<IssuerDoc>) -> Vec<Issuer> {
                 Some("RS256 for GitHub and GitLab"),
             );
         }
-        let max_token_age = duration(c, &[at[0], at[1], "max_token_age:"], &d.max_token_age).as_std();
+        let max_token_age = duration(
+            c,
+            &[at[0], at[1], "max_token_age:"],
+            &d.max_token_age,
+            GrantDuration::SHORTEST,
+        )
+        .as_std();
         if max_token_age > MAX_TOKEN_AGE_CAP {
             c.push(
                 &[at[0], at[1], "max_token_age:"],
@@ -914,7 +933,7 @@ fn native_rule(
             None
         }
     };
-    let duration = duration(c, &[at[0], at[1], "duration:"], &r.duration);
+    let duration = duration(c, &[at[0], at[1], "duration:"], &r.duration, GrantDuration::SHORTEST);
     let set = Name::parse(&r.permission_set)
         .ok()
         .and_then(|n| permission_sets.get(&n));
@@ -1008,7 +1027,11 @@ fn statement(
             None,
         );
     }
-    if let Some(sid) = s.sid.as_ref().filter(|sid| sid.eq_ignore_ascii_case(crate::probe::PROBE_SID)) {
+    if let Some(sid) = s
+        .sid
+        .as_ref()
+        .filter(|sid| sid.eq_ignore_ascii_case(crate::probe::PROBE_SID))
+    {
         c.push(
             &at("sid:"),
             format!("{where_}: sid {sid:?} is Latch's own (the propagation probe every grant carries)"),

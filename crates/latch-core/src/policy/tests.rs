@@ -817,6 +817,18 @@ mod catalogue {
     }
 
     #[test]
+    fn given_one_malformed_duration_when_loaded_then_one_error_says_it_could_not_parse() {
+        let text =
+            include_str!("../../../../infra/policies.yaml").replacen("max_duration: PT30M", "max_duration: PT30X", 1);
+        let err = Policy::load(&text, "p.yaml").unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(
+            err.problems[0].message.contains("\"PT30X\": not an ISO 8601 duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn given_a_set_using_the_probes_sid_when_loaded_then_it_is_refused() {
         let mine = "      - sid: latchpropagationprobe\n        actions: [s3:GetObject]\n        resources: [\"arn:aws:s3:::b/*\"]\n";
         let refused = problems(&file_with(mine, "", "[app]"));
