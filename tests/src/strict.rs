@@ -41,6 +41,17 @@
 //!   keys moto itself issued: CreateAccessKey, STS), else 123456789012; a 12-digit key id is
 //!   *not* taken as an account. So the proxy adds `x-moto-account-id` for mapped keys, and every
 //!   rule above is kept per account.
+//! - **The boundary condition on PutRolePolicy** ([`StrictAws::boundary_condition`]): requests
+//!   signed with a given access key are the grant role's, whose policy allows `iam:PutRolePolicy`
+//!   only with `StringEquals: {iam:PermissionsBoundary: ARN}` (template.yaml, GrantPolicy). IAM
+//!   evaluates that key as the target role's *current* boundary, on every call ("Filters access
+//!   by whether the specified policy is set as the permissions boundary on the IAM entity",
+//!   https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_iam-condition-keys.html#ck_PermissionsBoundary);
+//!   a role without it, or with another one, fails the condition and no other statement allows
+//!   the call: `403 AccessDenied`, not forwarded. The proxy reads the role's boundary from the
+//!   emulator (a GetRole it sends itself) just before deciding, so a boundary removed after the
+//!   caller resolved the role counts. DeleteRolePolicy is not conditioned (revocation works on
+//!   any role), nor is any other call.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -67,16 +78,19 @@ pub enum StrictKind {
     CaseVariant,
     /// A role-policy read answered from the pre-write snapshot.
     StaleRead,
+    /// PutRolePolicy refused by IAM's evaluation of the caller's policy (boundary condition).
+    AccessDenied,
 }
 
 impl StrictKind {
-    pub const ALL: [StrictKind; 6] = [
+    pub const ALL: [StrictKind; 7] = [
         Self::LimitExceeded,
         Self::ConcurrentModification,
         Self::TransactionConflict,
         Self::IamThrottle,
         Self::CaseVariant,
         Self::StaleRead,
+        Self::AccessDenied,
     ];
 
     pub fn label(self) -> &'static str {
@@ -87,6 +101,7 @@ impl StrictKind {
             Self::IamThrottle => "iam-throttle",
             Self::CaseVariant => "case-variant",
             Self::StaleRead => "stale-read",
+            Self::AccessDenied => "access-denied",
         }
     }
 }
@@ -189,6 +204,9 @@ pub struct StrictAws {
     pub accounts: BTreeMap<String, String>,
     /// The attributes that name an item, for transaction conflicts (Latch's table: pk, sk).
     pub key_attributes: Vec<String>,
+    /// Access key id → the permissions boundary ARN its PutRolePolicy calls require of the
+    /// target role (the grant role's `iam:PermissionsBoundary` condition); absent: unconditioned.
+    pub boundary_conditions: BTreeMap<String, String>,
 }
 
 impl StrictAws {
@@ -205,6 +223,7 @@ impl StrictAws {
             case_insensitive_roles: false,
             accounts: BTreeMap::new(),
             key_attributes: vec!["pk".into(), "sk".into()],
+            boundary_conditions: BTreeMap::new(),
         }
     }
 
@@ -253,6 +272,14 @@ impl StrictAws {
     /// Requests signed with `access_key_id` go to `account_id`.
     pub fn account(mut self, access_key_id: &str, account_id: &str) -> Self {
         self.accounts.insert(access_key_id.to_owned(), account_id.to_owned());
+        self
+    }
+
+    /// Requests signed with `access_key_id` may put a role policy only on a role whose
+    /// permissions boundary is `boundary_arn`, as the template's grant role policy says.
+    pub fn boundary_condition(mut self, access_key_id: &str, boundary_arn: &str) -> Self {
+        self.boundary_conditions
+            .insert(access_key_id.to_owned(), boundary_arn.to_owned());
         self
     }
 
@@ -354,6 +381,7 @@ fn request_id(seq: u64) -> String {
 fn iam_error(status: u16, code: &str, kind: &str, message: &str) -> Response {
     let reason = match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         409 => "Conflict",
         _ => "Error",
@@ -484,7 +512,10 @@ impl StrictState {
         };
         let delay = self.delay(service);
         match service {
-            "iam" => self.iam(shared, key, req, op, &account, delay, &count).await,
+            "iam" => {
+                self.iam(shared, key, req, op, (&account, &access_key), delay, &count)
+                    .await
+            }
             "dynamodb" if self.cfg.transaction_conflict => self.dynamodb(shared, key, req, op, delay, &count).await,
             _ => {
                 tokio::time::sleep(delay).await;
@@ -500,7 +531,7 @@ impl StrictState {
         key: &str,
         mut req: Request,
         op: &str,
-        account: &str,
+        (account, access_key): (&str, &str),
         delay: Duration,
         count: &(dyn Fn(StrictKind) + Sync),
     ) -> Response {
@@ -531,6 +562,25 @@ impl StrictState {
                 req.body = form_set(&req.body, "RoleName", &name);
                 role = name;
             }
+        }
+        let required = (op == "PutRolePolicy")
+            .then(|| self.cfg.boundary_conditions.get(access_key))
+            .flatten();
+        if let Some(required) = required
+            && let Some(found) = self.role_boundary(shared, key, &req, &role).await
+            && found.as_deref() != Some(required.as_str())
+        {
+            count(StrictKind::AccessDenied);
+            tokio::time::sleep(delay).await;
+            return iam_error(
+                403,
+                "AccessDenied",
+                "Sender",
+                &format!(
+                    "User: {access_key} is not authorized to perform: iam:PutRolePolicy on resource: role {role} \
+                     because no identity-based policy allows the iam:PutRolePolicy action"
+                ),
+            );
         }
         let response = match op {
             "PutRolePolicy" | "DeleteRolePolicy" => {
@@ -569,6 +619,21 @@ impl StrictState {
             }
         }
         response
+    }
+
+    /// The role's permissions boundary as the emulator holds it now: `None` when the role is
+    /// not found (the request then goes on, and IAM's own answer is NoSuchEntity).
+    async fn role_boundary(&self, shared: &Shared, key: &str, req: &Request, role: &str) -> Option<Option<String>> {
+        let body = format!(
+            "Action=GetRole&Version=2010-05-08&RoleName={}",
+            utf8_percent_encode(role, NON_ALPHANUMERIC)
+        );
+        let get_role = Request {
+            head: req.head.clone(),
+            body: body.into_bytes(),
+        };
+        let response = forward_counted(shared, &format!("{key} (GetRole of the condition)"), &get_role).await;
+        (response.status() == 200).then(|| boundary_in_get_role(&String::from_utf8_lossy(response.body())))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -758,6 +823,13 @@ pub async fn sdk_config(endpoint: &str, access_key_id: &str) -> aws_config::SdkC
         .await
 }
 
+/// The `PermissionsBoundaryArn` of a GetRole answer (XML), if the role has one.
+fn boundary_in_get_role(xml: &str) -> Option<String> {
+    let start = xml.find("<PermissionsBoundaryArn>")? + "<PermissionsBoundaryArn>".len();
+    let end = start + xml[start..].find("</PermissionsBoundaryArn>")?;
+    Some(xml[start..end].trim().to_owned())
+}
+
 /// DynamoDB's cancellation: one reason per item, in order.
 pub fn transaction_cancelled(conflicts: &[bool]) -> Value {
     let codes: Vec<&str> = conflicts
@@ -848,6 +920,22 @@ mod tests {
             dynamo
                 .iter()
                 .all(|d| (Duration::from_millis(5)..=Duration::from_millis(20)).contains(d))
+        );
+    }
+
+    #[test]
+    fn a_get_role_answer_gives_its_boundary_or_none() {
+        let with = "<GetRoleResponse><GetRoleResult><Role><RoleName>r</RoleName><PermissionsBoundary>\
+                    <PermissionsBoundaryType>Policy</PermissionsBoundaryType>\
+                    <PermissionsBoundaryArn>arn:aws:iam::123456789012:policy/b</PermissionsBoundaryArn>\
+                    </PermissionsBoundary></Role></GetRoleResult></GetRoleResponse>";
+        assert_eq!(
+            boundary_in_get_role(with).as_deref(),
+            Some("arn:aws:iam::123456789012:policy/b")
+        );
+        assert_eq!(
+            boundary_in_get_role("<GetRoleResponse><Role><RoleName>r</RoleName></Role></GetRoleResponse>"),
+            None
         );
     }
 
