@@ -48,7 +48,13 @@
 //!   by whether the specified policy is set as the permissions boundary on the IAM entity",
 //!   https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_iam-condition-keys.html#ck_PermissionsBoundary);
 //!   a role without it, or with another one, fails the condition and no other statement allows
-//!   the call: `403 AccessDenied`, not forwarded. The proxy reads the role's boundary from the
+//!   the call: `403 AccessDenied`, not forwarded.
+//! - **Create-only items** ([`StrictAws::create_only_items`]): requests signed with a given access
+//!   key are a function role's, whose policy denies `dynamodb:UpdateItem`/`DeleteItem` when
+//!   `dynamodb:LeadingKeys` is like `PREFIX*` (template.yaml, AuditItemsAreCreateOnly). IAM checks
+//!   a transaction's Update/Delete entries as UpdateItem/DeleteItem
+//!   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html),
+//!   and one denied entry denies the whole call: `400 AccessDeniedException`, not forwarded. The proxy reads the role's boundary from the
 //!   emulator (a GetRole it sends itself) just before deciding, so a boundary removed after the
 //!   caller resolved the role counts. DeleteRolePolicy is not conditioned (revocation works on
 //!   any role), nor is any other call.
@@ -78,7 +84,8 @@ pub enum StrictKind {
     CaseVariant,
     /// A role-policy read answered from the pre-write snapshot.
     StaleRead,
-    /// PutRolePolicy refused by IAM's evaluation of the caller's policy (boundary condition).
+    /// Refused by IAM's evaluation of the caller's policy (the boundary condition on
+    /// PutRolePolicy, the create-only rule on DynamoDB items).
     AccessDenied,
 }
 
@@ -207,6 +214,8 @@ pub struct StrictAws {
     /// Access key id → the permissions boundary ARN its PutRolePolicy calls require of the
     /// target role (the grant role's `iam:PermissionsBoundary` condition); absent: unconditioned.
     pub boundary_conditions: BTreeMap<String, String>,
+    /// Access key id → partition-key prefix of the items it may create but never update or delete.
+    pub create_only_items: BTreeMap<String, String>,
 }
 
 impl StrictAws {
@@ -224,6 +233,7 @@ impl StrictAws {
             accounts: BTreeMap::new(),
             key_attributes: vec!["pk".into(), "sk".into()],
             boundary_conditions: BTreeMap::new(),
+            create_only_items: BTreeMap::new(),
         }
     }
 
@@ -280,6 +290,14 @@ impl StrictAws {
     pub fn boundary_condition(mut self, access_key_id: &str, boundary_arn: &str) -> Self {
         self.boundary_conditions
             .insert(access_key_id.to_owned(), boundary_arn.to_owned());
+        self
+    }
+
+    /// Requests signed with `access_key_id` may not update or delete an item whose partition key
+    /// starts with `prefix`, alone or in a transaction.
+    pub fn create_only_items(mut self, access_key_id: &str, prefix: &str) -> Self {
+        self.create_only_items
+            .insert(access_key_id.to_owned(), prefix.to_owned());
         self
     }
 
@@ -511,6 +529,20 @@ impl StrictState {
             None => DEFAULT_ACCOUNT.to_owned(),
         };
         let delay = self.delay(service);
+        if service == "dynamodb"
+            && let Some(prefix) = self.cfg.create_only_items.get(&access_key)
+            && let Some(denied) = self.changes_created_only_item(&req.body, op, prefix)
+        {
+            count(StrictKind::AccessDenied);
+            tokio::time::sleep(delay).await;
+            return dynamo_error(json!({
+                "__type": "com.amazon.coral.service#AccessDeniedException",
+                "Message": format!(
+                    "User: {access_key} is not authorized to perform: {denied} on resource: the table \
+                     with an explicit deny in an identity-based policy"
+                ),
+            }));
+        }
         match service {
             "iam" => {
                 self.iam(shared, key, req, op, (&account, &access_key), delay, &count)
@@ -779,6 +811,28 @@ impl StrictState {
         response
     }
 
+    /// The action IAM would deny if this request updates or deletes an item whose partition key
+    /// starts with `prefix` (UpdateItem, DeleteItem, or such an entry of a transaction).
+    fn changes_created_only_item(&self, body: &[u8], op: &str, prefix: &str) -> Option<&'static str> {
+        let body: Value = serde_json::from_slice(body).ok()?;
+        let pk = self.cfg.key_attributes.first()?;
+        let hits = |key: &Value| key[pk.as_str()]["S"].as_str().is_some_and(|v| v.starts_with(prefix));
+        match op {
+            "UpdateItem" if hits(&body["Key"]) => Some("dynamodb:UpdateItem"),
+            "DeleteItem" if hits(&body["Key"]) => Some("dynamodb:DeleteItem"),
+            "TransactWriteItems" => body["TransactItems"].as_array()?.iter().find_map(|entry| {
+                if hits(&entry["Update"]["Key"]) {
+                    Some("dynamodb:UpdateItem")
+                } else if hits(&entry["Delete"]["Key"]) {
+                    Some("dynamodb:DeleteItem")
+                } else {
+                    None
+                }
+            }),
+            _ => None,
+        }
+    }
+
     /// `Put` / `Update` / `Delete` / `ConditionCheck` of one TransactItems entry.
     fn transact_item_key(&self, entry: &Value) -> String {
         let op = entry
@@ -935,6 +989,37 @@ mod tests {
         );
         assert_eq!(
             boundary_in_get_role("<GetRoleResponse><Role><RoleName>r</RoleName></Role></GetRoleResponse>"),
+            None
+        );
+    }
+
+    #[test]
+    fn only_updates_and_deletes_of_created_only_items_are_denied() {
+        let state = StrictState::new(StrictAws::off().create_only_items("k", "AUDIT#"), 1);
+        let key = |pk: &str| json!({"pk": {"S": pk}, "sk": {"S": "AUDIT"}});
+        let body = |v: Value| v.to_string().into_bytes();
+        let deny = |op: &str, v: Value| state.changes_created_only_item(&body(v), op, "AUDIT#");
+        assert_eq!(
+            deny("UpdateItem", json!({"Key": key("AUDIT#1")})),
+            Some("dynamodb:UpdateItem")
+        );
+        assert_eq!(
+            deny("DeleteItem", json!({"Key": key("AUDIT#1")})),
+            Some("dynamodb:DeleteItem")
+        );
+        assert_eq!(deny("UpdateItem", json!({"Key": key("GRANT#1")})), None);
+        assert_eq!(
+            deny("PutItem", json!({"Item": key("AUDIT#1")})),
+            None,
+            "creating stays allowed"
+        );
+        let tx = |entry: Value| json!({"TransactItems": [{"Put": {"Item": key("AUDIT#2")}}, entry]});
+        assert_eq!(
+            deny("TransactWriteItems", tx(json!({"Update": {"Key": key("AUDIT#1")}}))),
+            Some("dynamodb:UpdateItem")
+        );
+        assert_eq!(
+            deny("TransactWriteItems", tx(json!({"Update": {"Key": key("ROLE#r")}}))),
             None
         );
     }

@@ -12,7 +12,8 @@ use latch_tests::{Harness, s, unique};
 use serde_json::json;
 
 const GRANT_KEY: &str = "AKIALATCHGRANTROLE01";
-const BOUNDARY_DOC: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+const BOUNDARY_DOC: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
 
 fn boundary_arn(name: &str) -> String {
     format!("arn:aws:iam::123456789012:policy/{name}")
@@ -95,7 +96,11 @@ async fn setup() -> Setup {
     }
 }
 
-fn start(h: &Harness, role: &str, run: &str) -> lambda_runtime::LambdaEvent<aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value>> {
+fn start(
+    h: &Harness,
+    role: &str,
+    run: &str,
+) -> lambda_runtime::LambdaEvent<aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value>> {
     h.event(
         "pipeline-job-started.json",
         json!({"role_arn": role, "run_id": run, "environment": null, "ref": null}),
@@ -135,7 +140,9 @@ async fn a_boundary_removed_after_latch_resolved_the_role_is_refused_by_iam_and_
     // THEN IAM refuses the put: the grant ends failed/iam_rejected and nothing new is attached
     assert_eq!(second, Outcome::Start(StartOutcome::Denied(DenyReason::IamRejected)));
     assert_eq!(
-        proxy.report().strict_count("iam.PutRolePolicy", StrictKind::AccessDenied),
+        proxy
+            .report()
+            .strict_count("iam.PutRolePolicy", StrictKind::AccessDenied),
         1
     );
     let names = h.role_policy_names(&role_arn).await;
@@ -165,7 +172,9 @@ async fn iam_refuses_a_role_without_the_boundary_even_when_the_function_does_not
     assert_eq!(outcome, Outcome::Start(StartOutcome::Denied(DenyReason::IamRejected)));
     assert!(h.role_policy_names(&role_arn).await.is_empty());
     assert_eq!(
-        proxy.report().strict_count("iam.PutRolePolicy", StrictKind::AccessDenied),
+        proxy
+            .report()
+            .strict_count("iam.PutRolePolicy", StrictKind::AccessDenied),
         1
     );
 }
@@ -216,7 +225,9 @@ async fn another_boundary_is_not_the_deployments_and_revocation_needs_none() {
     // THEN the put is refused, and the finished grant's policy is still removed
     assert_eq!(second, Outcome::Start(StartOutcome::Denied(DenyReason::IamRejected)));
     assert_eq!(
-        proxy.report().strict_count("iam.PutRolePolicy", StrictKind::AccessDenied),
+        proxy
+            .report()
+            .strict_count("iam.PutRolePolicy", StrictKind::AccessDenied),
         1
     );
     assert!(h.role_policy_names(&role_arn).await.is_empty());
