@@ -183,6 +183,26 @@ impl Dist {
     }
 }
 
+/// The grant role's condition on PutRolePolicy: `iam:PermissionsBoundary` and, with the
+/// template's RequireElevatableTag, `aws:ResourceTag/<key>` (both StringEquals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleCondition {
+    pub boundary_arn: String,
+    /// (tag key, value) the role must carry.
+    pub tag: Option<(String, String)>,
+}
+
+impl RoleCondition {
+    /// Whether a role whose GetRole answer is `get_role` meets it.
+    fn holds(&self, get_role: &str) -> bool {
+        boundary_in_get_role(get_role).as_deref() == Some(self.boundary_arn.as_str())
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|(k, v)| tag_in_get_role(get_role, k).as_deref() == Some(v.as_str()))
+    }
+}
+
 /// A token bucket: `burst` requests at once, `per_second` after (in scaled time).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
@@ -211,9 +231,9 @@ pub struct StrictAws {
     pub accounts: BTreeMap<String, String>,
     /// The attributes that name an item, for transaction conflicts (Latch's table: pk, sk).
     pub key_attributes: Vec<String>,
-    /// Access key id → the permissions boundary ARN its PutRolePolicy calls require of the
-    /// target role (the grant role's `iam:PermissionsBoundary` condition); absent: unconditioned.
-    pub boundary_conditions: BTreeMap<String, String>,
+    /// Access key id → what its PutRolePolicy calls require of the target role (the grant
+    /// role's condition); absent: unconditioned.
+    pub boundary_conditions: BTreeMap<String, RoleCondition>,
     /// Access key id → partition-key prefix of the items it may create but never update or delete.
     pub create_only_items: BTreeMap<String, String>,
 }
@@ -288,8 +308,20 @@ impl StrictAws {
     /// Requests signed with `access_key_id` may put a role policy only on a role whose
     /// permissions boundary is `boundary_arn`, as the template's grant role policy says.
     pub fn boundary_condition(mut self, access_key_id: &str, boundary_arn: &str) -> Self {
-        self.boundary_conditions
-            .insert(access_key_id.to_owned(), boundary_arn.to_owned());
+        let condition = RoleCondition {
+            boundary_arn: boundary_arn.to_owned(),
+            tag: None,
+        };
+        self.boundary_conditions.insert(access_key_id.to_owned(), condition);
+        self
+    }
+
+    /// With [`StrictAws::boundary_condition`] for the same key: the role must also carry the tag
+    /// `key` = `value` (`aws:ResourceTag/<key>`, the template's RequireElevatableTag).
+    pub fn tag_condition(mut self, access_key_id: &str, key: &str, value: &str) -> Self {
+        if let Some(condition) = self.boundary_conditions.get_mut(access_key_id) {
+            condition.tag = Some((key.to_owned(), value.to_owned()));
+        }
         self
     }
 
@@ -599,8 +631,8 @@ impl StrictState {
             .then(|| self.cfg.boundary_conditions.get(access_key))
             .flatten();
         if let Some(required) = required
-            && let Some(found) = self.role_boundary(shared, key, &req, &role).await
-            && found.as_deref() != Some(required.as_str())
+            && let Some(get_role) = self.get_role(shared, key, &req, &role).await
+            && !required.holds(&get_role)
         {
             count(StrictKind::AccessDenied);
             tokio::time::sleep(delay).await;
@@ -653,9 +685,9 @@ impl StrictState {
         response
     }
 
-    /// The role's permissions boundary as the emulator holds it now: `None` when the role is
-    /// not found (the request then goes on, and IAM's own answer is NoSuchEntity).
-    async fn role_boundary(&self, shared: &Shared, key: &str, req: &Request, role: &str) -> Option<Option<String>> {
+    /// The role as the emulator holds it now (GetRole's XML): `None` when the role is not found
+    /// (the request then goes on, and IAM's own answer is NoSuchEntity).
+    async fn get_role(&self, shared: &Shared, key: &str, req: &Request, role: &str) -> Option<String> {
         let body = format!(
             "Action=GetRole&Version=2010-05-08&RoleName={}",
             utf8_percent_encode(role, NON_ALPHANUMERIC)
@@ -665,7 +697,7 @@ impl StrictState {
             body: body.into_bytes(),
         };
         let response = forward_counted(shared, &format!("{key} (GetRole of the condition)"), &get_role).await;
-        (response.status() == 200).then(|| boundary_in_get_role(&String::from_utf8_lossy(response.body())))
+        (response.status() == 200).then(|| String::from_utf8_lossy(response.body()).into_owned())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -884,6 +916,16 @@ fn boundary_in_get_role(xml: &str) -> Option<String> {
     Some(xml[start..end].trim().to_owned())
 }
 
+/// The value of tag `key` in a GetRole answer (XML), if the role carries it.
+fn tag_in_get_role(xml: &str, key: &str) -> Option<String> {
+    let tags = &xml[xml.find("<Tags>")?..];
+    let tags = &tags[..tags.find("</Tags>")?];
+    let after_key = &tags[tags.find(&format!("<Key>{}</Key>", xml_escape(key)))?..];
+    let start = after_key.find("<Value>")? + "<Value>".len();
+    let end = start + after_key[start..].find("</Value>")?;
+    Some(after_key[start..end].to_owned())
+}
+
 /// DynamoDB's cancellation: one reason per item, in order.
 pub fn transaction_cancelled(conflicts: &[bool]) -> Value {
     let codes: Vec<&str> = conflicts
@@ -991,6 +1033,20 @@ mod tests {
             boundary_in_get_role("<GetRoleResponse><Role><RoleName>r</RoleName></Role></GetRoleResponse>"),
             None
         );
+        let tagged = "<Role><Tags><member><Key>team</Key><Value>a</Value></member>\
+                      <member><Key>latch:elevatable</Key><Value>true</Value></member></Tags></Role>";
+        assert_eq!(tag_in_get_role(tagged, "latch:elevatable").as_deref(), Some("true"));
+        assert_eq!(tag_in_get_role(tagged, "owner"), None);
+        let condition = RoleCondition {
+            boundary_arn: "arn:aws:iam::123456789012:policy/b".into(),
+            tag: Some(("latch:elevatable".into(), "true".into())),
+        };
+        assert!(!condition.holds(with), "the boundary without the tag");
+        let both = with.replace(
+            "</Role>",
+            "<Tags><member><Key>latch:elevatable</Key><Value>true</Value></member></Tags></Role>",
+        );
+        assert!(condition.holds(&both));
     }
 
     #[test]

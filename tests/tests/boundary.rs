@@ -20,7 +20,9 @@ fn boundary_arn(name: &str) -> String {
 }
 
 /// A strict proxy whose grant-role requests carry the template's boundary condition.
-async fn strict_proxy(boundary: &str) -> FaultProxy {
+/// With `tag`: the template's RequireElevatableTag = "true" (the role must carry
+/// latch:elevatable = true as well).
+async fn proxy_with(boundary: &str, tag: bool) -> FaultProxy {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run the README's test command)");
     let addr = endpoint
         .trim_start_matches("http://")
@@ -31,6 +33,11 @@ async fn strict_proxy(boundary: &str) -> FaultProxy {
         ..StrictAws::aws_like().no_latency()
     }
     .boundary_condition(GRANT_KEY, boundary);
+    let strict = if tag {
+        strict.tag_condition(GRANT_KEY, "latch:elevatable", "true")
+    } else {
+        strict
+    };
     FaultProxy::start(addr, FaultPlan::new(16).strict(strict))
         .await
         .expect("the proxy")
@@ -73,9 +80,13 @@ struct Setup {
 /// A harness signing as the grant role through the strict proxy, its rule's role created by
 /// the harness, and the deployment's boundary policy created in IAM.
 async fn setup() -> Setup {
+    setup_with(false).await
+}
+
+async fn setup_with(tag: bool) -> Setup {
     let name = unique("bnd");
     let boundary = boundary_arn(&format!("{name}-boundary"));
-    let proxy = strict_proxy(&boundary).await;
+    let proxy = proxy_with(&boundary, tag).await;
     let role_in_policy = format!("arn:aws:iam::123456789012:role/latch/{name}");
     let sdk = latch_tests::strict::sdk_config(&proxy.url(), GRANT_KEY).await;
     let h = Harness::with_sdk(sdk, &policy(&role_in_policy)).await;
@@ -231,4 +242,53 @@ async fn another_boundary_is_not_the_deployments_and_revocation_needs_none() {
         1
     );
     assert!(h.role_policy_names(&role_arn).await.is_empty());
+}
+
+#[tokio::test]
+async fn with_the_tag_required_a_role_carrying_the_boundary_but_not_the_tag_is_refused() {
+    // GIVEN RequireElevatableTag: a role with the deployment's boundary and no latch:elevatable tag
+    let Setup {
+        proxy,
+        h,
+        role_arn,
+        role_name,
+        boundary,
+    } = setup_with(true).await;
+    h.iam
+        .put_role_permissions_boundary()
+        .role_name(&role_name)
+        .permissions_boundary(&boundary)
+        .send()
+        .await
+        .expect("PutRolePermissionsBoundary");
+    let service = h.grant_service();
+    // WHEN a job starts, THEN IAM refuses
+    let untagged = grant::handle(&service, start(&h, &role_arn, "1")).await.unwrap();
+    assert_eq!(untagged, Outcome::Start(StartOutcome::Denied(DenyReason::IamRejected)));
+    assert!(h.role_policy_names(&role_arn).await.is_empty());
+    // AND once the platform team tags it, a new job is elevated
+    h.iam
+        .tag_role()
+        .role_name(&role_name)
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("latch:elevatable")
+                .value("true")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("TagRole");
+    let tagged = grant::handle(&service, start(&h, &role_arn, "2")).await.unwrap();
+    assert!(
+        matches!(tagged, Outcome::Start(StartOutcome::Activated(_))),
+        "{tagged:?}"
+    );
+    assert_eq!(
+        proxy
+            .report()
+            .strict_count("iam.PutRolePolicy", StrictKind::AccessDenied),
+        1
+    );
 }
