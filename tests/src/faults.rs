@@ -484,6 +484,10 @@ impl Response {
             .unwrap_or(0)
     }
 
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.body
+    }
+
     pub(crate) fn canned(status: u16, reason: &str, content_type: &str, body: String) -> Self {
         Self {
             status_line: format!("HTTP/1.1 {status} {reason}"),

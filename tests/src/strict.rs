@@ -45,6 +45,23 @@
 //!   keys moto itself issued: CreateAccessKey, STS), else 123456789012; a 12-digit key id is
 //!   *not* taken as an account. So the proxy adds `x-moto-account-id` for mapped keys, and every
 //!   rule above is kept per account.
+//! - **The boundary condition on PutRolePolicy** ([`StrictAws::boundary_condition`]): requests
+//!   signed with a given access key are the grant role's, whose policy allows `iam:PutRolePolicy`
+//!   only with `StringEquals: {iam:PermissionsBoundary: ARN}` (template.yaml, GrantPolicy). IAM
+//!   evaluates that key as the target role's *current* boundary, on every call ("Filters access
+//!   by whether the specified policy is set as the permissions boundary on the IAM entity",
+//!   https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_iam-condition-keys.html#ck_PermissionsBoundary);
+//!   a role without it, or with another one, fails the condition and no other statement allows
+//!   the call: `403 AccessDenied`, not forwarded.
+//! - **Create-only items** ([`StrictAws::create_only_items`]): requests signed with a given access
+//!   key are a function role's, whose policy denies `dynamodb:UpdateItem`/`DeleteItem` when
+//!   `dynamodb:LeadingKeys` is like `PREFIX*` (template.yaml, AuditItemsAreCreateOnly). IAM checks
+//!   a transaction's Update/Delete entries as UpdateItem/DeleteItem
+//!   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html),
+//!   and one denied entry denies the whole call: `400 AccessDeniedException`, not forwarded. The proxy reads the role's boundary from the
+//!   emulator (a GetRole it sends itself) just before deciding, so a boundary removed after the
+//!   caller resolved the role counts. DeleteRolePolicy is not conditioned (revocation works on
+//!   any role), nor is any other call.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -73,10 +90,13 @@ pub enum StrictKind {
     StaleRead,
     /// A grant's propagation probe refused: no role's visible policies name its bus yet.
     ProbeDenied,
+    /// Refused by IAM's evaluation of the caller's policy (the boundary condition on
+    /// PutRolePolicy, the create-only rule on DynamoDB items).
+    AccessDenied,
 }
 
 impl StrictKind {
-    pub const ALL: [StrictKind; 7] = [
+    pub const ALL: [StrictKind; 8] = [
         Self::LimitExceeded,
         Self::ConcurrentModification,
         Self::TransactionConflict,
@@ -84,6 +104,7 @@ impl StrictKind {
         Self::CaseVariant,
         Self::StaleRead,
         Self::ProbeDenied,
+        Self::AccessDenied,
     ];
 
     pub fn label(self) -> &'static str {
@@ -95,6 +116,7 @@ impl StrictKind {
             Self::CaseVariant => "case-variant",
             Self::StaleRead => "stale-read",
             Self::ProbeDenied => "probe-denied",
+            Self::AccessDenied => "access-denied",
         }
     }
 }
@@ -169,6 +191,26 @@ impl Dist {
     }
 }
 
+/// The grant role's condition on PutRolePolicy: `iam:PermissionsBoundary` and, with the
+/// template's RequireElevatableTag, `aws:ResourceTag/<key>` (both StringEquals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleCondition {
+    pub boundary_arn: String,
+    /// (tag key, value) the role must carry.
+    pub tag: Option<(String, String)>,
+}
+
+impl RoleCondition {
+    /// Whether a role whose GetRole answer is `get_role` meets it.
+    fn holds(&self, get_role: &str) -> bool {
+        boundary_in_get_role(get_role).as_deref() == Some(self.boundary_arn.as_str())
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|(k, v)| tag_in_get_role(get_role, k).as_deref() == Some(v.as_str()))
+    }
+}
+
 /// A token bucket: `burst` requests at once, `per_second` after (in scaled time).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
@@ -197,6 +239,11 @@ pub struct StrictAws {
     pub accounts: BTreeMap<String, String>,
     /// The attributes that name an item, for transaction conflicts (Latch's table: pk, sk).
     pub key_attributes: Vec<String>,
+    /// Access key id → what its PutRolePolicy calls require of the target role (the grant
+    /// role's condition); absent: unconditioned.
+    pub boundary_conditions: BTreeMap<String, RoleCondition>,
+    /// Access key id → partition-key prefix of the items it may create but never update or delete.
+    pub create_only_items: BTreeMap<String, String>,
 }
 
 impl StrictAws {
@@ -213,6 +260,8 @@ impl StrictAws {
             case_insensitive_roles: false,
             accounts: BTreeMap::new(),
             key_attributes: vec!["pk".into(), "sk".into()],
+            boundary_conditions: BTreeMap::new(),
+            create_only_items: BTreeMap::new(),
         }
     }
 
@@ -261,6 +310,34 @@ impl StrictAws {
     /// Requests signed with `access_key_id` go to `account_id`.
     pub fn account(mut self, access_key_id: &str, account_id: &str) -> Self {
         self.accounts.insert(access_key_id.to_owned(), account_id.to_owned());
+        self
+    }
+
+    /// Requests signed with `access_key_id` may put a role policy only on a role whose
+    /// permissions boundary is `boundary_arn`, as the template's grant role policy says.
+    pub fn boundary_condition(mut self, access_key_id: &str, boundary_arn: &str) -> Self {
+        let condition = RoleCondition {
+            boundary_arn: boundary_arn.to_owned(),
+            tag: None,
+        };
+        self.boundary_conditions.insert(access_key_id.to_owned(), condition);
+        self
+    }
+
+    /// With [`StrictAws::boundary_condition`] for the same key: the role must also carry the tag
+    /// `key` = `value` (`aws:ResourceTag/<key>`, the template's RequireElevatableTag).
+    pub fn tag_condition(mut self, access_key_id: &str, key: &str, value: &str) -> Self {
+        if let Some(condition) = self.boundary_conditions.get_mut(access_key_id) {
+            condition.tag = Some((key.to_owned(), value.to_owned()));
+        }
+        self
+    }
+
+    /// Requests signed with `access_key_id` may not update or delete an item whose partition key
+    /// starts with `prefix`, alone or in a transaction.
+    pub fn create_only_items(mut self, access_key_id: &str, prefix: &str) -> Self {
+        self.create_only_items
+            .insert(access_key_id.to_owned(), prefix.to_owned());
         self
     }
 
@@ -362,6 +439,7 @@ fn request_id(seq: u64) -> String {
 fn iam_error(status: u16, code: &str, kind: &str, message: &str) -> Response {
     let reason = match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         409 => "Conflict",
         _ => "Error",
@@ -491,8 +569,25 @@ impl StrictState {
             None => DEFAULT_ACCOUNT.to_owned(),
         };
         let delay = self.delay(service);
+        if service == "dynamodb"
+            && let Some(prefix) = self.cfg.create_only_items.get(&access_key)
+            && let Some(denied) = self.changes_created_only_item(&req.body, op, prefix)
+        {
+            count(StrictKind::AccessDenied);
+            tokio::time::sleep(delay).await;
+            return dynamo_error(json!({
+                "__type": "com.amazon.coral.service#AccessDeniedException",
+                "Message": format!(
+                    "User: {access_key} is not authorized to perform: {denied} on resource: the table \
+                     with an explicit deny in an identity-based policy"
+                ),
+            }));
+        }
         match service {
-            "iam" => self.iam(shared, key, req, op, &account, delay, &count).await,
+            "iam" => {
+                self.iam(shared, key, req, op, (&account, &access_key), delay, &count)
+                    .await
+            }
             "dynamodb" if self.cfg.transaction_conflict => self.dynamodb(shared, key, req, op, delay, &count).await,
             "events" if op == "DescribeEventBus" && self.cfg.propagation.is_some() => {
                 tokio::time::sleep(delay).await;
@@ -551,7 +646,7 @@ impl StrictState {
         key: &str,
         mut req: Request,
         op: &str,
-        account: &str,
+        (account, access_key): (&str, &str),
         delay: Duration,
         count: &(dyn Fn(StrictKind) + Sync),
     ) -> Response {
@@ -582,6 +677,25 @@ impl StrictState {
                 req.body = form_set(&req.body, "RoleName", &name);
                 role = name;
             }
+        }
+        let required = (op == "PutRolePolicy")
+            .then(|| self.cfg.boundary_conditions.get(access_key))
+            .flatten();
+        if let Some(required) = required
+            && let Some(get_role) = self.get_role(shared, key, &req, &role).await
+            && !required.holds(&get_role)
+        {
+            count(StrictKind::AccessDenied);
+            tokio::time::sleep(delay).await;
+            return iam_error(
+                403,
+                "AccessDenied",
+                "Sender",
+                &format!(
+                    "User: {access_key} is not authorized to perform: iam:PutRolePolicy on resource: role {role} \
+                     because no identity-based policy allows the iam:PutRolePolicy action"
+                ),
+            );
         }
         let response = match op {
             "PutRolePolicy" | "DeleteRolePolicy" => {
@@ -620,6 +734,21 @@ impl StrictState {
             }
         }
         response
+    }
+
+    /// The role as the emulator holds it now (GetRole's XML): `None` when the role is not found
+    /// (the request then goes on, and IAM's own answer is NoSuchEntity).
+    async fn get_role(&self, shared: &Shared, key: &str, req: &Request, role: &str) -> Option<String> {
+        let body = format!(
+            "Action=GetRole&Version=2010-05-08&RoleName={}",
+            utf8_percent_encode(role, NON_ALPHANUMERIC)
+        );
+        let get_role = Request {
+            head: req.head.clone(),
+            body: body.into_bytes(),
+        };
+        let response = forward_counted(shared, &format!("{key} (GetRole of the condition)"), &get_role).await;
+        (response.status() == 200).then(|| String::from_utf8_lossy(response.body()).into_owned())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -765,6 +894,28 @@ impl StrictState {
         response
     }
 
+    /// The action IAM would deny if this request updates or deletes an item whose partition key
+    /// starts with `prefix` (UpdateItem, DeleteItem, or such an entry of a transaction).
+    fn changes_created_only_item(&self, body: &[u8], op: &str, prefix: &str) -> Option<&'static str> {
+        let body: Value = serde_json::from_slice(body).ok()?;
+        let pk = self.cfg.key_attributes.first()?;
+        let hits = |key: &Value| key[pk.as_str()]["S"].as_str().is_some_and(|v| v.starts_with(prefix));
+        match op {
+            "UpdateItem" if hits(&body["Key"]) => Some("dynamodb:UpdateItem"),
+            "DeleteItem" if hits(&body["Key"]) => Some("dynamodb:DeleteItem"),
+            "TransactWriteItems" => body["TransactItems"].as_array()?.iter().find_map(|entry| {
+                if hits(&entry["Update"]["Key"]) {
+                    Some("dynamodb:UpdateItem")
+                } else if hits(&entry["Delete"]["Key"]) {
+                    Some("dynamodb:DeleteItem")
+                } else {
+                    None
+                }
+            }),
+            _ => None,
+        }
+    }
+
     /// `Put` / `Update` / `Delete` / `ConditionCheck` of one TransactItems entry.
     fn transact_item_key(&self, entry: &Value) -> String {
         let op = entry
@@ -807,6 +958,23 @@ pub async fn sdk_config(endpoint: &str, access_key_id: &str) -> aws_config::SdkC
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
         .await
+}
+
+/// The `PermissionsBoundaryArn` of a GetRole answer (XML), if the role has one.
+fn boundary_in_get_role(xml: &str) -> Option<String> {
+    let start = xml.find("<PermissionsBoundaryArn>")? + "<PermissionsBoundaryArn>".len();
+    let end = start + xml[start..].find("</PermissionsBoundaryArn>")?;
+    Some(xml[start..end].trim().to_owned())
+}
+
+/// The value of tag `key` in a GetRole answer (XML), if the role carries it.
+fn tag_in_get_role(xml: &str, key: &str) -> Option<String> {
+    let tags = &xml[xml.find("<Tags>")?..];
+    let tags = &tags[..tags.find("</Tags>")?];
+    let after_key = &tags[tags.find(&format!("<Key>{}</Key>", xml_escape(key)))?..];
+    let start = after_key.find("<Value>")? + "<Value>".len();
+    let end = start + after_key[start..].find("</Value>")?;
+    Some(after_key[start..end].to_owned())
 }
 
 /// DynamoDB's cancellation: one reason per item, in order.
@@ -899,6 +1067,67 @@ mod tests {
             dynamo
                 .iter()
                 .all(|d| (Duration::from_millis(5)..=Duration::from_millis(20)).contains(d))
+        );
+    }
+
+    #[test]
+    fn a_get_role_answer_gives_its_boundary_or_none() {
+        let with = "<GetRoleResponse><GetRoleResult><Role><RoleName>r</RoleName><PermissionsBoundary>\
+                    <PermissionsBoundaryType>Policy</PermissionsBoundaryType>\
+                    <PermissionsBoundaryArn>arn:aws:iam::123456789012:policy/b</PermissionsBoundaryArn>\
+                    </PermissionsBoundary></Role></GetRoleResult></GetRoleResponse>";
+        assert_eq!(
+            boundary_in_get_role(with).as_deref(),
+            Some("arn:aws:iam::123456789012:policy/b")
+        );
+        assert_eq!(
+            boundary_in_get_role("<GetRoleResponse><Role><RoleName>r</RoleName></Role></GetRoleResponse>"),
+            None
+        );
+        let tagged = "<Role><Tags><member><Key>team</Key><Value>a</Value></member>\
+                      <member><Key>latch:elevatable</Key><Value>true</Value></member></Tags></Role>";
+        assert_eq!(tag_in_get_role(tagged, "latch:elevatable").as_deref(), Some("true"));
+        assert_eq!(tag_in_get_role(tagged, "owner"), None);
+        let condition = RoleCondition {
+            boundary_arn: "arn:aws:iam::123456789012:policy/b".into(),
+            tag: Some(("latch:elevatable".into(), "true".into())),
+        };
+        assert!(!condition.holds(with), "the boundary without the tag");
+        let both = with.replace(
+            "</Role>",
+            "<Tags><member><Key>latch:elevatable</Key><Value>true</Value></member></Tags></Role>",
+        );
+        assert!(condition.holds(&both));
+    }
+
+    #[test]
+    fn only_updates_and_deletes_of_created_only_items_are_denied() {
+        let state = StrictState::new(StrictAws::off().create_only_items("k", "AUDIT#"), 1);
+        let key = |pk: &str| json!({"pk": {"S": pk}, "sk": {"S": "AUDIT"}});
+        let body = |v: Value| v.to_string().into_bytes();
+        let deny = |op: &str, v: Value| state.changes_created_only_item(&body(v), op, "AUDIT#");
+        assert_eq!(
+            deny("UpdateItem", json!({"Key": key("AUDIT#1")})),
+            Some("dynamodb:UpdateItem")
+        );
+        assert_eq!(
+            deny("DeleteItem", json!({"Key": key("AUDIT#1")})),
+            Some("dynamodb:DeleteItem")
+        );
+        assert_eq!(deny("UpdateItem", json!({"Key": key("GRANT#1")})), None);
+        assert_eq!(
+            deny("PutItem", json!({"Item": key("AUDIT#1")})),
+            None,
+            "creating stays allowed"
+        );
+        let tx = |entry: Value| json!({"TransactItems": [{"Put": {"Item": key("AUDIT#2")}}, entry]});
+        assert_eq!(
+            deny("TransactWriteItems", tx(json!({"Update": {"Key": key("AUDIT#1")}}))),
+            Some("dynamodb:UpdateItem")
+        );
+        assert_eq!(
+            deny("TransactWriteItems", tx(json!({"Update": {"Key": key("ROLE#r")}}))),
+            None
         );
     }
 

@@ -292,3 +292,37 @@ async fn stream_and_sweep_racing_on_one_grant_write_one_revoked_audit() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_forged_ttl_record_for_a_live_grant_changes_nothing() {
+    // GIVEN an active grant, and a TTL REMOVE record for it that DynamoDB never wrote: its
+    // OldImage is the live item, its identity the one TTL deletions carry
+    let h = Harness::new().await;
+    let id = start(&h, json!({"run_id": "forged"})).await;
+    let role = h.role("app-deployer");
+    let item = h.items("grant").await.remove(0);
+    let mut forged = aws_lambda_events::event::dynamodb::EventRecord::default();
+    forged.event_id = "forged-1".into();
+    forged.event_name = "REMOVE".into();
+    forged.event_source = Some("aws:dynamodb".into());
+    let mut identity = aws_lambda_events::event::dynamodb::UserIdentity::default();
+    identity.type_ = "Service".into();
+    identity.principal_id = "dynamodb.amazonaws.com".into();
+    forged.user_identity = Some(identity);
+    forged.change.sequence_number = Some("1".into());
+    forged.change.old_image = serde_dynamo::Item::from(item);
+    let mut event = aws_lambda_events::event::dynamodb::Event::default();
+    event.records = vec![forged];
+    // WHEN the revoke function is invoked with it directly
+    let response = h
+        .revoke_function()
+        .handle(lambda_runtime::LambdaEvent::new(event, Default::default()))
+        .await
+        .unwrap();
+    // THEN the policy stays, the grant stays active, nothing is audited, nothing is retried
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(h.role_policy_names(&role).await, vec![id.policy_name()]);
+    let grant = h.items("grant").await.remove(0);
+    assert_eq!(s(&grant, "status").as_deref(), Some("active"));
+    assert!(revoked(&h.items("audit").await).is_empty());
+}

@@ -334,6 +334,10 @@ impl MemoryStore {
             .copied()
             .unwrap_or(0)
     }
+    /// Records `grant` as it is, bypassing activation (a test's starting state).
+    pub fn insert_grant(&self, grant: Grant) {
+        lock(&self.inner).grants.insert(grant.id.as_str().to_owned(), grant);
+    }
     pub fn add_tombstone(&self, scope: String, until: DateTime<Utc>) {
         lock(&self.inner).tombstones.insert(scope, until);
     }

@@ -2,8 +2,11 @@
 //!
 //! It acts only on REMOVE records made by TTL (user identity `Service` /
 //! `dynamodb.amazonaws.com`) of active grant items, checked here even though the template's
-//! filter already selects them; every other record is skipped. Each grant is revoked from the
-//! record's OldImage with reason `expired_ttl`. A record whose revocation may succeed on retry is
+//! filter already selects them; every other record is skipped. A record proves nothing by
+//! itself (any principal allowed to invoke the function can fabricate one): before acting, one
+//! consistent GetItem per such record confirms the grant item is gone; a record for a grant the
+//! table still holds changes nothing and is logged as a warning with the grant id. Each
+//! confirmed grant is revoked from the record's OldImage with reason `expired_ttl`. A record whose revocation may succeed on retry is
 //! reported by sequence number (ReportBatchItemFailures), so it neither blocks nor repeats the
 //! others. A record that can never be handled (an OldImage that is not a grant) is logged and
 //! skipped: retrying cannot help, and the sweep and drift repair remain the guarantee (I2, I4).
@@ -93,6 +96,28 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> RevokeFunction<I, S, A
         };
         if !grant.status.is_live() {
             return RecordOutcome::Skipped("grant already revoked");
+        }
+        // The record is a claim: anyone allowed to invoke this function can hand it one. Only a
+        // consistent read showing the item gone makes it TTL's deletion of a grant.
+        match self.store.grant(&grant.id).await {
+            Ok(None) => {}
+            Ok(Some(recorded)) => {
+                warn!(
+                    grant_id = %grant.id,
+                    event_id = %record.event_id,
+                    status = ?recorded.status,
+                    "TTL removal record for a grant the table still holds: not acted on"
+                );
+                return RecordOutcome::Skipped("grant item still recorded");
+            }
+            Err(e) if e.is_retryable() => {
+                warn!(grant_id = %grant.id, error = %e, "confirming the removal will be retried");
+                return RecordOutcome::Retry;
+            }
+            Err(e) => {
+                warn!(grant_id = %grant.id, error = %e, "removal cannot be confirmed; left to the sweep");
+                return RecordOutcome::Skipped("removal not confirmed");
+            }
         }
         match self
             .revoker()

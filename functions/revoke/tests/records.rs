@@ -4,7 +4,7 @@ use aws_lambda_events::event::dynamodb::Event;
 use chrono::{TimeZone, Utc};
 use lambda_runtime::{Context, LambdaEvent};
 use latch_core::audit::Decision;
-use latch_core::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
+use latch_core::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore, Op};
 use latch_core::ports::IamError;
 use revoke::{RecordOutcome, RevokeFunction};
 
@@ -89,4 +89,67 @@ async fn given_a_batch_with_a_failing_record_then_only_that_one_is_reported() {
         1,
         "the second grant was revoked despite the first failing"
     );
+}
+
+/// The grant a TTL record's OldImage describes, as the table would hold it.
+fn grant_of(record: &aws_lambda_events::event::dynamodb::EventRecord) -> latch_core::ports::Grant {
+    serde_dynamo::from_item::<_, latch_aws::items::GrantItem>(record.change.old_image.clone())
+        .unwrap()
+        .into_grant()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn given_a_forged_ttl_record_for_a_live_grant_then_nothing_changes_and_one_read_is_made() {
+    // GIVEN a live grant the table still holds, and a TTL REMOVE record for it that DynamoDB
+    // never wrote (a direct invocation with a fabricated payload)
+    let faults = Faults::default();
+    let f = RevokeFunction {
+        store: MemoryStore::default().with_faults(&faults),
+        ..function()
+    };
+    let event = fixture("dynamodb-stream-ttl-remove.json");
+    let live = grant_of(&event.records[0]);
+    f.store.insert_grant(live.clone());
+    // WHEN the revoke function is handed the record
+    let outcome = f.on_record(&event.records[0]).await;
+    // THEN it is not acted on: no IAM call, no audit, no event, the grant stays as it was
+    assert!(matches!(outcome, RecordOutcome::Skipped(_)), "{outcome:?}");
+    assert_eq!(f.iam.calls(), (0, 0));
+    assert!(f.store.audits().is_empty());
+    assert!(f.audit.published().is_empty());
+    assert_eq!(f.store.grants(), [live]);
+    // and the confirmation cost exactly one consistent read
+    assert_eq!(faults.calls(Op::GetGrant), 1);
+}
+
+#[tokio::test]
+async fn given_a_genuine_ttl_record_then_one_read_confirms_it_before_the_revoke() {
+    // GIVEN a TTL REMOVE record whose grant item is gone from the table
+    let faults = Faults::default();
+    let f = RevokeFunction {
+        store: MemoryStore::default().with_faults(&faults),
+        ..function()
+    };
+    let event = fixture("dynamodb-stream-ttl-remove.json");
+    // WHEN it is handled
+    let outcome = f.on_record(&event.records[0]).await;
+    // THEN the grant is revoked after one read
+    assert_eq!(outcome, RecordOutcome::Revoked);
+    assert_eq!(faults.calls(Op::GetGrant), 1);
+    assert_eq!(f.iam.calls(), (0, 1));
+}
+
+#[tokio::test]
+async fn given_the_confirming_read_fails_transiently_then_the_record_is_retried_untouched() {
+    let faults = Faults::default();
+    let f = RevokeFunction {
+        store: MemoryStore::default().with_faults(&faults),
+        ..function()
+    };
+    faults.fail_nth(Op::GetGrant, 1);
+    let event = fixture("dynamodb-stream-ttl-remove.json");
+    assert_eq!(f.on_record(&event.records[0]).await, RecordOutcome::Retry);
+    assert_eq!(f.iam.calls(), (0, 0));
+    assert!(f.store.audits().is_empty());
 }

@@ -53,6 +53,7 @@ fn main() {
             "expires_at_epoch": items::EXPIRES_AT_EPOCH,
             "record_type": items::RECORD_TYPE,
             "status": items::STATUS,
+            "audit_pk_prefix": items::audit_pk(""),
         },
         "pipeline_detail_types": [DETAIL_TYPE_STARTED, DETAIL_TYPE_FINISHED, DETAIL_TYPE_EXTEND],
         "local_pipeline_pattern": latch_aws::provision::pipeline_events_pattern(),
