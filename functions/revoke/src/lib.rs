@@ -6,9 +6,9 @@
 //! itself (any principal allowed to invoke the function can fabricate one): before acting, one
 //! consistent GetItem per such record confirms the grant item is gone; a record for a grant the
 //! table still holds changes nothing and is logged as a warning with the grant id. Each
-//! confirmed grant is revoked from the record's OldImage with reason `expired_ttl`. A record whose revocation may succeed on retry is
-//! reported by sequence number (ReportBatchItemFailures), so it neither blocks nor repeats the
-//! others. A record that can never be handled (an OldImage that is not a grant) is logged and
+//! confirmed grant is revoked from the record's OldImage with reason `expired_ttl`. A record whose
+//! revocation may succeed on retry is reported by sequence number (ReportBatchItemFailures), so
+//! it neither blocks nor repeats the others. A record that can never be handled (an OldImage that is not a grant) is logged and
 //! skipped: retrying cannot help, and the sweep and drift repair remain the guarantee (I2, I4).
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
