@@ -13,6 +13,7 @@ mod demo;
 mod dev;
 mod dev_issuer;
 mod doctor;
+mod init;
 mod local;
 mod policy_cmd;
 mod runner;
@@ -75,6 +76,9 @@ enum Command {
     /// Reads an ExportTableToPointInTime export (DYNAMODB_JSON) in one streaming pass, filters
     /// by role, pipeline, time and decision, and prints a table, CSV or JSON lines.
     Audit(Box<audit::AuditArgs>),
+    /// Write a starter policy file and samconfig.toml for a first deployment (asks on a
+    /// terminal for what no flag gives); what it writes passes `latch policy check`.
+    Init(init::InitArgs),
     /// Check a deployed Latch against its policy file, with your AWS credentials (read-only):
     /// the table's layout, TTL, stream and index; the bus's pipeline rule; every role the policy
     /// names exactly (exists, under the elevatable path, carries --boundary). Exit 0 when every
@@ -115,6 +119,7 @@ async fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(args) => audit::run(*args),
         Command::Doctor(args) => doctor::run(args).await,
+        Command::Init(args) => init::run(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "latch", &mut script);

@@ -563,6 +563,50 @@ fn doctor_checks_a_deployment_and_says_what_is_wrong() {
     assert!(out.contains("FAIL table latch-no-such-table"), "{out}");
 }
 
+#[test]
+fn init_writes_a_starter_that_passes_policy_check_and_names_only_the_templates_parameters() {
+    let template = yaml("template.yaml");
+    let parameters = template["Parameters"].as_mapping().unwrap();
+    for ci in [["--github-org", "acme"], ["--gitlab-group", "acme/platform"]] {
+        // GIVEN a fresh directory WHEN latch init runs with flags only
+        let dir = std::env::temp_dir().join(unique("init"));
+        let (code, _, err) = run(latch()
+            .args(["init", "--account", "123456789012"])
+            .args(ci)
+            .arg("--out")
+            .arg(&dir)
+            .stdin(Stdio::null()));
+        assert_eq!(code, 0, "{err}");
+        // THEN its policy file passes the check the functions make
+        let (code, _, err) = run(latch().args(["policy", "check"]).arg(dir.join("policies.yaml")));
+        assert_eq!(code, 0, "{ci:?}: {err}");
+        // AND its samconfig overrides only parameters the template has
+        let samconfig = std::fs::read_to_string(dir.join("samconfig.toml")).unwrap();
+        let overrides = samconfig
+            .lines()
+            .find_map(|l| l.strip_prefix("parameter_overrides = "))
+            .unwrap()
+            .trim_matches('"');
+        for pair in overrides.split(' ') {
+            let name = pair.split_once('=').unwrap().0;
+            assert!(parameters.contains_key(name), "{name} is not a template parameter");
+        }
+        // AND a second run does not overwrite what is there
+        let (code, _, err) = run(latch()
+            .args(["init", "--account", "123456789012"])
+            .args(ci)
+            .arg("--out")
+            .arg(&dir)
+            .stdin(Stdio::null()));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--force"), "{err}");
+    }
+    // WHEN nothing is given and there is no terminal to ask THEN it says which flag is missing
+    let (code, _, err) = run(latch().arg("init").stdin(Stdio::null()));
+    assert_eq!(code, 2);
+    assert!(err.contains("AWS account id"), "{err}");
+}
+
 fn unrouted_request(dev: &Dev, source: &str, bus: &str) -> (i32, String, String) {
     run(latch()
         .args(["request", "--source", source, "--bus", bus, "--table", &dev.table])
