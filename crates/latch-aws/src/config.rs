@@ -17,6 +17,7 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
+use crate::call_metrics::CallTimer;
 use crate::dynamo::DynamoStore;
 use crate::events::EventBridgeSink;
 use crate::iam::IamAdapter;
@@ -126,11 +127,28 @@ impl Clients {
 
     pub fn from_sdk_config(sdk: &SdkConfig, config: &Config) -> Self {
         Self {
-            iam: IamAdapter::new(aws_sdk_iam::Client::new(sdk))
-                .requiring_boundary(config.boundary_arn.clone())
-                .for_deployment(config.deployment.clone()),
-            store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table),
-            audit: EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &config.bus),
+            // Every call timed for the metrics (crate::call_metrics).
+            iam: IamAdapter::new(aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(sdk).interceptor(CallTimer).build(),
+            ))
+            .requiring_boundary(config.boundary_arn.clone())
+            .for_deployment(config.deployment.clone()),
+            store: DynamoStore::new(
+                aws_sdk_dynamodb::Client::from_conf(
+                    aws_sdk_dynamodb::config::Builder::from(sdk)
+                        .interceptor(CallTimer)
+                        .build(),
+                ),
+                &config.table,
+            ),
+            audit: EventBridgeSink::new(
+                aws_sdk_eventbridge::Client::from_conf(
+                    aws_sdk_eventbridge::config::Builder::from(sdk)
+                        .interceptor(CallTimer)
+                        .build(),
+                ),
+                &config.bus,
+            ),
             deployment: config.deployment.clone(),
         }
     }

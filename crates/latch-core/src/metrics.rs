@@ -63,10 +63,14 @@ pub enum Metric {
     EventsUnpublished,
     DriftRepairs,
     DriftRolesChecked,
+    /// One AWS API call's time, retries included, by operation (`IAM.DeleteRolePolicy`).
+    AwsCallLatency,
+    /// Retries the SDK made for one call (attempts less one), by operation.
+    AwsCallRetries,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 15] = [
         Self::Grants,
         Self::Denials,
         Self::Revocations,
@@ -80,6 +84,8 @@ impl Metric {
         Self::EventsUnpublished,
         Self::DriftRepairs,
         Self::DriftRolesChecked,
+        Self::AwsCallLatency,
+        Self::AwsCallRetries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,13 +103,15 @@ impl Metric {
             Self::EventsUnpublished => "EventsUnpublished",
             Self::DriftRepairs => "DriftRepairs",
             Self::DriftRolesChecked => "DriftRolesChecked",
+            Self::AwsCallLatency => "AwsCallLatency",
+            Self::AwsCallRetries => "AwsCallRetries",
         }
     }
 
     pub fn unit(self) -> Unit {
         match self {
             Self::ExpiryToRevocation | Self::SweepLag => Unit::Seconds,
-            Self::StartToActive => Unit::Milliseconds,
+            Self::StartToActive | Self::AwsCallLatency => Unit::Milliseconds,
             _ => Unit::Count,
         }
     }
@@ -113,6 +121,7 @@ impl Metric {
         match self {
             Self::Denials => Some(DIM_REASON),
             Self::Revocations | Self::RevokeFailures | Self::ExpiryToRevocation => Some(DIM_PATH),
+            Self::AwsCallLatency | Self::AwsCallRetries => Some(DIM_OPERATION),
             _ => None,
         }
     }
@@ -120,6 +129,7 @@ impl Metric {
 
 pub const DIM_REASON: &str = "Reason";
 pub const DIM_PATH: &str = "Path";
+pub const DIM_OPERATION: &str = "Operation";
 
 /// One observation.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +188,15 @@ impl MetricRecord {
     pub fn revoke_retry() -> Self {
         Self::plain(Metric::RevokeRetries, 1.0)
     }
+
+    /// One AWS call (`operation`: service and operation, `IAM.DeleteRolePolicy`): its time and
+    /// the SDK's retries for it.
+    pub fn aws_call(operation: &str, millis: f64, attempts: u32) -> [Self; 2] {
+        [
+            Self::by(Metric::AwsCallLatency, millis.max(0.0), operation),
+            Self::by(Metric::AwsCallRetries, attempts.saturating_sub(1) as f64, operation),
+        ]
+    }
 }
 
 /// A sweep task's records, from its report. Counts are sent even when zero, so an alarm sees
@@ -205,10 +224,13 @@ pub fn sweep_records(report: &SweepReport) -> Vec<MetricRecord> {
     out
 }
 
+/// Each metric's values in one EMF document.
+type ValuesByMetric = BTreeMap<Metric, Vec<f64>>;
+
 /// EMF documents for `records`: one per dimension value, each metric's values as an array
 /// (EMF takes up to 100 values per metric per document).
 pub fn emf_documents(records: &[MetricRecord], function: &str, at: DateTime<Utc>) -> Vec<Value> {
-    let mut groups: BTreeMap<(Option<&'static str>, Option<&str>), BTreeMap<Metric, Vec<f64>>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Option<&'static str>, Option<&str>), ValuesByMetric> = BTreeMap::new();
     for r in records {
         groups
             .entry((r.metric.dimension(), r.dimension.as_deref()))
@@ -258,7 +280,7 @@ pub fn emf_documents(records: &[MetricRecord], function: &str, at: DateTime<Utc>
 }
 
 /// EMF allows at most 100 values per metric in one document.
-fn chunks(metrics: &BTreeMap<Metric, Vec<f64>>) -> Vec<Vec<(Metric, &[f64])>> {
+fn chunks(metrics: &ValuesByMetric) -> Vec<Vec<(Metric, &[f64])>> {
     let longest = metrics.values().map(Vec::len).max().unwrap_or(0);
     (0..longest.div_ceil(100))
         .map(|i| {

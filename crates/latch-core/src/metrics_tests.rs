@@ -43,10 +43,18 @@ fn given_a_sweep_report_then_its_records_name_each_count_with_unit_and_path() {
 #[test]
 fn given_a_quiet_sweep_then_its_counts_are_zero_not_missing() {
     let records = sweep_records(&SweepReport::default());
-    for m in [Metric::Revocations, Metric::RevokeFailures, Metric::SweepBacklog, Metric::DriftRepairs] {
+    for m in [
+        Metric::Revocations,
+        Metric::RevokeFailures,
+        Metric::SweepBacklog,
+        Metric::DriftRepairs,
+    ] {
         assert!(records.iter().any(|r| r.metric == m && r.value == 0.0), "{m:?}");
     }
-    assert!(!records.iter().any(|r| r.metric == Metric::SweepLag), "no expired grant, no lag");
+    assert!(
+        !records.iter().any(|r| r.metric == Metric::SweepLag),
+        "no expired grant, no lag"
+    );
 }
 
 #[test]
@@ -86,7 +94,10 @@ fn given_records_then_emf_documents_are_cloudwatchs_shape() {
     );
     assert_eq!(denials["Reason"], "no_matching_rule");
     assert_eq!(denials["Denials"], json!([1.0, 1.0]));
-    let ttl = docs.iter().find(|d| d.get("Path") == Some(&json!("expired_ttl"))).unwrap();
+    let ttl = docs
+        .iter()
+        .find(|d| d.get("Path") == Some(&json!("expired_ttl")))
+        .unwrap();
     assert_eq!(ttl["Revocations"], json!(1.0));
     assert_eq!(ttl["ExpiryToRevocation"], json!(12.0));
     let plain = docs.iter().find(|d| d.get("RevokeRetries").is_some()).unwrap();
@@ -113,4 +124,20 @@ fn every_metric_has_a_distinct_name() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), Metric::ALL.len());
+}
+
+#[test]
+fn given_an_aws_call_then_its_latency_and_retries_are_by_operation() {
+    let [latency, retries] = MetricRecord::aws_call("IAM.DeleteRolePolicy", 312.5, 3);
+    assert_eq!((latency.metric, latency.value), (Metric::AwsCallLatency, 312.5));
+    assert_eq!((retries.metric, retries.value), (Metric::AwsCallRetries, 2.0));
+    assert_eq!(latency.dimension.as_deref(), Some("IAM.DeleteRolePolicy"));
+    assert_eq!(Metric::AwsCallLatency.unit(), Unit::Milliseconds);
+    let docs = emf_documents(&[latency, retries], "sweep", at());
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["Operation"], "IAM.DeleteRolePolicy");
+    assert_eq!(
+        docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Operation"], []])
+    );
 }

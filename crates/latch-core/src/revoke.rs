@@ -14,8 +14,7 @@ use tracing::{info, warn};
 use crate::audit::{AuditRecord, Decision, stamp};
 use crate::model::{GrantId, digest};
 use crate::ports::{
-    AuditSink, Clock, Grant, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation, SinkError,
-    StoreError,
+    AuditSink, Clock, Grant, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation, SinkError, StoreError,
 };
 use crate::service::fill_grant_fields;
 
@@ -172,7 +171,12 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
     /// attempt publishes again under the same id.
     pub async fn record_failure(&self, grant: &Grant, reason: RevokeReason, error: &str) -> Result<(), RevokeError> {
         let now = self.clock.now();
-        let mut audit = AuditRecord::new(revoke_failed_audit_id(&grant.id), Decision::RevokeFailed, reason.code(), now);
+        let mut audit = AuditRecord::new(
+            revoke_failed_audit_id(&grant.id),
+            Decision::RevokeFailed,
+            reason.code(),
+            now,
+        );
         fill_grant_fields(&mut audit, grant);
         audit.detail = Some(error.to_owned());
         warn!(grant_id = %grant.id, role = %grant.role, error, "revoke failed; the sweep will retry");

@@ -336,7 +336,11 @@ where
         Ok(report)
     }
 
-    async fn revoke_expired(&self, report: &mut SweepReport, out_of_time: &impl Fn() -> bool) -> Result<(), StoreError> {
+    async fn revoke_expired(
+        &self,
+        report: &mut SweepReport,
+        out_of_time: &impl Fn() -> bool,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut after: Option<Grant> = None;
         loop {

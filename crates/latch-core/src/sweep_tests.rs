@@ -24,7 +24,10 @@ async fn start(s: &Service, run: &str, role: &str) -> StartOutcome {
         "pipeline": "app-release", "run_id": run, "job": "deploy", "attempt": 1,
         "role_arn": role, "permission_set": "deploy-artifacts", "duration": "5m", "ref": "refs/heads/main",
     });
-    let outcome = s.on_start(&envelope(DETAIL_TYPE_STARTED, &format!("s-{run}")), &detail, 200).await.unwrap();
+    let outcome = s
+        .on_start(&envelope(DETAIL_TYPE_STARTED, &format!("s-{run}")), &detail, 200)
+        .await
+        .unwrap();
     assert!(matches!(outcome, StartOutcome::Activated(_)), "{outcome:?}");
     outcome
 }
@@ -44,7 +47,12 @@ async fn given_a_run_holding_the_lease_when_another_run_starts_then_it_does_noth
     start(&s, "a", DEPLOYER).await;
     s.clock.advance(Duration::minutes(6));
     let now = s.clock.now();
-    assert!(s.store.take_lease(SweepTask::Expired, "other-run", now, now + Duration::seconds(55)).await.unwrap());
+    assert!(
+        s.store
+            .take_lease(SweepTask::Expired, "other-run", now, now + Duration::seconds(55))
+            .await
+            .unwrap()
+    );
 
     let report = memory_sweeper(&s, fast(SweepSettings::default()))
         .run_task(SweepTask::Expired, None, None)
@@ -62,7 +70,10 @@ async fn given_a_lease_left_by_a_dead_run_when_it_expires_then_the_next_run_take
     start(&s, "a", DEPLOYER).await;
     s.clock.advance(Duration::minutes(6));
     let now = s.clock.now();
-    s.store.take_lease(SweepTask::Expired, "dead-run", now, now + Duration::seconds(55)).await.unwrap();
+    s.store
+        .take_lease(SweepTask::Expired, "dead-run", now, now + Duration::seconds(55))
+        .await
+        .unwrap();
     s.clock.advance(Duration::seconds(56));
 
     let report = memory_sweeper(&s, fast(SweepSettings::default()))
@@ -87,7 +98,10 @@ async fn given_a_finished_run_when_the_next_starts_then_the_lease_was_given_back
 async fn given_the_expired_and_drift_leases_when_both_tasks_run_then_they_do_not_block_each_other() {
     let s = service();
     let now = s.clock.now();
-    s.store.take_lease(SweepTask::Expired, "other-run", now, now + Duration::seconds(55)).await.unwrap();
+    s.store
+        .take_lease(SweepTask::Expired, "other-run", now, now + Duration::seconds(55))
+        .await
+        .unwrap();
     let report = memory_sweeper(&s, fast(SweepSettings::default()))
         .run_task(SweepTask::Drift, None, None)
         .await
@@ -113,9 +127,16 @@ async fn given_slow_iam_when_the_deadline_comes_mid_page_then_no_revoke_starts_a
 
     assert!(report.stopped_early);
     assert_eq!(report.expired_found, 6, "one page: the old code revoked all six");
-    assert!(report.revoked < 6 && report.revoked + report.not_reached == 6, "{report:?}");
+    assert!(
+        report.revoked < 6 && report.revoked + report.not_reached == 6,
+        "{report:?}"
+    );
     assert_eq!(report.backlog(), report.not_reached);
-    assert_eq!(s.iam.policy_count(), report.not_reached, "left for the next run, still self-expiring");
+    assert_eq!(
+        s.iam.policy_count(),
+        report.not_reached,
+        "left for the next run, still self-expiring"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +144,10 @@ async fn given_an_expired_grant_when_the_sweep_runs_then_it_reports_how_late_it_
     let s = service();
     start(&s, "a", DEPLOYER).await;
     s.clock.advance(Duration::minutes(7));
-    let report = memory_sweeper(&s, fast(SweepSettings::default())).run(None).await.unwrap();
+    let report = memory_sweeper(&s, fast(SweepSettings::default()))
+        .run(None)
+        .await
+        .unwrap();
     assert_eq!(report.oldest_expired_secs, Some(120));
 }
 
@@ -175,7 +199,10 @@ async fn given_more_roles_than_one_run_can_check_when_runs_follow_then_the_curso
         assert!(report.drift_roles_checked > 0, "every run makes progress");
         seen += report.drift_roles_checked;
         runs += 1;
-        assert!(runs <= 4, "the old code restarted at the first role every run and never got past ~10");
+        assert!(
+            runs <= 4,
+            "the old code restarted at the first role every run and never got past ~10"
+        );
     }
     let listed = s.iam.listed_roles();
     for i in 0..25 {
@@ -203,7 +230,10 @@ async fn given_a_pace_when_drift_repair_runs_then_iam_calls_are_spaced() {
         ..SweepSettings::default()
     };
     let t = Instant::now();
-    let report = memory_sweeper(&s, settings).run_task(SweepTask::Drift, None, None).await.unwrap();
+    let report = memory_sweeper(&s, settings)
+        .run_task(SweepTask::Drift, None, None)
+        .await
+        .unwrap();
     assert_eq!(report.drift_roles_checked, 5);
     assert!(report.drift_cycle_complete);
     // Five calls at 20 a second: the fifth waits four intervals.
@@ -217,17 +247,33 @@ async fn given_iam_failing_for_minutes_when_the_sweep_retries_then_one_revoke_fa
     s.clock.advance(Duration::minutes(6));
     for _ in 0..3 {
         s.iam.fail_next(IamError::Transient("Throttling: Rate exceeded".into()));
-        let report = memory_sweeper(&s, fast(SweepSettings::default())).run(None).await.unwrap();
+        let report = memory_sweeper(&s, fast(SweepSettings::default()))
+            .run(None)
+            .await
+            .unwrap();
         assert_eq!(report.revoke_failed, 1);
         s.clock.advance(Duration::minutes(1));
     }
-    let failed: Vec<_> = s.store.audits().into_iter().filter(|a| a.decision == Decision::RevokeFailed).collect();
+    let failed: Vec<_> = s
+        .store
+        .audits()
+        .into_iter()
+        .filter(|a| a.decision == Decision::RevokeFailed)
+        .collect();
     assert_eq!(failed.len(), 1, "one per episode, not one a minute");
-    let published = s.audit.published().into_iter().filter(|a| a.decision == Decision::RevokeFailed).count();
+    let published = s
+        .audit
+        .published()
+        .into_iter()
+        .filter(|a| a.decision == Decision::RevokeFailed)
+        .count();
     assert_eq!(published, 1);
     let a = &failed[0];
     assert!(a.grant_id.is_some() && a.role_arn.is_some());
-    assert!(a.detail.as_deref().unwrap().contains("Rate exceeded"), "what IAM answered");
+    assert!(
+        a.detail.as_deref().unwrap().contains("Rate exceeded"),
+        "what IAM answered"
+    );
 }
 
 #[tokio::test]
@@ -237,10 +283,24 @@ async fn given_the_failure_event_lost_when_the_next_run_fails_again_then_it_publ
     s.clock.advance(Duration::minutes(6));
     s.iam.fail_next(IamError::Transient("Throttling".into()));
     s.audit.fail_next(crate::ports::SinkError::Transient("bus down".into()));
-    memory_sweeper(&s, fast(SweepSettings::default())).run(None).await.unwrap();
+    memory_sweeper(&s, fast(SweepSettings::default()))
+        .run(None)
+        .await
+        .unwrap();
     s.clock.advance(Duration::minutes(1));
     s.iam.fail_next(IamError::Transient("Throttling".into()));
-    memory_sweeper(&s, fast(SweepSettings::default())).run(None).await.unwrap();
-    let published = s.audit.published().into_iter().filter(|a| a.decision == Decision::RevokeFailed).count();
-    assert_eq!(published, 1, "at least once: the second attempt published what the first could not");
+    memory_sweeper(&s, fast(SweepSettings::default()))
+        .run(None)
+        .await
+        .unwrap();
+    let published = s
+        .audit
+        .published()
+        .into_iter()
+        .filter(|a| a.decision == Decision::RevokeFailed)
+        .count();
+    assert_eq!(
+        published, 1,
+        "at least once: the second attempt published what the first could not"
+    );
 }
