@@ -2,8 +2,8 @@
 //!
 //! A lease is taken with one conditional PutItem: written only if there is none, or the one
 //! there has expired, or it is this run's own. It carries a `ttl` a day after its expiry so the
-//! table does not keep dead leases. Releasing is a DeleteItem conditioned on the holder, so a
-//! run that outlived its lease never deletes its successor's.
+//! table does not keep dead leases. Releasing expires it in place (an UpdateItem conditioned on
+//! the holder), so a run that outlived its lease never frees its successor's.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -64,17 +64,22 @@ impl SweepState for DynamoStore {
     }
 
     async fn release_lease(&self, task: SweepTask, holder: &str) -> Result<(), StoreError> {
-        let delete = self
+        // Expired in place rather than deleted: a delete would put a REMOVE record on the
+        // table's stream for the revoke function's filter to drop, every run.
+        let update = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .set_key(Some(key(lease_pk(task), LEASE_SK)))
+            .update_expression("SET #until = :zero")
             .condition_expression("#holder = :me")
+            .expression_attribute_names("#until", UNTIL_MS)
             .expression_attribute_names("#holder", HOLDER)
+            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":me", s(holder));
         match self
             .conflicts
-            .run("release_lease", is_held_by_a_transaction, || delete.clone().send())
+            .run("release_lease", is_held_by_a_transaction, || update.clone().send())
             .await
         {
             Ok(_) => Ok(()),
