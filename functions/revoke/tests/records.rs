@@ -155,3 +155,10 @@ async fn given_slow_iam_when_the_deadline_nears_then_unstarted_records_are_repor
     assert!((1..10).contains(&revoked), "{revoked}");
     assert_eq!(failed, sequences[revoked..], "the rest, for Lambda to redeliver");
 }
+
+#[test]
+fn given_a_batch_error_then_the_diagnostic_names_its_type_and_that_a_retry_helps() {
+    let d = lambda_runtime::Diagnostic::from(revoke::RevokeBatchError::NoSequenceNumber { event_id: "e1".into() });
+    assert_eq!(d.error_type, "Revoke.NoSequenceNumber.Retryable");
+    assert!(d.error_message.contains("e1") && d.error_message.contains("retryable: true"));
+}
