@@ -83,7 +83,7 @@ def default(param: str):
 def code() -> dict:
     env = dict(os.environ)
     sweep_env = function("SweepFunction")["Environment"]["Variables"]
-    for name in ("LATCH_DRIFT_GRACE", "LATCH_SWEEP_CONCURRENCY"):
+    for name in ("LATCH_DRIFT_GRACE", "LATCH_SWEEP_CONCURRENCY", "LATCH_DRIFT_IAM_RATE"):
         env[name] = str(sweep_env[name])
     out = subprocess.run(
         [
@@ -128,7 +128,7 @@ def test_every_function_has_exactly_the_environment_its_code_reads():
     want = {
         "GrantFunction": common | {c["policy_path"]},
         "RevokeFunction": common,
-        "SweepFunction": common | {c["policy_path"], c["drift_grace"], c["sweep_concurrency"]},
+        "SweepFunction": common | {c["policy_path"], c["drift_grace"], c["sweep_concurrency"], c["drift_iam_rate"]},
     }
     for logical_id, names in want.items():
         env = function(logical_id)["Environment"]["Variables"]
@@ -145,6 +145,7 @@ def test_sweep_settings_in_the_template_parse_with_the_sweeps_own_parser():
     s = code()["sweep_settings"]
     assert s["ok"], s
     assert s["drift_grace_secs"] > 0 and 1 <= s["concurrency"] <= 64
+    assert 0.1 <= s["drift_iam_per_second"] <= 100
 
 
 # --- the policy file layer --------------------------------------------------------------------
@@ -301,6 +302,21 @@ def test_stream_mapping_reports_item_failures_bisects_and_bounds_retries():
     assert props["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["RevokeFailureQueue", "Arn"]}
 
 
+def test_a_full_batch_fits_the_timeout_with_room_for_the_deadline_margin():
+    """A batch's records run RECORD_CONCURRENCY at a time; none starts in the last
+    DEADLINE_MARGIN seconds, which must leave room for the timeout and for work to happen."""
+    r = code()["revoke"]
+    props = stream_event()["Properties"]
+    timeout = function("RevokeFunction")["Timeout"]
+    assert 1 <= props["BatchSize"] <= 1000
+    assert 0 < props["MaximumBatchingWindowInSeconds"] <= 30
+    assert props["ParallelizationFactor"] == 1
+    # Three calls a record, each bounded to 10 s: the margin covers the slowest one in flight.
+    assert r["deadline_margin_secs"] >= 10
+    assert timeout >= 2 * r["deadline_margin_secs"]
+    assert r["record_concurrency"] >= 2
+
+
 def stream_filter() -> EventPattern:
     [f] = stream_event()["Properties"]["FilterCriteria"]["Filters"]
     return EventPattern.load(f["Pattern"])
@@ -346,15 +362,39 @@ def test_stream_filter_rejects_ttl_removals_of_other_items_and_revoked_grants():
 # --- the sweep schedule -----------------------------------------------------------------------
 
 
-def test_sweep_schedule_input_is_the_fixture_and_it_retries_into_a_dead_letter_queue():
-    ev = function("SweepFunction")["Events"]["Sweep"]
+@pytest.mark.parametrize(
+    "event_name,fixture,schedule,task",
+    [
+        ("Sweep", "scheduled-sweep.json", "SweepSchedule", "sweep"),
+        ("DriftRepair", "scheduled-drift-repair.json", "DriftRepairSchedule", "drift"),
+    ],
+)
+def test_each_sweep_schedule_input_is_its_fixture_and_it_retries_into_a_dead_letter_queue(
+    event_name, fixture, schedule, task
+):
+    ev = function("SweepFunction")["Events"][event_name]
     assert ev["Type"] == "ScheduleV2"
     props = ev["Properties"]
-    assert json.loads(props["Input"]) == event("scheduled-sweep.json")
-    assert props["ScheduleExpression"] == {"Ref": "SweepSchedule"}
-    assert default("SweepSchedule") == "rate(1 minute)"
+    assert json.loads(props["Input"]) == event(fixture)
+    assert event(fixture)["detail-type"] == code()["schedule_detail_types"][task]
+    assert props["ScheduleExpression"] == {"Ref": schedule}
     assert props["RetryPolicy"]["MaximumRetryAttempts"] > 0
     assert props["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]}
+
+
+def test_schedule_defaults_sweep_every_minute_and_repair_drift_more_slowly():
+    assert default("SweepSchedule") == "rate(1 minute)"
+    assert default("DriftRepairSchedule") == "rate(5 minutes)"
+    for param in ("SweepSchedule", "DriftRepairSchedule"):
+        assert re.fullmatch(template()["Parameters"][param]["AllowedPattern"], default(param))
+
+
+def test_the_sweep_timeout_leaves_its_deadline_margin_inside_a_minute():
+    """Each run's lease lasts until its deadline and 5 s more; with the timeout under a minute
+    less that, a dead run never blocks the next minute's run."""
+    timeout = function("SweepFunction")["Timeout"]
+    assert timeout + 5 < 60
+    assert timeout > code()["sweep_deadline_margin_secs"]
 
 
 # --- least privilege --------------------------------------------------------------------------
@@ -472,7 +512,7 @@ def test_every_failure_queue_is_alarmed_to_the_topic():
     alarmed = {
         a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
         for a in resources("AWS::CloudWatch::Alarm").values()
-        if {"Ref": "AlarmTopic"} in a["Properties"]["AlarmActions"]
+        if a["Properties"]["Namespace"] == "AWS/SQS" and {"Ref": "AlarmTopic"} in a["Properties"]["AlarmActions"]
     }
     assert alarmed == set(resources("AWS::SQS::Queue"))
 
@@ -494,7 +534,7 @@ def test_samconfig_enables_the_cargo_lambda_beta():
     assert cfg["default"]["build"]["parameters"]["beta_features"] is True
 
 
-def test_the_only_role_sam_generates_is_the_schedulers_and_it_invokes_the_sweep_only(monkeypatch):
+def test_the_only_roles_sam_generates_are_the_schedulers_and_they_invoke_the_sweep_only(monkeypatch):
     import copy
 
     from samtranslator.translator.transform import transform
@@ -512,19 +552,20 @@ def test_the_only_role_sam_generates_is_the_schedulers_and_it_invokes_the_sweep_
     out = transform(t, {}, NoManagedPolicies())["Resources"]
     generated = {k: v for k, v in out.items() if k not in template()["Resources"]}
     roles = {k: v for k, v in generated.items() if v["Type"] == "AWS::IAM::Role"}
-    assert list(roles) == ["SweepFunctionSweepRole"]
-    props = roles["SweepFunctionSweepRole"]["Properties"]
-    assert "Path" not in props or not props["Path"].startswith(default("ElevatableRolePath"))
-    held = {
-        (a, json.dumps(s["Resource"], sort_keys=True))
-        for p in props["Policies"]
-        for s in p["PolicyDocument"]["Statement"]
-        for a in actions_of(s)
-    }
-    assert held == {
-        ("lambda:InvokeFunction", json.dumps({"Fn::GetAtt": ["SweepFunction", "Arn"]})),
-        ("sqs:SendMessage", json.dumps({"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]})),
-    }
+    # One per schedule: the sweep's and drift repair's.
+    assert sorted(roles) == ["SweepFunctionDriftRepairRole", "SweepFunctionSweepRole"]
+    for props in (r["Properties"] for r in roles.values()):
+        assert "Path" not in props or not props["Path"].startswith(default("ElevatableRolePath"))
+        held = {
+            (a, json.dumps(s["Resource"], sort_keys=True))
+            for p in props["Policies"]
+            for s in p["PolicyDocument"]["Statement"]
+            for a in actions_of(s)
+        }
+        assert held == {
+            ("lambda:InvokeFunction", json.dumps({"Fn::GetAtt": ["SweepFunction", "Arn"]})),
+            ("sqs:SendMessage", json.dumps({"Fn::GetAtt": ["SweepDeadLetterQueue", "Arn"]})),
+        }
 
 
 def test_the_boundary_admits_the_grants_propagation_probe_and_nothing_else_of_it():
@@ -917,7 +958,7 @@ def test_the_boundary_denies_every_queue_alarm_topic_and_log_group_of_latch(kind
 
 def test_the_boundary_denies_changes_to_every_rule_that_feeds_or_alarms_latch():
     rules = [name for name, res in resources_after_sam().items() if res["Type"] == "AWS::Events::Rule"]
-    assert len(rules) == 3, rules
+    assert {"PipelineEventsRule", "NativePipelineEventsRule", "RevokeFailedRule"} <= set(rules), rules
     for name in rules:
         props = resources()[name]["Properties"]
         # Rules on the Latch bus have ARNs under rule/<bus>/; the native one is on the default bus.

@@ -309,6 +309,9 @@ impl Harness {
                 concurrency: 4,
                 drift_grace,
                 deployment: self.clients.deployment.clone(),
+                // Tests do not wait on drift repair's pace.
+                drift_iam_per_second: 1_000.0,
+                ..Default::default()
             },
         }
     }

@@ -463,6 +463,8 @@ async fn fault_campaign_keeps_i1_to_i5() {
             concurrency,
             drift_grace: chrono::Duration::minutes(10),
             deployment: Default::default(),
+            drift_iam_per_second: 1_000.0,
+            ..Default::default()
         },
     };
     let (mut sweep_runs, mut sweep_errors) = (0, 0);

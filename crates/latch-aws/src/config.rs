@@ -17,6 +17,7 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
+use crate::call_metrics::CallTimer;
 use crate::dynamo::DynamoStore;
 use crate::events::EventBridgeSink;
 use crate::iam::IamAdapter;
@@ -142,11 +143,26 @@ impl Clients {
 
     pub fn from_sdk_config(sdk: &SdkConfig, config: &Config) -> Self {
         Self {
+            // Every call timed for the metrics (crate::call_metrics).
             iam: IamAdapter::new(iam_client(sdk))
                 .requiring_boundary(config.boundary_arn.clone())
                 .for_deployment(config.deployment.clone()),
-            store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table),
-            audit: EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &config.bus),
+            store: DynamoStore::new(
+                aws_sdk_dynamodb::Client::from_conf(
+                    aws_sdk_dynamodb::config::Builder::from(sdk)
+                        .interceptor(CallTimer)
+                        .build(),
+                ),
+                &config.table,
+            ),
+            audit: EventBridgeSink::new(
+                aws_sdk_eventbridge::Client::from_conf(
+                    aws_sdk_eventbridge::config::Builder::from(sdk)
+                        .interceptor(CallTimer)
+                        .build(),
+                ),
+                &config.bus,
+            ),
             deployment: config.deployment.clone(),
         }
     }
@@ -161,14 +177,19 @@ impl Clients {
 pub const IAM_MAX_ATTEMPTS: u32 = 5;
 
 /// The IAM client every function uses: the SDK configuration's retry policy (the standard
-/// one by default) with [`IAM_MAX_ATTEMPTS`].
+/// one by default) with [`IAM_MAX_ATTEMPTS`], every call timed for the metrics.
 pub fn iam_client(sdk: &SdkConfig) -> aws_sdk_iam::Client {
     let retry = sdk
         .retry_config()
         .cloned()
         .unwrap_or_else(aws_sdk_iam::config::retry::RetryConfig::standard)
         .with_max_attempts(IAM_MAX_ATTEMPTS);
-    aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(sdk).retry_config(retry).build())
+    aws_sdk_iam::Client::from_conf(
+        aws_sdk_iam::config::Builder::from(sdk)
+            .retry_config(retry)
+            .interceptor(CallTimer)
+            .build(),
+    )
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ use crate::items::{
 
 type Item = HashMap<String, AttributeValue>;
 
+#[path = "sweep_state.rs"]
+pub mod sweep_state;
+
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,

@@ -7,6 +7,7 @@ pub mod decision;
 pub mod event;
 pub mod identity;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod native;
 pub mod policy;

@@ -156,6 +156,14 @@ struct IamState {
     puts: usize,
     deletes: usize,
     fail_next: VecDeque<IamError>,
+    /// How long each DeleteRolePolicy takes (IAM's latency, for deadline tests).
+    delete_delay: std::time::Duration,
+    /// Role names drift repair listed the policies of, in order.
+    listed: Vec<String>,
+    /// DeleteRolePolicy calls in flight now, and the most there ever were (overall, one role).
+    deletes_in_flight: HashMap<String, usize>,
+    max_deletes_in_flight: usize,
+    max_deletes_in_flight_per_role: usize,
 }
 
 impl MemoryIam {
@@ -192,6 +200,19 @@ impl MemoryIam {
     pub fn add_role(&self, role: &RoleArn) {
         lock(&self.inner).roles.push(role.clone());
     }
+    /// Every later DeleteRolePolicy takes `delay` before it answers.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        lock(&self.inner).delete_delay = delay;
+    }
+    /// The most DeleteRolePolicy calls that were in flight at once: overall, and on one role.
+    pub fn max_deletes_in_flight(&self) -> (usize, usize) {
+        let s = lock(&self.inner);
+        (s.max_deletes_in_flight, s.max_deletes_in_flight_per_role)
+    }
+    /// The roles whose inline policies were listed, in order.
+    pub fn listed_roles(&self) -> Vec<String> {
+        lock(&self.inner).listed.clone()
+    }
     /// Puts a policy directly, as someone outside Latch would (drift).
     pub fn plant(&self, role: &RoleArn, name: &str, document: &str) {
         lock(&self.inner)
@@ -213,7 +234,8 @@ impl IamInventory for MemoryIam {
 
     async fn inline_policies(&self, role: &RoleArn) -> Result<Vec<String>, IamError> {
         self.faults.check(Op::ListRolePolicies).map_err(IamError::Transient)?;
-        let s = lock(&self.inner);
+        let mut s = lock(&self.inner);
+        s.listed.push(role.name().to_owned());
         Ok(s.policies
             .keys()
             .filter(|(r, _)| r == role.name())
@@ -257,6 +279,22 @@ impl IamWriter for MemoryIam {
 
     async fn delete_role_policy(&self, role: &RoleArn, name: &str) -> Result<Deletion, IamError> {
         self.faults.check(Op::DeleteRolePolicy).map_err(IamError::Transient)?;
+        let delay = lock(&self.inner).delete_delay;
+        if !delay.is_zero() {
+            let key = role.name().to_ascii_lowercase();
+            {
+                let mut s = lock(&self.inner);
+                *s.deletes_in_flight.entry(key.clone()).or_default() += 1;
+                let total: usize = s.deletes_in_flight.values().sum();
+                let on_role = s.deletes_in_flight[&key];
+                s.max_deletes_in_flight = s.max_deletes_in_flight.max(total);
+                s.max_deletes_in_flight_per_role = s.max_deletes_in_flight_per_role.max(on_role);
+            }
+            tokio::time::sleep(delay).await;
+            if let Some(n) = lock(&self.inner).deletes_in_flight.get_mut(&key) {
+                *n -= 1;
+            }
+        }
         let mut s = lock(&self.inner);
         s.deletes += 1;
         if let Some(e) = s.fail_next.pop_front() {
@@ -274,6 +312,8 @@ impl IamWriter for MemoryIam {
 pub struct MemoryStore {
     inner: Arc<Mutex<StoreState>>,
     faults: Faults,
+    /// The sweep's leases and cursor (outside the fault plan: crash points are about grants).
+    sweep: Arc<crate::sweep::MemorySweepState>,
 }
 
 #[derive(Debug, Default)]
@@ -353,6 +393,30 @@ impl MemoryStore {
     /// connection drops after DynamoDB applied the transaction.
     pub fn lose_next_revocation_answer(&self) {
         lock(&self.inner).lose_next_revocation_answer = true;
+    }
+}
+
+impl crate::sweep::SweepState for MemoryStore {
+    async fn take_lease(
+        &self,
+        task: crate::sweep::SweepTask,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.sweep.take_lease(task, holder, now, until).await
+    }
+
+    async fn release_lease(&self, task: crate::sweep::SweepTask, holder: &str) -> Result<(), StoreError> {
+        self.sweep.release_lease(task, holder).await
+    }
+
+    async fn drift_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.sweep.drift_cursor().await
+    }
+
+    async fn save_drift_cursor(&self, last_checked: &str) -> Result<(), StoreError> {
+        self.sweep.save_drift_cursor(last_checked).await
     }
 }
 

@@ -14,8 +14,7 @@ use tracing::{info, warn};
 use crate::audit::{AuditRecord, Decision, stamp};
 use crate::model::{GrantId, digest};
 use crate::ports::{
-    AuditSink, Clock, Grant, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation, SinkError,
-    StoreError, record_then_publish,
+    AuditSink, Clock, Grant, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation, SinkError, StoreError,
 };
 use crate::service::fill_grant_fields;
 
@@ -163,13 +162,17 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         }
     }
 
-    /// One `Latch Revoke Failed` audit per grant per minute: a sweep retrying every minute
-    /// leaves one record per attempt, not one per retry inside it.
+    /// One `Latch Revoke Failed` audit per grant: its failure episode (a grant is revoked at
+    /// most once, so it fails in one stretch, however many runs retry it). The first failure
+    /// publishes its event and then writes the durable item; a retry that finds the item says
+    /// nothing more, so an operator is told once per episode, not once a minute (every attempt
+    /// is still logged, and counted in the `RevokeFailures` metric). Publishing first keeps the
+    /// event at least once: an attempt that dies between the two leaves no item, and the next
+    /// attempt publishes again under the same id.
     pub async fn record_failure(&self, grant: &Grant, reason: RevokeReason, error: &str) -> Result<(), RevokeError> {
         let now = self.clock.now();
-        let minute = (now.timestamp() / 60).to_string();
         let mut audit = AuditRecord::new(
-            digest(&[grant.id.as_str(), "revoke-failed", &minute]),
+            revoke_failed_audit_id(&grant.id),
             Decision::RevokeFailed,
             reason.code(),
             now,
@@ -177,9 +180,18 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         fill_grant_fields(&mut audit, grant);
         audit.detail = Some(error.to_owned());
         warn!(grant_id = %grant.id, role = %grant.role, error, "revoke failed; the sweep will retry");
-        record_then_publish::<_, _, RevokeError>(self.store, self.audit, audit).await?;
+        if self.store.recorded_audit(&audit.audit_id).await?.is_some() {
+            return Ok(());
+        }
+        self.audit.publish(&audit).await?;
+        self.store.record_audit(&audit).await?;
         Ok(())
     }
+}
+
+/// The id of a grant's one Revoke Failed audit (its failure episode).
+pub fn revoke_failed_audit_id(grant: &GrantId) -> String {
+    digest(&[grant.as_str(), "revoke-failed"])
 }
 
 #[cfg(test)]

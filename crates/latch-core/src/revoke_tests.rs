@@ -67,6 +67,8 @@ fn sweeper(s: &Service) -> MemorySweeper<'_> {
             concurrency: 3,
             drift_grace: Duration::minutes(10),
             deployment: Default::default(),
+            drift_iam_per_second: 1_000.0,
+            ..Default::default()
         },
     )
 }
@@ -339,6 +341,8 @@ async fn given_two_deployments_on_one_role_when_each_repairs_drift_then_neither_
         concurrency: 3,
         drift_grace: Duration::minutes(10),
         deployment: Deployment::parse(d).unwrap(),
+        drift_iam_per_second: 1_000.0,
+        ..Default::default()
     };
     for _ in 0..2 {
         memory_sweeper(&green, settings("green")).run(None).await.unwrap();
@@ -483,6 +487,8 @@ async fn given_expired_grants_on_few_roles_when_the_sweep_runs_then_one_role_at_
             concurrency: 4,
             drift_grace: Duration::minutes(10),
             deployment: Default::default(),
+            drift_iam_per_second: 1_000.0,
+            ..Default::default()
         },
     };
     let report = sweep.run(None).await.unwrap();

@@ -22,11 +22,12 @@ pub fn t0() -> DateTime<Utc> {
 /// events/policy-claimed.yaml: the worked example with every rule `identity: claimed`, for the
 /// tests of everything that does not depend on who is asking.
 pub fn claimed_policy() -> Policy {
-    Policy::load(
-        include_str!("../../../events/policy-claimed.yaml"),
-        "policy-claimed.yaml",
-    )
-    .unwrap()
+    Policy::load(claimed_policy_text(), "policy-claimed.yaml").unwrap()
+}
+
+/// The text of events/policy-claimed.yaml (tests derive variants of it).
+pub fn claimed_policy_text() -> &'static str {
+    include_str!("../../../events/policy-claimed.yaml")
 }
 
 /// The example policy over memory ports sharing `faults`, the clock at `now`.

@@ -10,16 +10,19 @@
 //! retries, then the dead-letter queue); every permanent problem has been audited and is `Ok`.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use lambda_runtime::{Error, LambdaEvent};
+use chrono::{DateTime, Utc};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
 use latch_aws::jwks::HttpKeySource;
 use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
 use latch_core::identity::KeySource;
+use latch_core::metrics::{self, MetricRecord};
 use latch_core::model::{AccountId, digest};
 use latch_core::native::is_native;
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Retryable, SystemClock};
+use latch_core::revoke::RevokeReason;
 use latch_core::service::{ExtendOutcome, FinishOutcome, GrantError, GrantService, NativeOutcome, StartOutcome};
 use serde_json::Value;
 use tracing::error;
@@ -74,6 +77,77 @@ impl From<NativeOutcome> for Outcome {
     }
 }
 
+/// A failure Lambda should retry, as the runtime reports it: a [`Diagnostic`] naming the error's
+/// type and whether a retry can help, in logs and in the dead-letter message.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct GrantFailure(#[from] pub GrantError);
+
+impl GrantFailure {
+    pub fn kind(&self) -> &'static str {
+        match self.0 {
+            GrantError::Store(_) => "StoreUnavailable",
+            GrantError::Iam(_) => "IamUnavailable",
+            GrantError::Audit(_) => "AuditEventNotPublished",
+            GrantError::Keys(_) => "IssuerKeysUnavailable",
+        }
+    }
+}
+
+impl From<GrantFailure> for Diagnostic {
+    fn from(e: GrantFailure) -> Self {
+        let retryable = e.0.is_retryable();
+        let verdict = if retryable { "Retryable" } else { "Permanent" };
+        Diagnostic {
+            error_type: format!("Grant.{}.{verdict}", e.kind()),
+            error_message: format!("{e} (retryable: {retryable})"),
+        }
+    }
+}
+
+/// What an outcome adds to the metrics: activations (with the time from the start event's
+/// `time` to now), denials by reason, the finish path's revocations.
+pub fn outcome_records(outcome: &Outcome, event_time: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Vec<MetricRecord> {
+    match outcome {
+        Outcome::Start(StartOutcome::Activated(_)) => MetricRecord::grant_activated(event_time.unwrap_or(now), now),
+        Outcome::Start(StartOutcome::Denied(r))
+        | Outcome::Finish(FinishOutcome::Denied(r))
+        | Outcome::Extend(ExtendOutcome::Denied(r)) => vec![MetricRecord::denial(*r)],
+        Outcome::Finish(FinishOutcome::Finished { revoked, failed, .. }) => {
+            let mut out = vec![MetricRecord::revocation(RevokeReason::JobFinished); *revoked];
+            out.extend(vec![MetricRecord::revoke_failure(RevokeReason::JobFinished); *failed]);
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Lambda's entry point: [`handle_payload`], then the outcome's metrics as EMF lines.
+pub async fn invoke<I, S, A, C, K>(
+    service: &GrantService<I, S, A, C, K>,
+    event: LambdaEvent<Value>,
+) -> Result<(), GrantFailure>
+where
+    I: IamWriter,
+    S: GrantStore,
+    A: AuditSink,
+    C: Clock,
+    K: KeySource,
+{
+    let event_time = event
+        .payload
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let outcome = handle_payload(service, event).await?;
+    let now = service.clock.now();
+    let mut records = outcome_records(&outcome, event_time, now);
+    records.extend(latch_aws::call_metrics::drain());
+    metrics::emit(&records, "grant", now);
+    Ok(())
+}
+
 /// The function's entry point: the payload exactly as Lambda hands it over. One that does not
 /// even deserialize as an EventBridge event (a hand-made invoke, a misrouted target, a field of
 /// the wrong type) is denied as `malformed_event` with the path of the field at fault, rather
@@ -81,7 +155,7 @@ impl From<NativeOutcome> for Outcome {
 pub async fn handle_payload<I, S, A, C, K>(
     service: &GrantService<I, S, A, C, K>,
     event: LambdaEvent<Value>,
-) -> Result<Outcome, Error>
+) -> Result<Outcome, GrantFailure>
 where
     I: IamWriter,
     S: GrantStore,
@@ -110,15 +184,15 @@ where
 }
 
 /// An error reaches Lambda only when a retry may help; it is logged with that verdict.
-fn for_lambda(e: GrantError) -> Error {
+fn for_lambda(e: GrantError) -> GrantFailure {
     error!(error = %e, retryable = e.is_retryable(), "grant handling failed");
-    Error::from(e)
+    GrantFailure(e)
 }
 
 pub async fn handle<I, S, A, C, K>(
     service: &GrantService<I, S, A, C, K>,
     event: LambdaEvent<EventBridgeEvent<Value>>,
-) -> Result<Outcome, Error>
+) -> Result<Outcome, GrantFailure>
 where
     I: IamWriter,
     S: GrantStore,

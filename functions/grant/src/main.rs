@@ -10,8 +10,5 @@ async fn main() -> Result<(), Error> {
     let service = grant::init()
         .await
         .expect("grant function configuration and policy file");
-    run(service_fn(|event| async {
-        grant::handle_payload(&service, event).await.map(|_| ())
-    }))
-    .await
+    run(service_fn(|event| grant::invoke(&service, event))).await
 }

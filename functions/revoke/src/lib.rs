@@ -10,18 +10,68 @@
 //! revocation may succeed on retry is reported by sequence number (ReportBatchItemFailures), so
 //! it neither blocks nor repeats the others. A record that can never be handled (an OldImage that is not a grant) is logged and
 //! skipped: retrying cannot help, and the sweep and drift repair remain the guarantee (I2, I4).
+//!
+//! A batch's records are handled concurrently, [`RECORD_CONCURRENCY`] at a time, one role's
+//! records one after another (two writes on one role would only conflict in IAM and in the
+//! role's counter). The deadline is checked before each record: a record not started
+//! [`DEADLINE_MARGIN`] before it is reported for retry instead, so one throttled record costs
+//! its own redelivery, never the batch's timeout. Each batch's metrics go out as EMF lines.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use lambda_runtime::{Error, LambdaEvent};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
-use latch_aws::items::{GrantItem, RECORD_GRANT, RECORD_TYPE};
+use latch_aws::items::{EXPIRES_AT_EPOCH, GrantItem, RECORD_GRANT, RECORD_TYPE};
 use latch_aws::{Clients, Config};
+use latch_core::metrics::{self, MetricRecord};
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, RecordState, Retryable, SystemClock};
 use latch_core::revoke::{RevokeOutcome, RevokeReason, Revoker};
 use tracing::{info, warn};
+
+/// Records in flight at once (different roles). Lambda's own limit is one batch per shard.
+pub const RECORD_CONCURRENCY: usize = 10;
+
+/// Room left for the records in flight when no new one is started (each AWS call is bounded to
+/// 10 s; a revoke is three of them).
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
+
+/// The function never fails a batch as a whole: a record that may succeed later is reported
+/// by sequence number. This is the one way a batch can fail (nothing to report it by).
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeBatchError {
+    #[error("a record to retry has no sequence number (event {event_id}); the whole batch is retried")]
+    NoSequenceNumber { event_id: String },
+}
+
+impl RevokeBatchError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoSequenceNumber { .. } => "NoSequenceNumber",
+        }
+    }
+}
+
+impl Retryable for RevokeBatchError {
+    fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+impl From<RevokeBatchError> for Diagnostic {
+    fn from(e: RevokeBatchError) -> Self {
+        let verdict = if e.is_retryable() { "Retryable" } else { "Permanent" };
+        Diagnostic {
+            error_type: format!("Revoke.{}.{verdict}", e.kind()),
+            error_message: format!("{e} (retryable: {})", e.is_retryable()),
+        }
+    }
+}
 
 /// The ports the function holds, built once at init.
 pub struct RevokeFunction<I, S, A, C> {
@@ -138,18 +188,106 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> RevokeFunction<I, S, A
         }
     }
 
-    /// Handles a batch; every record is tried, and the ones to retry are reported.
-    pub async fn handle(&self, event: LambdaEvent<Event>) -> Result<DynamoDbEventResponse, Error> {
+    /// Handles a batch; every record is tried (or, past the deadline, left for retry), and the
+    /// ones to retry are reported by sequence number.
+    pub async fn handle(&self, event: LambdaEvent<Event>) -> Result<DynamoDbEventResponse, RevokeBatchError> {
+        let stop_by = stop_by(event.context.deadline);
+        let records = &event.payload.records;
+        let outcomes = self.on_batch(records, stop_by).await;
         let mut response = DynamoDbEventResponse::default();
-        for record in &event.payload.records {
-            let outcome = self.on_record(record).await;
+        let mut observed = Vec::new();
+        let now = self.clock.now();
+        for (record, outcome) in records.iter().zip(&outcomes) {
             info!(event_id = %record.event_id, ?outcome, "stream record");
-            if outcome == RecordOutcome::Retry {
-                let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = record.change.sequence_number.clone();
-                response.batch_item_failures.push(failure);
+            match outcome {
+                RecordOutcome::Revoked => {
+                    observed.push(MetricRecord::revocation(RevokeReason::ExpiredTtl));
+                    if let Some(expiry) = expires_at_epoch(record) {
+                        let lag = now.timestamp() - expiry;
+                        observed.push(MetricRecord::expiry_to_revocation(RevokeReason::ExpiredTtl, lag));
+                    }
+                }
+                RecordOutcome::Failed => observed.push(MetricRecord::revoke_failure(RevokeReason::ExpiredTtl)),
+                RecordOutcome::Retry => {
+                    observed.push(MetricRecord::revoke_retry());
+                    let Some(sequence) = record.change.sequence_number.clone() else {
+                        return Err(RevokeBatchError::NoSequenceNumber {
+                            event_id: record.event_id.clone(),
+                        });
+                    };
+                    let mut failure = DynamoDbBatchItemFailure::default();
+                    failure.item_identifier = Some(sequence);
+                    response.batch_item_failures.push(failure);
+                }
+                RecordOutcome::Skipped(_) | RecordOutcome::AlreadyRevoked => {}
             }
         }
+        observed.extend(latch_aws::call_metrics::drain());
+        metrics::emit(&observed, "revoke", now);
         Ok(response)
     }
+
+    /// Each record's outcome, in the batch's order: roles concurrently, one role's records in
+    /// order; a record not started by `stop_by` is [`RecordOutcome::Retry`].
+    pub async fn on_batch(&self, records: &[EventRecord], stop_by: Option<Instant>) -> Vec<RecordOutcome> {
+        let out_of_time = || stop_by.is_some_and(|t| Instant::now() >= t);
+        let mut outcomes: Vec<(usize, RecordOutcome)> = futures::stream::iter(by_role(records))
+            .map(|group| async move {
+                let mut done = Vec::with_capacity(group.len());
+                for i in group {
+                    let outcome = if out_of_time() {
+                        RecordOutcome::Retry
+                    } else {
+                        self.on_record(&records[i]).await
+                    };
+                    done.push((i, outcome));
+                }
+                done
+            })
+            .buffer_unordered(RECORD_CONCURRENCY)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await;
+        outcomes.sort_by_key(|(i, _)| *i);
+        outcomes.into_iter().map(|(_, o)| o).collect()
+    }
+}
+
+/// Record positions by the OldImage's role (case-insensitive, as IAM names are), in batch
+/// order; a record without one is a group of its own.
+fn by_role(records: &[EventRecord]) -> Vec<Vec<usize>> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let role = match record.change.old_image.get("role_arn") {
+            Some(serde_dynamo::AttributeValue::S(role)) => role.to_ascii_lowercase(),
+            _ => format!("#record-{i}"),
+        };
+        let slot = *index.entry(role).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[slot].push(i);
+    }
+    groups
+}
+
+fn expires_at_epoch(record: &EventRecord) -> Option<i64> {
+    match record.change.old_image.get(EXPIRES_AT_EPOCH) {
+        Some(serde_dynamo::AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+/// When to stop starting records: the invocation's deadline less [`DEADLINE_MARGIN`]; none
+/// without a deadline (local runs).
+pub fn stop_by(deadline_epoch_ms: u64) -> Option<Instant> {
+    if deadline_epoch_ms == 0 {
+        return None;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let left = Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms));
+    Some(Instant::now() + left.saturating_sub(DEADLINE_MARGIN))
 }

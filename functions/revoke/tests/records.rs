@@ -153,3 +153,75 @@ async fn given_the_confirming_read_fails_transiently_then_the_record_is_retried_
     assert_eq!(f.iam.calls(), (0, 0));
     assert!(f.store.audits().is_empty());
 }
+
+/// `n` TTL removals of distinct grants, `i % roles` choosing each one's role.
+fn batch(n: usize, roles: usize) -> Event {
+    let mut event = fixture("dynamodb-stream-ttl-remove.json");
+    let template = event.records.remove(0);
+    for i in 0..n {
+        let mut r = template.clone();
+        r.event_id = format!("evt-{i}");
+        r.change.sequence_number = Some(format!("42{i:020}"));
+        let grant_id = format!("{i:032x}");
+        let image = &mut r.change.old_image;
+        let s = |v: String| serde_dynamo::AttributeValue::S(v);
+        image.insert("grant_id".into(), s(grant_id.clone()));
+        image.insert("pk".into(), s(format!("GRANT#{grant_id}")));
+        image.insert("policy_name".into(), s(format!("latch-{grant_id}")));
+        image.insert(
+            "role_arn".into(),
+            s(format!("arn:aws:iam::123456789012:role/latch/app-{}", i % roles)),
+        );
+        event.records.push(r);
+    }
+    event
+}
+
+#[tokio::test]
+async fn given_a_batch_over_many_roles_then_records_run_concurrently_within_the_bound() {
+    let f = function();
+    f.iam.set_delay(std::time::Duration::from_millis(20));
+    let event = batch(40, 20);
+
+    let response = f.handle(LambdaEvent::new(event, Context::default())).await.unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(f.store.audits().len(), 40);
+    let (overall, per_role) = f.iam.max_deletes_in_flight();
+    assert!(overall > 1, "the old handler ran one record after another");
+    assert!(overall <= revoke::RECORD_CONCURRENCY, "{overall}");
+    assert_eq!(per_role, 1, "one role's records one after another");
+}
+
+#[tokio::test]
+async fn given_slow_iam_when_the_deadline_nears_then_unstarted_records_are_reported_not_timed_out() {
+    let f = function();
+    f.iam.set_delay(std::time::Duration::from_millis(60));
+    // One role: its 10 records go one after another, 60 ms each; 200 ms of time to start them.
+    let event = batch(10, 1);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut context = Context::default();
+    context.deadline = now_ms + revoke::DEADLINE_MARGIN.as_millis() as u64 + 200;
+    let sequences: Vec<_> = event.records.iter().map(|r| r.change.sequence_number.clone()).collect();
+
+    let response = f.handle(LambdaEvent::new(event, context)).await.unwrap();
+
+    let revoked = f.store.audits().len();
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|b| b.item_identifier.clone())
+        .collect();
+    assert!((1..10).contains(&revoked), "{revoked}");
+    assert_eq!(failed, sequences[revoked..], "the rest, for Lambda to redeliver");
+}
+
+#[test]
+fn given_a_batch_error_then_the_diagnostic_names_its_type_and_that_a_retry_helps() {
+    let d = lambda_runtime::Diagnostic::from(revoke::RevokeBatchError::NoSequenceNumber { event_id: "e1".into() });
+    assert_eq!(d.error_type, "Revoke.NoSequenceNumber.Retryable");
+    assert!(d.error_message.contains("e1") && d.error_message.contains("retryable: true"));
+}

@@ -10,6 +10,7 @@ use latch_aws::config::{ENV_BOUNDARY_ARN, ENV_BUS, ENV_DEPLOYMENT, ENV_POLICY_PA
 use latch_aws::items;
 use latch_core::audit::{AUDIT_SOURCE, Decision};
 use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED};
+use latch_core::metrics::{Metric, NAMESPACE};
 use latch_core::policy::Policy;
 use serde_json::json;
 
@@ -20,6 +21,7 @@ fn main() {
             "ok": true,
             "drift_grace_secs": s.drift_grace.num_seconds(),
             "concurrency": s.concurrency,
+            "drift_iam_per_second": s.drift_iam_per_second,
         }),
         Err(e) => json!({ "ok": false, "error": e.to_string() }),
     };
@@ -38,6 +40,24 @@ fn main() {
             "deployment": ENV_DEPLOYMENT,
             "drift_grace": sweep::ENV_DRIFT_GRACE,
             "sweep_concurrency": sweep::ENV_SWEEP_CONCURRENCY,
+            "drift_iam_rate": sweep::ENV_DRIFT_IAM_RATE,
+        },
+        "schedule_detail_types": {
+            "sweep": sweep::DETAIL_TYPE_SWEEP,
+            "drift": sweep::DETAIL_TYPE_DRIFT,
+        },
+        "revoke": {
+            "record_concurrency": revoke::RECORD_CONCURRENCY,
+            "deadline_margin_secs": revoke::DEADLINE_MARGIN.as_secs(),
+        },
+        "sweep_deadline_margin_secs": sweep::DEADLINE_MARGIN.as_secs(),
+        "metrics": {
+            "namespace": NAMESPACE,
+            "catalogue": Metric::ALL.iter().map(|m| json!({
+                "name": m.name(),
+                "unit": m.unit().as_str(),
+                "dimension": m.dimension(),
+            })).collect::<Vec<_>>(),
         },
         "defaults": {
             "table": defaults.table,
