@@ -377,7 +377,7 @@ EXPECTED_ACTIONS = {
     },
     "SweepRole": {
         "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:DeleteItem",
-        "iam:DeleteRolePolicy", "iam:ListRolePolicies", "iam:ListRoles",
+        "iam:DeleteRolePolicy", "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:ListRoles",
         "events:PutEvents",
         "sqs:SendMessage",
         "logs:CreateLogStream", "logs:PutLogEvents",
@@ -463,7 +463,7 @@ def test_every_failure_queue_is_alarmed_to_the_topic():
     alarmed = {
         a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
         for a in resources("AWS::CloudWatch::Alarm").values()
-        if {"Ref": "AlarmTopic"} in a["Properties"]["AlarmActions"]
+        if {"Ref": "AlarmTopic"} in a["Properties"]["AlarmActions"] and a["Properties"]["Namespace"] == "AWS/SQS"
     }
     assert alarmed == set(resources("AWS::SQS::Queue"))
 

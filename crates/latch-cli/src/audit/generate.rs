@@ -61,6 +61,45 @@ pub struct GenerateArgs {
     /// Length of the simulation; the export is taken at its end.
     #[arg(long, default_value_t = 30)]
     pub days: u32,
+    /// Also write the audit archive of the same decisions into DIR, as the archive's Firehose
+    /// stream does (`audit/date=YYYY-MM-DD/`, JSON lines), one record in 1,000 twice (the
+    /// archive is at least once).
+    #[arg(long, value_name = "DIR")]
+    pub archive: Option<PathBuf>,
+}
+
+/// The archive copy `--archive` writes: one object per day.
+struct ArchiveWriter {
+    root: PathBuf,
+    days: BTreeMap<String, BufWriter<File>>,
+    lines: u64,
+}
+
+impl ArchiveWriter {
+    fn write(&mut self, date: &str, line: &[u8], twice: bool) -> Result<(), AuditError> {
+        if !self.days.contains_key(date) {
+            let dir = self.root.join("audit").join(format!("date={date}"));
+            std::fs::create_dir_all(&dir).map_err(gen_err(&dir))?;
+            let path = dir.join(format!("latch-archive-1-{date}-00-00-00-generated"));
+            let f = File::create(&path).map_err(gen_err(&path))?;
+            self.days.insert(date.to_owned(), BufWriter::new(f));
+        }
+        if let Some(out) = self.days.get_mut(date) {
+            let copies = if twice { 2 } else { 1 };
+            for _ in 0..copies {
+                out.write_all(line).map_err(gen_err(&self.root))?;
+                self.lines += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<u64, AuditError> {
+        for (_, mut f) in self.days {
+            f.flush().map_err(gen_err(&self.root))?;
+        }
+        Ok(self.lines)
+    }
 }
 
 /// splitmix64: tiny, fast, and the same everywhere.
@@ -236,6 +275,9 @@ pub struct Truth {
     pub active_at_export: u64,
     /// The five longest holds (revoked - granted), seconds, longest first.
     pub longest_held_secs: Vec<i64>,
+    /// Lines written to the archive copy (`--archive`), duplicates included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_lines: Option<u64>,
 }
 
 struct DataFile {
@@ -274,6 +316,7 @@ enum Planned {
 
 struct Writer {
     files: Vec<DataFile>,
+    archive: Option<ArchiveWriter>,
     truth: Truth,
     first_week_end: i64,
     longest: Vec<i64>,
@@ -301,9 +344,14 @@ fn role_name(r: &AuditRecord) -> String {
 
 impl Writer {
     fn emit(&mut self, item: Planned) -> Result<(), AuditError> {
+        let mut archived = None;
         let (pk, value) = match item {
             Planned::Audit(r) => {
                 self.count_audit(&r);
+                archived = Some((
+                    r.recorded_at.chars().take(10).collect::<String>(),
+                    hash64(&r.audit_id) % 1000 == 0,
+                ));
                 let item = AuditItem::from_record(&r);
                 let pk = item.pk.clone();
                 let value = serde_json::to_value(&item).map_err(|e| AuditError::Generate(e.to_string()))?;
@@ -329,6 +377,9 @@ impl Writer {
             .map_err(|e| AuditError::Generate(format!("writing {}: {e}", file.name)))?;
         file.items += 1;
         self.truth.items += 1;
+        if let (Some(archive), Some((date, twice))) = (self.archive.as_mut(), archived) {
+            archive.write(&date, &self.line, twice)?;
+        }
         Ok(())
     }
 
@@ -648,6 +699,11 @@ pub fn run(args: &GenerateArgs) -> Result<Truth, AuditError> {
     let empty = files.pop();
     let mut w = Writer {
         files,
+        archive: args.archive.as_ref().map(|root| ArchiveWriter {
+            root: root.clone(),
+            days: BTreeMap::new(),
+            lines: 0,
+        }),
         truth: Truth {
             seed: args.seed,
             start: iam_time(start),
@@ -708,6 +764,9 @@ pub fn run(args: &GenerateArgs) -> Result<Truth, AuditError> {
         }
     }
     w.truth.longest_held_secs = w.longest.clone();
+    if let Some(archive) = w.archive.take() {
+        w.truth.archive_lines = Some(archive.finish()?);
+    }
 
     // Finish the data files, then the manifests.
     let mut manifest_lines = String::new();
