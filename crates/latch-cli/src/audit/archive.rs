@@ -44,7 +44,6 @@ pub struct ArchiveStats {
 /// A local archive copy: its objects, found, not yet read.
 #[derive(Debug)]
 pub struct Archive {
-    pub dir: PathBuf,
     /// (partition, object path), sorted.
     pub objects: Vec<(String, PathBuf)>,
 }
@@ -124,10 +123,7 @@ impl Archive {
             names.sort();
             objects.extend(names.into_iter().map(|p| (partition.clone(), p)));
         }
-        Ok(Self {
-            dir: dir.to_owned(),
-            objects,
-        })
+        Ok(Self { objects })
     }
 
     /// Streams every line of every object.

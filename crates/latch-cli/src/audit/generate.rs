@@ -315,12 +315,49 @@ enum Planned {
 }
 
 struct Writer {
+    /// The simulated month's first second: the policy file changes on its 10th and 20th day.
+    t0: i64,
     files: Vec<DataFile>,
     archive: Option<ArchiveWriter>,
     truth: Truth,
     first_week_end: i64,
     longest: Vec<i64>,
     line: Vec<u8>,
+}
+
+/// What a v2 record carries beyond v1, as the functions would write it: the policy file that
+/// decided (three versions over the month), the document attached or deleted, who proved a
+/// finish, and which job fields are only claimed (the simulated publisher has no token).
+fn v2_facts(r: &mut AuditRecord, t0: i64) {
+    let decided_by_a_policy_file = !matches!(r.decision, Decision::Revoked | Decision::RevokeFailed);
+    if decided_by_a_policy_file {
+        let version = 1 + (r.recorded_at_epoch - t0).clamp(0, 29 * 86_400) / (10 * 86_400);
+        let v = version.to_string();
+        r.policy_file_sha256 = Some(digest(&["policy-file", &v]) + &digest(&["policy-file-2", &v]));
+        r.policy_file_label = Some(format!("release-{v}"));
+    }
+    match r.decision {
+        Decision::Activated | Decision::Extended => {
+            let actions: Vec<String> = r.actions.iter().map(|a| format!("{a:?}")).collect();
+            r.policy_document = Some(format!(
+                r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":[{}],"Resource":"*","Condition":{{"DateLessThan":{{"aws:CurrentTime":"{}"}}}}}}]}}"#,
+                actions.join(","),
+                r.expires_at.as_deref().unwrap_or_default()
+            ));
+            r.mark_claimed_fields();
+        }
+        Decision::Denied => r.mark_claimed_fields(),
+        Decision::Revoked if r.reason == "job_finished" => {
+            r.finished_by = Some(format!("claimed:{}", r.source.as_deref().unwrap_or(SOURCE)));
+        }
+        Decision::DriftRepaired => {
+            r.deleted_document = Some(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#
+                    .to_owned(),
+            );
+        }
+        _ => {}
+    }
 }
 
 fn gen_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
@@ -346,7 +383,8 @@ impl Writer {
     fn emit(&mut self, item: Planned) -> Result<(), AuditError> {
         let mut archived = None;
         let (pk, value) = match item {
-            Planned::Audit(r) => {
+            Planned::Audit(mut r) => {
+                v2_facts(&mut r, self.t0);
                 self.count_audit(&r);
                 archived = Some((
                     r.recorded_at.chars().take(10).collect::<String>(),
@@ -698,6 +736,7 @@ pub fn run(args: &GenerateArgs) -> Result<Truth, AuditError> {
     // The last file is an empty partition.
     let empty = files.pop();
     let mut w = Writer {
+        t0,
         files,
         archive: args.archive.as_ref().map(|root| ArchiveWriter {
             root: root.clone(),

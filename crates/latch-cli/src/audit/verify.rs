@@ -114,6 +114,11 @@ fn malformed_id(r: &AuditRecord) -> Option<String> {
         .then(|| format!("its audit_id {:?} is not 32 lowercase hex digits", r.audit_id))
 }
 
+/// One finding: kind, id, what the record is, why it is reported; tab-separated.
+fn report(out: &mut dyn Write, kind: &str, id: &str, what: &str, why: &str) -> Result<(), AuditError> {
+    writeln!(out, "{kind}\t{id}\t{what}\t{why}").map_err(AuditError::Stdout)
+}
+
 /// Runs the comparison, writing one line per finding to `out`.
 pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<Verdict, AuditError> {
     let export = Export::locate(&args.export)?;
@@ -121,9 +126,6 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<Verdict, AuditE
     let export_time = export.export_time().unwrap_or_else(Utc::now).timestamp();
     let lag = i64::try_from(args.lag.as_secs()).unwrap_or(i64::MAX);
     let mut v = Verdict::default();
-    let mut report = |out: &mut dyn Write, kind: &str, id: &str, what: &str, why: &str| {
-        writeln!(out, "{kind}\t{id}\t{what}\t{why}").map_err(AuditError::Stdout)
-    };
 
     let mut index: HashMap<u128, Archived> = HashMap::new();
     let stats = archive.for_each_line(|item| {
@@ -147,7 +149,13 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<Verdict, AuditE
                 v.duplicates += 1;
                 if seen.digest != digest {
                     v.altered += 1;
-                    report(out, "altered", &r.audit_id, &summary(r), "two archived copies differ")?;
+                    report(
+                        &mut *out,
+                        "altered",
+                        &r.audit_id,
+                        &summary(r),
+                        "two archived copies differ",
+                    )?;
                 }
             }
             None => {
