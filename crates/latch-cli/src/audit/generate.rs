@@ -388,7 +388,7 @@ impl Writer {
                 self.count_audit(&r);
                 archived = Some((
                     r.recorded_at.chars().take(10).collect::<String>(),
-                    hash64(&r.audit_id) % 1000 == 0,
+                    hash64(&r.audit_id).is_multiple_of(1000),
                 ));
                 let item = AuditItem::from_record(&r);
                 let pk = item.pk.clone();

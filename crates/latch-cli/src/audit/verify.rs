@@ -1,9 +1,10 @@
 //! `latch audit verify EXPORT ARCHIVE`: does the table's export agree with the append-only
 //! archive, record for record?
 //!
-//! Contract: reads the archive once (an index of 16-byte id → 32-byte content digest, copies,
+//! Contract: reads the archive once (an index of 16-byte id → 32-byte content digest,
 //! recorded time), then streams the export once, so memory grows with the archive's record
-//! count (about 100 bytes a record), never with line sizes. Reports, one line each:
+//! count (about 400 bytes a record in all: id, digest, time, a one-line summary and the
+//! map's overhead), never with line sizes. Reports, one line each:
 //! - `missing`: an audit item of the export that the archive lacks (it never got there, or a
 //!   copy of the archive is incomplete);
 //! - `deleted`: an archived record decided before the export's point in time (less `--lag`) that
