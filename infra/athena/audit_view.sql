@@ -25,6 +25,7 @@ SELECT
   Item.principal.S AS principal,
   transform_values(Item.verified_claims.M, (k, v) -> v.S) AS verified_claims,
   transform(Item.verified_fields.L, f -> f.S) AS verified_fields,
+  transform(Item.claimed_fields.L, f -> f.S) AS claimed_fields,
   Item.session.S AS session,
   Item.pipeline.S AS pipeline,
   Item.run_id.S AS run_id,
@@ -46,6 +47,11 @@ SELECT
   Item.revoked_at.S AS revoked_at,
   CAST(Item.revoked_at_epoch.N AS bigint) AS revoked_at_epoch,
   Item.policy_sha256.S AS policy_sha256,
+  Item.policy_document.S AS policy_document,
+  Item.policy_file_sha256.S AS policy_file_sha256,
+  Item.policy_file_label.S AS policy_file_label,
+  Item.deleted_document.S AS deleted_document,
+  Item.finished_by.S AS finished_by,
   Item.recorded_at.S AS recorded_at,
   CAST(Item.recorded_at_epoch.N AS bigint) AS recorded_at_epoch
 FROM latch_export

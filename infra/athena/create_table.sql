@@ -35,6 +35,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS latch_export (
     `principal`: struct<`S`: string>,
     `verified_claims`: struct<`M`: map<string, struct<`S`: string>>>,
     `verified_fields`: struct<`L`: array<struct<`S`: string>>>,
+    `claimed_fields`: struct<`L`: array<struct<`S`: string>>>,
     `session`: struct<`S`: string>,
     `pipeline`: struct<`S`: string>,
     `run_id`: struct<`S`: string>,
@@ -56,6 +57,11 @@ CREATE EXTERNAL TABLE IF NOT EXISTS latch_export (
     `revoked_at`: struct<`S`: string>,
     `revoked_at_epoch`: struct<`N`: string>,
     `policy_sha256`: struct<`S`: string>,
+    `policy_document`: struct<`S`: string>,
+    `policy_file_sha256`: struct<`S`: string>,
+    `policy_file_label`: struct<`S`: string>,
+    `deleted_document`: struct<`S`: string>,
+    `finished_by`: struct<`S`: string>,
     `recorded_at`: struct<`S`: string>,
     `recorded_at_epoch`: struct<`N`: string>
   >

@@ -310,6 +310,30 @@ async fn published_audit_ids(h: &Harness) -> HashMap<String, usize> {
     }
 }
 
+/// The archive as the stand-in writes it, by audit id: each copy with its object key.
+async fn archive_of(h: &Harness) -> HashMap<String, Vec<(String, Value)>> {
+    let bucket = latch_tests::unique("archive");
+    latch_aws::archive::create_bucket(&h.sdk, &bucket, 1)
+        .await
+        .expect("the archive bucket");
+    let mut feed = latch_aws::archive::ArchiveFeed::open(&h.sdk, &h.config.table, &bucket)
+        .await
+        .expect("the archive feed");
+    feed.pump().await.expect("the stream archived");
+    let mut by_id: HashMap<String, Vec<(String, Value)>> = HashMap::new();
+    for (key, line) in latch_aws::archive::read_archive(&h.sdk, &bucket)
+        .await
+        .expect("the archive")
+    {
+        let id = line["Item"]["audit_id"]["S"]
+            .as_str()
+            .unwrap_or("(no audit_id)")
+            .to_owned();
+        by_id.entry(id).or_default().push((key, line));
+    }
+    by_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_campaign_keeps_i1_to_i5() {
     let jobs: usize = env_or("CAMPAIGN_JOBS", 500);
@@ -558,6 +582,27 @@ async fn fault_campaign_keeps_i1_to_i5() {
     let audit_ids: HashSet<String> = audits.iter().filter_map(|a| s(a, "audit_id")).collect();
     assert_eq!(audit_ids.len(), audits.len(), "audit ids are unique");
 
+    // I5, the archive: every durable audit item reaches it, as the table holds it. The stand-in
+    // for the template's Pipe and Firehose reads the whole stream once the run is over (the
+    // stream keeps 24 h; the Pipe follows it as it goes).
+    let archived = archive_of(&h).await;
+    for a in &audits {
+        let id = s(a, "audit_id").expect("audit_id");
+        let copies = archived.get(&id).map(Vec::as_slice).unwrap_or_default();
+        assert!(!copies.is_empty(), "audit {id} is not in the archive");
+        let as_stored = serde_json::to_value(serde_dynamo::Item::from(a.clone())).expect("typed JSON");
+        for (key, line) in copies {
+            assert_eq!(line["Item"], as_stored, "the archive's copy of {id} is the item");
+            let date = s(a, "recorded_at").expect("recorded_at")[..10].to_owned();
+            assert!(
+                key.starts_with(&format!("audit/date={date}/")),
+                "{key} is under its date"
+            );
+        }
+    }
+    assert_eq!(archived.len(), audits.len(), "nothing but audit items in the archive");
+    let archive_duplicates: usize = archived.values().map(|c| c.len() - 1).sum();
+
     // The events: none without its durable record; the records whose event never went out
     // are counted (see the findings).
     let published = published_audit_ids(&h).await;
@@ -630,6 +675,11 @@ async fn fault_campaign_keeps_i1_to_i5() {
         stream_stats.redelivered_records
     );
     say!("sweep: {sweep_runs} runs ({sweep_errors} failed), totals {sweep_total:?}");
+    say!(
+        "archive: {} audit items, all archived ({} lines, {archive_duplicates} duplicates)",
+        audits.len(),
+        archived.values().map(Vec::len).sum::<usize>()
+    );
     say!(
         "bus: {} distinct audit events, {duplicates} duplicate deliveries; durable audits with no event: {unpublished:?}",
         published.len()

@@ -1,7 +1,7 @@
 //! [`IamWriter`] on IAM: PutRolePolicy and DeleteRolePolicy, and role resolution
 //! ([`IamAdapter::resolve_role`]: GetRole, then ListRolePolicies and GetRolePolicy for the role's
 //! own policies' sizes), cached per role for [`ROLE_CACHE_TTL`] in the warm container and counted
-//! apart ([`IamAdapter::resolutions`]). [`IamInventory`] (ListRoles, ListRolePolicies) is the
+//! apart ([`IamAdapter::resolutions`]). [`IamInventory`] (ListRoles, ListRolePolicies, GetRolePolicy) is the
 //! sweep's drift repair only.
 //!
 //! Both writes go through [`ConflictRetry`]: a `ConcurrentModification` (another write on the
@@ -252,5 +252,25 @@ impl IamInventory for IamAdapter {
             names.extend(page.policy_names().iter().cloned());
         }
         Ok(names)
+    }
+
+    async fn inline_policy_document(&self, role: &RoleArn, policy_name: &str) -> Result<Option<String>, IamError> {
+        match self
+            .client
+            .get_role_policy()
+            .role_name(role.name())
+            .policy_name(policy_name)
+            .send()
+            .await
+        {
+            // IAM returns the document URL-encoded.
+            Ok(out) => Ok(Some(
+                percent_encoding::percent_decode_str(out.policy_document())
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            )),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_entity_exception()) => Ok(None),
+            Err(e) => Err(classify(&e, false, role)),
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! reused; the endpoint comes from the SDK's own `AWS_ENDPOINT_URL`, never from code, so the
 //! same binary talks to AWS or to the local emulator.
 
+#[cfg(feature = "local")]
+pub mod archive;
 pub mod call_metrics;
 pub mod config;
 pub mod conflicts;

@@ -110,7 +110,8 @@ impl Provisioner {
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)
-                    .stream_view_type(StreamViewType::OldImage)
+                    // New images for the audit archive (INSERTs), old images for the revoke function (TTL REMOVEs).
+                    .stream_view_type(StreamViewType::NewAndOldImages)
                     .build()
                     .map_err(|e| step(e.to_string()))?,
             )

@@ -2,6 +2,7 @@
 //! they run over. No AWS SDK type appears here; `latch-aws` adapts these ports to AWS, and
 //! [`memory`] provides in-memory ones for tests.
 
+pub mod archive;
 pub mod audit;
 pub mod decision;
 pub mod event;

@@ -242,6 +242,13 @@ impl IamInventory for MemoryIam {
             .map(|(_, n)| n.clone())
             .collect())
     }
+
+    async fn inline_policy_document(&self, role: &RoleArn, policy_name: &str) -> Result<Option<String>, IamError> {
+        Ok(lock(&self.inner)
+            .policies
+            .get(&(role.name().to_owned(), policy_name.to_owned()))
+            .cloned())
+    }
 }
 
 impl IamWriter for MemoryIam {

@@ -384,4 +384,12 @@ pub trait IamInventory: Send + Sync {
 
     /// The names of the role's inline policies (all of them; the caller picks Latch's).
     fn inline_policies(&self, role: &RoleArn) -> impl Future<Output = Result<Vec<String>, IamError>> + Send;
+
+    /// One inline policy's document as IAM holds it (decoded), `None` when it is gone: what a
+    /// drift repair is about to delete, for its audit record.
+    fn inline_policy_document(
+        &self,
+        role: &RoleArn,
+        policy_name: &str,
+    ) -> impl Future<Output = Result<Option<String>, IamError>> + Send;
 }

@@ -102,6 +102,18 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         reason: RevokeReason,
         state: RecordState,
     ) -> Result<RevokeOutcome, RevokeError> {
+        self.revoke_noting(grant, reason, state, |_| {}).await
+    }
+
+    /// As [`Self::revoke`]; `note` adds what the caller knows to the Revoked record (a finish:
+    /// who proved it).
+    pub async fn revoke_noting(
+        &self,
+        grant: &Grant,
+        reason: RevokeReason,
+        state: RecordState,
+        note: impl FnOnce(&mut AuditRecord),
+    ) -> Result<RevokeOutcome, RevokeError> {
         if !grant.status.is_live() {
             // An earlier attempt may have recorded the revocation and stopped before its event.
             if let Some(stored) = self.store.recorded_audit(&revoked_audit_id(&grant.id)).await? {
@@ -120,7 +132,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
                 return Ok(RevokeOutcome::Failed(e.to_string()));
             }
         }
-        let audit = revoked_audit(grant, reason, self.clock.now());
+        let mut audit = revoked_audit(grant, reason, self.clock.now());
+        note(&mut audit);
         match self.store.record_revocation(grant, &audit, state).await? {
             Revocation::Recorded => {
                 self.audit

@@ -342,7 +342,13 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
                 }
             },
             NativePhase::Ended { state } if self.policy.manages_native(&event.job) => self
-                .finish(envelope, &event.job.key(), Some(&state), now)
+                .finish(
+                    envelope,
+                    &event.job.key(),
+                    &format!("aws_service:{}", envelope.source),
+                    Some(&state),
+                    now,
+                )
                 .await
                 .map(NativeOutcome::Finish),
             NativePhase::Ended { state } => {
@@ -432,6 +438,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         }
         let mut audit = activation_audit(grant, &proposal.actions, now);
         fill_verified(&mut audit, asker.verified);
+        audit.policy_document = Some(proposal.document.as_json().to_owned());
+        self.provenance(&mut audit);
         Ok(match self.attach_and_confirm(grant, &proposal.document, audit).await? {
             Attached::Active | Attached::AlreadyActive => {
                 info!(grant_id = %grant.id, role = %grant.role, permission_set = %grant.permission_set,
@@ -520,7 +528,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             Err(e) if e.is_retryable() => return Err(e.into()),
             Err(e) => {
                 warn!(grant_id = %grant.id, error = %e, "IAM refused the grant's policy");
-                let refusal = iam_refusal_audit(grant, &e, self.clock.now());
+                let mut refusal = iam_refusal_audit(grant, &e, self.clock.now());
+                self.provenance(&mut refusal);
                 if self.store.record_failure(grant, &refusal).await? {
                     self.audit.publish(&refusal).await?;
                 } else if let Some(stored) = self.store.recorded_audit(&refusal.audit_id).await? {
@@ -582,10 +591,20 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             )
             .await?
         {
-            Ok(Some(v)) => v.job.job,
+            Ok(Some(v)) => {
+                let by = v
+                    .job
+                    .job
+                    .principal
+                    .clone()
+                    .unwrap_or_else(|| format!("verified:{}", v.token.issuer.as_str()));
+                (v.job.job, by)
+            }
             // Without proof, only a job whose grants came from an `identity: claimed` rule of
             // this publisher can be finished: its key has no principal, so no verified job's does.
-            Ok(None) if self.policy.trusts_claims_of(envelope) => notice.job.clone(),
+            Ok(None) if self.policy.trusts_claims_of(envelope) => {
+                (notice.job.clone(), format!("claimed:{}", envelope.source))
+            }
             Ok(None) => {
                 let denial = Denial {
                     reason: DenyReason::FinishNotProven,
@@ -601,7 +620,9 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
                 return self.deny_finish(envelope, Some(&notice.job), denial, now).await;
             }
         };
-        self.finish(envelope, &job, notice.outcome.as_deref(), now).await
+        let (job, finished_by) = job;
+        self.finish(envelope, &job, &finished_by, notice.outcome.as_deref(), now)
+            .await
     }
 
     /// A finish that changes nothing: audited as a denial.
@@ -717,6 +738,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         };
         let mut audit = extension_audit(&extended, request.by, &audit_id, now);
         fill_verified(&mut audit, Some(&verified));
+        audit.policy_document = Some(document.as_json().to_owned());
+        self.provenance(&mut audit);
         let (grant, audit, outcome) = match self.store.record_extension(&current, &extended, &audit).await? {
             Extension::Recorded => (extended, audit, ExtendOutcome::Extended(id)),
             Extension::AlreadyRecorded(stored) => {
@@ -785,6 +808,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         &self,
         envelope: &Envelope,
         job: &JobKey,
+        finished_by: &str,
         outcome: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<FinishOutcome, GrantError> {
@@ -797,7 +821,9 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         let mut retry = None;
         for grant in &grants {
             match revoker
-                .revoke(grant, RevokeReason::JobFinished, RecordState::Present)
+                .revoke_noting(grant, RevokeReason::JobFinished, RecordState::Present, |audit| {
+                    audit.finished_by = Some(finished_by.to_owned());
+                })
                 .await
             {
                 Ok(RevokeOutcome::Revoked) => revoked += 1,
@@ -817,6 +843,14 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             already_ended,
             failed,
         })
+    }
+
+    /// What every record of a decision made here says about how it was made: which policy
+    /// file (digest and label) decided, and which of its job fields are only claimed.
+    fn provenance(&self, audit: &mut AuditRecord) {
+        audit.policy_file_sha256 = Some(self.policy.file_sha256.clone());
+        audit.policy_file_label = self.policy.label.clone();
+        audit.mark_claimed_fields();
     }
 
     pub fn revoker(&self) -> Revoker<'_, I, S, A, C> {
@@ -924,7 +958,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             Err(e) if e.is_retryable() => Err(e.into()),
             Err(e) => {
                 warn!(grant_id = %grant.id, error = %e, "IAM refused the grant's extended policy");
-                let audit = iam_refusal_audit(grant, &e, self.clock.now());
+                let mut audit = iam_refusal_audit(grant, &e, self.clock.now());
+                self.provenance(&mut audit);
                 record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
                 Ok(false)
             }
@@ -966,6 +1001,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         };
         let mut audit = activation_audit(&existing, actions, existing.granted_at);
         fill_verified(&mut audit, asker.verified);
+        audit.policy_document = Some(document.as_json().to_owned());
+        self.provenance(&mut audit);
         Ok(match self.attach_and_confirm(&existing, &document, audit).await? {
             // A retry of the decision that recorded it, finishing what that attempt began.
             Attached::Active if existing.event_id == envelope.id => StartOutcome::Activated(existing.id),
@@ -996,6 +1033,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         audit.source = Some(source.to_owned());
         audit.event_id = Some(event_id.to_owned());
         audit.detail = Some(problem.to_owned());
+        self.provenance(&mut audit);
         warn!(event_id, source, problem, "event envelope cannot be trusted");
         record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
         Ok(StartOutcome::Denied(DenyReason::MalformedEvent))
@@ -1053,6 +1091,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         audit.event_id = Some(envelope.id.clone());
         (audit.requested_at, audit.requested_at_epoch) = stamp(envelope.time);
         describe(&mut audit);
+        self.provenance(&mut audit);
         info!(event_id = %envelope.id, reason = %denial.reason, detail = audit.detail.as_deref().unwrap_or("-"), "request denied");
         record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
         Ok(StartOutcome::Denied(denial.reason))
@@ -1127,7 +1166,12 @@ fn iam_refusal_audit(grant: &Grant, error: &IamError, recorded_at: DateTime<Utc>
 }
 
 fn activation_audit_id(grant: &Grant) -> String {
-    digest(&[grant.id.as_str(), "activated"])
+    activation_audit_id_of(&grant.id)
+}
+
+/// The id of a grant's activation audit: one per grant, whichever event activated it.
+pub fn activation_audit_id_of(grant: &GrantId) -> String {
+    digest(&[grant.as_str(), "activated"])
 }
 
 /// An extension's audit id: over the grant and the token that asked (its issuer's URL and

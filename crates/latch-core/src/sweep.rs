@@ -555,6 +555,9 @@ where
             return Ok(());
         }
         let id = Some(id);
+        // Read what is deleted (for the record), then delete it: two IAM calls, each paced.
+        pacer.wait().await;
+        let deleted = self.inventory.inline_policy_document(role, name).await?;
         pacer.wait().await;
         if self.iam.delete_role_policy(role, name).await? == Deletion::AlreadyGone {
             // Its revoke (or another repair) took it off since the listing: nothing drifted.
@@ -572,6 +575,11 @@ where
         audit.policy_name = Some(name.to_owned());
         audit.grant_id = id.map(|i| i.as_str().to_owned());
         audit.detail = Some(format!("inline policy {name} had no live grant since {since}"));
+        if let Some(document) = &deleted {
+            audit.keep_deleted_document(document);
+        }
+        audit.policy_file_sha256 = Some(self.policy.file_sha256.clone());
+        audit.policy_file_label = self.policy.label.clone();
         record_then_publish::<_, _, Box<dyn std::error::Error + Send + Sync>>(self.store, self.audit, audit).await?;
         self.store.clear_drift(role, name).await?;
         report.drift_repaired += 1;

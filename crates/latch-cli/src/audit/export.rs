@@ -212,6 +212,14 @@ impl Export {
         &self,
         mut on_audit: impl FnMut(AuditRecord) -> Result<(), AuditError>,
     ) -> Result<ReadStats, AuditError> {
+        self.for_each_audit_item(|_, record| on_audit(record))
+    }
+
+    /// As [`Self::for_each_audit`], with each item's `pk` (`AUDIT#<audit_id>` when untouched).
+    pub fn for_each_audit_item(
+        &self,
+        mut on_audit: impl FnMut(Option<String>, AuditRecord) -> Result<(), AuditError>,
+    ) -> Result<ReadStats, AuditError> {
         let mut paths = Vec::with_capacity(self.files.len());
         let mut total = 0u64;
         for f in &self.files {
@@ -273,14 +281,15 @@ impl Export {
                             continue;
                         }
                     }
-                    let record: AuditRecord =
-                        serde_json::from_value(item.into_plain()).map_err(|e| AuditError::BadData {
-                            path: path.clone(),
-                            line: lines,
-                            why: format!("audit item does not read as an audit record: {e}"),
-                        })?;
+                    let plain = item.into_plain();
+                    let pk = plain.get("pk").and_then(|v| v.as_str()).map(str::to_owned);
+                    let record: AuditRecord = serde_json::from_value(plain).map_err(|e| AuditError::BadData {
+                        path: path.clone(),
+                        line: lines,
+                        why: format!("audit item does not read as an audit record: {e}"),
+                    })?;
                     stats.audit_records += 1;
-                    on_audit(record)?;
+                    on_audit(pk, record)?;
                 }
             }
             // The decoder stops at the end of the gzip stream; hash whatever trails it too.

@@ -61,6 +61,45 @@ pub struct GenerateArgs {
     /// Length of the simulation; the export is taken at its end.
     #[arg(long, default_value_t = 30)]
     pub days: u32,
+    /// Also write the audit archive of the same decisions into DIR, as the archive's Firehose
+    /// stream does (`audit/date=YYYY-MM-DD/`, JSON lines), one record in 1,000 twice (the
+    /// archive is at least once).
+    #[arg(long, value_name = "DIR")]
+    pub archive: Option<PathBuf>,
+}
+
+/// The archive copy `--archive` writes: one object per day.
+struct ArchiveWriter {
+    root: PathBuf,
+    days: BTreeMap<String, BufWriter<File>>,
+    lines: u64,
+}
+
+impl ArchiveWriter {
+    fn write(&mut self, date: &str, line: &[u8], twice: bool) -> Result<(), AuditError> {
+        if !self.days.contains_key(date) {
+            let dir = self.root.join("audit").join(format!("date={date}"));
+            std::fs::create_dir_all(&dir).map_err(gen_err(&dir))?;
+            let path = dir.join(format!("latch-archive-1-{date}-00-00-00-generated"));
+            let f = File::create(&path).map_err(gen_err(&path))?;
+            self.days.insert(date.to_owned(), BufWriter::new(f));
+        }
+        if let Some(out) = self.days.get_mut(date) {
+            let copies = if twice { 2 } else { 1 };
+            for _ in 0..copies {
+                out.write_all(line).map_err(gen_err(&self.root))?;
+                self.lines += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<u64, AuditError> {
+        for (_, mut f) in self.days {
+            f.flush().map_err(gen_err(&self.root))?;
+        }
+        Ok(self.lines)
+    }
 }
 
 /// splitmix64: tiny, fast, and the same everywhere.
@@ -236,6 +275,9 @@ pub struct Truth {
     pub active_at_export: u64,
     /// The five longest holds (revoked - granted), seconds, longest first.
     pub longest_held_secs: Vec<i64>,
+    /// Lines written to the archive copy (`--archive`), duplicates included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_lines: Option<u64>,
 }
 
 struct DataFile {
@@ -273,11 +315,49 @@ enum Planned {
 }
 
 struct Writer {
+    /// The simulated month's first second: the policy file changes on its 10th and 20th day.
+    t0: i64,
     files: Vec<DataFile>,
+    archive: Option<ArchiveWriter>,
     truth: Truth,
     first_week_end: i64,
     longest: Vec<i64>,
     line: Vec<u8>,
+}
+
+/// What a v2 record carries beyond v1, as the functions would write it: the policy file that
+/// decided (three versions over the month), the document attached or deleted, who proved a
+/// finish, and which job fields are only claimed (the simulated publisher has no token).
+fn v2_facts(r: &mut AuditRecord, t0: i64) {
+    let decided_by_a_policy_file = !matches!(r.decision, Decision::Revoked | Decision::RevokeFailed);
+    if decided_by_a_policy_file {
+        let version = 1 + (r.recorded_at_epoch - t0).clamp(0, 29 * 86_400) / (10 * 86_400);
+        let v = version.to_string();
+        r.policy_file_sha256 = Some(digest(&["policy-file", &v]) + &digest(&["policy-file-2", &v]));
+        r.policy_file_label = Some(format!("release-{v}"));
+    }
+    match r.decision {
+        Decision::Activated | Decision::Extended => {
+            let actions: Vec<String> = r.actions.iter().map(|a| format!("{a:?}")).collect();
+            r.policy_document = Some(format!(
+                r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":[{}],"Resource":"*","Condition":{{"DateLessThan":{{"aws:CurrentTime":"{}"}}}}}}]}}"#,
+                actions.join(","),
+                r.expires_at.as_deref().unwrap_or_default()
+            ));
+            r.mark_claimed_fields();
+        }
+        Decision::Denied => r.mark_claimed_fields(),
+        Decision::Revoked if r.reason == "job_finished" => {
+            r.finished_by = Some(format!("claimed:{}", r.source.as_deref().unwrap_or(SOURCE)));
+        }
+        Decision::DriftRepaired => {
+            r.deleted_document = Some(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#
+                    .to_owned(),
+            );
+        }
+        _ => {}
+    }
 }
 
 fn gen_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
@@ -301,9 +381,15 @@ fn role_name(r: &AuditRecord) -> String {
 
 impl Writer {
     fn emit(&mut self, item: Planned) -> Result<(), AuditError> {
+        let mut archived = None;
         let (pk, value) = match item {
-            Planned::Audit(r) => {
+            Planned::Audit(mut r) => {
+                v2_facts(&mut r, self.t0);
                 self.count_audit(&r);
+                archived = Some((
+                    r.recorded_at.chars().take(10).collect::<String>(),
+                    hash64(&r.audit_id).is_multiple_of(1000),
+                ));
                 let item = AuditItem::from_record(&r);
                 let pk = item.pk.clone();
                 let value = serde_json::to_value(&item).map_err(|e| AuditError::Generate(e.to_string()))?;
@@ -329,6 +415,9 @@ impl Writer {
             .map_err(|e| AuditError::Generate(format!("writing {}: {e}", file.name)))?;
         file.items += 1;
         self.truth.items += 1;
+        if let (Some(archive), Some((date, twice))) = (self.archive.as_mut(), archived) {
+            archive.write(&date, &self.line, twice)?;
+        }
         Ok(())
     }
 
@@ -647,7 +736,13 @@ pub fn run(args: &GenerateArgs) -> Result<Truth, AuditError> {
     // The last file is an empty partition.
     let empty = files.pop();
     let mut w = Writer {
+        t0,
         files,
+        archive: args.archive.as_ref().map(|root| ArchiveWriter {
+            root: root.clone(),
+            days: BTreeMap::new(),
+            lines: 0,
+        }),
         truth: Truth {
             seed: args.seed,
             start: iam_time(start),
@@ -708,6 +803,9 @@ pub fn run(args: &GenerateArgs) -> Result<Truth, AuditError> {
         }
     }
     w.truth.longest_held_secs = w.longest.clone();
+    if let Some(archive) = w.archive.take() {
+        w.truth.archive_lines = Some(archive.finish()?);
+    }
 
     // Finish the data files, then the manifests.
     let mut manifest_lines = String::new();

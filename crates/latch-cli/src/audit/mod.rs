@@ -1,15 +1,18 @@
-//! `latch audit <EXPORT_DIR>`: what auditors ask of a DynamoDB table export: who held which
-//! permissions on which role, when, for how long, why, and how each grant ended.
+//! `latch audit <DIR>`: what auditors ask of a DynamoDB table export or of the append-only
+//! audit archive: who held which permissions on which role, when, for how long, why, and how
+//! each grant ended.
 //!
-//! Contract: reads an ExportTableToPointInTime export (DYNAMODB_JSON) from a local folder in
-//! one streaming pass ([`export`]), keeps the audit records that match every filter
+//! Contract: reads an ExportTableToPointInTime export (DYNAMODB_JSON, [`export`]) or a local
+//! copy of the archive ([`archive`]) from a folder in one streaming pass, keeps the audit
+//! records that match every filter
 //! ([`filter`]), prints them as a table, CSV or JSON lines ([`output`]) and/or writes one
 //! self-contained HTML report ([`report`]). Memory is bounded by one data line plus the
 //! report's caps, whatever the export's size. Items that are not audit records are counted and
 //! skipped. Exit 0 when the export was read whole (even if nothing matched); 1 with a hint on
 //! any problem with the export, its integrity, or the output; 2 on bad arguments. A progress
-//! bar goes to stderr when it is a terminal. `latch audit generate` ([`generate`]) writes a
-//! simulated export for tests and benchmarks.
+//! bar goes to stderr when it is a terminal. `latch audit verify` ([`verify`]) checks an
+//! export against the archive; `latch audit generate` ([`generate`]) writes a simulated export
+//! (and archive) for tests and benchmarks.
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -19,12 +22,15 @@ use clap::{Args, Subcommand};
 
 use crate::CliError;
 
+pub mod archive;
 mod ddb_json;
 pub mod export;
 pub mod filter;
 pub mod generate;
+pub mod ocsf;
 pub mod output;
 pub mod report;
+pub mod verify;
 
 use filter::{DecisionArg, Filter, FilterArgs, TimeArg};
 use output::{Format, RecordWriter};
@@ -38,14 +44,17 @@ use output::{Format, RecordWriter};
       latch audit ./export --role app-deployer --since 7d\n  \
       latch audit ./export --decision denied --format csv > denials.csv\n  \
       latch audit ./export --pipeline 'app-*' --since 2026-03-01 --until 2026-03-08 --format jsonl\n  \
-      latch audit ./export --report audit.html\n\n\
+      latch audit ./export --report audit.html\n  \
+      latch audit ./archive --format ocsf > ocsf.jsonl\n  \
+      latch audit verify ./export ./archive\n\n\
       Relative times (7d, 12h) count back from the export's own point in time (exportTime)."
 )]
 pub struct AuditArgs {
     #[command(subcommand)]
     pub command: Option<AuditCommand>,
     /// The export: a local copy of `s3://BUCKET/PREFIX/AWSDynamoDB/<export-id>/` (the folder
-    /// holding manifest-summary.json), or a folder above it that holds exactly one export.
+    /// holding manifest-summary.json), or a folder above it that holds exactly one export; or
+    /// the archive: a local copy of `s3://ARCHIVE-BUCKET/audit/` (its `date=` folders).
     #[arg(value_name = "EXPORT_DIR", required = true)]
     pub export_dir: Option<PathBuf>,
     /// Role name or ARN, glob allowed (`app-*`, `arn:aws:iam::123456789012:role/latch/*`); repeatable.
@@ -78,6 +87,8 @@ pub struct AuditArgs {
 pub enum AuditCommand {
     /// Write a simulated month of Latch decisions as a DynamoDB export (for tests and benchmarks).
     Generate(generate::GenerateArgs),
+    /// Check that every audit item of an export is in the archive, and that both agree.
+    Verify(verify::VerifyArgs),
 }
 
 /// Everything that can go wrong, each with what to do about it.
@@ -85,6 +96,8 @@ pub enum AuditCommand {
 pub enum AuditError {
     #[error("{dir} is not a DynamoDB export: {why}")]
     NotAnExport { dir: PathBuf, why: String },
+    #[error("{dir} is not an audit archive: {why}")]
+    NotAnArchive { dir: PathBuf, why: String },
     #[error("{dir} holds several exports: {found}")]
     SeveralExports { dir: PathBuf, found: String },
     #[error("cannot read {path}: {source}")]
@@ -112,6 +125,9 @@ impl AuditError {
         Some(match self {
             Self::NotAnExport { .. } => {
                 "copy the export with `aws s3 cp --recursive s3://BUCKET/PREFIX/AWSDynamoDB/EXPORT_ID/ DIR` and pass DIR"
+            }
+            Self::NotAnArchive { .. } => {
+                "copy the archive with `aws s3 cp --recursive s3://ARCHIVE-BUCKET/audit/ DIR/audit/` and pass DIR"
             }
             Self::SeveralExports { .. } => "pass the folder of the one export you want",
             Self::Read { .. } => "check the path and its permissions",
@@ -153,6 +169,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
             );
             ExitCode::SUCCESS
         }),
+        Some(AuditCommand::Verify(v)) => verify::run(&v),
         None => read(&args),
     };
     match result {
@@ -200,8 +217,13 @@ fn read(args: &AuditArgs) -> Result<ExitCode, AuditError> {
     let Some(dir) = &args.export_dir else {
         return Err(AuditError::Filter("EXPORT_DIR is required".into()));
     };
-    let export = export::Export::locate(dir)?;
-    let export_time = export.export_time();
+    // An archive copy has no manifest; anything else is read as an export (and its errors say why).
+    let (export, archive) = if archive::looks_like_archive(dir) && !dir.join("manifest-summary.json").is_file() {
+        (None, Some(archive::Archive::locate(dir)?))
+    } else {
+        (Some(export::Export::locate(dir)?), None)
+    };
+    let export_time = export.as_ref().and_then(export::Export::export_time);
     let anchor = export_time.unwrap_or_else(chrono::Utc::now);
     let filter_args = FilterArgs {
         roles: args.role.clone(),
@@ -224,7 +246,7 @@ fn read(args: &AuditArgs) -> Result<ExitCode, AuditError> {
         .as_ref()
         .map(|_| report::Aggregator::new(export_time.map(|t| t.timestamp())));
     let mut matched = 0u64;
-    let stats = export.for_each_audit(|record| {
+    let mut on_record = |record: latch_core::audit::AuditRecord| {
         if !filter.matches(&record) {
             return Ok(());
         }
@@ -236,15 +258,32 @@ fn read(args: &AuditArgs) -> Result<ExitCode, AuditError> {
             a.add(&record);
         }
         Ok(())
-    })?;
+    };
+    let stats = match (&export, &archive) {
+        (Some(export), _) => export.for_each_audit(on_record)?,
+        (None, Some(archive)) => {
+            let read = archive.for_each_line(|item| on_record(item.record))?;
+            export::ReadStats {
+                files: read.objects,
+                items: read.lines,
+                audit_records: read.lines,
+                skipped: Default::default(),
+            }
+        }
+        (None, None) => return Err(AuditError::Filter("nothing to read".into())),
+    };
     if let Some(w) = writer {
         w.finish().map_err(AuditError::Stdout)?;
     }
-    if let Some(expected) = export.summary.item_count
+    let summary = export.as_ref().map(|e| e.summary.clone()).unwrap_or_default();
+    if let Some(expected) = summary.item_count
         && expected != stats.items
     {
         return Err(AuditError::Integrity {
-            path: export.dir.join("manifest-summary.json"),
+            path: export
+                .as_ref()
+                .map_or_else(|| dir.clone(), |e| e.dir.clone())
+                .join("manifest-summary.json"),
             why: format!("{} items read, itemCount is {expected}", stats.items),
         });
     }
@@ -265,9 +304,9 @@ fn read(args: &AuditArgs) -> Result<ExitCode, AuditError> {
         let rep = agg.finish();
         let filters = describe_filters(args);
         let html = rep.html(&report::Source {
-            export_arn: export.summary.export_arn.as_deref(),
-            table_arn: export.summary.table_arn.as_deref(),
-            export_time: export.summary.export_time.as_deref(),
+            export_arn: summary.export_arn.as_deref(),
+            table_arn: summary.table_arn.as_deref(),
+            export_time: summary.export_time.as_deref(),
             stats: &stats,
             matched,
             filters: &filters,

@@ -1,5 +1,6 @@
 //! Writing matched audit records to stdout: `table` (for people), `csv` (for spreadsheets),
-//! `jsonl` (for tools; each line is exactly the record of events/schemas/audit-record.schema.json).
+//! `jsonl` (for tools; each line is exactly the record of events/schemas/audit-record.schema.json),
+//! `ocsf` (for SIEMs and Security Lake: one OCSF Account Change event a line, see [`super::ocsf`]).
 //!
 //! Contract: records are written one at a time as they are read (export order, not sorted),
 //! so memory does not grow with the export. Text that came from a pipeline's claims is made
@@ -18,6 +19,7 @@ pub enum Format {
     Table,
     Csv,
     Jsonl,
+    Ocsf,
 }
 
 /// Every field of [`AuditRecord`], in declaration order: the CSV header.
@@ -56,6 +58,10 @@ pub const COLUMNS: &[&str] = &[
     "revoked_at",
     "revoked_at_epoch",
     "policy_sha256",
+    "policy_file_sha256",
+    "policy_file_label",
+    "finished_by",
+    "claimed_fields",
     "recorded_at",
     "recorded_at_epoch",
 ];
@@ -86,6 +92,10 @@ impl<W: Write> RecordWriter<W> {
                 serde_json::to_writer(&mut self.out, r)?;
                 self.out.write_all(b"\n")
             }
+            Format::Ocsf => {
+                serde_json::to_writer(&mut self.out, &super::ocsf::event(r))?;
+                self.out.write_all(b"\n")
+            }
             Format::Csv => self.csv_row(r),
             Format::Table => self.table_row(r),
         }
@@ -101,7 +111,7 @@ impl<W: Write> RecordWriter<W> {
 
     fn header(&mut self) -> io::Result<()> {
         match self.format {
-            Format::Jsonl => Ok(()),
+            Format::Jsonl | Format::Ocsf => Ok(()),
             Format::Csv => writeln!(self.out, "{}", COLUMNS.join(",")),
             Format::Table => writeln!(
                 self.out,

@@ -140,6 +140,18 @@ pub struct RoleStats {
     pub active_at_export: u64,
 }
 
+/// One policy file version, as the records name it.
+#[derive(Debug, Clone)]
+struct PolicyFileSeen {
+    label: Option<String>,
+    first: String,
+    last: String,
+    decisions: u64,
+}
+
+/// How much of a deleted document the drift table shows (the record holds all of it).
+const DOCUMENT_SHOWN: usize = 400;
+
 /// A row of the revoke-failure, drift or longest-grant table.
 #[derive(Debug, Clone)]
 struct Row {
@@ -160,6 +172,10 @@ pub struct Aggregator {
     failures: Keep<Row>,
     drift: Keep<Row>,
     longest: Keep<Row>,
+    /// Activations by whose word the job's identity is (verified, aws_service, claimed).
+    identities: BTreeMap<String, u64>,
+    /// Each policy file that decided, by digest: its label, first and last decision, count.
+    policy_files: BTreeMap<String, PolicyFileSeen>,
     live: HashMap<String, Bar>,
     live_revoked: HashSet<String>,
     first: Option<i64>,
@@ -202,6 +218,8 @@ impl Aggregator {
             markers: Keep::new(MAX_MARKERS),
             failures: Keep::new(MAX_ROWS),
             drift: Keep::new(MAX_ROWS),
+            identities: BTreeMap::new(),
+            policy_files: BTreeMap::new(),
             longest: Keep::new(10),
             live: HashMap::new(),
             live_revoked: HashSet::new(),
@@ -252,12 +270,39 @@ impl Aggregator {
 
     pub fn add(&mut self, r: &AuditRecord) {
         *self.decisions.entry(r.decision.code()).or_insert(0) += 1;
+        if let Some(sha) = &r.policy_file_sha256 {
+            let room = self.policy_files.len() < MAX_REASONS;
+            match self.policy_files.get_mut(sha) {
+                Some(seen) => {
+                    seen.decisions += 1;
+                    seen.first = seen.first.clone().min(r.recorded_at.clone());
+                    seen.last = seen.last.clone().max(r.recorded_at.clone());
+                }
+                None if room => {
+                    self.policy_files.insert(
+                        sha.clone(),
+                        PolicyFileSeen {
+                            label: r.policy_file_label.clone(),
+                            first: r.recorded_at.clone(),
+                            last: r.recorded_at.clone(),
+                            decisions: 1,
+                        },
+                    );
+                }
+                None => {}
+            }
+        }
         let role = self.role(r.role_arn.as_deref());
         self.seen(Some(r.recorded_at_epoch));
         let id_hash = hash64(r.grant_id.as_deref().unwrap_or(&r.audit_id));
         match r.decision {
             Decision::Activated => {
                 self.roles[role].activated += 1;
+                bump(
+                    &mut self.identities,
+                    r.identity.as_deref().unwrap_or("unknown"),
+                    MAX_REASONS,
+                );
                 self.seen(r.granted_at_epoch);
                 if let (Some(export), Some(exp), Some(g)) = (self.export_epoch, r.expires_at_epoch, &r.grant_id)
                     && exp > export
@@ -333,6 +378,16 @@ impl Aggregator {
                         r.policy_name.clone().unwrap_or_default(),
                         r.reason.clone(),
                         r.detail.clone().unwrap_or_default(),
+                        r.deleted_document
+                            .as_deref()
+                            .map(|d| {
+                                let mut shown: String = d.chars().take(DOCUMENT_SHOWN).collect();
+                                if shown.len() < d.len() {
+                                    shown.push('…');
+                                }
+                                shown
+                            })
+                            .unwrap_or_else(|| "-".into()),
                     ],
                 });
             }
@@ -380,6 +435,22 @@ impl Aggregator {
             failures: self.failures.into_sorted(),
             drift: self.drift.into_sorted(),
             longest: self.longest.into_sorted(),
+            identities: self.identities,
+            policy_files: {
+                let mut rows: Vec<(String, PolicyFileSeen)> = self.policy_files.into_iter().collect();
+                rows.sort_by(|a, b| a.1.first.cmp(&b.1.first));
+                rows.into_iter()
+                    .map(|(sha, seen)| Row {
+                        cells: vec![
+                            seen.label.unwrap_or_else(|| "-".into()),
+                            sha,
+                            seen.first,
+                            seen.last,
+                            seen.decisions.to_string(),
+                        ],
+                    })
+                    .collect()
+            },
             first: self.first,
             last: self.last,
         }
@@ -401,6 +472,8 @@ pub struct Report {
     failures: Vec<Row>,
     drift: Vec<Row>,
     longest: Vec<Row>,
+    identities: BTreeMap<String, u64>,
+    policy_files: Vec<Row>,
     first: Option<i64>,
     last: Option<i64>,
 }
@@ -539,6 +612,21 @@ impl Report {
         self.role_table(&mut h);
         self.reason_table(&mut h, "Denials by reason", "denials", &self.denial_reasons);
         self.reason_table(&mut h, "Grants ended by", "endings", &self.revoke_reasons);
+        self.reason_table(
+            &mut h,
+            "Granted jobs by identity (verified by their CI's token, AWS's own event, or only claimed)",
+            "identities",
+            &self.identities,
+        );
+        table(
+            &mut h,
+            "Policy file versions",
+            "policy-files",
+            "Each policy file that decided, by its digest and label, with its first and last decision.",
+            &["Label", "SHA-256", "First decision", "Last decision", "Decisions"],
+            &self.policy_files,
+            self.policy_files.len() as u64,
+        );
         table(
             &mut h,
             "Revoke failures",
@@ -561,8 +649,9 @@ impl Report {
             &mut h,
             "Drift repairs",
             "drift-repairs",
-            "Latch policies found on a role with no live grant, and removed by the sweep.",
-            &["Recorded", "Role", "Policy", "Reason", "Detail"],
+            "Latch policies found on a role with no live grant, and removed by the sweep, with the \
+             document each one held (the record keeps it whole).",
+            &["Recorded", "Role", "Policy", "Reason", "Detail", "Deleted document"],
             &self.drift,
             self.count(Decision::DriftRepaired),
         );

@@ -20,6 +20,9 @@ use crate::model::{AccountId, GrantDuration, Name, RoleArn};
 #[serde(deny_unknown_fields)]
 struct FileDoc {
     version: u32,
+    /// The file's version as its owners name it (a release, a commit): copied into every record.
+    #[serde(default)]
+    label: Option<String>,
     #[serde(default)]
     elevatable_path: Option<String>,
     #[serde(default)]
@@ -282,7 +285,7 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
             column: e.location().map(|l| l.column()),
             message: e.to_string(),
             hint: Some(
-                "top-level keys are version, elevatable_path, issuers, permission_sets, rules, native; see infra/policies.yaml"
+                "top-level keys are version, label, elevatable_path, issuers, permission_sets, rules, native; see infra/policies.yaml"
                     .into(),
             ),
         }],
@@ -294,6 +297,13 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
     };
     let mut policy = validate(doc, &mut c);
     check_catalogue(&mut c, &policy);
+    policy.file_sha256 = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
     if c.problems.is_empty() {
         policy.warnings = c.warnings;
         Ok(policy)
@@ -345,6 +355,15 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             &["version:"],
             format!("unsupported version {}", doc.version),
             Some("this Latch reads version: 1"),
+        );
+    }
+    if let Some(label) = &doc.label
+        && (label.is_empty() || label.chars().count() > 128 || label.chars().any(char::is_control))
+    {
+        c.push(
+            &["label:"],
+            "label must be 1-128 characters without control characters",
+            Some("for example: label: release-2026-03-01 or the commit the file comes from"),
         );
     }
     let elevatable_path = doc
@@ -587,6 +606,8 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
         );
     }
     Policy {
+        label: doc.label,
+        file_sha256: String::new(),
         elevatable_path,
         issuers,
         permission_sets,

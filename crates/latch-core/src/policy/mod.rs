@@ -342,6 +342,10 @@ fn native_source_matches(source: &str, job: &NativeJob) -> bool {
 /// A validated policy file.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// The file's `label:`, its version as its owners name it.
+    pub label: Option<String>,
+    /// SHA-256 (hex) of the file's bytes as loaded: which exact file decided.
+    pub file_sha256: String,
     pub elevatable_path: String,
     pub issuers: Vec<Issuer>,
     pub permission_sets: BTreeMap<Name, PermissionSet>,
