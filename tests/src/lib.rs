@@ -152,6 +152,7 @@ impl Harness {
             audit: self.clients.audit.clone(),
             clock: SystemClock,
             keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
+            native: self.clients.native.clone(),
             deployment: Default::default(),
         }
     }

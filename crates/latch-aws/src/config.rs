@@ -20,6 +20,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use crate::dynamo::DynamoStore;
 use crate::events::EventBridgeSink;
 use crate::iam::IamAdapter;
+use crate::native::NativeRunsAdapter;
 
 pub const ENV_TABLE: &str = "LATCH_TABLE";
 pub const ENV_BUS: &str = "LATCH_BUS";
@@ -103,12 +104,14 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// The three adapters over one shared `SdkConfig`.
+/// The adapters over one shared `SdkConfig`.
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub iam: IamAdapter,
     pub store: DynamoStore,
     pub audit: EventBridgeSink,
+    /// Confirms native starts with CodeBuild and CodePipeline.
+    pub native: NativeRunsAdapter,
     /// The deployment these clients act for (its policy names).
     pub deployment: latch_core::model::Deployment,
 }
@@ -131,6 +134,10 @@ impl Clients {
                 .for_deployment(config.deployment.clone()),
             store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table),
             audit: EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &config.bus),
+            native: NativeRunsAdapter::new(
+                aws_sdk_codebuild::Client::new(sdk),
+                aws_sdk_codepipeline::Client::new(sdk),
+            ),
             deployment: config.deployment.clone(),
         }
     }

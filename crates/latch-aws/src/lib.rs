@@ -1,5 +1,6 @@
 //! Adapters from latch-core's ports to AWS: IAM ([`iam::IamAdapter`]), DynamoDB
-//! ([`dynamo::DynamoStore`]), EventBridge ([`events::EventBridgeSink`]) and OIDC issuer keys
+//! ([`dynamo::DynamoStore`]), EventBridge ([`events::EventBridgeSink`]), CodeBuild and
+//! CodePipeline ([`native::NativeRunsAdapter`]) and OIDC issuer keys
 //! ([`jwks::HttpKeySource`]), plus configuration
 //! from the environment. The SDK is configured once ([`Clients::from_env`]) and its clients are
 //! reused; the endpoint comes from the SDK's own `AWS_ENDPOINT_URL`, never from code, so the
@@ -15,6 +16,7 @@ pub mod items;
 pub mod jwks;
 #[cfg(feature = "local")]
 pub mod local_issuer;
+pub mod native;
 #[cfg(feature = "local")]
 pub mod provision;
 #[cfg(feature = "local")]

@@ -91,6 +91,7 @@ fn service(
         audit: EventBridgeSink::new(mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb), "latch"),
         clock: FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 1).unwrap()),
         keys: latch_core::identity::StaticKeys,
+        native: Default::default(),
         deployment: Default::default(),
     }
 }
@@ -347,6 +348,7 @@ async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_exte
         audit: latch_core::memory::MemoryAuditSink::default(),
         clock: s0.clock.clone(),
         keys: latch_core::identity::StaticKeys,
+        native: latch_core::memory::MemoryNativeRuns::default(),
         deployment: Default::default(),
     };
     let d = detail();
@@ -499,6 +501,7 @@ async fn recorded_grant() -> latch_core::ports::Grant {
         audit: latch_core::memory::MemoryAuditSink::default(),
         clock: s0.clock.clone(),
         keys: latch_core::identity::StaticKeys,
+        native: latch_core::memory::MemoryNativeRuns::default(),
         deployment: Default::default(),
     };
     let d = detail();

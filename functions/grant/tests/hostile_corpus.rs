@@ -49,6 +49,7 @@ fn service(m: &Manifest) -> Service {
         audit: MemoryAuditSink::default(),
         clock: FixedClock::at(serde_json::from_value(Value::String(m.now.clone())).expect("now is a time")),
         keys: latch_core::identity::StaticKeys,
+        native: Default::default(),
         deployment: Default::default(),
     }
 }
