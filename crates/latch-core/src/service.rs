@@ -1285,3 +1285,7 @@ mod tests;
 #[cfg(test)]
 #[path = "service_native_tests.rs"]
 mod native_tests;
+
+#[cfg(test)]
+#[path = "service_fair_share_tests.rs"]
+mod fair_share_tests;
