@@ -123,7 +123,7 @@ async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
     if after.grants != before.grants {
         problems.push(format!("grants went from {} to {}", before.grants, after.grants));
     }
-    let replay = matches!(expect, "already_active" | "already_ended" | "finished");
+    let replay = matches!(expect, "already_active" | "already_ended" | "finished" | "not_managed");
     if after.policies > before.policies || (!replay && after.puts != before.puts) {
         problems.push(format!(
             "IAM was written: policies {} -> {}, PutRolePolicy calls {} -> {}",
@@ -137,6 +137,7 @@ async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
             ("already_active", Outcome::Start(StartOutcome::AlreadyActive(_)))
                 | ("already_ended", Outcome::Start(StartOutcome::AlreadyEnded(_)))
                 | ("finished", Outcome::Finish(FinishOutcome::Finished { revoked: 0, .. }))
+                | ("not_managed", Outcome::NotManaged)
         );
         if !ok {
             problems.push(format!("outcome {outcome_text}, expected {expect}"));
