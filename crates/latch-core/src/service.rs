@@ -2,8 +2,10 @@
 //!
 //! A start event becomes, in this order: checks (size, shape, the token and the identity it
 //! proves, policy, time, rendering) →
-//! one atomic store write (grant + activation audit + role counter, refused by a tombstone or
-//! the cap) → PutRolePolicy → the audit event. The store write goes first so a duplicate,
+//! one atomic store write (grant + activation audit + role counter + the publisher's minute,
+//! refused by a tombstone, the cap or the publisher's fair share) → PutRolePolicy → the audit
+//! event. A native start is first read back from the service that runs it
+//! ([`crate::native::check_run`]). The store write goes first so a duplicate,
 //! retried or late event is recognised before IAM is touched (I3); the policy document is
 //! rendered from the *recorded* grant, so a duplicate can never extend it.
 //!
