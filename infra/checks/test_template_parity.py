@@ -407,6 +407,8 @@ EXPECTED_ACTIONS = {
         "iam:PutRolePolicy", "iam:DeleteRolePolicy",
         # Role resolution: its real ARN, its boundary, its own inline policies' sizes.
         "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy",
+        # Native starts confirmed with their service (latch_aws::native): one read each.
+        "codebuild:BatchGetBuilds", "codepipeline:GetPipelineExecution",
         "events:PutEvents",
         "sqs:SendMessage",
         "logs:CreateLogStream", "logs:PutLogEvents",
@@ -430,6 +432,11 @@ EXPECTED_ACTIONS = {
 }
 
 ELEVATABLE = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role${ElevatableRolePath}*"}
+# The runs a native start is confirmed against: this account's and region's builds and pipelines.
+NATIVE_RUNS = [
+    {"Fn::Sub": "arn:${AWS::Partition}:codebuild:${AWS::Region}:${AWS::AccountId}:project/*"},
+    {"Fn::Sub": "arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:*"},
+]
 
 
 def _as_list(x):
@@ -483,6 +490,8 @@ def test_each_action_is_on_latchs_own_resources_only(role):
                     or (isinstance(r, dict) and r.get("Fn::Sub", "").startswith("${Table.Arn}/index/"))
                     for r in resources_
                 ), action
+            elif service in ("codebuild", "codepipeline"):
+                assert resources_ == NATIVE_RUNS, action
             elif service == "events":
                 assert resources_ == [{"Fn::GetAtt": ["Bus", "Arn"]}], action
                 assert s["Condition"] == {"StringEquals": {"events:source": code()["audit_source"]}}
@@ -1156,3 +1165,13 @@ def test_the_scp_lets_only_latchs_roles_write_its_table():
             assert not denied(scp, action, table, {"aws:PrincipalArn": fake_arn(role)}), (action, role)
     # CloudFormation still manages the table.
     assert not denied(scp, "dynamodb:UpdateTable", table, {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/Deployer"})
+
+
+def test_the_native_adapter_makes_only_the_reads_the_grant_role_holds():
+    adapter = (ROOT / "crates/latch-aws/src/native.rs").read_text()
+    calls = set(re.findall(r"\.(batch_get_builds|get_pipeline_execution)\(\)", adapter))
+    assert calls == {"batch_get_builds", "get_pipeline_execution"}
+    other_sdk_calls = re.findall(r"self\s*\.(codebuild|codepipeline)\s*\.(\w+)\(\)", adapter)
+    assert {c for _, c in other_sdk_calls} == calls
+    held = {a for s in role_statements("GrantRole") for a in actions_of(s)}
+    assert {"codebuild:BatchGetBuilds", "codepipeline:GetPipelineExecution"} <= held

@@ -95,6 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         audit: h.clients.audit.clone(),
         clock: SystemClock,
         keys: latch_core::identity::StaticKeys,
+        native: h.clients.native.clone(),
         deployment: Default::default(),
     };
     let bus = aws_sdk_eventbridge::Client::new(&sdk);

@@ -47,7 +47,8 @@ pub fn fixture(name: &str) -> Value {
 
 /// A policy with one rule over `roles` roles named `<prefix>-0` … (for campaigns and load runs):
 /// pipelines `<prefix>-*` from `ci.github` (claimed identity: the campaigns exercise revocation,
-/// not identity), the `deploy-artifacts` set, up to `cap` grants a role.
+/// not identity), the `deploy-artifacts` set, up to `cap` grants a role. One publisher sends every
+/// job, far past the default fair share: the limit is raised to the most a file may say.
 pub fn many_roles_policy(prefix: &str, roles: usize, cap: usize) -> String {
     let roles: Vec<String> = (0..roles)
         .map(|r| format!("\"arn:aws:iam::123456789012:role/latch/{prefix}-{r}\""))
@@ -72,6 +73,8 @@ rules:
     permission_sets: [deploy-artifacts]
     max_duration: 30m
     max_active_grants_per_role: {cap}
+fair_share:
+  grants_per_minute: 100000
 "#,
         roles.join(", ")
     )
@@ -152,6 +155,7 @@ impl Harness {
             audit: self.clients.audit.clone(),
             clock: SystemClock,
             keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
+            native: self.clients.native.clone(),
             deployment: Default::default(),
         }
     }

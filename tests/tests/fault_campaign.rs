@@ -373,6 +373,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
         audit: clients.audit.clone(),
         clock: SystemClock,
         keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
+        native: clients.native.clone(),
         deployment: Default::default(),
     };
     let revoke = revoke::RevokeFunction {
@@ -754,6 +755,7 @@ async fn strict_campaign_on_one_role_keeps_what_iam_holds() {
         audit: clients.audit.clone(),
         clock: SystemClock,
         keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
+        native: clients.native.clone(),
         deployment: Default::default(),
     };
     let one_role = |i: usize, detail_type: &str| {

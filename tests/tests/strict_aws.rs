@@ -495,6 +495,7 @@ async fn two_deployments_share_one_iam_behind_an_aws_like_proxy() {
         audit: b.clients.audit.clone(),
         clock: SystemClock,
         keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
+        native: b.clients.native.clone(),
         deployment: Default::default(),
     };
     let mut ids = Vec::new();

@@ -21,6 +21,7 @@ use crate::call_metrics::CallTimer;
 use crate::dynamo::DynamoStore;
 use crate::events::EventBridgeSink;
 use crate::iam::IamAdapter;
+use crate::native::NativeRunsAdapter;
 
 pub const ENV_TABLE: &str = "LATCH_TABLE";
 pub const ENV_BUS: &str = "LATCH_BUS";
@@ -120,12 +121,14 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// The three adapters over one shared `SdkConfig`.
+/// The adapters over one shared `SdkConfig`.
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub iam: IamAdapter,
     pub store: DynamoStore,
     pub audit: EventBridgeSink,
+    /// Confirms native starts with CodeBuild and CodePipeline.
+    pub native: NativeRunsAdapter,
     /// The deployment these clients act for (its policy names).
     pub deployment: latch_core::model::Deployment,
 }
@@ -162,6 +165,18 @@ impl Clients {
                         .build(),
                 ),
                 &config.bus,
+            ),
+            native: NativeRunsAdapter::new(
+                aws_sdk_codebuild::Client::from_conf(
+                    aws_sdk_codebuild::config::Builder::from(sdk)
+                        .interceptor(CallTimer)
+                        .build(),
+                ),
+                aws_sdk_codepipeline::Client::from_conf(
+                    aws_sdk_codepipeline::config::Builder::from(sdk)
+                        .interceptor(CallTimer)
+                        .build(),
+                ),
             ),
             deployment: config.deployment.clone(),
         }

@@ -32,17 +32,18 @@ use latch_core::audit::AuditRecord;
 use latch_core::event::JobKey;
 use latch_core::model::{AccountId, GrantId, RoleArn};
 use latch_core::ports::{
-    Activation, AuditWrite, Confirmation, Extension, Grant, GrantStatus, GrantStore, RecordState, Revocation,
-    RoleLimits, StoreError, TokenUse,
+    Activation, AuditWrite, Confirmation, Extension, Grant, GrantStatus, GrantStore, RateWindow, RecordState,
+    Revocation, RoleLimits, StoreError, TokenUse,
 };
 
 use crate::conflicts::ConflictRetry;
 use crate::errors::{describe, is_transient};
 use crate::items::{
     ACTIVE_BUCKET, ACTIVE_GRANTS, AuditItem, EXPIRES_AT_EPOCH, EXPIRY_BUCKET, EXPIRY_INDEX, FINISHED_AT,
-    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, JOB_SCOPE, PK, POLICY_CHARS, RECORD_TYPE, SK, SK_AUDIT, SK_COUNTER,
-    SK_DRIFT, SK_GRANT, SK_JOB, SK_TOKEN, STATUS, STATUS_ACTIVE, STATUS_FAILED, STATUS_PENDING, STATUS_REVOKED, TTL,
-    audit_pk, drift_pk, grant_pk, job_pk, role_pk, token_pk,
+    FIRST_SEEN_EPOCH, GRANT_IDS, GrantItem, JOB_SCOPE, PK, POLICY_CHARS, PUBLISHER, RECORD_TYPE, SK, SK_AUDIT,
+    SK_COUNTER, SK_DRIFT, SK_GRANT, SK_JOB, SK_RATE_WINDOW, SK_TOKEN, STATUS, STATUS_ACTIVE, STATUS_FAILED,
+    STATUS_PENDING, STATUS_REVOKED, TTL, WINDOW_GRANTS, audit_pk, drift_pk, grant_pk, job_pk, rate_window_pk, role_pk,
+    token_pk,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -87,7 +88,11 @@ const NOT_EXISTS: &str = "attribute_not_exists(pk)";
 const TX_GRANT: usize = 0;
 const TX_JOB: usize = 1;
 const TX_COUNTER: usize = 2;
-const TX_TOKEN: usize = 3;
+const TX_RATE: usize = 3;
+const TX_TOKEN: usize = 4;
+
+/// A rate window outlives its minute by this much, then TTL removes it (never read again).
+const RATE_WINDOW_KEPT: chrono::Duration = chrono::Duration::minutes(2);
 
 /// Positions of the confirmation transaction's items.
 const TX_CONFIRM_GRANT: usize = 0;
@@ -298,6 +303,7 @@ impl DynamoStore {
         &self,
         grant: &Grant,
         limits: RoleLimits,
+        rate: &RateWindow,
         token: Option<&TokenUse>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let grant_item = serde_dynamo::to_item(GrantItem::from_grant(grant)).map_err(rejected)?;
@@ -329,11 +335,33 @@ impl DynamoStore {
             TransactWriteItem::builder().put(grant_put).build(),
             TransactWriteItem::builder().update(job).build(),
             self.counter(&grant.role, 1, grant.policy_chars, Some(limits))?,
+            self.rate_window(rate)?,
         ];
         if let Some(t) = token {
             items.push(self.token_use(t)?);
         }
         Ok(items)
+    }
+
+    /// One more new grant in the publisher's minute, refused at its limit.
+    fn rate_window(&self, rate: &RateWindow) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(rate_window_pk(&rate.publisher, rate.minute), SK_RATE_WINDOW)))
+            .update_expression("SET #type = :type, #publisher = :publisher, #ttl = :ttl ADD #grants :one")
+            .condition_expression("attribute_not_exists(#grants) OR #grants < :limit")
+            .expression_attribute_names("#type", RECORD_TYPE)
+            .expression_attribute_names("#publisher", PUBLISHER)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_names("#grants", WINDOW_GRANTS)
+            .expression_attribute_values(":type", s("rate_window"))
+            .expression_attribute_values(":publisher", s(&rate.publisher))
+            .expression_attribute_values(":ttl", n((rate.minute + RATE_WINDOW_KEPT).timestamp()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(rate.limit))
+            .build()
+            .map_err(rejected)?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     /// The token's use: written unless it was used for another job (the same job may present
@@ -399,13 +427,14 @@ impl GrantStore for DynamoStore {
         &self,
         grant: &Grant,
         limits: RoleLimits,
+        rate: &RateWindow,
         token: Option<&TokenUse>,
     ) -> Result<Activation, StoreError> {
         let pending = Grant {
             status: GrantStatus::Pending,
             ..grant.clone()
         };
-        let items = self.activation_items(&pending, limits, token)?;
+        let items = self.activation_items(&pending, limits, rate, token)?;
         let err = match self.transact("record_activation", items).await {
             Ok(()) => return Ok(Activation::Recorded),
             Err(e) => e,
@@ -445,6 +474,9 @@ impl GrantStore for DynamoStore {
             } else {
                 Activation::QuotaExceeded
             });
+        }
+        if failed_condition(reasons, TX_RATE).is_some() {
+            return Ok(Activation::RateLimited);
         }
         // A condition failed on an item this code does not read a reason from: a retry may pass.
         Err(StoreError::Transient(describe(&err)))

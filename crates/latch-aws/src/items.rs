@@ -9,6 +9,7 @@
 //! | `audit` | `AUDIT#<audit id>` | `AUDIT` | no `ttl`: kept for exports |
 //! | `drift_suspect` | `DRIFT#<role arn>#<policy name>` | `SUSPECT` | `first_seen_epoch`; `ttl` |
 //! | `token_use` | `TOKEN#<digest of issuer and jti>` | `TOKEN` | `job_scope` it was used for; `ttl` = the token's expiry |
+//! | `rate_window` | `RATE#<digest of publisher>#<minute epoch>` | `WINDOW` | `grants` recorded in the minute; `publisher`; `ttl` = minute + 2 min |
 //!
 //! A grant is found by its id alone (drift repair reads it from the policy name); a job's
 //! grants are listed on its job item, which the finish event updates and reads in one call.
@@ -49,6 +50,20 @@ pub const SK_AUDIT: &str = "AUDIT";
 pub const SK_DRIFT: &str = "SUSPECT";
 pub const SK_TOKEN: &str = "TOKEN";
 pub const JOB_SCOPE: &str = "job_scope";
+pub const SK_RATE_WINDOW: &str = "WINDOW";
+/// On a rate window: new grants recorded in its minute.
+pub const WINDOW_GRANTS: &str = "grants";
+pub const PUBLISHER: &str = "publisher";
+
+/// A publisher's minute of new grants (fair share). The publisher is digested: it holds a
+/// verified principal or a pipeline name, never a key of ours as written.
+pub fn rate_window_pk(publisher: &str, minute: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "RATE#{}#{}",
+        latch_core::model::digest(&[publisher]),
+        minute.timestamp()
+    )
+}
 
 /// A token's use: the issuer's name and the token's `jti`, digested (a `jti` is the issuer's
 /// free text, and never a key of ours as written).

@@ -1,5 +1,6 @@
 //! Adapters from latch-core's ports to AWS: IAM ([`iam::IamAdapter`]), DynamoDB
-//! ([`dynamo::DynamoStore`]), EventBridge ([`events::EventBridgeSink`]) and OIDC issuer keys
+//! ([`dynamo::DynamoStore`]), EventBridge ([`events::EventBridgeSink`]), CodeBuild and
+//! CodePipeline ([`native::NativeRunsAdapter`]) and OIDC issuer keys
 //! ([`jwks::HttpKeySource`]), the client's propagation probe ([`probe`]), plus configuration
 //! from the environment. The SDK is configured once ([`Clients::from_env`]) and its clients are
 //! reused; the endpoint comes from the SDK's own `AWS_ENDPOINT_URL`, never from code, so the
@@ -18,6 +19,7 @@ pub mod items;
 pub mod jwks;
 #[cfg(feature = "local")]
 pub mod local_issuer;
+pub mod native;
 pub mod probe;
 #[cfg(feature = "local")]
 pub mod provision;

@@ -91,6 +91,7 @@ fn service(
         audit: EventBridgeSink::new(mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb), "latch"),
         clock: FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 1).unwrap()),
         keys: latch_core::identity::StaticKeys,
+        native: Default::default(),
         deployment: Default::default(),
     }
 }
@@ -132,7 +133,7 @@ async fn a_fresh_grant_costs_two_transactions_one_put_role_policy_one_put_events
         .match_requests(|r| {
             let items = r.transact_items();
             let Some(grant) = items[0].put() else { return false };
-            items.len() == 3
+            items.len() == 4
                 && grant.table_name() == "latch-grants"
                 && grant.condition_expression() == Some("attribute_not_exists(pk)")
                 && grant.item().get("ttl").is_some()
@@ -145,6 +146,7 @@ async fn a_fresh_grant_costs_two_transactions_one_put_role_policy_one_put_events
                 && items[2]
                     .update()
                     .is_some_and(|u| u.condition_expression().is_some_and(|c| c.contains(":cap")))
+                && items[3].update().is_some_and(is_rate_window)
         })
         .then_output(|| TransactWriteItemsOutput::builder().build());
     let confirm = confirm_ok();
@@ -204,7 +206,7 @@ async fn a_role_is_resolved_once_per_warm_container_and_its_own_policies_shrink_
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
         .match_requests(|r| {
             // The counter's condition carries the room left: 10,240 - own - this document.
-            r.transact_items().len() == 3
+            r.transact_items().len() == 4
                 && r.transact_items()[2].update().is_some_and(|u| {
                     u.expression_attribute_values()
                         .and_then(|v| v.get(":room"))
@@ -293,7 +295,7 @@ async fn a_role_without_the_boundary_is_refused_before_anything_is_written() {
 #[tokio::test]
 async fn an_iam_refusal_fails_the_grant_frees_its_slot_and_is_audited_never_activated() {
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
-        .match_requests(|r| r.transact_items().len() == 3 && r.transact_items()[0].put().is_some())
+        .match_requests(|r| r.transact_items().len() == 4 && r.transact_items()[0].put().is_some())
         .then_output(|| TransactWriteItemsOutput::builder().build());
     let fail = mock!(aws_sdk_dynamodb::Client::transact_write_items)
         .match_requests(|r| {
@@ -347,6 +349,7 @@ async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_exte
         audit: latch_core::memory::MemoryAuditSink::default(),
         clock: s0.clock.clone(),
         keys: latch_core::identity::StaticKeys,
+        native: latch_core::memory::MemoryNativeRuns::default(),
         deployment: Default::default(),
     };
     let d = detail();
@@ -355,7 +358,7 @@ async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_exte
     let old_item: std::collections::HashMap<String, AttributeValue> =
         serde_dynamo::to_item(GrantItem::from_grant(&recorded)).unwrap();
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
-        .match_requests(|r| r.transact_items().len() == 3)
+        .match_requests(|r| r.transact_items().len() == 4)
         .then_error(move || {
             TransactWriteItemsError::TransactionCanceledException(
                 TransactionCanceledException::builder()
@@ -499,6 +502,7 @@ async fn recorded_grant() -> latch_core::ports::Grant {
         audit: latch_core::memory::MemoryAuditSink::default(),
         clock: s0.clock.clone(),
         keys: latch_core::identity::StaticKeys,
+        native: latch_core::memory::MemoryNativeRuns::default(),
         deployment: Default::default(),
     };
     let d = detail();
@@ -624,8 +628,8 @@ async fn a_verified_grant_records_its_token_use_in_the_same_transaction_and_cost
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
         .match_requests(|r| {
             let items = r.transact_items();
-            items.len() == 4
-                && items[3].put().is_some_and(|t| {
+            items.len() == 5
+                && items[4].put().is_some_and(|t| {
                     t.item()["sk"] == AttributeValue::S("TOKEN".into())
                         && t.item()["pk"]
                             .as_s()
@@ -661,8 +665,8 @@ async fn a_token_use_refused_by_the_table_is_a_replay() {
         latch_core::identity::testing::TestSigner::generate(latch_core::identity::TokenAlgorithm::Rs256, "k1").unwrap();
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(|| {
         let mut b = TransactionCanceledException::builder();
-        for i in 0..4 {
-            let code = if i == 3 { "ConditionalCheckFailed" } else { "None" };
+        for i in 0..5 {
+            let code = if i == 4 { "ConditionalCheckFailed" } else { "None" };
             b = b.cancellation_reasons(CancellationReason::builder().code(code).build());
         }
         TransactWriteItemsError::TransactionCanceledException(b.build())
@@ -714,7 +718,7 @@ fn cancelled(codes: &[&str]) -> TransactWriteItemsError {
 #[tokio::test]
 async fn a_concurrent_modification_twice_then_success_is_one_activation_after_three_put_role_policy_calls() {
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
-        .match_requests(|r| r.transact_items().len() == 3)
+        .match_requests(|r| r.transact_items().len() == 4)
         .then_output(|| TransactWriteItemsOutput::builder().build());
     let confirm = confirm_ok();
     let put = mock!(aws_sdk_iam::Client::put_role_policy)
@@ -780,7 +784,7 @@ async fn a_concurrent_modification_that_outlasts_the_budget_is_transient_not_a_r
 #[tokio::test]
 async fn transaction_conflicts_on_both_activation_transactions_are_retried_then_activate() {
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
-        .match_requests(|r| r.transact_items().len() == 3)
+        .match_requests(|r| r.transact_items().len() == 4)
         .sequence()
         .error(|| cancelled(&["None", "None", "TransactionConflict"]))
         .output(|| TransactWriteItemsOutput::builder().build())
@@ -812,7 +816,7 @@ async fn transaction_conflicts_on_both_activation_transactions_are_retried_then_
 async fn a_validation_error_cancellation_is_denied_store_rejected_without_a_retry() {
     // A conflict beside it does not make it retryable: the request itself is refused.
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
-        .match_requests(|r| r.transact_items().len() == 3)
+        .match_requests(|r| r.transact_items().len() == 4)
         .then_error(|| cancelled(&["ValidationError", "TransactionConflict", "None"]));
     let denial_audit = mock!(aws_sdk_dynamodb::Client::put_item)
         .match_requests(|r| {
@@ -873,4 +877,86 @@ async fn a_single_write_answered_transaction_conflict_is_retried() {
         Ok(latch_core::ports::AuditWrite::Recorded)
     );
     assert_eq!(put.num_calls(), 2);
+}
+
+/// The publisher's minute in the activation's transaction: `ci.github` in the example account
+/// (claimed identity), the minute of 12:00:01, the default limit, a TTL past the minute.
+fn is_rate_window(u: &aws_sdk_dynamodb::types::Update) -> bool {
+    let minute = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+    let pk = latch_aws::items::rate_window_pk("123456789012#ci.github", minute);
+    let values = u.expression_attribute_values().cloned().unwrap_or_default();
+    u.key()["pk"] == AttributeValue::S(pk)
+        && u.key()["sk"] == AttributeValue::S("WINDOW".into())
+        && u.condition_expression() == Some("attribute_not_exists(#grants) OR #grants < :limit")
+        && u.update_expression() == "SET #type = :type, #publisher = :publisher, #ttl = :ttl ADD #grants :one"
+        && values.get(":limit") == Some(&AttributeValue::N("120".into()))
+        && values.get(":one") == Some(&AttributeValue::N("1".into()))
+        && values.get(":ttl") == Some(&AttributeValue::N((minute.timestamp() + 120).to_string()))
+}
+
+#[tokio::test]
+async fn a_publisher_over_its_minute_is_denied_once_audited_and_published_then_only_refused() {
+    // The transaction is cancelled on the rate window (position 3) for every start.
+    let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(|| {
+        let mut b = TransactionCanceledException::builder();
+        for i in 0..4 {
+            let code = if i == 3 { "ConditionalCheckFailed" } else { "None" };
+            b = b.cancellation_reasons(CancellationReason::builder().code(code).build());
+        }
+        TransactWriteItemsError::TransactionCanceledException(b.build())
+    });
+    // One audit id for the publisher's minute, whichever event is refused.
+    let minute = Utc
+        .with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+        .unwrap()
+        .timestamp()
+        .to_string();
+    let audit_id = latch_core::model::digest(&["123456789012#ci.github", &minute, "rate-limited"]);
+    let audit_of = move |r: &aws_sdk_dynamodb::operation::put_item::PutItemInput| {
+        r.item().and_then(|i| i.get("reason")) == Some(&AttributeValue::S("rate_limited".into()))
+            && r.item().and_then(|i| i.get("pk")) == Some(&AttributeValue::S(format!("AUDIT#{audit_id}")))
+            && r.condition_expression() == Some("attribute_not_exists(pk)")
+    };
+    let first_audit = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(audit_of.clone())
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let events = mock!(aws_sdk_eventbridge::Client::put_events)
+        .match_requests(|r| r.entries()[0].detail().is_some_and(|d| d.contains("rate_limited")))
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let s = service(&[], &[&twi, &first_audit], &[&events]);
+    let outcome = s.on_start(&envelope(), &detail(), 300).await.unwrap();
+    assert_eq!(
+        outcome,
+        StartOutcome::Denied(latch_core::decision::DenyReason::RateLimited)
+    );
+
+    // A later event of the same publisher in the same minute: the same audit id, which exists.
+    let exists = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(audit_of)
+        .then_error(|| {
+            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(
+                aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder().build(),
+            )
+        });
+    let read_back = mock!(aws_sdk_dynamodb::Client::get_item)
+        .then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
+    let s2 = service(&[], &[&twi, &exists, &read_back], &[]);
+    let mut later = envelope();
+    later.id = "e2".into();
+    let mut d = detail();
+    d["run_id"] = json!("8");
+    assert_eq!(
+        s2.on_start(&later, &d, 300).await.unwrap(),
+        StartOutcome::Denied(latch_core::decision::DenyReason::RateLimited)
+    );
+    assert_eq!(
+        (
+            twi.num_calls(),
+            first_audit.num_calls(),
+            events.num_calls(),
+            exists.num_calls()
+        ),
+        (2, 1, 1, 1),
+        "one audit and one event for the minute; the second refusal publishes nothing"
+    );
 }

@@ -151,6 +151,7 @@ pub async fn start_latch(target: &LocalTarget, drift_grace: chrono::Duration) ->
         audit: clients.audit.clone(),
         clock,
         keys: latch_aws::jwks::HttpKeySource::new().map_err(|e| CliError::Usage(e.to_string()))?,
+        native: clients.native.clone(),
         deployment: Default::default(),
     };
     let revoke = revoke::RevokeFunction {

@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 use crate::audit::AuditRecord;
 use crate::event::JobKey;
 use crate::model::{AccountId, GrantId, RoleArn};
+use crate::native::NativeJob;
 use crate::policy::PolicyDocument;
 use crate::ports::{
     Activation, AuditSink, AuditWrite, Clock, Confirmation, Deletion, Extension, Grant, GrantStatus, GrantStore,
-    IamError, IamInventory, IamWriter, RecordState, ResolvedRole, Revocation, RoleLimits, SinkError, StoreError,
-    TokenUse,
+    IamError, IamInventory, IamWriter, NativeLookupError, NativeRun, NativeRuns, RateWindow, RecordState, ResolvedRole,
+    Revocation, RoleLimits, SinkError, StoreError, TokenUse,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -45,6 +46,7 @@ pub enum Op {
     DriftSeenSince,
     ClearDrift,
     PutEvents,
+    LookUpNativeRun,
 }
 
 /// Call counts and planned failures, shared by the ports of one test (`with_faults`). A failed
@@ -314,6 +316,63 @@ impl IamWriter for MemoryIam {
     }
 }
 
+/// Builds and pipeline executions as their services would report them; any other job has no
+/// run. Counts its reads (one per native start is the budget).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryNativeRuns {
+    inner: Arc<Mutex<NativeRunsState>>,
+    faults: Faults,
+}
+
+#[derive(Debug, Default)]
+struct NativeRunsState {
+    runs: HashMap<String, NativeRun>,
+    reads: usize,
+    fail_next: VecDeque<NativeLookupError>,
+}
+
+fn run_key(job: &NativeJob) -> String {
+    job.key().to_string()
+}
+
+impl MemoryNativeRuns {
+    /// Shares `faults` with this port (clones share it too).
+    pub fn with_faults(self, faults: &Faults) -> Self {
+        Self {
+            faults: faults.clone(),
+            ..self
+        }
+    }
+    /// The service reports `run` for `job` from now on.
+    pub fn set(&self, job: &NativeJob, run: NativeRun) {
+        lock(&self.inner).runs.insert(run_key(job), run);
+    }
+    /// The service forgets `job`'s run (or never had it).
+    pub fn remove(&self, job: &NativeJob) {
+        lock(&self.inner).runs.remove(&run_key(job));
+    }
+    pub fn reads(&self) -> usize {
+        lock(&self.inner).reads
+    }
+    pub fn fail_next(&self, e: NativeLookupError) {
+        lock(&self.inner).fail_next.push_back(e);
+    }
+}
+
+impl NativeRuns for MemoryNativeRuns {
+    async fn look_up(&self, job: &NativeJob) -> Result<Option<NativeRun>, NativeLookupError> {
+        self.faults
+            .check(Op::LookUpNativeRun)
+            .map_err(NativeLookupError::Transient)?;
+        let mut s = lock(&self.inner);
+        s.reads += 1;
+        if let Some(e) = s.fail_next.pop_front() {
+            return Err(e);
+        }
+        Ok(s.runs.get(&run_key(job)).cloned())
+    }
+}
+
 /// Grants, tombstones, per-role counters and audit items, with the store's atomicity.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
@@ -333,6 +392,8 @@ struct StoreState {
     audits: BTreeMap<String, AuditRecord>,
     /// (issuer, jti) → the job scope the token was used for.
     token_uses: HashMap<(String, String), String>,
+    /// (publisher, minute) → new grants recorded in that window.
+    rate_windows: HashMap<(String, DateTime<Utc>), u32>,
     drift: BTreeMap<(String, String), DateTime<Utc>>,
     fail_next: VecDeque<StoreError>,
     /// The next revocation is written, then its answer is lost (the caller sees an error).
@@ -432,6 +493,7 @@ impl GrantStore for MemoryStore {
         &self,
         grant: &Grant,
         limits: RoleLimits,
+        rate: &RateWindow,
         token: Option<&TokenUse>,
     ) -> Result<Activation, StoreError> {
         self.faults.check(Op::RecordActivation).map_err(StoreError::Transient)?;
@@ -459,6 +521,12 @@ impl GrantStore for MemoryStore {
         if chars + grant.policy_chars > limits.policy_budget {
             return Ok(Activation::QuotaExceeded);
         }
+        let window = (rate.publisher.clone(), rate.minute);
+        let in_window = s.rate_windows.get(&window).copied().unwrap_or(0);
+        if in_window >= rate.limit {
+            return Ok(Activation::RateLimited);
+        }
+        s.rate_windows.insert(window, in_window + 1);
         s.active_per_role.insert(grant.role.as_str().to_owned(), active + 1);
         s.chars_per_role
             .insert(grant.role.as_str().to_owned(), chars + grant.policy_chars);

@@ -17,10 +17,25 @@
 //! (new id), so it is a new job. A CodePipeline "retry failed actions" re-runs the action in
 //! the *same* execution, after its end was seen: that start finds the action's ended grant and
 //! is denied as `grant_ended`; a new execution (release change) gets a new grant.
+//!
+//! An event is authentic but proves little else: anyone who may `StartBuild` a project named by
+//! a rule (with a buildspec override, another source version, another service role) makes AWS
+//! emit a real IN_PROGRESS event. So a start is granted only after [`check_run`] found the run,
+//! as the service itself reports it ([`crate::ports::NativeRuns`]), in progress and within what
+//! the rule allows: initiator, trigger or source version, buildspec, and the build's role.
+//!
+//! A start of a job no rule names is not a request: it writes nothing durable (a debug log line
+//! only), as its end does not. Every build and pipeline action in the account emits these
+//! events; an audit item for each would grow the kept-forever audit store with builds Latch was
+//! never asked about. Starts that a rule names are decisions, and each is audited.
 
 use serde_json::{Map, Value};
 
+use crate::decision::DenyReason;
 use crate::event::{EventError, JobKey};
+use crate::model::RoleArn;
+use crate::policy::{BuildChecks, ExecutionChecks, NativeRule, NativeTrigger, Pattern};
+use crate::ports::{BuildRun, NativeRun, PipelineRun};
 
 pub const DETAIL_TYPE_CODEPIPELINE_ACTION: &str = "CodePipeline Action Execution State Change";
 pub const SOURCE_CODEPIPELINE: &str = "aws.codepipeline";
@@ -189,6 +204,150 @@ impl NativeEvent {
             phase,
         })
     }
+}
+
+/// Why the service's account of a run refuses the grant: the reason and, in words, the fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRefusal {
+    pub reason: DenyReason,
+    pub detail: String,
+}
+
+fn refuse(reason: DenyReason, detail: String) -> Result<(), RunRefusal> {
+    Err(RunRefusal { reason, detail })
+}
+
+/// Checks the run the service reports for `job` (`None`: it has none) against the native rule
+/// that named the job. `Ok` only for a run of that job, still in progress, within the rule.
+pub fn check_run(rule: &NativeRule, job: &NativeJob, run: Option<&NativeRun>) -> Result<(), RunRefusal> {
+    match (&rule.trigger, job, run) {
+        (NativeTrigger::CodeBuild { checks, .. }, NativeJob::CodeBuild { project, .. }, Some(NativeRun::Build(b))) => {
+            check_build(checks, &rule.role, project, b)
+        }
+        (
+            NativeTrigger::CodePipeline { checks, .. },
+            NativeJob::CodePipelineAction { pipeline, .. },
+            Some(NativeRun::Pipeline(p)),
+        ) => check_execution(checks, pipeline, p),
+        _ => refuse(
+            DenyReason::NativeNotConfirmed,
+            format!("the service has no run for {}", job.key()),
+        ),
+    }
+}
+
+fn matches_any(patterns: &Option<Vec<Pattern>>, value: Option<&str>) -> bool {
+    match patterns {
+        None => true,
+        Some(patterns) => value.is_some_and(|v| patterns.iter().any(|p| p.is_match(v))),
+    }
+}
+
+fn check_build(checks: &BuildChecks, rule_role: &RoleArn, project: &str, build: &BuildRun) -> Result<(), RunRefusal> {
+    if build.project != project {
+        return refuse(
+            DenyReason::NativeNotConfirmed,
+            format!("the build belongs to project {}, not {project}", build.project),
+        );
+    }
+    if build.status != "IN_PROGRESS" {
+        return refuse(
+            DenyReason::NativeNotConfirmed,
+            format!("CodeBuild reports the build {}, not IN_PROGRESS", build.status),
+        );
+    }
+    if !matches_any(&checks.initiators, build.initiator.as_deref()) {
+        return refuse(
+            DenyReason::NativeInitiatorNotAllowed,
+            format!(
+                "the build was started by {:?}, which the rule does not allow",
+                build.initiator
+            ),
+        );
+    }
+    if !matches_any(&checks.source_versions, build.source_version.as_deref()) {
+        return refuse(
+            DenyReason::NativeTriggerNotAllowed,
+            format!(
+                "the build is of source version {:?}, which the rule does not allow",
+                build.source_version
+            ),
+        );
+    }
+    if let Some(expected) = &checks.buildspec {
+        let ran = build
+            .buildspec
+            .as_deref()
+            .filter(|b| !b.is_empty())
+            .unwrap_or(crate::policy::DEFAULT_BUILDSPEC);
+        if ran != expected {
+            // Inline YAML can be long and is the submitter's: quote only its start.
+            let shown: String = ran.chars().take(80).collect();
+            return refuse(
+                DenyReason::NativeBuildspecOverride,
+                format!("the build runs buildspec {shown:?}, not the rule's {expected:?}"),
+            );
+        }
+    }
+    if checks.require_service_role && !is_same_role(build.service_role.as_deref(), rule_role) {
+        return refuse(
+            DenyReason::NativeRoleMismatch,
+            format!(
+                "the build runs as {:?}, not the rule's role {rule_role}",
+                build.service_role
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// IAM role names are unique per account whatever their case; the path is part of the ARN.
+fn is_same_role(reported: Option<&str>, rule_role: &RoleArn) -> bool {
+    reported.and_then(|r| RoleArn::parse(r).ok()).is_some_and(|r| {
+        r.account() == rule_role.account()
+            && r.path() == rule_role.path()
+            && r.name().eq_ignore_ascii_case(rule_role.name())
+    })
+}
+
+fn check_execution(checks: &ExecutionChecks, pipeline: &str, execution: &PipelineRun) -> Result<(), RunRefusal> {
+    if execution.pipeline != pipeline {
+        return refuse(
+            DenyReason::NativeNotConfirmed,
+            format!(
+                "the execution belongs to pipeline {}, not {pipeline}",
+                execution.pipeline
+            ),
+        );
+    }
+    if execution.status != "InProgress" {
+        return refuse(
+            DenyReason::NativeNotConfirmed,
+            format!(
+                "CodePipeline reports the execution {}, not InProgress",
+                execution.status
+            ),
+        );
+    }
+    let trigger = execution.trigger_type.as_deref();
+    if let Some(allowed) = &checks.triggers
+        && !trigger.is_some_and(|t| allowed.iter().any(|a| a == t))
+    {
+        return refuse(
+            DenyReason::NativeTriggerNotAllowed,
+            format!("the execution was triggered by {trigger:?}, which the rule does not allow"),
+        );
+    }
+    if !matches_any(&checks.initiators, execution.trigger_detail.as_deref()) {
+        return refuse(
+            DenyReason::NativeInitiatorNotAllowed,
+            format!(
+                "the execution was started by {:?}, which the rule does not allow",
+                execution.trigger_detail
+            ),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -184,6 +184,31 @@ pub enum Activation {
     TokenReplayed,
     /// The role's inline policies would go over IAM's aggregate quota (I9).
     QuotaExceeded,
+    /// The publisher has had its limit of new grants in this minute ([`RateWindow`]).
+    RateLimited,
+}
+
+/// One publisher's minute of new grants, counted in the same write as the grant: the write is
+/// refused once `limit` grants were recorded in the window, at no extra call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Who is counted (see [`crate::policy::FairShare`]).
+    pub publisher: String,
+    /// The start of the minute (UTC) the grant falls in.
+    pub minute: DateTime<Utc>,
+    pub limit: u32,
+}
+
+impl RateWindow {
+    /// The window `now` falls in.
+    pub fn at(publisher: String, now: DateTime<Utc>, limit: u32) -> Self {
+        let start = now.timestamp() - now.timestamp().rem_euclid(60);
+        Self {
+            publisher,
+            minute: DateTime::from_timestamp(start, 0).unwrap_or(now),
+            limit,
+        }
+    }
 }
 
 /// The per-role limits an activation is written under, checked in its one transaction.
@@ -273,12 +298,14 @@ impl AuditWrite {
 pub trait GrantStore: Send + Sync {
     /// Atomically: the grant as `Pending` (unless it exists) and one more live grant on the
     /// role with its document's characters (refused at the cap, or past the budget: I9), unless
-    /// the job has a tombstone. With `token`, also the token's use ([`TokenUse`]), refused if it
+    /// the job has a tombstone; one more grant in the publisher's `rate` window (refused at its
+    /// limit). With `token`, also the token's use ([`TokenUse`]), refused if it
     /// was used for another job. Revocations and failures give the characters back.
     fn record_activation(
         &self,
         grant: &Grant,
         limits: RoleLimits,
+        rate: &RateWindow,
         token: Option<&TokenUse>,
     ) -> impl Future<Output = Result<Activation, StoreError>> + Send;
 
@@ -392,4 +419,69 @@ pub trait IamInventory: Send + Sync {
         role: &RoleArn,
         policy_name: &str,
     ) -> impl Future<Output = Result<Option<String>, IamError>> + Send;
+}
+
+/// A CodeBuild build as `BatchGetBuilds` reports it: what ran, for whom, from what, as which role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRun {
+    pub project: String,
+    /// CodeBuild's `buildStatus` (`IN_PROGRESS`, `SUCCEEDED`, …).
+    pub status: String,
+    /// Who started it: `codepipeline/<pipeline>`, a webhook (`GitHub-Hookshot/…`), or the IAM
+    /// user or role session that called `StartBuild`.
+    pub initiator: Option<String>,
+    /// The version asked for: a branch, a tag, a commit, `pr/<number>` for a pull request.
+    pub source_version: Option<String>,
+    /// The role the build runs as (an ARN), overrides included.
+    pub service_role: Option<String>,
+    /// The buildspec the build runs, overrides included: a path in the source, inline YAML, or
+    /// `None`/empty for the source's `buildspec.yml`.
+    pub buildspec: Option<String>,
+}
+
+/// A CodePipeline execution as `GetPipelineExecution` reports it. The API names no action and
+/// no role: the action's role is in the pipeline's declaration, a second read Latch does not make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineRun {
+    pub pipeline: String,
+    /// CodePipeline's execution `status` (`InProgress`, `Succeeded`, …).
+    pub status: String,
+    /// What started it: `Webhook`, `WebhookV2`, `StartPipelineExecution`, `CloudWatchEvent`, …
+    pub trigger_type: Option<String>,
+    /// The trigger's detail: the caller's ARN, the webhook's ARN, the rule's ARN.
+    pub trigger_detail: Option<String>,
+}
+
+/// A native job as the service that runs it knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NativeRun {
+    Build(BuildRun),
+    Pipeline(PipelineRun),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NativeLookupError {
+    /// Throttling, 5xx, timeouts: the run may well be real, so retry.
+    #[error("the pipeline service is unavailable or throttling: {0}")]
+    Transient(String),
+    /// The service refused the read (AccessDenied, a validation error): retrying cannot help.
+    #[error("the pipeline service refused the read: {0}")]
+    Rejected(String),
+}
+
+impl Retryable for NativeLookupError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// Reads a native job from the service that emitted its event: one read per native start,
+/// counted apart from the per-grant budget. An event proves AWS saw a state change; only the
+/// service says who started the run, from what, and as which role.
+pub trait NativeRuns: Send + Sync {
+    /// The build or execution of `job`; `Ok(None)` when the service has no such run.
+    fn look_up(
+        &self,
+        job: &crate::native::NativeJob,
+    ) -> impl Future<Output = Result<Option<NativeRun>, NativeLookupError>> + Send;
 }

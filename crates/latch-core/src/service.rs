@@ -2,8 +2,10 @@
 //!
 //! A start event becomes, in this order: checks (size, shape, the token and the identity it
 //! proves, policy, time, rendering) →
-//! one atomic store write (grant + activation audit + role counter, refused by a tombstone or
-//! the cap) → PutRolePolicy → the audit event. The store write goes first so a duplicate,
+//! one atomic store write (grant + activation audit + role counter + the publisher's minute,
+//! refused by a tombstone, the cap or the publisher's fair share) → PutRolePolicy → the audit
+//! event. A native start is first read back from the service that runs it
+//! ([`crate::native::check_run`]). The store write goes first so a duplicate,
 //! retried or late event is recognised before IAM is touched (I3); the policy document is
 //! rendered from the *recorded* grant, so a duplicate can never extend it.
 //!
@@ -28,13 +30,14 @@ use crate::event::{Envelope, EventError, ExtendRequest, FinishNotice, JobContext
 use crate::identity::claims::{ClaimsError, audited_claims, reconcile, session_name};
 use crate::identity::verify::verify_token;
 use crate::identity::{AudienceBinding, KeySource, Presented, StaticKeys, TokenError, Verified};
+use crate::memory::MemoryNativeRuns;
 use crate::model::{Deployment, GrantDuration, GrantId, GrantIdentity, digest};
-use crate::native::{NativeEvent, NativePhase};
+use crate::native::{NativeEvent, NativeJob, NativePhase, check_run};
 use crate::policy::{Allowed, Policy, PolicyDocument, RenderContext, RenderError};
 use crate::ports::{
-    Activation, AuditSink, Clock, Confirmation, Extension, Grant, GrantStatus, GrantStore, IamError, IamWriter,
-    ROLE_INLINE_POLICY_QUOTA, RecordState, ResolvedRole, Retryable, RoleLimits, SinkError, StoreError, TokenUse,
-    record_then_publish,
+    Activation, AuditSink, AuditWrite, Clock, Confirmation, Extension, Grant, GrantStatus, GrantStore, IamError,
+    IamWriter, NativeLookupError, NativeRuns, ROLE_INLINE_POLICY_QUOTA, RateWindow, RecordState, ResolvedRole,
+    Retryable, RoleLimits, SinkError, StoreError, TokenUse, record_then_publish,
 };
 use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker, TOMBSTONE_LIFETIME};
 
@@ -79,7 +82,7 @@ pub enum ExtendOutcome {
 pub enum NativeOutcome {
     Start(StartOutcome),
     Finish(FinishOutcome),
-    /// The end of a job no native rule names: nothing to do.
+    /// The start or end of a job no native rule names: not a request, nothing written.
     NotManaged,
 }
 
@@ -95,6 +98,9 @@ pub enum GrantError {
     /// The issuer's keys could not be fetched: the token may well be good, so retry.
     #[error(transparent)]
     Keys(TokenError),
+    /// CodeBuild or CodePipeline could not be asked about a native start: the run may be real.
+    #[error(transparent)]
+    Native(NativeLookupError),
 }
 
 impl From<RevokeError> for GrantError {
@@ -114,13 +120,15 @@ impl Retryable for GrantError {
             Self::Iam(e) => e.is_retryable(),
             Self::Audit(e) => e.is_retryable(),
             Self::Keys(e) => e.is_retryable(),
+            Self::Native(e) => e.is_retryable(),
         }
     }
 }
 
 /// The decision service, generic over its ports so Lambda, `latch dev` and tests share it.
-/// `K` is where issuer keys come from: fetched ([`KeySource`] adapters) or pinned in the file.
-pub struct GrantService<I, S, A, C, K = StaticKeys> {
+/// `K` is where issuer keys come from: fetched ([`KeySource`] adapters) or pinned in the file;
+/// `N` is who confirms native starts (CodeBuild and CodePipeline adapters, or in memory).
+pub struct GrantService<I, S, A, C, K = StaticKeys, N = MemoryNativeRuns> {
     pub policy: Policy,
     /// Names this deployment's policies (`LATCH_DEPLOYMENT`), apart from any other's.
     pub deployment: Deployment,
@@ -129,6 +137,7 @@ pub struct GrantService<I, S, A, C, K = StaticKeys> {
     pub audit: A,
     pub clock: C,
     pub keys: K,
+    pub native: N,
 }
 
 /// A denial, before it is written: the reason and, in words, what was wrong.
@@ -218,7 +227,7 @@ struct Asker<'a> {
     verified: Option<&'a Verified>,
 }
 
-impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantService<I, S, A, C, K> {
+impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: NativeRuns> GrantService<I, S, A, C, K, N> {
     /// Handles a `Pipeline Job Started` event. `detail_len` is the detail's size on the wire.
     pub async fn on_start(
         &self,
@@ -296,10 +305,10 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
     }
 
     /// Handles a native CodePipeline action or CodeBuild build state change ([`crate::native`]):
-    /// a start is decided by the policy's `native` rules; an end finishes the job like
-    /// `Pipeline Job Finished`. The end of a job no native rule names is not Latch's business
-    /// ([`NativeOutcome::NotManaged`]): nothing is written, so every build in the account does
-    /// not cost a write.
+    /// a start is decided by the policy's `native` rules and confirmed with the service; an end
+    /// finishes the job like `Pipeline Job Finished`. The start or end of a job no native rule
+    /// names is not Latch's business ([`NativeOutcome::NotManaged`]): nothing is written, so
+    /// every build in the account does not cost a write or a read.
     pub async fn on_native(
         &self,
         envelope: &Envelope,
@@ -315,32 +324,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             }
         };
         match event.phase {
-            NativePhase::Started => match self.policy.decide_native(envelope, &event.job) {
-                Ok((request, allowed)) => {
-                    let asker = Asker {
-                        request: &request,
-                        verified: None,
-                    };
-                    self.activate(envelope, asker, allowed, now)
-                        .await
-                        .map(NativeOutcome::Start)
-                }
-                Err(reason) => {
-                    let job = event.job.key();
-                    let denial = Denial {
-                        reason,
-                        detail: Some(format!(
-                            "no native rule names {job} in account {}",
-                            envelope.account.as_str()
-                        )),
-                    };
-                    self.deny_with(envelope, denial, now, |audit| {
-                        fill_job_fields(audit, &envelope.source, &job, &JobContext::default())
-                    })
-                    .await
-                    .map(NativeOutcome::Start)
-                }
-            },
+            NativePhase::Started => self.on_native_start(envelope, &event.job, now).await,
             NativePhase::Ended { state } if self.policy.manages_native(&event.job) => self
                 .finish(
                     envelope,
@@ -356,6 +340,76 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
                 Ok(NativeOutcome::NotManaged)
             }
         }
+    }
+
+    /// A native start: the rule that names the job, then the run as its service reports it
+    /// (one read), checked against the rule, then the grant.
+    async fn on_native_start(
+        &self,
+        envelope: &Envelope,
+        job: &NativeJob,
+        now: DateTime<Utc>,
+    ) -> Result<NativeOutcome, GrantError> {
+        let key = job.key();
+        let (request, allowed) = match self.policy.decide_native(envelope, job) {
+            Ok(decided) => decided,
+            Err(DenyReason::NoMatchingRule) => {
+                debug!(event_id = %envelope.id, job = %key, "native start no rule names: ignored");
+                return Ok(NativeOutcome::NotManaged);
+            }
+            Err(reason) => {
+                let denial = Denial {
+                    reason,
+                    detail: Some(format!("{} cannot come from source {}", key, envelope.source)),
+                };
+                return self
+                    .deny_with(envelope, denial, now, |audit| {
+                        fill_job_fields(audit, &envelope.source, &key, &JobContext::default())
+                    })
+                    .await
+                    .map(NativeOutcome::Start);
+            }
+        };
+        let asker = Asker {
+            request: &request,
+            verified: None,
+        };
+        let run = match self.native.look_up(job).await {
+            Ok(run) => run,
+            Err(e) if e.is_retryable() => return Err(GrantError::Native(e)),
+            Err(e) => {
+                let denial = Denial {
+                    reason: DenyReason::NativeNotConfirmed,
+                    detail: Some(e.to_string()),
+                };
+                return self
+                    .deny(envelope, Some(asker), denial, now)
+                    .await
+                    .map(NativeOutcome::Start);
+            }
+        };
+        let refused = match self.policy.native_rule(allowed.rule) {
+            Some(rule) => check_run(rule, job, run.as_ref()).err(),
+            None => Some(crate::native::RunRefusal {
+                reason: DenyReason::NoMatchingRule,
+                detail: format!("native rule {} is gone", allowed.rule),
+            }),
+        };
+        if let Some(refusal) = refused {
+            warn!(event_id = %envelope.id, job = %key, reason = %refusal.reason, detail = %refusal.detail,
+                  "native start not confirmed by its service");
+            let denial = Denial {
+                reason: refusal.reason,
+                detail: Some(refusal.detail),
+            };
+            return self
+                .deny(envelope, Some(asker), denial, now)
+                .await
+                .map(NativeOutcome::Start);
+        }
+        self.activate(envelope, asker, allowed, now)
+            .await
+            .map(NativeOutcome::Start)
     }
 
     /// Records an allowed request and puts its policy on the role.
@@ -394,7 +448,12 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             job_scope: grant.job.scope(&grant.account, &grant.source),
             expires_at: v.token.expires_at,
         });
-        match self.store.record_activation(grant, limits, token_use.as_ref()).await {
+        let rate = RateWindow::at(publisher(grant), now, self.policy.fair_share.limit_for(&grant.source));
+        match self
+            .store
+            .record_activation(grant, limits, &rate, token_use.as_ref())
+            .await
+        {
             Ok(Activation::Recorded) => {}
             Ok(Activation::AlreadyRecorded(existing)) => {
                 return self.converge(envelope, asker, *existing, &proposal.actions, now).await;
@@ -420,6 +479,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
                 };
                 return self.deny(envelope, Some(asker), denial, now).await;
             }
+            Ok(Activation::RateLimited) => return self.deny_rate_limited(envelope, asker, &rate, now).await,
             Ok(Activation::TokenReplayed) => {
                 let denial = Denial {
                     reason: DenyReason::TokenReplayed,
@@ -1059,15 +1119,48 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
         self.deny_with(envelope, denial, now, |audit| {
-            if let Some(Asker { request: r, verified }) = asker {
-                audit.role_arn = Some(r.role.as_str().to_owned());
-                audit.permission_set = Some(r.permission_set.as_str().to_owned());
-                audit.requested_duration_secs = Some(r.duration.as_secs());
-                fill_job_fields(audit, &envelope.source, &r.job, &r.context);
-                fill_verified(audit, verified);
-            }
+            fill_asker(audit, &envelope.source, asker)
         })
         .await
+    }
+
+    /// A publisher over its limit: denied `rate_limited`, with one audit per publisher and minute
+    /// (its id is over the two, so the create-only write keeps the first and refuses the rest)
+    /// describing the first refused request. Only the write that created it publishes its event:
+    /// a flood costs one audit write attempt per event and no bus call. Should the process die
+    /// between that write and its event, the durable item still says it.
+    async fn deny_rate_limited(
+        &self,
+        envelope: &Envelope,
+        asker: Asker<'_>,
+        rate: &RateWindow,
+        now: DateTime<Utc>,
+    ) -> Result<StartOutcome, GrantError> {
+        let mut audit = AuditRecord::new(
+            rate_limited_audit_id(rate),
+            Decision::Denied,
+            DenyReason::RateLimited.code(),
+            now,
+        );
+        fill_envelope(&mut audit, envelope);
+        fill_asker(&mut audit, &envelope.source, Some(asker));
+        audit.detail = Some(format!(
+            "publisher {} had its {} new grants of the minute from {}; its further requests this minute are \
+             refused under this one audit",
+            rate.publisher,
+            rate.limit,
+            crate::iam_time(rate.minute)
+        ));
+        match self.store.record_audit(&audit).await? {
+            AuditWrite::Recorded => {
+                info!(event_id = %envelope.id, publisher = %rate.publisher, limit = rate.limit, "publisher rate limited");
+                self.audit.publish(&audit).await?;
+            }
+            AuditWrite::AlreadyRecorded(_) => {
+                debug!(event_id = %envelope.id, publisher = %rate.publisher, "publisher rate limited (audited this minute)");
+            }
+        }
+        Ok(StartOutcome::Denied(DenyReason::RateLimited))
     }
 
     /// Writes and publishes the Denied audit of an event; `describe` adds what is known of the request.
@@ -1085,17 +1178,52 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource> GrantSer
             now,
         );
         audit.detail = denial.detail;
-        audit.source = Some(envelope.source.clone());
-        audit.account = Some(envelope.account.as_str().to_owned());
-        audit.region = Some(envelope.region.clone());
-        audit.event_id = Some(envelope.id.clone());
-        (audit.requested_at, audit.requested_at_epoch) = stamp(envelope.time);
+        fill_envelope(&mut audit, envelope);
         describe(&mut audit);
         self.provenance(&mut audit);
         info!(event_id = %envelope.id, reason = %denial.reason, detail = audit.detail.as_deref().unwrap_or("-"), "request denied");
         record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
         Ok(StartOutcome::Denied(denial.reason))
     }
+}
+
+/// The event's trusted envelope into a denial's audit.
+fn fill_envelope(audit: &mut AuditRecord, envelope: &Envelope) {
+    audit.source = Some(envelope.source.clone());
+    audit.account = Some(envelope.account.as_str().to_owned());
+    audit.region = Some(envelope.region.clone());
+    audit.event_id = Some(envelope.id.clone());
+    (audit.requested_at, audit.requested_at_epoch) = stamp(envelope.time);
+}
+
+/// What is known of the request, when it parsed, into a denial's audit.
+fn fill_asker(audit: &mut AuditRecord, source: &str, asker: Option<Asker<'_>>) {
+    if let Some(Asker { request: r, verified }) = asker {
+        audit.role_arn = Some(r.role.as_str().to_owned());
+        audit.permission_set = Some(r.permission_set.as_str().to_owned());
+        audit.requested_duration_secs = Some(r.duration.as_secs());
+        fill_job_fields(audit, source, &r.job, &r.context);
+        fill_verified(audit, verified);
+    }
+}
+
+/// Who a new grant is counted against for fair share ([`crate::policy::FairShare`]): the
+/// account and source, and whose job it is when that is more than the publisher's word — the
+/// verified repository or project, or the pipeline or project AWS names for a native job.
+/// A claimed pipeline name is the publisher's own word: counting by it would let a flooding
+/// publisher spread itself over made-up names, so claimed jobs share their source's window.
+pub fn publisher(grant: &Grant) -> String {
+    let account = grant.account.as_str();
+    match &grant.job.principal {
+        Some(principal) => format!("{account}#{}#{principal}", grant.source),
+        None if grant.source.starts_with("aws.") => format!("{account}#{}#{}", grant.source, grant.job.pipeline),
+        None => format!("{account}#{}", grant.source),
+    }
+}
+
+/// One per publisher and minute: every refusal of that minute shares it.
+fn rate_limited_audit_id(rate: &RateWindow) -> String {
+    digest(&[&rate.publisher, &rate.minute.timestamp().to_string(), "rate-limited"])
 }
 
 /// Job facts into an audit record, saying whose word they are: `verified` when a token proved
@@ -1203,3 +1331,7 @@ mod tests;
 #[cfg(test)]
 #[path = "service_native_tests.rs"]
 mod native_tests;
+
+#[cfg(test)]
+#[path = "service_fair_share_tests.rs"]
+mod fair_share_tests;

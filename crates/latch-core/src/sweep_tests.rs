@@ -180,6 +180,7 @@ async fn given_more_roles_than_one_run_can_check_when_runs_follow_then_the_curso
         clock: FixedClock::at(t0()),
         keys: crate::identity::StaticKeys,
         deployment: Default::default(),
+        native: Default::default(),
     };
     // Every role listed is one IAM call: 10 a second, 1.05 s a run → about 10 roles a run.
     let settings = SweepSettings {
@@ -224,6 +225,7 @@ async fn given_a_pace_when_drift_repair_runs_then_iam_calls_are_spaced() {
         clock: FixedClock::at(t0()),
         keys: crate::identity::StaticKeys,
         deployment: Default::default(),
+        native: Default::default(),
     };
     let settings = SweepSettings {
         drift_iam_per_second: 20.0,

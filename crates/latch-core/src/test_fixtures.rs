@@ -5,7 +5,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::event::Envelope;
-use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
+use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryNativeRuns, MemoryStore};
 use crate::model::{AccountId, RoleArn};
 use crate::policy::Policy;
 use crate::service::GrantService;
@@ -39,6 +39,7 @@ pub fn memory_service(now: DateTime<Utc>, faults: &Faults) -> MemoryService {
         audit: MemoryAuditSink::default().with_faults(faults),
         clock: FixedClock::at(now),
         keys: crate::identity::StaticKeys,
+        native: MemoryNativeRuns::default().with_faults(faults),
         deployment: Default::default(),
     }
 }

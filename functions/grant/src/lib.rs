@@ -16,19 +16,21 @@ use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
 use latch_aws::jwks::HttpKeySource;
+use latch_aws::native::NativeRunsAdapter;
 use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
 use latch_core::identity::KeySource;
 use latch_core::metrics::{self, MetricRecord};
 use latch_core::model::{AccountId, digest};
 use latch_core::native::is_native;
-use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Retryable, SystemClock};
+use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, NativeRuns, Retryable, SystemClock};
 use latch_core::revoke::RevokeReason;
 use latch_core::service::{ExtendOutcome, FinishOutcome, GrantError, GrantService, NativeOutcome, StartOutcome};
 use serde_json::Value;
 use tracing::error;
 
 /// The service as deployed: AWS adapters, the wall clock.
-pub type AwsGrantService = GrantService<IamAdapter, DynamoStore, EventBridgeSink, SystemClock, HttpKeySource>;
+pub type AwsGrantService =
+    GrantService<IamAdapter, DynamoStore, EventBridgeSink, SystemClock, HttpKeySource, NativeRunsAdapter>;
 
 /// Reads configuration and the policy file, builds the clients (and the issuer key cache) once.
 pub async fn init() -> Result<AwsGrantService, latch_aws::InitError> {
@@ -40,6 +42,7 @@ pub async fn init() -> Result<AwsGrantService, latch_aws::InitError> {
         audit: clients.audit,
         clock: SystemClock,
         keys: HttpKeySource::new()?,
+        native: clients.native,
         deployment: clients.deployment,
     })
 }
@@ -90,6 +93,7 @@ impl GrantFailure {
             GrantError::Iam(_) => "IamUnavailable",
             GrantError::Audit(_) => "AuditEventNotPublished",
             GrantError::Keys(_) => "IssuerKeysUnavailable",
+            GrantError::Native(_) => "NativeRunUnavailable",
         }
     }
 }
@@ -123,8 +127,8 @@ pub fn outcome_records(outcome: &Outcome, event_time: Option<DateTime<Utc>>, now
 }
 
 /// Lambda's entry point: [`handle_payload`], then the outcome's metrics as EMF lines.
-pub async fn invoke<I, S, A, C, K>(
-    service: &GrantService<I, S, A, C, K>,
+pub async fn invoke<I, S, A, C, K, N>(
+    service: &GrantService<I, S, A, C, K, N>,
     event: LambdaEvent<Value>,
 ) -> Result<(), GrantFailure>
 where
@@ -133,6 +137,7 @@ where
     A: AuditSink,
     C: Clock,
     K: KeySource,
+    N: NativeRuns,
 {
     let event_time = event
         .payload
@@ -152,8 +157,8 @@ where
 /// even deserialize as an EventBridge event (a hand-made invoke, a misrouted target, a field of
 /// the wrong type) is denied as `malformed_event` with the path of the field at fault, rather
 /// than failing before the handler and retrying into the dead-letter queue unaudited.
-pub async fn handle_payload<I, S, A, C, K>(
-    service: &GrantService<I, S, A, C, K>,
+pub async fn handle_payload<I, S, A, C, K, N>(
+    service: &GrantService<I, S, A, C, K, N>,
     event: LambdaEvent<Value>,
 ) -> Result<Outcome, GrantFailure>
 where
@@ -162,6 +167,7 @@ where
     A: AuditSink,
     C: Clock,
     K: KeySource,
+    N: NativeRuns,
 {
     let LambdaEvent { payload, context } = event;
     // Labels for a refusal's audit, taken before parsing consumes the payload (parsing it by
@@ -189,8 +195,8 @@ fn for_lambda(e: GrantError) -> GrantFailure {
     GrantFailure(e)
 }
 
-pub async fn handle<I, S, A, C, K>(
-    service: &GrantService<I, S, A, C, K>,
+pub async fn handle<I, S, A, C, K, N>(
+    service: &GrantService<I, S, A, C, K, N>,
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Outcome, GrantFailure>
 where
@@ -199,6 +205,7 @@ where
     A: AuditSink,
     C: Clock,
     K: KeySource,
+    N: NativeRuns,
 {
     let event = event.payload;
     let detail_len = || serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());

@@ -50,6 +50,7 @@ fn service(m: &Manifest) -> Service {
         audit: MemoryAuditSink::default(),
         clock: FixedClock::at(serde_json::from_value(Value::String(m.now.clone())).expect("now is a time")),
         keys: latch_core::identity::StaticKeys,
+        native: Default::default(),
         deployment: Default::default(),
     }
 }
@@ -123,7 +124,7 @@ async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
     if after.grants != before.grants {
         problems.push(format!("grants went from {} to {}", before.grants, after.grants));
     }
-    let replay = matches!(expect, "already_active" | "already_ended" | "finished");
+    let replay = matches!(expect, "already_active" | "already_ended" | "finished" | "not_managed");
     if after.policies > before.policies || (!replay && after.puts != before.puts) {
         problems.push(format!(
             "IAM was written: policies {} -> {}, PutRolePolicy calls {} -> {}",
@@ -137,6 +138,7 @@ async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
             ("already_active", Outcome::Start(StartOutcome::AlreadyActive(_)))
                 | ("already_ended", Outcome::Start(StartOutcome::AlreadyEnded(_)))
                 | ("finished", Outcome::Finish(FinishOutcome::Finished { revoked: 0, .. }))
+                | ("not_managed", Outcome::NotManaged)
         );
         if !ok {
             problems.push(format!("outcome {outcome_text}, expected {expect}"));

@@ -160,6 +160,7 @@ fn service(algs: Algs) -> Service {
         audit: MemoryAuditSink::default(),
         clock: FixedClock::at(now()),
         keys: StaticKeys,
+        native: Default::default(),
         deployment: Default::default(),
     }
 }

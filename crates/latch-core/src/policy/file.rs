@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::render::ResourceTemplate;
 use super::{
-    ClaimPattern, DEFAULT_ELEVATABLE_PATH, Effect, NativeRule, NativeTrigger, Pattern, PermissionSet, Policy, Rule,
-    RuleIdentity, Statement,
+    BuildChecks, ClaimPattern, DEFAULT_ELEVATABLE_PATH, Effect, ExecutionChecks, FairShare, NativeRule, NativeTrigger,
+    Pattern, PermissionSet, Policy, Rule, RuleIdentity, Statement,
 };
 use crate::identity::{AudienceForm, Issuer, IssuerKind, JwkSet, TokenAlgorithm, claims::REFUSED_TRIGGERS};
 use crate::model::{AccountId, GrantDuration, Name, RoleArn};
@@ -32,6 +32,17 @@ struct FileDoc {
     rules: Vec<RuleDoc>,
     #[serde(default)]
     native: Vec<NativeRuleDoc>,
+    #[serde(default)]
+    fair_share: Option<FairShareDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FairShareDoc {
+    #[serde(default)]
+    grants_per_minute: Option<u32>,
+    #[serde(default)]
+    sources: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,12 +157,30 @@ struct CodePipelineDoc {
     pipeline: String,
     stage: String,
     action: String,
+    #[serde(default)]
+    initiators: Option<Vec<String>>,
+    #[serde(default)]
+    triggers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CodeBuildDoc {
     project: String,
+    #[serde(default)]
+    initiators: Option<Vec<String>>,
+    #[serde(default)]
+    source_versions: Option<Vec<String>>,
+    #[serde(default)]
+    buildspec: Option<String>,
+    #[serde(default)]
+    allow_buildspec_override: bool,
+    #[serde(default = "yes")]
+    require_service_role: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A dangerous statement shape, refused unless a permission set lists it under
@@ -285,7 +314,7 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Policy, LoadError> {
             column: e.location().map(|l| l.column()),
             message: e.to_string(),
             hint: Some(
-                "top-level keys are version, label, elevatable_path, issuers, permission_sets, rules, native; see infra/policies.yaml"
+                "top-level keys are version, label, elevatable_path, issuers, permission_sets, rules, native, fair_share; see infra/policies.yaml"
                     .into(),
             ),
         }],
@@ -605,6 +634,7 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
             None,
         );
     }
+    let fair_share = fair_share(c, doc.fair_share);
     Policy {
         label: doc.label,
         file_sha256: String::new(),
@@ -613,6 +643,7 @@ fn validate(doc: FileDoc, c: &mut Collector<'_>) -> Policy {
         permission_sets,
         rules,
         native,
+        fair_share,
         warnings: Vec::new(),
     }
 }
@@ -919,9 +950,14 @@ fn native_rule(
             pipeline: glob(c, &[at[0], at[1], "pipeline:"], &p.pipeline, "pipeline")?,
             stage: glob(c, &[at[0], at[1], "stage:"], &p.stage, "stage")?,
             action: glob(c, &[at[0], at[1], "action:"], &p.action, "action")?,
+            checks: ExecutionChecks {
+                initiators: globs(c, &[at[0], at[1], "initiators:"], p.initiators, "initiator")?,
+                triggers: trigger_types(c, &[at[0], at[1], "triggers:"], p.triggers, &name)?,
+            },
         },
         (None, Some(b)) => NativeTrigger::CodeBuild {
             project: glob(c, &[at[0], at[1], "project:"], &b.project, "project")?,
+            checks: build_checks(c, &[at[0], at[1]], b, &name)?,
         },
         _ => {
             c.push(
@@ -989,6 +1025,138 @@ fn native_rule(
         duration,
         max_active_grants_per_role: r.max_active_grants_per_role,
     })
+}
+
+/// Optional globs: absent is "any"; present must be a non-empty list of valid globs.
+fn globs(
+    c: &mut Collector<'_>,
+    anchors: &[&str],
+    texts: Option<Vec<String>>,
+    what: &str,
+) -> Option<Option<Vec<Pattern>>> {
+    let Some(texts) = texts else { return Some(None) };
+    if texts.is_empty() {
+        c.push(
+            anchors,
+            format!("an empty {what} list allows nothing"),
+            Some("remove the key to allow any, or list patterns"),
+        );
+        return None;
+    }
+    let patterns: Vec<Option<Pattern>> = texts.iter().map(|t| glob(c, anchors, t, what)).collect();
+    patterns.into_iter().collect::<Option<Vec<_>>>().map(Some)
+}
+
+/// CodePipeline's execution trigger types (`PipelineExecution.trigger.triggerType`).
+const TRIGGER_TYPES: [&str; 9] = [
+    "CreatePipeline",
+    "StartPipelineExecution",
+    "PollForSourceChanges",
+    "Webhook",
+    "CloudWatchEvent",
+    "PutActionRevision",
+    "WebhookV2",
+    "ManualRollback",
+    "AutomatedRollback",
+];
+
+fn trigger_types(
+    c: &mut Collector<'_>,
+    anchors: &[&str],
+    types: Option<Vec<String>>,
+    rule: &Name,
+) -> Option<Option<Vec<String>>> {
+    let Some(types) = types else { return Some(None) };
+    let unknown: Vec<&String> = types.iter().filter(|t| !TRIGGER_TYPES.contains(&t.as_str())).collect();
+    if types.is_empty() || !unknown.is_empty() {
+        c.push(
+            anchors,
+            format!("native rule {rule}: triggers {unknown:?} are not CodePipeline trigger types (or the list is empty)"),
+            Some("one or more of CreatePipeline, StartPipelineExecution, PollForSourceChanges, Webhook, CloudWatchEvent, PutActionRevision, WebhookV2, ManualRollback, AutomatedRollback"),
+        );
+        return None;
+    }
+    Some(Some(types))
+}
+
+/// The build a CodeBuild rule accepts. The buildspec defaults to the source's `buildspec.yml`:
+/// `BatchGetBuilds` reports the buildspec a build ran, override or not, but not the project's, so
+/// the rule names the one it trusts; a rule that trusts any must say `allow_buildspec_override`.
+fn build_checks(c: &mut Collector<'_>, at: &[&str; 2], b: CodeBuildDoc, rule: &Name) -> Option<BuildChecks> {
+    let buildspec = match (b.allow_buildspec_override, b.buildspec) {
+        (true, Some(_)) => {
+            c.push(
+                &[at[0], at[1], "allow_buildspec_override"],
+                format!("native rule {rule}: buildspec and allow_buildspec_override contradict each other"),
+                Some("name the buildspec the build must run, or allow any"),
+            );
+            return None;
+        }
+        (true, None) => None,
+        (false, Some(path)) if !is_buildspec_path(&path) => {
+            c.push(
+                &[at[0], at[1], "buildspec:"],
+                format!("native rule {rule}: buildspec {path:?} is not a path in the source"),
+                Some("a relative path such as buildspec.yml or ci/deploy.yml; inline buildspecs cannot be pinned"),
+            );
+            return None;
+        }
+        (false, path) => Some(path.unwrap_or_else(|| DEFAULT_BUILDSPEC.to_owned())),
+    };
+    Some(BuildChecks {
+        initiators: globs(c, &[at[0], at[1], "initiators:"], b.initiators, "initiator")?,
+        source_versions: globs(
+            c,
+            &[at[0], at[1], "source_versions:"],
+            b.source_versions,
+            "source version",
+        )?,
+        buildspec,
+        require_service_role: b.require_service_role,
+    })
+}
+
+/// What CodeBuild runs when a project names no buildspec.
+pub const DEFAULT_BUILDSPEC: &str = "buildspec.yml";
+
+fn is_buildspec_path(path: &str) -> bool {
+    (1..=255).contains(&path.len())
+        && !path.starts_with('/')
+        && !path.contains(['\n', ':', '{', ' '])
+        && !path.split('/').any(|seg| seg.is_empty() || seg == "..")
+}
+
+/// The file's `fair_share`, or the default; every limit between 1 and the maximum.
+fn fair_share(c: &mut Collector<'_>, doc: Option<FairShareDoc>) -> FairShare {
+    let Some(doc) = doc else {
+        return FairShare::default();
+    };
+    let valid = |n: u32| (1..=FairShare::MAX_GRANTS_PER_MINUTE).contains(&n);
+    let hint = format!(
+        "1 to {} new grants per publisher per minute",
+        FairShare::MAX_GRANTS_PER_MINUTE
+    );
+    let grants_per_minute = doc.grants_per_minute.unwrap_or(FairShare::DEFAULT_GRANTS_PER_MINUTE);
+    if !valid(grants_per_minute) {
+        c.push(
+            &["fair_share:", "grants_per_minute"],
+            format!("fair_share: grants_per_minute {grants_per_minute} is out of range"),
+            Some(&hint),
+        );
+    }
+    for (source, limit) in &doc.sources {
+        if !valid(*limit) {
+            c.push(
+                &["fair_share:", source.as_str()],
+                format!("fair_share: source {source}: {limit} is out of range"),
+                Some(&hint),
+            );
+        }
+    }
+    FairShare {
+        grants_per_minute,
+        sources: doc.sources,
+    }
 }
 
 /// A role pattern must be an ARN under the elevatable path, in one of the rule's accounts,

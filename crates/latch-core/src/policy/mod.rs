@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use globset::GlobMatcher;
 use serde_json::{Map, Value};
 
-pub use file::{Guardrail, LoadError, Problem};
+pub use file::{DEFAULT_BUILDSPEC, Guardrail, LoadError, Problem};
 pub use guardrails::{CATALOGUE, Method, Use, method, methods_used, wildcards_intersect};
 pub use render::{
     MAX_POLICY_CHARS, PolicyDocument, RenderContext, RenderError, ResourceTemplate, Widest, is_safe_placeholder_value,
@@ -247,10 +247,38 @@ pub enum NativeTrigger {
         pipeline: Pattern,
         stage: Pattern,
         action: Pattern,
+        checks: ExecutionChecks,
     },
     CodeBuild {
         project: Pattern,
+        checks: BuildChecks,
     },
+}
+
+/// What a native CodeBuild rule demands of the build `BatchGetBuilds` reports.
+#[derive(Debug, Clone)]
+pub struct BuildChecks {
+    /// One of these must match the build's initiator; `None`: any initiator.
+    pub initiators: Option<Vec<Pattern>>,
+    /// One of these must match the build's source version (`pr/*` is a pull request);
+    /// `None`: any version.
+    pub source_versions: Option<Vec<Pattern>>,
+    /// The buildspec the build must run: a path in its source. `None` when the rule opted in to
+    /// any buildspec (`allow_buildspec_override: true`).
+    pub buildspec: Option<String>,
+    /// Whether the build must run as the rule's role (default): a build of the project started
+    /// with another service role gets no grant on the rule's role.
+    pub require_service_role: bool,
+}
+
+/// What a native CodePipeline rule demands of the execution `GetPipelineExecution` reports.
+#[derive(Debug, Clone)]
+pub struct ExecutionChecks {
+    /// One of these must match the execution's trigger detail (the caller's ARN for
+    /// `StartPipelineExecution`, the webhook's ARN, …); `None`: any.
+    pub initiators: Option<Vec<Pattern>>,
+    /// The trigger types allowed (`Webhook`, `StartPipelineExecution`, …); `None`: any.
+    pub triggers: Option<Vec<String>>,
 }
 
 impl NativeTrigger {
@@ -261,6 +289,7 @@ impl NativeTrigger {
                     pipeline,
                     stage,
                     action,
+                    ..
                 },
                 NativeJob::CodePipelineAction {
                     pipeline: p,
@@ -269,7 +298,7 @@ impl NativeTrigger {
                     ..
                 },
             ) => pipeline.is_match(p) && stage.is_match(s) && action.is_match(a),
-            (Self::CodeBuild { project }, NativeJob::CodeBuild { project: p, .. }) => project.is_match(p),
+            (Self::CodeBuild { project, .. }, NativeJob::CodeBuild { project: p, .. }) => project.is_match(p),
             _ => false,
         }
     }
@@ -298,8 +327,9 @@ impl NativeRule {
                 pipeline,
                 stage,
                 action,
+                ..
             } => (glob(pipeline), format!("{}.{}", glob(stage), glob(action))),
-            NativeTrigger::CodeBuild { project } => (glob(project), "build".to_owned()),
+            NativeTrigger::CodeBuild { project, .. } => (glob(project), "build".to_owned()),
         };
         Widest {
             pipeline: vec![pipeline],
@@ -351,8 +381,42 @@ pub struct Policy {
     pub permission_sets: BTreeMap<Name, PermissionSet>,
     pub rules: Vec<Rule>,
     pub native: Vec<NativeRule>,
+    /// Each publisher's share of new grants.
+    pub fair_share: FairShare,
     /// What loads but deserves a second look (rules that trust claimed identity).
     pub warnings: Vec<Problem>,
+}
+
+/// How many new grants a publisher may get per minute: one flooding publisher is refused
+/// (`rate_limited`) while the others still get theirs. A publisher is a source and, when the
+/// job's identity is verified, its repository or project; for native jobs, the pipeline or
+/// project AWS names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FairShare {
+    pub grants_per_minute: u32,
+    /// Per-source limits that replace the default.
+    pub sources: BTreeMap<String, u32>,
+}
+
+impl FairShare {
+    /// Allowed when the file says nothing: well above one busy repository's jobs per minute.
+    pub const DEFAULT_GRANTS_PER_MINUTE: u32 = 120;
+    /// The most a file may allow: more is no limit at all, and a typo of one.
+    pub const MAX_GRANTS_PER_MINUTE: u32 = 100_000;
+
+    /// The limit for publishers of `source`.
+    pub fn limit_for(&self, source: &str) -> u32 {
+        self.sources.get(source).copied().unwrap_or(self.grants_per_minute)
+    }
+}
+
+impl Default for FairShare {
+    fn default() -> Self {
+        Self {
+            grants_per_minute: Self::DEFAULT_GRANTS_PER_MINUTE,
+            sources: BTreeMap::new(),
+        }
+    }
 }
 
 /// What a request was allowed by.
@@ -495,6 +559,11 @@ impl Policy {
             max_total: None,
         };
         Ok((request, allowed))
+    }
+
+    /// The native rule named `name`, if any (a native start checks its run against it).
+    pub fn native_rule(&self, name: &Name) -> Option<&NativeRule> {
+        self.native.iter().find(|r| &r.name == name)
     }
 
     /// Whether any native rule names this job (whatever the account): its end is worth acting on.

@@ -967,3 +967,101 @@ mod catalogue {
         }
     }
 }
+
+mod native_checks_and_fair_share {
+    use crate::policy::{FairShare, NativeTrigger, Policy};
+
+    fn with(tail: &str) -> String {
+        format!("{}\n{tail}", include_str!("../../../../events/policy-claimed.yaml"))
+    }
+
+    fn with_codebuild(codebuild: &str) -> String {
+        include_str!("../../../../events/policy-claimed.yaml")
+            .replace("codebuild: {project: \"app-*\"}", &format!("codebuild: {codebuild}"))
+    }
+
+    fn problems(text: &str) -> String {
+        Policy::load(text, "p.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn given_no_fair_share_when_loaded_then_every_publisher_gets_the_default() {
+        let p = Policy::load(&with(""), "p.yaml").unwrap();
+        assert_eq!(p.fair_share, FairShare::default());
+        assert_eq!(
+            p.fair_share.limit_for("ci.github"),
+            FairShare::DEFAULT_GRANTS_PER_MINUTE
+        );
+    }
+
+    #[test]
+    fn given_per_source_limits_when_loaded_then_they_replace_the_default_for_that_source() {
+        let p = Policy::load(
+            &with("fair_share:\n  grants_per_minute: 30\n  sources:\n    ci.gitlab: 5\n"),
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(p.fair_share.limit_for("ci.gitlab"), 5);
+        assert_eq!(p.fair_share.limit_for("ci.github"), 30);
+    }
+
+    #[test]
+    fn given_out_of_range_or_unknown_fair_share_settings_when_loaded_then_each_is_refused() {
+        assert!(
+            problems(&with("fair_share:\n  grants_per_minute: 0\n")).contains("grants_per_minute 0 is out of range")
+        );
+        assert!(problems(&with("fair_share:\n  sources:\n    ci.gitlab: 100001\n")).contains("ci.gitlab: 100001"));
+        assert!(problems(&with("fair_share:\n  per_minute: 5\n")).contains("unknown field"));
+        assert!(problems(&with("fair_share:\n  grants_per_minute: -1\n")).contains("fair_share"));
+    }
+
+    #[test]
+    fn given_a_codebuild_rule_without_checks_when_loaded_then_it_pins_the_default_buildspec_and_the_role() {
+        let p = Policy::load(&with(""), "p.yaml").unwrap();
+        let rule = p
+            .native
+            .iter()
+            .find(|r| r.name.as_str() == "codebuild-app-builds")
+            .unwrap();
+        let NativeTrigger::CodeBuild { checks, .. } = &rule.trigger else {
+            panic!()
+        };
+        assert_eq!(checks.buildspec.as_deref(), Some("buildspec.yml"));
+        assert!(checks.require_service_role);
+        assert!(checks.initiators.is_none() && checks.source_versions.is_none());
+    }
+
+    #[test]
+    fn given_bad_native_checks_when_loaded_then_each_is_refused_with_its_reason() {
+        let cases = [
+            (
+                "{project: app-build, buildspec: ci.yml, allow_buildspec_override: true}",
+                "contradict",
+            ),
+            (
+                "{project: app-build, buildspec: /etc/passwd}",
+                "is not a path in the source",
+            ),
+            (
+                "{project: app-build, buildspec: ../x.yml}",
+                "is not a path in the source",
+            ),
+            ("{project: app-build, initiators: []}", "allows nothing"),
+            (
+                "{project: app-build, source_versions: [\"[\"]}",
+                "source version pattern",
+            ),
+            ("{project: app-build, webhook: true}", "unknown field"),
+        ];
+        for (codebuild, want) in cases {
+            let text = with_codebuild(codebuild);
+            let p = problems(&text);
+            assert!(p.contains(want), "{codebuild}: {p}");
+        }
+        let text = include_str!("../../../../events/policy-claimed.yaml").replace(
+            "codepipeline: {pipeline: \"app-*\", stage: Deploy, action: \"Deploy*\"}",
+            "codepipeline: {pipeline: \"app-*\", stage: Deploy, action: \"Deploy*\", triggers: [GitPush]}",
+        );
+        assert!(problems(&text).contains("not CodePipeline trigger types"));
+    }
+}
