@@ -1,5 +1,5 @@
 -- Latch's append-only audit archive in Athena: a table over the archive bucket's audit/ folder,
--- which the template's Firehose stream fills from the table's stream (README: Auditors).
+-- which the template's Firehose stream fills from the table's stream (docs/auditors.md).
 -- Each object under audit/date=YYYY-MM-DD/ is JSON lines, one audit item per line, in the very
 -- shape of an export's data lines:
 --   {"Item": {"decision": {"S": "activated"}, "granted_at_epoch": {"N": "1772445601"}, ...}}

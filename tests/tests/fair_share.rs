@@ -1,11 +1,16 @@
 //! Fair share on the emulator: one publisher floods, is refused `rate_limited` in the same
 //! TransactWriteItems that would have recorded its grants, and another publisher still gets its
-//! grant. DynamoDB's conditional update is what holds the line, through the real SDK.
+//! grant. DynamoDB's conditional update is what holds the line, through the real SDK; behind the
+//! strict-AWS proxy, the same holds when the flood arrives all at once (its transactions conflict
+//! on the publisher's window item, as DynamoDB's do).
 
+use aws_config::BehaviorVersion;
 use chrono::{Timelike, Utc};
 use grant::Outcome;
 use latch_core::decision::DenyReason;
 use latch_core::service::StartOutcome;
+use latch_tests::faults::{FaultPlan, FaultProxy};
+use latch_tests::strict::{StrictAws, StrictKind};
 use latch_tests::{Harness, s};
 use serde_json::json;
 
@@ -92,4 +97,66 @@ async fn one_publisher_floods_and_is_refused_while_another_still_gets_its_grant(
     let windows = h.items("rate_window").await;
     assert_eq!(windows.len(), 2, "one window per publisher");
     assert!(windows.iter().all(|w| w.contains_key("ttl")));
+}
+
+#[tokio::test]
+async fn a_flood_all_at_once_behind_a_strict_aws_gets_exactly_its_share() {
+    while Utc::now().second() > 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // GIVEN DynamoDB's and IAM's strictness: transactions on one item conflict, writes on one
+    // role conflict (no latency: this is about verdicts)
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run the README's test command)");
+    let upstream = endpoint.trim_start_matches("http://").parse().expect("the emulator's address");
+    let strict = StrictAws {
+        propagation: None,
+        ..StrictAws::aws_like().no_latency()
+    };
+    let proxy = FaultProxy::start(upstream, FaultPlan::new(9).strict(strict))
+        .await
+        .expect("the proxy");
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(proxy.url())
+        .load()
+        .await;
+    let h = Harness::with_sdk(sdk, &policy()).await;
+    let service = std::sync::Arc::new(h.grant_service());
+    // WHEN one publisher's jobs all start at the same moment
+    let mut flood = tokio::task::JoinSet::new();
+    for run in 0..LIMIT + 5 {
+        let event = h.event("pipeline-job-started.json", json!({"run_id": format!("burst-{run}")}));
+        let service = service.clone();
+        flood.spawn(async move { grant::handle(&service, event).await });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = flood.join_next().await {
+        outcomes.push(done.expect("the task").expect("conflicts are retried, never an error"));
+    }
+    // THEN exactly its share is granted, the rest refused `rate_limited`, with one audit
+    let activated = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Start(StartOutcome::Activated(_))))
+        .count();
+    assert_eq!(activated, LIMIT, "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Start(StartOutcome::Denied(DenyReason::RateLimited)))
+            .count(),
+        5,
+        "{outcomes:?}"
+    );
+    let refusals = h
+        .items("audit")
+        .await
+        .into_iter()
+        .filter(|a| s(a, "reason").as_deref() == Some("rate_limited"))
+        .count();
+    assert_eq!(refusals, 1);
+    eprintln!(
+        "strict verdicts: {} transaction conflicts absorbed",
+        proxy
+            .report()
+            .strict_count("dynamodb.TransactWriteItems", StrictKind::TransactionConflict)
+    );
 }

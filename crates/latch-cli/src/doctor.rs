@@ -8,7 +8,7 @@
 //! exit 0 when every check passes, 1 otherwise.
 //!
 //! Not checked here (they need services the CLI does not carry): that the sweep's schedule
-//! runs and that the alarm topic has a subscriber; the README's deploy section says how to look.
+//! runs and that the alarm topic has a subscriber; docs/deploy.md (step 4) says how to look.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -115,7 +115,7 @@ pub fn run(args: InitArgs) -> Result<ExitCode, CliError> {
     eprintln!(
         "next: copy policies.yaml over infra/policies.yaml and samconfig.toml to the repository's root, \
          `latch policy check infra/policies.yaml`, `sam build && sam deploy`, then create role {} \
-         under /latch/ with the stack's BoundaryArn as its permissions boundary (README: Deploy)",
+         under /latch/ with the stack's BoundaryArn as its permissions boundary (docs/deploy.md)",
         role.as_str()
     );
     Ok(ExitCode::SUCCESS)
@@ -168,7 +168,7 @@ fn starter_policy(account: &AccountId, ci: &Ci, role: &RoleArn, bucket: &str) ->
     };
     format!(
         "# Latch policy file, written by `latch init`. Check it with `latch policy check FILE`;\n\
-         # the README's \"The policy file\" section explains every field.\n\
+         # docs/reference/policy-file.md explains every field.\n\
          version: 1\n\
          elevatable_path: /latch/\n\
          \n\
