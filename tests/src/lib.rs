@@ -148,7 +148,7 @@ impl Harness {
 
     /// The grant service as Lambda runs it, on this harness's resources.
     pub fn grant_service(&self) -> grant::AwsGrantService {
-        latch_core::service::GrantService {
+        latch_core::grant::GrantService {
             policy: self.policy.clone(),
             iam: self.clients.iam.clone(),
             store: self.clients.store.clone(),

@@ -5,7 +5,7 @@
 
 use grant::Outcome;
 use latch_core::decision::DenyReason;
-use latch_core::service::StartOutcome;
+use latch_core::grant::StartOutcome;
 use latch_tests::faults::{FaultPlan, FaultProxy};
 use latch_tests::strict::{StrictAws, StrictKind};
 use latch_tests::{Harness, s, unique};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use grant::Outcome;
-use latch_core::service::StartOutcome;
+use latch_core::grant::StartOutcome;
 use latch_tests::{Harness, s};
 use serde_json::json;
 

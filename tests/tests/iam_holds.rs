@@ -9,7 +9,7 @@ use aws_config::BehaviorVersion;
 use grant::Outcome;
 use latch_aws::probe::{Probe, Waited, probe, wait_until_applied};
 use latch_core::decision::DenyReason;
-use latch_core::service::StartOutcome;
+use latch_core::grant::StartOutcome;
 use latch_tests::faults::{FaultPlan, FaultProxy};
 use latch_tests::strict::{StrictAws, StrictKind};
 use latch_tests::{Harness, s, unique};

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use grant::Outcome;
 use latch_aws::local_issuer::LocalIssuer;
+use latch_core::grant::{ExtendOutcome, FinishOutcome, StartOutcome};
 use latch_core::identity::{AudienceBinding, Presented, request_audience};
 use latch_core::model::{AccountId, GrantDuration, Name, RoleArn};
-use latch_core::service::{ExtendOutcome, FinishOutcome, StartOutcome};
 use latch_tests::{Harness, s};
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@
 
 use grant::Outcome;
 use latch_core::decision::DenyReason;
-use latch_core::service::{FinishOutcome, StartOutcome};
+use latch_core::grant::{FinishOutcome, StartOutcome};
 use latch_tests::{Harness, s};
 use serde_json::json;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use grant::Outcome;
+use latch_core::grant::{FinishOutcome, StartOutcome};
 use latch_core::memory::FixedClock;
-use latch_core::service::{FinishOutcome, StartOutcome};
 use latch_tests::{Harness, Item, s};
 use serde_json::json;
 

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 use grant::Outcome;
+use latch_core::grant::{GrantService, StartOutcome};
 use latch_core::ports::SystemClock;
-use latch_core::service::{GrantService, StartOutcome};
 use latch_tests::faults::{FaultKind, FaultPlan, FaultProxy};
 use latch_tests::moto::MotoServer;
 use latch_tests::strict::{Dist, RateLimit, StrictAws, StrictKind, policy_size, sdk_config};

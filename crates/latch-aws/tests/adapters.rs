@@ -16,11 +16,11 @@ use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
 use latch_aws::items::GrantItem;
 use latch_core::event::Envelope;
+use latch_core::grant::{GrantService, StartOutcome};
 use latch_core::memory::FixedClock;
 use latch_core::model::{AccountId, RoleArn};
 use latch_core::policy::Policy;
 use latch_core::ports::{Deletion, IamWriter, Retryable};
-use latch_core::service::{GrantService, StartOutcome};
 use serde_json::{Value, json};
 
 fn envelope() -> Envelope {
@@ -342,7 +342,7 @@ async fn an_iam_refusal_fails_the_grant_frees_its_slot_and_is_audited_never_acti
 async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_extend_it() {
     let s0 = service(&[], &[], &[]);
     // The recorded grant, as the first delivery wrote it.
-    let memory = latch_core::service::GrantService {
+    let memory = latch_core::grant::GrantService {
         policy: s0.policy.clone(),
         iam: latch_core::memory::MemoryIam::default(),
         store: latch_core::memory::MemoryStore::default(),

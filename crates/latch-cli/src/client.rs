@@ -498,7 +498,7 @@ pub async fn extend(args: ExtendArgs) -> Result<ExitCode, CliError> {
             (claim("iss"), claim("jti"))
         })
         .unwrap_or_default();
-    let extended = latch_core::service::extension_audit_id(&id, &iss, &jti);
+    let extended = latch_core::grant::extension_audit_id(&id, &iss, &jti);
     let denial_ids = [digest(&[&args.job.source, account.as_str(), &event_id, "denied"])];
     let wait = Wait {
         table: &args.table,

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use grant::Outcome;
+use latch_core::grant::{ExtendOutcome, FinishOutcome, StartOutcome};
 use latch_core::identity::{AudienceBinding, Presented, request_audience};
 use latch_core::model::{AccountId, GrantDuration, Name, RoleArn};
-use latch_core::service::{ExtendOutcome, FinishOutcome, StartOutcome};
 use revoke::RecordOutcome;
 use serde_json::{Value, json};
 

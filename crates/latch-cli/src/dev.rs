@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use grant::Outcome;
-use latch_core::service::{ExtendOutcome, FinishOutcome, StartOutcome};
+use latch_core::grant::{ExtendOutcome, FinishOutcome, StartOutcome};
 use revoke::RecordOutcome;
 
 use crate::local::{self, LocalTarget};

@@ -144,7 +144,7 @@ pub async fn start_latch(target: &LocalTarget, drift_grace: chrono::Duration) ->
         .map_err(|e| CliError::Aws(e.to_string()))?;
     let clients = latch_aws::Clients::from_sdk_config(&sdk, &config);
     let clock = latch_core::ports::SystemClock;
-    let grant = latch_core::service::GrantService {
+    let grant = latch_core::grant::GrantService {
         policy: policy.clone(),
         iam: clients.iam.clone(),
         store: clients.store.clone(),

@@ -261,7 +261,7 @@ impl AuditRecord {
     pub fn derived_audit_id(&self) -> Option<String> {
         let grant = crate::model::GrantId::parse(self.grant_id.as_deref()?).ok()?;
         match self.decision {
-            Decision::Activated => Some(crate::service::activation_audit_id_of(&grant)),
+            Decision::Activated => Some(crate::grant::activation_audit_id_of(&grant)),
             Decision::Revoked => Some(crate::revoke::revoked_audit_id(&grant)),
             _ => None,
         }

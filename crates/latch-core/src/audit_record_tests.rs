@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::grant::StartOutcome;
 use crate::memory::Faults;
-use crate::service::StartOutcome;
 use crate::sweep::SweepSettings;
 use crate::test_fixtures::{MemoryService, deployer, envelope, memory_service, memory_sweeper, t0};
 

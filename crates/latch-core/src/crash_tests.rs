@@ -10,9 +10,9 @@ use chrono::Duration;
 use serde_json::{Value, json};
 
 use crate::audit::Decision;
+use crate::grant::{FinishOutcome, StartOutcome};
 use crate::memory::{Faults, Op};
 use crate::ports::GrantStatus;
-use crate::service::{FinishOutcome, StartOutcome};
 use crate::sweep::SweepSettings;
 use crate::test_fixtures::{MemoryService as Service, deployer as role, envelope, memory_service, memory_sweeper, t0};
 

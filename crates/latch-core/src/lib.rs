@@ -1,11 +1,32 @@
 //! Latch's domain: the pipeline event contract, policy-as-code, grant decisions and the ports
 //! they run over. No AWS SDK type appears here; `latch-aws` adapts these ports to AWS, and
 //! [`memory`] provides in-memory ones for tests.
+//!
+//! Where things are:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`event`] | the pipeline event contract: parsing starts, finishes and extensions strictly |
+//! | [`identity`] | verified identity: ID tokens, their keys, claims into a job's identity |
+//! | [`native`] | CodePipeline and CodeBuild state-change events |
+//! | [`policy`] | the policy file: loading, rules, permission sets, rendering, guardrails |
+//! | [`grant`] | the grant decision end to end (starts, finishes, extensions), and its deny paths |
+//! | [`revoke`] | taking a grant away, on every path |
+//! | [`sweep`] | the scheduled sweep and drift repair |
+//! | [`audit`] | audit records: every kind, ids included |
+//! | [`archive`] | which table changes reach the audit archive, and in which form |
+//! | [`decision`] | deny reason codes |
+//! | [`model`] | validated values (role ARN, grant id, duration, deployment) |
+//! | [`ports`] | the traits the domain runs over (IAM, store, audit sink, clock, native runs) |
+//! | [`probe`] | the propagation probe every grant document carries |
+//! | [`metrics`] | operational metrics and their EMF form |
+//! | [`memory`] | in-memory ports for tests |
 
 pub mod archive;
 pub mod audit;
 pub mod decision;
 pub mod event;
+pub mod grant;
 pub mod identity;
 pub mod memory;
 pub mod metrics;
@@ -15,7 +36,6 @@ pub mod policy;
 pub mod ports;
 pub mod probe;
 pub mod revoke;
-pub mod service;
 pub mod sweep;
 
 pub use policy::render::iam_time;

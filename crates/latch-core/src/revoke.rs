@@ -12,11 +12,11 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
 use crate::audit::{AuditRecord, Decision, stamp};
+use crate::grant::fill_grant_fields;
 use crate::model::{GrantId, digest};
 use crate::ports::{
     AuditSink, Clock, Grant, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation, SinkError, StoreError,
 };
-use crate::service::fill_grant_fields;
 
 /// Why a grant ended. Codes are stable: exports depend on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,11 +7,11 @@ use serde_json::{Value, json};
 use super::*;
 use crate::audit::Decision;
 use crate::decision::DenyReason;
+use crate::grant::GrantService;
+use crate::grant::{FinishOutcome, StartOutcome};
 use crate::memory::Faults;
 use crate::model::Deployment;
 use crate::ports::IamError;
-use crate::service::GrantService;
-use crate::service::{FinishOutcome, StartOutcome};
 use crate::sweep::SweepSettings;
 use crate::test_fixtures::{
     MemoryService as Service, MemorySweeper, deployer as role, envelope, memory_service, memory_sweeper, t0,

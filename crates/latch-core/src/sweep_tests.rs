@@ -8,11 +8,11 @@ use chrono::Duration;
 use super::*;
 use crate::audit::Decision;
 use crate::event::DETAIL_TYPE_STARTED;
+use crate::grant::{GrantService, StartOutcome};
 use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
 use crate::model::RoleArn;
 use crate::policy::Policy;
 use crate::ports::IamError;
-use crate::service::{GrantService, StartOutcome};
 use crate::test_fixtures::{MemoryService as Service, envelope, memory_service, memory_sweeper, t0};
 
 fn service() -> Service {

@@ -5,10 +5,10 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::event::Envelope;
+use crate::grant::GrantService;
 use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryNativeRuns, MemoryStore};
 use crate::model::{AccountId, RoleArn};
 use crate::policy::Policy;
-use crate::service::GrantService;
 use crate::sweep::{SweepSettings, Sweeper};
 
 pub type MemoryService = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;

@@ -18,13 +18,13 @@ use latch_aws::iam::IamAdapter;
 use latch_aws::jwks::HttpKeySource;
 use latch_aws::native::NativeRunsAdapter;
 use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, Envelope};
+use latch_core::grant::{ExtendOutcome, FinishOutcome, GrantError, GrantService, NativeOutcome, StartOutcome};
 use latch_core::identity::KeySource;
 use latch_core::metrics::{self, MetricRecord};
 use latch_core::model::{AccountId, digest};
 use latch_core::native::is_native;
 use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, NativeRuns, Retryable, SystemClock};
 use latch_core::revoke::RevokeReason;
-use latch_core::service::{ExtendOutcome, FinishOutcome, GrantError, GrantService, NativeOutcome, StartOutcome};
 use serde_json::Value;
 use tracing::error;
 

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use grant::{Outcome, handle_payload};
 use lambda_runtime::{Context, LambdaEvent};
 use latch_core::audit::Decision;
+use latch_core::grant::{FinishOutcome, GrantService, StartOutcome};
 use latch_core::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
 use latch_core::policy::Policy;
-use latch_core::service::{FinishOutcome, GrantService, StartOutcome};
 use serde_json::Value;
 
 type Service = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;

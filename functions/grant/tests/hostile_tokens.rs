@@ -29,13 +29,13 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use grant::{Outcome, handle_payload};
 use lambda_runtime::{Context, LambdaEvent};
 use latch_core::audit::{AuditRecord, Decision};
+use latch_core::grant::{ExtendOutcome, FinishOutcome, GrantService, StartOutcome};
 use latch_core::identity::testing::{TestSigner, jwks};
 use latch_core::identity::{AudienceBinding, Presented, StaticKeys, TokenAlgorithm, request_audience};
 use latch_core::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
 use latch_core::model::{AccountId, GrantDuration, Name, RoleArn};
 use latch_core::policy::Policy;
 use latch_core::ports::{Grant, GrantStatus};
-use latch_core::service::{ExtendOutcome, FinishOutcome, GrantService, StartOutcome};
 use serde_json::{Map, Value, json};
 
 type Service = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock, StaticKeys>;

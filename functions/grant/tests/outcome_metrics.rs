@@ -4,10 +4,10 @@ use chrono::{Duration, TimeZone, Utc};
 use grant::{GrantFailure, Outcome, outcome_records};
 use lambda_runtime::Diagnostic;
 use latch_core::decision::DenyReason;
+use latch_core::grant::{FinishOutcome, GrantError, StartOutcome};
 use latch_core::metrics::Metric;
 use latch_core::model::GrantId;
 use latch_core::ports::{IamError, StoreError};
-use latch_core::service::{FinishOutcome, GrantError, StartOutcome};
 
 #[test]
 fn given_each_outcome_then_its_records() {

@@ -1325,13 +1325,13 @@ pub fn activation_audit(grant: &Grant, actions: &[String], recorded_at: DateTime
 }
 
 #[cfg(test)]
-#[path = "service_tests.rs"]
+#[path = "grant_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "service_native_tests.rs"]
+#[path = "grant_native_tests.rs"]
 mod native_tests;
 
 #[cfg(test)]
-#[path = "service_fair_share_tests.rs"]
+#[path = "grant_fair_share_tests.rs"]
 mod fair_share_tests;
