@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Effect, PermissionSet};
+use super::{Effect, PermissionSet, Statement};
 use crate::model::{GrantId, RoleArn};
 use crate::probe;
 
@@ -245,6 +245,26 @@ impl PolicyDocument {
     }
 }
 
+/// A rendered statement's id, effect and actions, as the set wrote them (ids default to `LatchN`).
+fn statement_head(index: usize, s: &Statement) -> Map<String, Value> {
+    let mut st = Map::new();
+    st.insert(
+        "Sid".into(),
+        Value::String(s.sid.clone().unwrap_or_else(|| format!("Latch{index}"))),
+    );
+    st.insert(
+        "Effect".into(),
+        json!(if s.effect == Effect::Allow { "Allow" } else { "Deny" }),
+    );
+    if !s.actions.is_empty() {
+        st.insert("Action".into(), json!(s.actions));
+    }
+    if !s.not_actions.is_empty() {
+        st.insert("NotAction".into(), json!(s.not_actions));
+    }
+    st
+}
+
 /// IAM wants second precision in UTC, e.g. `2026-11-25T23:15:00Z`.
 pub fn iam_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -346,21 +366,7 @@ impl PermissionSet {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let mut st = Map::new();
-                st.insert(
-                    "Sid".into(),
-                    Value::String(s.sid.clone().unwrap_or_else(|| format!("Latch{i}"))),
-                );
-                st.insert(
-                    "Effect".into(),
-                    json!(if s.effect == Effect::Allow { "Allow" } else { "Deny" }),
-                );
-                if !s.actions.is_empty() {
-                    st.insert("Action".into(), json!(s.actions));
-                }
-                if !s.not_actions.is_empty() {
-                    st.insert("NotAction".into(), json!(s.not_actions));
-                }
+                let mut st = statement_head(i, s);
                 let widen = |ts: &[ResourceTemplate]| ts.iter().flat_map(|t| t.widest(widest)).collect::<Vec<_>>();
                 if !s.resources.is_empty() {
                     st.insert("Resource".into(), json!(widen(&s.resources)));
@@ -422,21 +428,7 @@ impl PermissionSet {
     fn statements(&self, ctx: &RenderContext<'_>, expires: &str) -> Result<Vec<Value>, RenderError> {
         let mut statements = Vec::with_capacity(self.statements.len() + 1);
         for (i, s) in self.statements.iter().enumerate() {
-            let mut st = Map::new();
-            st.insert(
-                "Sid".into(),
-                Value::String(s.sid.clone().unwrap_or_else(|| format!("Latch{i}"))),
-            );
-            st.insert(
-                "Effect".into(),
-                json!(if s.effect == Effect::Allow { "Allow" } else { "Deny" }),
-            );
-            if !s.actions.is_empty() {
-                st.insert("Action".into(), json!(s.actions));
-            }
-            if !s.not_actions.is_empty() {
-                st.insert("NotAction".into(), json!(s.not_actions));
-            }
+            let mut st = statement_head(i, s);
             let fill = |ts: &[ResourceTemplate]| ts.iter().map(|t| t.fill(ctx)).collect::<Result<Vec<_>, _>>();
             if !s.resources.is_empty() {
                 st.insert("Resource".into(), json!(fill(&s.resources)?));
