@@ -333,6 +333,17 @@ impl FaultProxy {
         Ok(Self { addr, shared, task })
     }
 
+    /// A proxy in front of the shared emulator the suite runs (`AWS_ENDPOINT_URL`, started by
+    /// the README's test command).
+    pub async fn in_front_of_shared_emulator(plan: FaultPlan) -> Self {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run the README's test command)");
+        let upstream = endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the emulator's address");
+        Self::start(upstream, plan).await.expect("the proxy")
+    }
+
     /// The endpoint URL clients use.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

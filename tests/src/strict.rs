@@ -292,6 +292,15 @@ impl StrictAws {
         }
     }
 
+    /// Every verdict AWS would give, at no cost in time: no latency, and no propagation delay
+    /// (roles set up just before a test have, in life, long settled).
+    pub fn verdicts_only() -> Self {
+        Self {
+            propagation: None,
+            ..Self::aws_like().no_latency()
+        }
+    }
+
     pub fn time_scale(mut self, scale: f64) -> Self {
         self.time_scale = scale;
         self

@@ -20,20 +20,9 @@ use serde_json::json;
 const FUNCTION_KEY: &str = "AKIALATCHFUNCTIONS01";
 
 async fn strict_proxy() -> FaultProxy {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run the README's test command)");
-    let addr = endpoint
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the emulator's address");
     let audit_prefix = latch_aws::items::audit_pk("");
-    let strict = StrictAws {
-        propagation: None,
-        ..StrictAws::aws_like().no_latency()
-    }
-    .create_only_items(FUNCTION_KEY, &audit_prefix);
-    FaultProxy::start(addr, FaultPlan::new(17).strict(strict))
-        .await
-        .expect("the proxy")
+    let strict = StrictAws::verdicts_only().create_only_items(FUNCTION_KEY, &audit_prefix);
+    FaultProxy::in_front_of_shared_emulator(FaultPlan::new(17).strict(strict)).await
 }
 
 async fn start(h: &Harness, overrides: serde_json::Value) -> Outcome {

@@ -23,24 +23,13 @@ fn boundary_arn(name: &str) -> String {
 /// With `tag`: the template's RequireElevatableTag = "true" (the role must carry
 /// latch:elevatable = true as well).
 async fn proxy_with(boundary: &str, tag: bool) -> FaultProxy {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run the README's test command)");
-    let addr = endpoint
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the emulator's address");
-    let strict = StrictAws {
-        propagation: None,
-        ..StrictAws::aws_like().no_latency()
-    }
-    .boundary_condition(GRANT_KEY, boundary);
+    let strict = StrictAws::verdicts_only().boundary_condition(GRANT_KEY, boundary);
     let strict = if tag {
         strict.tag_condition(GRANT_KEY, "latch:elevatable", "true")
     } else {
         strict
     };
-    FaultProxy::start(addr, FaultPlan::new(16).strict(strict))
-        .await
-        .expect("the proxy")
+    FaultProxy::in_front_of_shared_emulator(FaultPlan::new(16).strict(strict)).await
 }
 
 /// One claimed rule over one exact role (the harness creates it, renamed with its id).

@@ -106,18 +106,7 @@ async fn a_flood_all_at_once_behind_a_strict_aws_gets_exactly_its_share() {
     }
     // GIVEN DynamoDB's and IAM's strictness: transactions on one item conflict, writes on one
     // role conflict (no latency: this is about verdicts)
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run the README's test command)");
-    let upstream = endpoint
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the emulator's address");
-    let strict = StrictAws {
-        propagation: None,
-        ..StrictAws::aws_like().no_latency()
-    };
-    let proxy = FaultProxy::start(upstream, FaultPlan::new(9).strict(strict))
-        .await
-        .expect("the proxy");
+    let proxy = FaultProxy::in_front_of_shared_emulator(FaultPlan::new(9).strict(StrictAws::verdicts_only())).await;
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(proxy.url())
         .load()

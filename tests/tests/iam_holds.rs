@@ -19,24 +19,11 @@ const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","P
 
 /// A strict proxy in front of the shared emulator (no latency: these tests are about verdicts).
 async fn strict_proxy() -> FaultProxy {
-    // No propagation delay: the role's own policies are set up just before each test, where in
-    // life they have long settled.
-    strict_proxy_with(StrictAws {
-        propagation: None,
-        ..StrictAws::aws_like().no_latency()
-    })
-    .await
+    strict_proxy_with(StrictAws::verdicts_only()).await
 }
 
 async fn strict_proxy_with(strict: StrictAws) -> FaultProxy {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run the README's test command)");
-    let addr = endpoint
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the emulator's address");
-    FaultProxy::start(addr, FaultPlan::new(5).strict(strict))
-        .await
-        .expect("the proxy")
+    FaultProxy::in_front_of_shared_emulator(FaultPlan::new(5).strict(strict)).await
 }
 
 /// A harness whose every AWS call passes the proxy.
