@@ -369,6 +369,22 @@ def run_process(cmd, env, session, log, wait_all):
     return t0, hwm
 
 
+def emf_lines(path, start):
+    """(lines, bytes) of the EMF documents a process wrote to its log after `start`."""
+    lines = size = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        for line in f:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and "_aws" in doc:
+                lines += 1
+                size += len(line)
+    return lines, size
+
+
 def vm_hwm_kb(pid):
     """Peak resident set of the process's current image. (wait4's ru_maxrss would not do: after
     fork + exec it keeps the forking Python's own peak.)"""
@@ -487,7 +503,10 @@ def main():
                 replay.samples, replay.moto, replay.unmatched = {}, {}, 0
                 replay.drain()
                 s = Session(warm_events, before_event=before_warm)
+                log.flush()
+                log_start = os.path.getsize(log.name)
                 _, kb = run_process(cmd, env, s, log, wait_all=True)
+                row["emf"] = emf_lines(log.name, log_start)
                 handler = {i: (t1 - t) / 1e6 for i, t, t1, ok, _ in s.responses if 1 <= i <= a.warm and ok}
                 measured = sorted(i for i in handler if i in replay.samples)
                 row["warm"] = [handler[i] for i in measured]
@@ -559,6 +578,13 @@ def report(rows, a):
             print(f"  {name}: " + ";\n    ".join(notes))
     g = rows["grant"]
     v = rows["grant (verified token)"]
+    if "emf" in g:
+        lines, size = g["emf"]
+        n = g["expected"]
+        print()
+        print(f"Metrics (EMF log lines) per warm grant: {lines / n:.1f} lines, {size / n:.0f} bytes "
+              f"(CloudWatch Logs ingests them at its per-GB price: {size / n * 1e6 / 2**30:.2f} GB per million grants); "
+              f"their CPU share of the overhead: see metrics_cost below")
     print()
     print(f"Token verification per grant (verified minus claimed overhead, medians): "
           f"{statistics.median(v['paired']) - statistics.median(g['paired']):+.2f} ms; "
