@@ -358,7 +358,11 @@ impl FaultProxy {
     /// Runs `bucket`'s lifecycle expiration as S3 would at `at` (see
     /// [`crate::strict::s3::run_lifecycle`]): with strict mode's Object Lock on, a version under
     /// retention at `at` is kept; without, the emulator alone decides.
-    pub async fn run_s3_lifecycle(&self, bucket: &str, at: chrono::DateTime<chrono::Utc>) -> crate::strict::s3::LifecycleRun {
+    pub async fn run_s3_lifecycle(
+        &self,
+        bucket: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> crate::strict::s3::LifecycleRun {
         let object_lock = self.shared.strict.as_ref().is_some_and(StrictState::object_lock);
         crate::strict::s3::run_lifecycle(&self.shared, bucket, at, object_lock).await
     }

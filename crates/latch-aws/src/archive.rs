@@ -5,8 +5,8 @@
 //! Lambda and Pipes shape them), keeps and reshapes records with `latch_core::archive`'s filter
 //! pattern, input template and partition query (the very strings the template carries), and
 //! writes each partition's lines as one new object `audit/date=<date>/<name>` in the bucket,
-//! JSON lines, never overwriting an object, each upload with a checksum (S3 refuses an upload
-//! into a bucket with a default retention without Content-MD5 or an `x-amz-checksum-*`).
+//! JSON lines, never overwriting an object, each upload with its Content-MD5 (S3 refuses an
+//! upload into a bucket with a default retention without Content-MD5 or an `x-amz-checksum-*`).
 //!
 //! Delivery is at least once, as Firehose's: a partition whose upload failed stays buffered and
 //! is uploaded again by the next pump, under a new object name (Firehose names every attempt
@@ -25,8 +25,7 @@ use std::path::Path;
 use aws_config::SdkConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
-    ObjectLockRule,
+    DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule,
 };
 use latch_core::archive::{ARCHIVE_ROOT, ArchiveFormatError, archive_line, object_prefix};
 
@@ -186,9 +185,11 @@ impl ArchiveFeed {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&key)
-                // Named, not left to the SDK's default: an Object Lock bucket refuses an upload
-                // without an integrity check, whatever the client's checksum setting.
-                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                // Computed here, not left to the SDK: an Object Lock bucket refuses an upload
+                // without an integrity check, and the SDK computes a checksum only when its
+                // configuration asks for one (`request_checksum_calculation`), even when an
+                // algorithm is named.
+                .content_md5(content_md5(&body))
                 .body(ByteStream::from(body.clone()))
                 .send()
                 .await;
@@ -213,6 +214,12 @@ impl ArchiveFeed {
     }
 }
 
+/// `Content-MD5`: the body's MD5, base64 (RFC 1864).
+fn content_md5(body: &[u8]) -> String {
+    use md5::Digest;
+    aws_smithy_types::base64::encode(md5::Md5::digest(body))
+}
+
 /// What [`copy_versions`] copied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Copied {
@@ -224,13 +231,12 @@ pub struct Copied {
 
 /// Copies every version of every object under the archive root of `bucket` into `dir`, as
 /// `dir/audit/date=<date>/v<n>-<object name>` (`n` counts a key's versions, oldest first; no
-/// two versions of a key share a file, and the name keeps its extension; versions are ordered
-/// by last-modified time, which S3 gives to the second), so that `latch audit verify EXPORT dir` reads all of
+/// two versions of a key share a file, and the name keeps its extension), so that `latch audit verify EXPORT dir` reads all of
 /// them: a record behind a delete marker, or overwritten, is still counted.
 pub async fn copy_versions(sdk: &SdkConfig, bucket: &str, dir: &Path) -> Result<Copied, ArchiveError> {
     let s3 = s3_client(sdk);
-    // (key, last-modified millis, version id): sorted, a key's versions oldest first.
-    let mut versions: Vec<(String, i64, String)> = Vec::new();
+    // (key, version id) in listing order: S3 lists a key's versions newest first.
+    let mut versions: Vec<(String, String)> = Vec::new();
     let mut copied = Copied::default();
     let (mut key_marker, mut version_marker) = (None, None);
     loop {
@@ -251,8 +257,7 @@ pub async fn copy_versions(sdk: &SdkConfig, bucket: &str, dir: &Path) -> Result<
             .count();
         for v in page.versions() {
             if let (Some(key), Some(id)) = (v.key(), v.version_id()) {
-                let modified = v.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0);
-                versions.push((key.to_owned(), modified, id.to_owned()));
+                versions.push((key.to_owned(), id.to_owned()));
             }
         }
         if page.is_truncated() != Some(true) {
@@ -261,12 +266,16 @@ pub async fn copy_versions(sdk: &SdkConfig, bucket: &str, dir: &Path) -> Result<
         key_marker = page.next_key_marker().map(str::to_owned);
         version_marker = page.next_version_id_marker().map(str::to_owned);
     }
-    versions.sort();
-    let mut previous_key = String::new();
-    let mut n = 0;
-    for (key, _, version_id) in &versions {
-        n = if *key == previous_key { n + 1 } else { 1 };
-        previous_key.clone_from(key);
+    let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, _) in &versions {
+        *per_key.entry(key.as_str()).or_default() += 1;
+    }
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, version_id) in &versions {
+        let nth_newest = seen.entry(key.as_str()).or_default();
+        *nth_newest += 1;
+        // Oldest is v1.
+        let n = per_key.get(key.as_str()).copied().unwrap_or(0) + 1 - *nth_newest;
         let body = s3
             .get_object()
             .bucket(bucket)
@@ -281,8 +290,13 @@ pub async fn copy_versions(sdk: &SdkConfig, bucket: &str, dir: &Path) -> Result<
             .map_err(|e| ArchiveError::Bucket(format!("{key} version {version_id}: {e:?}")))?
             .into_bytes();
         // Keys come from the bucket: never let one name a file outside `dir`.
-        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-            return Err(ArchiveError::Bucket(format!("{key:?}: not a key a copy can be written under")));
+        if key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(ArchiveError::Bucket(format!(
+                "{key:?}: not a key a copy can be written under"
+            )));
         }
         let (folder, name) = key.rsplit_once('/').unwrap_or(("", key));
         let path = dir.join(folder).join(format!("v{n}-{name}"));

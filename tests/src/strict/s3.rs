@@ -85,11 +85,7 @@ impl S3Caller {
             if s["Effect"].as_str() != Some("Allow") {
                 return Err(format!("{policy_resource}: only Allow statements are modelled"));
             }
-            allows.extend(
-                strings(&s["Action"])
-                    .into_iter()
-                    .filter(|a| a.starts_with("s3:")),
-            );
+            allows.extend(strings(&s["Action"]).into_iter().filter(|a| a.starts_with("s3:")));
         }
         Ok(Self {
             principal_arn: role_arn.to_owned(),
@@ -166,7 +162,8 @@ impl BucketPolicy {
                 continue;
             }
             let except = &condition["ArnNotEquals"]["aws:PrincipalArn"];
-            let except = resolve(except, account, role_arns).ok_or_else(|| shape("no ArnNotEquals aws:PrincipalArn"))?;
+            let except =
+                resolve(except, account, role_arns).ok_or_else(|| shape("no ArnNotEquals aws:PrincipalArn"))?;
             denies.push(BucketDeny {
                 sid,
                 actions: strings(&s["Action"]),
@@ -238,11 +235,7 @@ impl S3Request {
             Some((b, _)) => (b, None),
             None => (path, None),
         };
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
         let query = query
             .split('&')
             .filter(|kv| !kv.is_empty())
@@ -309,9 +302,7 @@ impl S3Request {
         let versioned = self.has("versionId");
         match op {
             "DeleteObject" if versioned => "s3:DeleteObjectVersion".into(),
-            "DeleteObjects" if String::from_utf8_lossy(body).contains("<VersionId>") => {
-                "s3:DeleteObjectVersion".into()
-            }
+            "DeleteObjects" if String::from_utf8_lossy(body).contains("<VersionId>") => "s3:DeleteObjectVersion".into(),
             "DeleteObjects" => "s3:DeleteObject".into(),
             "GetObject" | "HeadObject" if versioned => "s3:GetObjectVersion".into(),
             "HeadObject" => "s3:GetObject".into(),
@@ -471,16 +462,19 @@ pub(crate) fn s3_error(status: u16, code: &str, message: &str) -> Response {
 /// as the caller's was (the emulator reads the account from it, not the signature).
 pub(crate) fn sub_request(original: &Request, method: &str, target: &str) -> Request {
     let mut head = format!("{method} {target} HTTP/1.1\r\n");
-    for name in ["host", "authorization", "x-amz-date", "x-amz-security-token", "x-moto-account-id"] {
+    for name in [
+        "host",
+        "authorization",
+        "x-amz-date",
+        "x-amz-security-token",
+        "x-moto-account-id",
+    ] {
         if let Some(v) = header(&original.head, name) {
             head.push_str(&format!("{name}: {v}\r\n"));
         }
     }
     head.push_str("x-amz-content-sha256: UNSIGNED-PAYLOAD\r\n");
-    Request {
-        head,
-        body: Vec::new(),
-    }
+    Request { head, body: Vec::new() }
 }
 
 /// A path segment or key, percent-encoded for a request target (slashes kept).
@@ -616,10 +610,14 @@ fn expiration_rules(xml: &str) -> Vec<ExpirationRule> {
         .collect()
 }
 
-/// A synthetic request for S3's own background work (the emulator's default account).
+/// A synthetic request for S3's own background work (the emulator's default account). moto
+/// refuses a DELETE without an `Authorization` header (it takes it for a browser's); it does
+/// not check the signature.
 fn s3_itself() -> Request {
     Request {
-        head: "GET / HTTP/1.1\r\nhost: s3.amazonaws.com\r\n".into(),
+        head: "GET / HTTP/1.1\r\nhost: s3.amazonaws.com\r\nauthorization: AWS4-HMAC-SHA256 \
+               Credential=s3-lifecycle/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n"
+            .into(),
         body: Vec::new(),
     }
 }
@@ -712,15 +710,22 @@ mod tests {
         assert_eq!(op("PUT /b"), "CreateBucket");
         assert_eq!(op("HEAD /b/k?versionId=v"), "HeadObject");
         let r = S3Request::parse("GET /b/audit/date%3D2026-01-01/o?versionId=a%2Bb HTTP/1.1\r\n");
-        assert_eq!((r.bucket.as_str(), r.key.as_deref()), ("b", Some("audit/date=2026-01-01/o")));
+        assert_eq!(
+            (r.bucket.as_str(), r.key.as_deref()),
+            ("b", Some("audit/date=2026-01-01/o"))
+        );
         assert_eq!(r.param("versionId"), Some("a+b"));
     }
 
     #[test]
     fn an_upload_needs_an_md5_a_checksum_header_or_a_checksum_trailer() {
-        assert!(!has_integrity_header("PUT /b/k HTTP/1.1\r\nx-amz-content-sha256: abc\r\n"));
+        assert!(!has_integrity_header(
+            "PUT /b/k HTTP/1.1\r\nx-amz-content-sha256: abc\r\n"
+        ));
         assert!(has_integrity_header("PUT /b/k HTTP/1.1\r\nContent-MD5: abc==\r\n"));
-        assert!(has_integrity_header("PUT /b/k HTTP/1.1\r\nx-amz-checksum-crc32: abc==\r\n"));
+        assert!(has_integrity_header(
+            "PUT /b/k HTTP/1.1\r\nx-amz-checksum-crc32: abc==\r\n"
+        ));
         assert!(has_integrity_header(
             "PUT /b/k HTTP/1.1\r\nx-amz-trailer: x-amz-checksum-sha256\r\n"
         ));
@@ -781,8 +786,7 @@ mod tests {
         let policy = BucketPolicy::from_template(&template, "ArchiveBucketPolicy", "123456789012", &roles).unwrap();
         let sids: Vec<&str> = policy.denies.iter().map(|d| d.sid.as_str()).collect();
         assert_eq!(sids, ["OnlyTheDeliveryRoleWrites", "LockStaysOn"]);
-        let delivery_role =
-            S3Caller::from_template_role(&template, "ArchiveDeliveryPolicy", delivery).unwrap();
+        let delivery_role = S3Caller::from_template_role(&template, "ArchiveDeliveryPolicy", delivery).unwrap();
         let admin = S3Caller::admin("arn:aws:iam::123456789012:role/Admin");
         let root = S3Caller::root("123456789012");
         let refused = |c: &S3Caller, a: &str| refusal(c, &policy, a).is_some();
