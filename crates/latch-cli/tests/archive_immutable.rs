@@ -469,11 +469,7 @@ async fn given_a_governance_archive_when_shortened_without_bypass_then_refused_a
     // THEN verify reports the records it held missing from the archive: nothing is lost quietly
     let v = run.verify().await;
     assert_eq!(v.code, Some(1), "{}", v.tally);
-    assert!(
-        !v.findings.get("missing").map_or(true, Vec::is_empty),
-        "{:?}",
-        v.findings
-    );
+    assert!(!v.findings.get("missing").is_none_or(Vec::is_empty), "{:?}", v.findings);
 }
 
 #[tokio::test]
