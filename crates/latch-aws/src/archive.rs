@@ -208,7 +208,8 @@ impl ArchiveFeed {
         }
     }
 
-    /// Lines read from the stream and not yet known to be in the bucket.
+    /// Partitions whose lines were read from the stream and are not yet known to be in the
+    /// bucket (their upload failed; the next pump retries them).
     pub fn pending_partitions(&self) -> usize {
         self.pending.len()
     }
