@@ -2,7 +2,8 @@
 //!
 //! Contract: every request is classified by service and operation (`X-Amz-Target` for the JSON
 //! protocols of DynamoDB, DynamoDB Streams, EventBridge and SQS; `Action=` in the form body for
-//! IAM's query protocol) and, at the rate configured for that operation (else its service, else
+//! IAM's query protocol; method, path and sub-resource for S3's REST protocol, path-style, see
+//! [`crate::strict::s3_operation`]) and, at the rate configured for that operation (else its service, else
 //! zero), gets one fault instead of a clean pass:
 //!
 //! - [`FaultKind::Throttle`]: the service's own throttling error in its real wire shape
@@ -354,6 +355,18 @@ impl FaultProxy {
         self.shared.enabled.store(on, Ordering::SeqCst);
     }
 
+    /// Runs `bucket`'s lifecycle expiration as S3 would at `at` (see
+    /// [`crate::strict::s3::run_lifecycle`]): with strict mode's Object Lock on, a version under
+    /// retention at `at` is kept; without, the emulator alone decides.
+    pub async fn run_s3_lifecycle(
+        &self,
+        bucket: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> crate::strict::s3::LifecycleRun {
+        let object_lock = self.shared.strict.as_ref().is_some_and(StrictState::object_lock);
+        crate::strict::s3::run_lifecycle(&self.shared, bucket, at, object_lock).await
+    }
+
     pub fn report(&self) -> FaultReport {
         FaultReport(self.shared.counts.lock().map(|c| c.clone()).unwrap_or_default())
     }
@@ -397,6 +410,9 @@ impl Request {
             .and_then(|c| c.split('/').nth(3))
             .unwrap_or("unknown")
             .to_owned();
+        if service == "s3" {
+            return (service, crate::strict::s3_operation(&self.head).to_owned());
+        }
         let op = String::from_utf8_lossy(&self.body)
             .split('&')
             .find_map(|kv| kv.strip_prefix("Action=").map(str::to_owned))
@@ -493,6 +509,10 @@ impl Response {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0)
+    }
+
+    pub(crate) fn headers(&self) -> &[(String, String)] {
+        &self.headers
     }
 
     pub(crate) fn body(&self) -> &[u8] {
@@ -592,7 +612,10 @@ async fn forward(upstream: SocketAddr, req: &Request) -> std::io::Result<Respons
     conn.write_all(&req.body).await?;
     let mut reader = BufReader::new(conn);
     let head = read_head(&mut reader).await?.ok_or_else(|| invalid("no response"))?;
-    let body = if header(&head, "transfer-encoding").is_some() || header(&head, "content-length").is_some() {
+    // A HEAD answer (S3's HeadObject) names the object's length but carries no body.
+    let body = if req.head.starts_with("HEAD ") {
+        Vec::new()
+    } else if header(&head, "transfer-encoding").is_some() || header(&head, "content-length").is_some() {
         read_body(&mut reader, &head).await?
     } else {
         let mut rest = Vec::new();

@@ -62,6 +62,13 @@
 //!   emulator (a GetRole it sends itself) just before deciding, so a boundary removed after the
 //!   caller resolved the role counts. DeleteRolePolicy is not conditioned (revocation works on
 //!   any role), nor is any other call.
+//! - **S3 Object Lock** ([`StrictAws::object_lock`], and the archive bucket's policies with
+//!   [`StrictAws::archive_bucket`] / [`StrictAws::s3_caller`]): see [`s3`] for what moto already
+//!   enforces and what the proxy adds (the checksum an upload into a locked bucket needs, the
+//!   permission a governance bypass needs, retention that only grows, lifecycle that cannot
+//!   remove a locked version).
+
+pub mod s3;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -72,6 +79,7 @@ use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode
 use serde_json::{Value, json};
 
 use crate::faults::{Request, Response, Shared, forward_counted, header, splitmix64};
+pub use s3::{BucketDeny, BucketPolicy, S3Caller, s3_operation};
 
 /// moto's default account (`moto.core.models.DEFAULT_ACCOUNT_ID`).
 pub const DEFAULT_ACCOUNT: &str = "123456789012";
@@ -91,12 +99,17 @@ pub enum StrictKind {
     /// A grant's propagation probe refused: no role's visible policies name its bus yet.
     ProbeDenied,
     /// Refused by IAM's evaluation of the caller's policy (the boundary condition on
-    /// PutRolePolicy, the create-only rule on DynamoDB items).
+    /// PutRolePolicy, the create-only rule on DynamoDB items, the archive bucket's policies).
     AccessDenied,
+    /// An upload into a bucket with a default retention, without Content-MD5 or a checksum.
+    ChecksumRequired,
+    /// Refused by Object Lock where moto would have let it through: a bypass the caller may not
+    /// use, a retention shortened or removed.
+    ObjectLocked,
 }
 
 impl StrictKind {
-    pub const ALL: [StrictKind; 8] = [
+    pub const ALL: [StrictKind; 10] = [
         Self::LimitExceeded,
         Self::ConcurrentModification,
         Self::TransactionConflict,
@@ -105,6 +118,8 @@ impl StrictKind {
         Self::StaleRead,
         Self::ProbeDenied,
         Self::AccessDenied,
+        Self::ChecksumRequired,
+        Self::ObjectLocked,
     ];
 
     pub fn label(self) -> &'static str {
@@ -117,6 +132,8 @@ impl StrictKind {
             Self::StaleRead => "stale-read",
             Self::ProbeDenied => "probe-denied",
             Self::AccessDenied => "access-denied",
+            Self::ChecksumRequired => "checksum-required",
+            Self::ObjectLocked => "object-locked",
         }
     }
 }
@@ -244,6 +261,13 @@ pub struct StrictAws {
     pub boundary_conditions: BTreeMap<String, RoleCondition>,
     /// Access key id → partition-key prefix of the items it may create but never update or delete.
     pub create_only_items: BTreeMap<String, String>,
+    /// S3 Object Lock where moto is lenient (see [`s3`]).
+    pub object_lock: bool,
+    /// Bucket → its bucket policy: requests on it by a key in [`StrictAws::s3_callers`] are
+    /// authorised as S3 would (identity policy, then the bucket policy's denies).
+    pub archive_buckets: BTreeMap<String, BucketPolicy>,
+    /// Access key id → the S3 caller it signs as.
+    pub s3_callers: BTreeMap<String, S3Caller>,
 }
 
 impl StrictAws {
@@ -262,6 +286,9 @@ impl StrictAws {
             key_attributes: vec!["pk".into(), "sk".into()],
             boundary_conditions: BTreeMap::new(),
             create_only_items: BTreeMap::new(),
+            object_lock: false,
+            archive_buckets: BTreeMap::new(),
+            s3_callers: BTreeMap::new(),
         }
     }
 
@@ -288,6 +315,7 @@ impl StrictAws {
                 burst: 20.0,
             }),
             case_insensitive_roles: true,
+            object_lock: true,
             ..Self::off()
         }
     }
@@ -347,6 +375,19 @@ impl StrictAws {
     pub fn create_only_items(mut self, access_key_id: &str, prefix: &str) -> Self {
         self.create_only_items
             .insert(access_key_id.to_owned(), prefix.to_owned());
+        self
+    }
+
+    /// Requests on `bucket` are authorised by `policy` (its bucket policy) and the identity of
+    /// their [`StrictAws::s3_caller`].
+    pub fn archive_bucket(mut self, bucket: &str, policy: BucketPolicy) -> Self {
+        self.archive_buckets.insert(bucket.to_owned(), policy);
+        self
+    }
+
+    /// Requests signed with `access_key_id` are `caller`'s, for the archive buckets' policies.
+    pub fn s3_caller(mut self, access_key_id: &str, caller: S3Caller) -> Self {
+        self.s3_callers.insert(access_key_id.to_owned(), caller);
         self
     }
 
@@ -510,6 +551,10 @@ impl StrictState {
         }
     }
 
+    pub(crate) fn object_lock(&self) -> bool {
+        self.cfg.object_lock
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -598,6 +643,10 @@ impl StrictState {
                     .await
             }
             "dynamodb" if self.cfg.transaction_conflict => self.dynamodb(shared, key, req, op, delay, &count).await,
+            "s3" => {
+                tokio::time::sleep(delay).await;
+                self.s3(shared, key, req, op, &access_key, &count).await
+            }
             "events" if op == "DescribeEventBus" && self.cfg.propagation.is_some() => {
                 tokio::time::sleep(delay).await;
                 if self.probe_applies(&account, &req.body) {

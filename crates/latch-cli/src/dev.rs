@@ -2,8 +2,10 @@
 //!
 //! Provisions the table, bus, rules and example roles, then loops: deliveries from the bus
 //! rule's queue to the grant handler, new stream records to the revoke handler, the sweep on its
-//! timer, and (with `--expire-ttl`) TTL deletions the emulator would otherwise never make. Each
-//! step prints one line a person can follow. Ctrl-C finishes the step in progress and stops.
+//! timer, and (with `--expire-ttl`) TTL deletions the emulator would otherwise never make. The
+//! table's audit items go on to the archive as in AWS: `latch_aws::archive`'s stand-in for the
+//! Pipe and Firehose stream, into a locked bucket. Each step prints one line a person can
+//! follow. Ctrl-C finishes the step in progress and stops.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,6 +35,9 @@ pub struct DevArgs {
     /// How long drift repair waits before removing a `latch-*` policy with no live grant.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     drift_grace: Duration,
+    /// The audit archive's bucket (Object Lock, GOVERNANCE, one day) [default: <table>-archive].
+    #[arg(long)]
+    archive_bucket: Option<String>,
     /// Stop by itself after this long (for scripts and tests); runs until Ctrl-C otherwise.
     #[arg(long, value_parser = humantime::parse_duration)]
     stop_after: Option<Duration>,
@@ -85,11 +90,22 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
         mut latch,
         provisioned,
         mut issuers,
-        ..
+        sdk,
     } = local::start_latch(&args.target, grace).await?;
+    let archive_bucket = args
+        .archive_bucket
+        .clone()
+        .unwrap_or_else(|| format!("{}-archive", provisioned.table));
+    let archive_err = |e: latch_aws::archive::ArchiveError| CliError::Aws(e.to_string());
+    latch_aws::archive::create_bucket(&sdk, &archive_bucket, 1)
+        .await
+        .map_err(archive_err)?;
+    let mut archive = latch_aws::archive::ArchiveFeed::open(&sdk, &provisioned.table, &archive_bucket)
+        .await
+        .map_err(archive_err)?;
     let tokens = issuers.serve_tokens().await?;
     println!(
-        "latch dev: table {}, bus {}, policy {}",
+        "latch dev: table {}, bus {}, policy {}, archive s3://{archive_bucket}/audit/",
         provisioned.table,
         provisioned.bus,
         args.target.policy.display()
@@ -144,6 +160,16 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
                 .map(|v| format!("{v:?}"))
                 .unwrap_or_default();
             println!("[{}] revoke  stream REMOVE {pk}: {outcome:?}", now());
+        }
+        match archive.pump().await {
+            Ok(p) if p.lines_written > 0 || p.objects_written > 0 => println!(
+                "[{}] archive {} audit record(s) in {} object(s) to s3://{archive_bucket}/audit/",
+                now(),
+                p.lines_written,
+                p.objects_written
+            ),
+            Ok(_) => {}
+            Err(e) => println!("[{}] archive upload failed, kept for the next pass: {e}", now()),
         }
         if Instant::now() >= next_sweep {
             let r = latch.run_sweep().await?;

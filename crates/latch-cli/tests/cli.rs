@@ -465,6 +465,52 @@ fn request_waits_for_the_decision_and_release_ends_the_grant() {
 }
 
 #[test]
+fn dev_archives_every_audit_record_as_the_deployed_stack_does() {
+    // GIVEN latch dev, and a grant and a denial decided through it
+    let dev = start_dev();
+    let run_id = unique("a");
+    let (code, out, err) = request(&dev, &run_id, "deploy-artifacts", &["--wait", "--timeout", "30s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = request(&dev, &run_id, "db-migrate", &["--wait", "--timeout", "30s"]);
+    assert_eq!(code, 3, "{err}");
+    // WHEN the archive bucket is read back
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bucket = format!("{}-archive", dev.table);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ours = loop {
+        let lines = runtime.block_on(async {
+            let sdk = latch_tests::sdk_config().await;
+            latch_aws::archive::read_archive(&sdk, &bucket).await
+        });
+        let ours: Vec<(String, serde_json::Value)> = lines
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, line)| line.to_string().contains(&run_id))
+            .collect();
+        if ours.len() >= 2 || Instant::now() > deadline {
+            break ours;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // THEN both decisions' audit items are there, each under its decision's date
+    let decisions: std::collections::BTreeSet<&str> = ours
+        .iter()
+        .filter_map(|(_, l)| l["Item"]["decision"]["S"].as_str())
+        .collect();
+    assert!(
+        decisions.contains("activated") && decisions.contains("denied"),
+        "{ours:?}"
+    );
+    for (key, line) in &ours {
+        let date = &line["Item"]["recorded_at"]["S"].as_str().unwrap()[..10];
+        assert!(key.starts_with(&format!("audit/date={date}/")), "{key}");
+    }
+}
+
+#[test]
 fn request_and_release_answer_in_json_for_scripts() {
     let dev = start_dev();
     let run_id = unique("j");

@@ -37,7 +37,8 @@ pub struct VerifyArgs {
     /// The table export (as for `latch audit EXPORT_DIR`).
     #[arg(value_name = "EXPORT_DIR")]
     pub export: PathBuf,
-    /// A local copy of the archive: `aws s3 cp --recursive s3://BUCKET/audit/ DIR/audit/`.
+    /// A local copy of the archive, every object version (docs/auditors.md): a plain
+    /// `aws s3 cp --recursive` misses records behind delete markers and overwritten ones.
     #[arg(value_name = "ARCHIVE_DIR")]
     pub archive: PathBuf,
     /// Records decided this close before the export's point in time may not be in it yet (the
