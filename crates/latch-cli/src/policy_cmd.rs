@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use latch_core::decision::DenyReason;
 use latch_core::event::{DETAIL_TYPE_STARTED, StartRequest};
+use latch_core::grant::DenyReason;
 use latch_core::identity::claims::{ClaimsError, reconcile};
 use latch_core::identity::verify::read_unverified;
 use latch_core::identity::{IssuerKind, TokenError, Verified};

@@ -28,11 +28,11 @@ pub use render::{
     MAX_POLICY_CHARS, PolicyDocument, RenderContext, RenderError, ResourceTemplate, Widest, is_safe_placeholder_value,
 };
 
-use crate::decision::DenyReason;
-use crate::event::{Envelope, JobContext, StartRequest};
+use crate::event::{Envelope, StartRequest};
+use crate::grant::DenyReason;
 use crate::identity::claims::REFUSED_TRIGGERS;
 use crate::identity::{Issuer, IssuerKind, Verified};
-use crate::model::{AccountId, GrantDuration, Name, RoleArn};
+use crate::model::{AccountId, GrantDuration, JobContext, Name, RoleArn};
 use crate::native::{NativeJob, SOURCE_CODEBUILD, SOURCE_CODEPIPELINE};
 
 /// The IAM path every elevatable role sits under, unless the file says otherwise.

@@ -3,8 +3,8 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::decision::DenyReason;
 use crate::event::{Envelope, StartRequest};
+use crate::grant::DenyReason;
 use crate::model::AccountId;
 
 const EXAMPLE: &str = include_str!("../../../../events/policy-claimed.yaml");
