@@ -36,7 +36,7 @@ use crate::identity::{AudienceBinding, KeySource, Presented, StaticKeys, TokenEr
 use crate::memory::MemoryNativeRuns;
 use crate::model::{Deployment, Grant, GrantDuration, GrantId, GrantIdentity, GrantStatus, JobContext, JobKey};
 use crate::native::{NativeEvent, NativeJob, NativePhase, check_run};
-use crate::policy::{Allowed, Policy, PolicyDocument, RenderContext, RenderError};
+use crate::policy::{Allowed, Policy, PolicyDocument, Refusal, RenderContext, RenderError};
 use crate::ports::{
     Activation, AuditSink, AuditWrite, Clock, Confirmation, Extension, GrantStore, IamError, IamWriter,
     NativeLookupError, NativeRuns, Ports, ROLE_INLINE_POLICY_QUOTA, RateWindow, RecordState, ResolvedRole, Retryable,
@@ -195,6 +195,15 @@ impl From<DenyReason> for Denial {
     }
 }
 
+impl From<Refusal> for Denial {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            reason: refusal.reason,
+            detail: refusal.detail,
+        }
+    }
+}
+
 impl From<EventError> for Denial {
     fn from(e: EventError) -> Self {
         let reason = match e {
@@ -315,7 +324,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         };
         match self.policy.decide(envelope, &request, verified.as_ref()) {
             Ok(allowed) => self.activate(envelope, asker, allowed, now).await,
-            Err(reason) => self.deny(envelope, Some(asker), reason.into(), now).await,
+            Err(refusal) => self.deny(envelope, Some(asker), refusal.into(), now).await,
         }
     }
 

@@ -135,6 +135,29 @@ async fn given_a_duplicate_of_a_revoked_grant_when_handled_then_iam_is_not_touch
 }
 
 #[tokio::test]
+async fn given_a_start_without_environment_for_a_rule_that_requires_one_when_handled_then_the_audit_names_environment()
+{
+    // GIVEN the db-migrator role, which only prod-migrations lists, and it requires an environment
+    let s = service();
+    let mut d = detail();
+    d["role_arn"] = json!("arn:aws:iam::123456789012:role/latch/db-migrator");
+    d["permission_set"] = json!("db-migrate");
+    d["duration"] = json!("PT5M");
+    // WHEN the start names no environment
+    let outcome = start(&s, &envelope("e1"), &d).await.unwrap();
+    // THEN it is denied for the field, and the audit says which field and what would pass
+    assert_eq!(outcome, StartOutcome::Denied(DenyReason::FieldMismatch));
+    let audits = s.ports.store.audits();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].reason, "field_mismatch");
+    assert_eq!(
+        audits[0].detail.as_deref(),
+        Some("environment: rule prod-migrations wants production; the request has none")
+    );
+    assert_eq!(s.ports.iam.calls(), (0, 0));
+}
+
+#[tokio::test]
 async fn given_a_denied_request_when_handled_then_iam_is_untouched_and_the_reason_audited() {
     let s = service();
     let mut d = detail();

@@ -1024,8 +1024,8 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "a feature branch asking honestly (rules bind main and tags)",
-            expect: Denied("no_matching_rule"),
+            name: "a feature branch asking honestly (rules bind main and tags): the denial names the ref",
+            expect: Denied("field_mismatch"),
             make: || {
                 let req = Req {
                     git_ref: Some("refs/heads/feature/fast-path"),
@@ -1071,7 +1071,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "red team, honest detail: app-payments feature branch asks for prod-migrations' role",
-            expect: Denied("no_matching_rule"),
+            expect: Denied("field_mismatch"),
             make: || {
                 let req = Req {
                     pipeline: "app-payments".into(),
@@ -1546,6 +1546,7 @@ fn the_corpus_has_at_least_45_cases_with_unique_names_and_covers_every_token_rea
         "claim_mismatch",
         "finish_not_proven",
         "no_matching_rule",
+        "field_mismatch",
         "untrusted_trigger",
         "token_replayed",
         "extension_over_max",
