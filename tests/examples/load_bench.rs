@@ -88,16 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .load()
         .await;
     let h = Harness::with_sdk(sdk.clone(), &latch_tests::many_roles_policy("load", ROLES, events)).await;
-    let service = GrantService {
-        policy: h.policy.clone(),
-        iam: h.clients.iam.clone(),
-        store: h.clients.store.clone(),
-        audit: h.clients.audit.clone(),
-        clock: SystemClock,
-        keys: latch_core::identity::StaticKeys,
-        native: h.clients.native.clone(),
-        deployment: Default::default(),
-    };
+    let service = GrantService::new(h.policy.clone(), h.ports(SystemClock)).with_native(h.clients.native.clone());
     let bus = aws_sdk_eventbridge::Client::new(&sdk);
 
     // Publish every start event, 10 entries per PutEvents, as pipelines would.
@@ -283,12 +274,11 @@ async fn strict_concurrent(jobs: usize, warm: bool) -> Result<(), Box<dyn std::e
         let service = if warm {
             service.clone()
         } else {
-            Arc::new(GrantService {
-                iam: IamAdapter::new(container_iam_client(&sdk, i))
-                    .requiring_boundary(h.config.boundary_arn.clone())
-                    .for_deployment(h.config.deployment.clone()),
-                ..h.grant_service()
-            })
+            let mut cold = h.grant_service();
+            cold.ports.iam = IamAdapter::new(container_iam_client(&sdk, i))
+                .requiring_boundary(h.config.boundary_arn.clone())
+                .for_deployment(h.config.deployment.clone());
+            Arc::new(cold)
         };
         let events = events.clone();
         tasks.spawn(async move {

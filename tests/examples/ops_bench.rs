@@ -30,11 +30,10 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use chrono::{Duration, Utc};
 use latch_aws::Clients;
 use latch_aws::items::GrantItem;
-use latch_core::event::{JobContext, JobKey};
 use latch_core::memory::FixedClock;
-use latch_core::model::{AccountId, GrantId, GrantIdentity, Name, RoleArn};
-use latch_core::ports::{Grant, GrantStatus, SystemClock};
-use latch_core::sweep::{SweepSettings, SweepTask, Sweeper};
+use latch_core::model::{AccountId, Grant, GrantId, GrantIdentity, GrantStatus, JobContext, JobKey, Name, RoleArn};
+use latch_core::ports::{Ports, SystemClock};
+use latch_core::sweep::{SweepSettings, SweepTask};
 use latch_tests::faults::{FaultKind, FaultPlan, FaultProxy};
 use latch_tests::moto::MotoServer;
 use latch_tests::strict::{StrictAws, StrictKind};
@@ -165,27 +164,17 @@ fn throttles(proxy: &FaultProxy) -> (u64, u64) {
     (strict, injected)
 }
 
-fn sweeper<'a>(
-    w: &'a World,
-    clock: &'a FixedClock,
-    settings: SweepSettings,
-) -> Sweeper<
-    'a,
-    latch_aws::iam::IamAdapter,
-    latch_aws::iam::IamAdapter,
-    latch_aws::dynamo::DynamoStore,
-    latch_aws::events::EventBridgeSink,
-    FixedClock,
-> {
-    Sweeper {
-        policy: &w.h.policy,
-        iam: &w.clients.iam,
-        inventory: &w.clients.iam,
-        store: &w.clients.store,
-        audit: &w.clients.audit,
+/// The world's clients (behind the strict proxy) as ports, on `clock`.
+fn ports_on<C>(
+    w: &World,
+    clock: C,
+) -> Ports<latch_aws::iam::IamAdapter, latch_aws::dynamo::DynamoStore, latch_aws::events::EventBridgeSink, C> {
+    Ports::new(
+        w.clients.iam.clone(),
+        w.clients.store.clone(),
+        w.clients.audit.clone(),
         clock,
-        settings,
-    }
+    )
 }
 
 /// A Lambda run's budget for new work, scaled: the sweep's 50 s timeout less its 10 s margin.
@@ -202,13 +191,15 @@ async fn bench_sweep(grants: usize, scale: f64) {
         deployment: w.clients.deployment.clone(),
         ..SweepSettings::default()
     };
+    let ports = ports_on(&w, clock);
     let t = Instant::now();
     let mut runs = 0;
     let mut revoked = 0;
     let mut per_run = Vec::new();
     loop {
         runs += 1;
-        let report = sweeper(&w, &clock, settings.clone())
+        let report = ports
+            .sweeper(&w.h.policy, &ports.iam, settings.clone())
             .run_task(SweepTask::Expired, Some(Instant::now() + sweep_budget(scale)), None)
             .await
             .expect("the sweep");
@@ -237,13 +228,15 @@ async fn bench_drift(roles: usize, scale: f64) {
         drift_iam_per_second: 5.0 / scale,
         ..SweepSettings::default()
     };
+    let ports = ports_on(&w, clock);
     let t = Instant::now();
     let mut runs = 0;
     let mut checked = 0;
     let mut per_run = Vec::new();
     while checked < roles && runs < 20 {
         runs += 1;
-        let report = sweeper(&w, &clock, settings.clone())
+        let report = ports
+            .sweeper(&w.h.policy, &ports.iam, settings.clone())
             .run_task(SweepTask::Drift, Some(Instant::now() + sweep_budget(scale)), None)
             .await
             .expect("drift repair");
@@ -284,10 +277,7 @@ async fn bench_revoke(records: usize, scale: f64) {
         })
         .collect();
     let function = revoke::RevokeFunction {
-        iam: w.clients.iam.clone(),
-        store: w.clients.store.clone(),
-        audit: w.clients.audit.clone(),
-        clock: SystemClock,
+        ports: ports_on(&w, SystemClock),
     };
     let t = Instant::now();
     let mut from = 0;

@@ -22,10 +22,8 @@ use std::time::Instant;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use chrono::{Duration, Utc};
 use latch_aws::items::GrantItem;
-use latch_core::event::{JobContext, JobKey};
 use latch_core::memory::FixedClock;
-use latch_core::model::{AccountId, GrantId, GrantIdentity, Name, RoleArn};
-use latch_core::ports::{Grant, GrantStatus};
+use latch_core::model::{AccountId, Grant, GrantId, GrantIdentity, GrantStatus, JobContext, JobKey, Name, RoleArn};
 use latch_tests::Harness;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -176,7 +174,7 @@ async fn main() {
         let counted = aws_sdk_dynamodb::config::Builder::from(&h.sdk)
             .interceptor(counter.clone())
             .build();
-        sweep.store =
+        sweep.ports.store =
             latch_aws::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(counted), &h.config.table);
         sweep.settings.page_size = 100;
         sweep.settings.concurrency = std::env::var("SWEEP_CONCURRENCY")

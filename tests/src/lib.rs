@@ -17,7 +17,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use latch_aws::provision::{Provisioned, Provisioner};
 use latch_aws::{Clients, Config};
 use latch_core::policy::Policy;
-use latch_core::ports::SystemClock;
+use latch_core::ports::{Ports, SystemClock};
 use serde_json::Value;
 
 pub mod faults;
@@ -146,18 +146,24 @@ impl Harness {
         }
     }
 
+    /// This harness's clients as the ports a function holds, on `clock`.
+    pub fn ports<C>(
+        &self,
+        clock: C,
+    ) -> Ports<latch_aws::iam::IamAdapter, latch_aws::dynamo::DynamoStore, latch_aws::events::EventBridgeSink, C> {
+        Ports::new(
+            self.clients.iam.clone(),
+            self.clients.store.clone(),
+            self.clients.audit.clone(),
+            clock,
+        )
+    }
+
     /// The grant service as Lambda runs it, on this harness's resources.
     pub fn grant_service(&self) -> grant::AwsGrantService {
-        latch_core::grant::GrantService {
-            policy: self.policy.clone(),
-            iam: self.clients.iam.clone(),
-            store: self.clients.store.clone(),
-            audit: self.clients.audit.clone(),
-            clock: SystemClock,
-            keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
-            native: self.clients.native.clone(),
-            deployment: Default::default(),
-        }
+        latch_core::grant::GrantService::new(self.policy.clone(), self.ports(SystemClock))
+            .with_keys(latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"))
+            .with_native(self.clients.native.clone())
     }
 
     /// A role ARN of the example file, renamed for this harness.
@@ -284,10 +290,7 @@ impl Harness {
     /// The revoke function as Lambda runs it, on this harness's resources.
     pub fn revoke_function(&self) -> revoke::AwsRevokeFunction {
         revoke::RevokeFunction {
-            iam: self.clients.iam.clone(),
-            store: self.clients.store.clone(),
-            audit: self.clients.audit.clone(),
-            clock: SystemClock,
+            ports: self.ports(SystemClock),
         }
     }
 
@@ -304,10 +307,7 @@ impl Harness {
     > {
         sweep::SweepFunction {
             policy: self.policy.clone(),
-            iam: self.clients.iam.clone(),
-            store: self.clients.store.clone(),
-            audit: self.clients.audit.clone(),
-            clock,
+            ports: self.ports(clock),
             settings: latch_core::sweep::SweepSettings {
                 page_size: 50,
                 concurrency: 4,

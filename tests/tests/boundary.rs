@@ -4,7 +4,7 @@
 //! proxy evaluates its `iam:PermissionsBoundary` condition as template.yaml writes it.
 
 use grant::Outcome;
-use latch_core::decision::DenyReason;
+use latch_core::grant::DenyReason;
 use latch_core::grant::StartOutcome;
 use latch_tests::faults::{FaultPlan, FaultProxy};
 use latch_tests::strict::{StrictAws, StrictKind};
@@ -125,7 +125,7 @@ async fn a_boundary_removed_after_latch_resolved_the_role_is_refused_by_iam_and_
         .await
         .expect("PutRolePermissionsBoundary");
     let mut service = h.grant_service();
-    service.iam = service.iam.clone().requiring_boundary(Some(boundary.clone()));
+    service.ports.iam = service.ports.iam.clone().requiring_boundary(Some(boundary.clone()));
     let first = grant::handle(&service, start(&h, &role_arn, "1")).await.unwrap();
     assert!(matches!(first, Outcome::Start(StartOutcome::Activated(_))), "{first:?}");
     // WHEN someone removes the boundary, and a second job starts while Latch's resolution of

@@ -7,7 +7,7 @@
 use aws_config::BehaviorVersion;
 use chrono::{Timelike, Utc};
 use grant::Outcome;
-use latch_core::decision::DenyReason;
+use latch_core::grant::DenyReason;
 use latch_core::grant::StartOutcome;
 use latch_tests::faults::{FaultPlan, FaultProxy};
 use latch_tests::strict::{StrictAws, StrictKind};

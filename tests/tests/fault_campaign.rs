@@ -41,12 +41,20 @@ use lambda_runtime::LambdaEvent;
 use latch_aws::Clients;
 use latch_core::grant::GrantService;
 use latch_core::memory::FixedClock;
-use latch_core::ports::SystemClock;
+use latch_core::ports::{Ports, SystemClock};
 use latch_core::sweep::SweepSettings;
 use latch_tests::faults::{FaultKind, FaultPlan, FaultProxy};
 use latch_tests::moto::MotoServer;
 use latch_tests::{Harness, Item, lambda_event, s};
 use serde_json::{Value, json};
+
+/// The clients (behind the fault proxy) as the ports a function holds, on `clock`.
+fn ports_of<C>(
+    clients: &Clients,
+    clock: C,
+) -> Ports<latch_aws::iam::IamAdapter, latch_aws::dynamo::DynamoStore, latch_aws::events::EventBridgeSink, C> {
+    Ports::new(clients.iam.clone(), clients.store.clone(), clients.audit.clone(), clock)
+}
 
 const ROLES: usize = 32;
 /// Lambda's asynchronous invocation: the first try and two retries.
@@ -366,21 +374,11 @@ async fn fault_campaign_keeps_i1_to_i5() {
     let proxy = FaultProxy::start(moto.addr, plan).await.expect("the proxy");
     let faulted = sdk(&proxy.url(), true).await;
     let clients = Clients::from_sdk_config(&faulted, &h.config);
-    let service: AwsGrant = GrantService {
-        policy: h.policy.clone(),
-        iam: clients.iam.clone(),
-        store: clients.store.clone(),
-        audit: clients.audit.clone(),
-        clock: SystemClock,
-        keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
-        native: clients.native.clone(),
-        deployment: Default::default(),
-    };
+    let service: AwsGrant = GrantService::new(h.policy.clone(), ports_of(&clients, SystemClock))
+        .with_keys(latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"))
+        .with_native(clients.native.clone());
     let revoke = revoke::RevokeFunction {
-        iam: clients.iam.clone(),
-        store: clients.store.clone(),
-        audit: clients.audit.clone(),
-        clock: SystemClock,
+        ports: ports_of(&clients, SystemClock),
     };
     let run_tag = format!("c{seed}");
     lap("setup", &mut phases);
@@ -479,10 +477,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
     let clock = FixedClock::at(Utc::now() + chrono::Duration::hours(1));
     let sweep = sweep::SweepFunction {
         policy: h.policy.clone(),
-        iam: clients.iam.clone(),
-        store: clients.store.clone(),
-        audit: clients.audit.clone(),
-        clock: clock.clone(),
+        ports: ports_of(&clients, clock.clone()),
         settings: SweepSettings {
             page_size: 50,
             concurrency,
@@ -748,16 +743,9 @@ async fn strict_campaign_on_one_role_keeps_what_iam_holds() {
         .expect("the team's own policy");
     // IAM's reads lag its writes (the proxy models it); the team's policy long predates any job.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let service: AwsGrant = GrantService {
-        policy: h.policy.clone(),
-        iam: clients.iam.clone(),
-        store: clients.store.clone(),
-        audit: clients.audit.clone(),
-        clock: SystemClock,
-        keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
-        native: clients.native.clone(),
-        deployment: Default::default(),
-    };
+    let service: AwsGrant = GrantService::new(h.policy.clone(), ports_of(&clients, SystemClock))
+        .with_keys(latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"))
+        .with_native(clients.native.clone());
     let one_role = |i: usize, detail_type: &str| {
         let mut e = job_event(&h, i, detail_type, "strict");
         e["detail"]["pipeline"] = json!(format!("one-{}", i % 5));
@@ -827,10 +815,7 @@ async fn strict_campaign_on_one_role_keeps_what_iam_holds() {
     eprintln!("strict campaign finishes: {finishes:?}");
     let sweep = sweep::SweepFunction {
         policy: h.policy.clone(),
-        iam: clients.iam.clone(),
-        store: clients.store.clone(),
-        audit: clients.audit.clone(),
-        clock: SystemClock,
+        ports: ports_of(&clients, SystemClock),
         settings: SweepSettings::default(),
     };
     sweep.sweep(None).await.expect("the sweep");

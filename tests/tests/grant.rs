@@ -89,7 +89,7 @@ async fn a_denied_request_writes_nothing_to_iam_and_audits_its_reason() {
     assert_eq!(
         grant::handle(&service, event).await.unwrap(),
         Outcome::Start(StartOutcome::Denied(
-            latch_core::decision::DenyReason::PermissionSetNotAllowed
+            latch_core::grant::DenyReason::PermissionSetNotAllowed
         ))
     );
     assert!(h.role_policy_names(&h.role("app-deployer")).await.is_empty());
@@ -136,7 +136,7 @@ async fn a_role_outside_the_elevatable_path_is_refused() {
     let event = h.event("pipeline-job-started.json", json!({"role_arn": admin.as_str()}));
     assert_eq!(
         grant::handle(&service, event).await.unwrap(),
-        Outcome::Start(StartOutcome::Denied(latch_core::decision::DenyReason::RoleNotEligible))
+        Outcome::Start(StartOutcome::Denied(latch_core::grant::DenyReason::RoleNotEligible))
     );
     assert!(h.role_policy_names(admin.as_str()).await.is_empty());
     let audits = h.items("audit").await;
@@ -151,7 +151,7 @@ async fn a_malformed_event_is_denied_naming_the_field() {
     let event = h.event("pipeline-job-started.json", json!({"attempt": "first"}));
     assert_eq!(
         grant::handle(&service, event).await.unwrap(),
-        Outcome::Start(StartOutcome::Denied(latch_core::decision::DenyReason::MalformedEvent))
+        Outcome::Start(StartOutcome::Denied(latch_core::grant::DenyReason::MalformedEvent))
     );
     let audits = h.items("audit").await;
     assert!(s(&audits[0], "detail").unwrap().contains("`attempt`"));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use aws_config::BehaviorVersion;
 use grant::Outcome;
 use latch_aws::probe::{Probe, Waited, probe, wait_until_applied};
-use latch_core::decision::DenyReason;
+use latch_core::grant::DenyReason;
 use latch_core::grant::StartOutcome;
 use latch_tests::faults::{FaultPlan, FaultProxy};
 use latch_tests::strict::{StrictAws, StrictKind};

@@ -147,7 +147,7 @@ async fn only_the_run_that_started_a_grant_can_finish_it() {
     let forged = grant::handle(&service, finish(&h, "9100", None)).await.unwrap();
     assert_eq!(
         forged,
-        Outcome::Finish(FinishOutcome::Denied(latch_core::decision::DenyReason::FinishNotProven))
+        Outcome::Finish(FinishOutcome::Denied(latch_core::grant::DenyReason::FinishNotProven))
     );
     let other_run = issuer.mint(github_claims("9199", &finish_audience())).unwrap();
     let forged = grant::handle(&service, finish(&h, "9100", Some(&other_run)))
@@ -155,7 +155,7 @@ async fn only_the_run_that_started_a_grant_can_finish_it() {
         .unwrap();
     assert_eq!(
         forged,
-        Outcome::Finish(FinishOutcome::Denied(latch_core::decision::DenyReason::FinishNotProven))
+        Outcome::Finish(FinishOutcome::Denied(latch_core::grant::DenyReason::FinishNotProven))
     );
     // The other run finishing itself touches nothing of ours either.
     let own = grant::handle(&service, finish(&h, "9199", Some(&other_run)))
@@ -211,7 +211,7 @@ async fn a_feature_branch_job_claiming_another_repositorys_production_grant_is_d
     let outcome = grant::handle(&service, event).await.unwrap();
     assert_eq!(
         outcome,
-        Outcome::Start(StartOutcome::Denied(latch_core::decision::DenyReason::ClaimMismatch))
+        Outcome::Start(StartOutcome::Denied(latch_core::grant::DenyReason::ClaimMismatch))
     );
     assert!(h.role_policy_names(&role).await.is_empty());
     assert!(h.items("grant").await.is_empty());
@@ -229,7 +229,7 @@ async fn a_token_buys_one_job_only_and_the_table_refuses_its_replay() {
     let outcome = grant::handle(&service, replay).await.unwrap();
     assert_eq!(
         outcome,
-        Outcome::Start(StartOutcome::Denied(latch_core::decision::DenyReason::TokenReplayed))
+        Outcome::Start(StartOutcome::Denied(latch_core::grant::DenyReason::TokenReplayed))
     );
     assert_eq!(h.items("grant").await.len(), 1);
 }
@@ -242,10 +242,9 @@ async fn rotated_keys_are_fetched_once_on_the_unknown_kid() {
         refresh_interval: Duration::ZERO,
         ..Default::default()
     };
-    let service = grant::AwsGrantService {
-        keys: latch_aws::jwks::HttpKeySource::with_limits(limits).unwrap(),
-        ..h.grant_service()
-    };
+    let service = h
+        .grant_service()
+        .with_keys(latch_aws::jwks::HttpKeySource::with_limits(limits).unwrap());
     let role = h.role("app-deployer");
     let token = issuer
         .mint(github_claims(
@@ -300,7 +299,7 @@ async fn rotated_keys_are_fetched_once_on_the_unknown_kid() {
         let outcome = grant::handle(&fresh, start(&h, "9503", &forged)).await.unwrap();
         assert_eq!(
             outcome,
-            Outcome::Start(StartOutcome::Denied(latch_core::decision::DenyReason::TokenUnknownKey))
+            Outcome::Start(StartOutcome::Denied(latch_core::grant::DenyReason::TokenUnknownKey))
         );
     }
     assert_eq!(
@@ -410,9 +409,7 @@ async fn a_job_extends_its_own_grant_up_to_the_rules_max_total() {
     let outcome = grant::handle(&service, event).await.unwrap();
     assert_eq!(
         outcome,
-        Outcome::Extend(ExtendOutcome::Denied(
-            latch_core::decision::DenyReason::ExtensionOverMax
-        ))
+        Outcome::Extend(ExtendOutcome::Denied(latch_core::grant::DenyReason::ExtensionOverMax))
     );
     let decisions: Vec<_> = h.items("audit").await.iter().filter_map(|a| s(a, "decision")).collect();
     assert_eq!(

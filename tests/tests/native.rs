@@ -6,7 +6,7 @@
 //! reports them while they run; moto alone would report them finished at once.
 
 use grant::Outcome;
-use latch_core::decision::DenyReason;
+use latch_core::grant::DenyReason;
 use latch_core::grant::{FinishOutcome, StartOutcome};
 use latch_tests::{Harness, s};
 use serde_json::json;

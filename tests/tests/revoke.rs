@@ -72,7 +72,7 @@ async fn a_finish_before_its_start_refuses_the_late_start() {
     let late = h.event("pipeline-job-started.json", json!({"run_id": "early"}));
     assert_eq!(
         grant::handle(&h.grant_service(), late).await.unwrap(),
-        Outcome::Start(StartOutcome::Denied(latch_core::decision::DenyReason::JobFinished))
+        Outcome::Start(StartOutcome::Denied(latch_core::grant::DenyReason::JobFinished))
     );
     assert!(h.role_policy_names(&h.role("app-deployer")).await.is_empty());
     assert!(h.items("grant").await.is_empty());
@@ -245,12 +245,8 @@ async fn stream_and_sweep_racing_on_one_grant_write_one_revoked_audit() {
         .unwrap();
 
     // The sweep's stale view of a, revoked after the stream did: nothing more is written.
-    let revoker = latch_core::revoke::Revoker {
-        iam: &h.clients.iam,
-        store: &h.clients.store,
-        audit: &h.clients.audit,
-        clock: &latch_core::ports::SystemClock,
-    };
+    let ports = h.ports(latch_core::ports::SystemClock);
+    let revoker = ports.revoker();
     let stale = revoker
         .revoke(
             &grant_a,

@@ -488,16 +488,9 @@ async fn two_deployments_share_one_iam_behind_an_aws_like_proxy() {
     let b = Harness::with_sdk(sdk, &example_policy_text()).await;
     assert_ne!(a.config.table, b.config.table);
     // Deployment B elevates deployment A's role: its own table and bus, the same IAM.
-    let b_on_a = GrantService {
-        policy: a.policy.clone(),
-        iam: b.clients.iam.clone(),
-        store: b.clients.store.clone(),
-        audit: b.clients.audit.clone(),
-        clock: SystemClock,
-        keys: latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"),
-        native: b.clients.native.clone(),
-        deployment: Default::default(),
-    };
+    let b_on_a = GrantService::new(a.policy.clone(), b.ports(SystemClock))
+        .with_keys(latch_aws::jwks::HttpKeySource::new().expect("roots for the key fetcher"))
+        .with_native(b.clients.native.clone());
     let mut ids = Vec::new();
     for service in [&a.grant_service(), &b_on_a] {
         let event = a.event("pipeline-job-started.json", json!({"run_id": unique("run-")}));

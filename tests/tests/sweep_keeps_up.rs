@@ -10,6 +10,7 @@ use chrono::{Duration, Utc};
 use latch_aws::Clients;
 use latch_core::memory::FixedClock;
 use latch_core::model::RoleArn;
+use latch_core::ports::Ports;
 use latch_core::sweep::{SweepSettings, SweepState, SweepTask, Sweeper, role_order_key};
 use latch_tests::faults::{FaultPlan, FaultProxy};
 use latch_tests::moto::MotoServer;
@@ -54,27 +55,34 @@ type AwsSweeper<'a> = Sweeper<
     FixedClock,
 >;
 
-fn sweeper<'a>(h: &'a Harness, clients: &'a Clients, clock: &'a FixedClock, settings: SweepSettings) -> AwsSweeper<'a> {
-    Sweeper {
-        policy: &h.policy,
-        iam: &clients.iam,
-        inventory: &clients.iam,
-        store: &clients.store,
-        audit: &clients.audit,
-        clock,
-        settings: SweepSettings {
-            deployment: clients.deployment.clone(),
-            ..settings
-        },
-    }
+type AwsPorts =
+    Ports<latch_aws::iam::IamAdapter, latch_aws::dynamo::DynamoStore, latch_aws::events::EventBridgeSink, FixedClock>;
+
+/// The clients behind the strict proxy as ports, on the test's clock.
+fn ports_on(clients: &Clients, clock: &FixedClock) -> AwsPorts {
+    Ports::new(
+        clients.iam.clone(),
+        clients.store.clone(),
+        clients.audit.clone(),
+        clock.clone(),
+    )
+}
+
+fn sweeper<'a>(h: &'a Harness, ports: &'a AwsPorts, clients: &Clients, settings: SweepSettings) -> AwsSweeper<'a> {
+    let settings = SweepSettings {
+        deployment: clients.deployment.clone(),
+        ..settings
+    };
+    ports.sweeper(&h.policy, &ports.iam, settings)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_two_runs_of_a_task_at_once_when_both_start_then_one_holds_the_lease_and_the_other_does_nothing() {
     let (_proxy, h, clients) = strict_world(&unique("lease"), 2).await;
     let clock = FixedClock::at(Utc::now());
-    let a = sweeper(&h, &clients, &clock, SweepSettings::default());
-    let b = sweeper(&h, &clients, &clock, SweepSettings::default());
+    let ports = ports_on(&clients, &clock);
+    let a = sweeper(&h, &ports, &clients, SweepSettings::default());
+    let b = sweeper(&h, &ports, &clients, SweepSettings::default());
 
     let (ra, rb) = tokio::join!(
         a.run_task(SweepTask::Expired, None, None),
@@ -100,13 +108,13 @@ async fn given_a_lease_left_by_a_dead_run_when_it_expires_then_the_next_run_proc
             .unwrap()
     );
     let clock = FixedClock::at(now + Duration::seconds(10));
-    let blocked = sweeper(&h, &clients, &clock, SweepSettings::default())
+    let blocked = sweeper(&h, &ports_on(&clients, &clock), &clients, SweepSettings::default())
         .run_task(SweepTask::Expired, None, None)
         .await
         .unwrap();
     assert_eq!(blocked.lease_held_elsewhere, vec![SweepTask::Expired]);
     clock.advance(Duration::seconds(46));
-    let next = sweeper(&h, &clients, &clock, SweepSettings::default())
+    let next = sweeper(&h, &ports_on(&clients, &clock), &clients, SweepSettings::default())
         .run_task(SweepTask::Expired, None, None)
         .await
         .unwrap();
@@ -155,7 +163,7 @@ async fn given_more_roles_than_a_run_reaches_when_drift_repair_runs_then_the_cur
     while checked < 40 {
         runs += 1;
         let stop_by = Instant::now() + StdDuration::from_secs_f64(6.0 * SCALE);
-        let report = sweeper(&h, &clients, &clock, settings.clone())
+        let report = sweeper(&h, &ports_on(&clients, &clock), &clients, settings.clone())
             .run_task(SweepTask::Drift, Some(stop_by), None)
             .await
             .unwrap();

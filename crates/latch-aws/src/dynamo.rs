@@ -29,11 +29,10 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 use latch_core::audit::AuditRecord;
-use latch_core::event::JobKey;
-use latch_core::model::{AccountId, GrantId, RoleArn};
+use latch_core::model::{AccountId, Grant, GrantId, GrantStatus, JobKey, RoleArn};
 use latch_core::ports::{
-    Activation, AuditWrite, Confirmation, Extension, Grant, GrantStatus, GrantStore, RateWindow, RecordState,
-    Revocation, RoleLimits, StoreError, TokenUse,
+    Activation, AuditWrite, Confirmation, Extension, GrantStore, RateWindow, RecordState, Revocation, RoleLimits,
+    StoreError, TokenUse,
 };
 
 use crate::conflicts::ConflictRetry;

@@ -16,10 +16,8 @@
 
 use chrono::{DateTime, Utc};
 use latch_core::audit::AuditRecord;
-use latch_core::event::{JobContext, JobKey};
 use latch_core::iam_time;
-use latch_core::model::{AccountId, GrantId, Name, RoleArn};
-use latch_core::ports::{Grant, GrantStatus};
+use latch_core::model::{AccountId, Grant, GrantId, GrantStatus, JobContext, JobKey, Name, RoleArn};
 use serde::{Deserialize, Serialize};
 
 pub const PK: &str = "pk";
@@ -39,6 +37,11 @@ pub const ACTIVE_GRANTS: &str = "active_grants";
 /// On the role counter: characters of the live grants' documents (I9).
 pub const POLICY_CHARS: &str = "policy_chars";
 pub const RECORD_TYPE: &str = "record_type";
+/// `record_type` of the other items (see the table above).
+pub const RECORD_AUDIT: &str = "audit";
+pub const RECORD_JOB: &str = "job";
+pub const RECORD_ROLE_COUNTER: &str = "role_counter";
+pub const RECORD_DRIFT_SUSPECT: &str = "drift_suspect";
 pub const STATUS: &str = "status";
 pub const GRANT_IDS: &str = "grant_ids";
 pub const FINISHED_AT: &str = "finished_at";
@@ -269,7 +272,7 @@ impl AuditItem {
         Self {
             pk: audit_pk(&record.audit_id),
             sk: SK_AUDIT.into(),
-            record_type: "audit".into(),
+            record_type: RECORD_AUDIT.into(),
             record: record.clone(),
         }
     }

@@ -20,7 +20,7 @@ use latch_core::grant::{GrantService, StartOutcome};
 use latch_core::memory::FixedClock;
 use latch_core::model::{AccountId, RoleArn};
 use latch_core::policy::Policy;
-use latch_core::ports::{Deletion, IamWriter, Retryable};
+use latch_core::ports::{Deletion, IamWriter, Ports, Retryable};
 use serde_json::{Value, json};
 
 fn envelope() -> Envelope {
@@ -83,17 +83,17 @@ fn service(
     let resolve = [get_role_ok(), no_own_policies()];
     let iam: Vec<&Rule> = iam.iter().copied().chain(resolve.iter()).collect();
     let iam = iam.as_slice();
-    GrantService {
-        policy: Policy::load(include_str!("../../../events/policy-claimed.yaml"), "policies.yaml").unwrap(),
-        iam: IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam))
+    let ports = Ports::new(
+        IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam))
             .requiring_boundary(Some("arn:aws:iam::123456789012:policy/latch-boundary".into())),
-        store: DynamoStore::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb), "latch-grants"),
-        audit: EventBridgeSink::new(mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb), "latch"),
-        clock: FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 1).unwrap()),
-        keys: latch_core::identity::StaticKeys,
-        native: Default::default(),
-        deployment: Default::default(),
-    }
+        DynamoStore::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb), "latch-grants"),
+        EventBridgeSink::new(mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb), "latch"),
+        FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 1).unwrap()),
+    );
+    GrantService::new(
+        Policy::load(include_str!("../../../events/policy-claimed.yaml"), "policies.yaml").unwrap(),
+        ports,
+    )
 }
 
 fn put_events_ok() -> Rule {
@@ -232,10 +232,8 @@ async fn a_role_is_resolved_once_per_warm_container_and_its_own_policies_shrink_
         .match_requests(|r| r.entries()[0].detail_type() == Some("Latch Grant Denied"))
         .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
     let iam = [&get_role, &own, &get_policy];
-    let s = GrantService {
-        iam: IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, &iam)),
-        ..service(&[], &[&twi, &denial_audit], &[&events])
-    };
+    let mut s = service(&[], &[&twi, &denial_audit], &[&events]);
+    s.ports.iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, &iam));
     for run in ["7", "8"] {
         let mut d = detail();
         d["run_id"] = json!(run);
@@ -250,7 +248,7 @@ async fn a_role_is_resolved_once_per_warm_container_and_its_own_policies_shrink_
         (1, 1, 1),
         "cached"
     );
-    assert_eq!(s.iam.resolutions(), 1);
+    assert_eq!(s.ports.iam.resolutions(), 1);
 }
 
 #[tokio::test]
@@ -279,11 +277,9 @@ async fn a_role_without_the_boundary_is_refused_before_anything_is_written() {
         .match_requests(|r| r.entries()[0].detail_type() == Some("Latch Grant Denied"))
         .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
     let iam = [&no_boundary, &own];
-    let s = GrantService {
-        iam: IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, &iam))
-            .requiring_boundary(Some("arn:aws:iam::123456789012:policy/latch-boundary".into())),
-        ..service(&[], &[&denial_audit], &[&events])
-    };
+    let mut s = service(&[], &[&denial_audit], &[&events]);
+    s.ports.iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, &iam))
+        .requiring_boundary(Some("arn:aws:iam::123456789012:policy/latch-boundary".into()));
     let outcome = s.on_start(&envelope(), &detail(), 300).await.unwrap();
     assert!(
         matches!(outcome, StartOutcome::Denied(r) if r.code() == "role_without_boundary"),
@@ -342,19 +338,18 @@ async fn an_iam_refusal_fails_the_grant_frees_its_slot_and_is_audited_never_acti
 async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_extend_it() {
     let s0 = service(&[], &[], &[]);
     // The recorded grant, as the first delivery wrote it.
-    let memory = latch_core::grant::GrantService {
-        policy: s0.policy.clone(),
-        iam: latch_core::memory::MemoryIam::default(),
-        store: latch_core::memory::MemoryStore::default(),
-        audit: latch_core::memory::MemoryAuditSink::default(),
-        clock: s0.clock.clone(),
-        keys: latch_core::identity::StaticKeys,
-        native: latch_core::memory::MemoryNativeRuns::default(),
-        deployment: Default::default(),
-    };
+    let memory = GrantService::new(
+        s0.policy.clone(),
+        Ports::new(
+            latch_core::memory::MemoryIam::default(),
+            latch_core::memory::MemoryStore::default(),
+            latch_core::memory::MemoryAuditSink::default(),
+            s0.ports.clock.clone(),
+        ),
+    );
     let d = detail();
     memory.on_start(&envelope(), &d, 300).await.unwrap();
-    let recorded = memory.store.grants().remove(0);
+    let recorded = memory.ports.store.grants().remove(0);
     let old_item: std::collections::HashMap<String, AttributeValue> =
         serde_dynamo::to_item(GrantItem::from_grant(&recorded)).unwrap();
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
@@ -376,6 +371,7 @@ async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_exte
     let stored_audit: std::collections::HashMap<String, AttributeValue> =
         serde_dynamo::to_item(latch_aws::items::AuditItem::from_record(
             memory
+                .ports
                 .store
                 .audits()
                 .iter()
@@ -493,21 +489,20 @@ async fn deleting_a_policy_that_is_gone_is_success() {
     assert_eq!(iam.delete_role_policy(&role, "latch-x").await, Ok(Deletion::Deleted));
 }
 
-async fn recorded_grant() -> latch_core::ports::Grant {
+async fn recorded_grant() -> latch_core::model::Grant {
     let s0 = service(&[], &[], &[]);
-    let memory = GrantService {
-        policy: s0.policy.clone(),
-        iam: latch_core::memory::MemoryIam::default(),
-        store: latch_core::memory::MemoryStore::default(),
-        audit: latch_core::memory::MemoryAuditSink::default(),
-        clock: s0.clock.clone(),
-        keys: latch_core::identity::StaticKeys,
-        native: latch_core::memory::MemoryNativeRuns::default(),
-        deployment: Default::default(),
-    };
+    let memory = GrantService::new(
+        s0.policy.clone(),
+        Ports::new(
+            latch_core::memory::MemoryIam::default(),
+            latch_core::memory::MemoryStore::default(),
+            latch_core::memory::MemoryAuditSink::default(),
+            s0.ports.clock.clone(),
+        ),
+    );
     let d = detail();
     memory.on_start(&envelope(), &d, 300).await.unwrap();
-    memory.store.grants().remove(0)
+    memory.ports.store.grants().remove(0)
 }
 
 #[tokio::test]
@@ -927,7 +922,7 @@ async fn a_publisher_over_its_minute_is_denied_once_audited_and_published_then_o
     let outcome = s.on_start(&envelope(), &detail(), 300).await.unwrap();
     assert_eq!(
         outcome,
-        StartOutcome::Denied(latch_core::decision::DenyReason::RateLimited)
+        StartOutcome::Denied(latch_core::grant::DenyReason::RateLimited)
     );
 
     // A later event of the same publisher in the same minute: the same audit id, which exists.
@@ -947,7 +942,7 @@ async fn a_publisher_over_its_minute_is_denied_once_audited_and_published_then_o
     d["run_id"] = json!("8");
     assert_eq!(
         s2.on_start(&later, &d, 300).await.unwrap(),
-        StartOutcome::Denied(latch_core::decision::DenyReason::RateLimited)
+        StartOutcome::Denied(latch_core::grant::DenyReason::RateLimited)
     );
     assert_eq!(
         (

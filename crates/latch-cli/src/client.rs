@@ -26,13 +26,15 @@ use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use clap::Args;
-use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED, JobContext, JobKey};
+use latch_core::audit;
+use latch_core::event::{DETAIL_TYPE_EXTEND, DETAIL_TYPE_FINISHED, DETAIL_TYPE_STARTED};
 use latch_core::identity::claims::session_name;
 use latch_core::identity::{AudienceBinding, Presented, request_audience};
-use latch_core::model::{AccountId, GrantDuration, GrantId, GrantIdentity, Name, RoleArn, digest};
+use latch_core::model::{AccountId, GrantDuration, GrantId, GrantIdentity, JobContext, JobKey, Name, RoleArn};
 use serde_json::{Value, json};
 
 use aws_sdk_sts::error::DisplayErrorContext;
+use latch_aws::items;
 use latch_aws::probe::{Waited, wait_until_applied};
 
 use crate::CliError;
@@ -432,8 +434,8 @@ pub async fn request(args: RequestArgs) -> Result<ExitCode, CliError> {
         role: &role,
     });
     let denial_ids = [
-        digest(&[&args.job.source, account.as_str(), &event_id, "denied"]),
-        digest(&[id.as_str(), "iam-rejected"]),
+        audit::denial_id(&args.job.source, &account, &event_id),
+        audit::iam_refusal_id(&id),
     ];
     let wait = Wait {
         table: &args.table,
@@ -498,8 +500,8 @@ pub async fn extend(args: ExtendArgs) -> Result<ExitCode, CliError> {
             (claim("iss"), claim("jti"))
         })
         .unwrap_or_default();
-    let extended = latch_core::grant::extension_audit_id(&id, &iss, &jti);
-    let denial_ids = [digest(&[&args.job.source, account.as_str(), &event_id, "denied"])];
+    let extended = audit::extension_id(&id, &iss, &jti);
+    let denial_ids = [audit::denial_id(&args.job.source, &account, &event_id)];
     let wait = Wait {
         table: &args.table,
         id: &id,
@@ -521,8 +523,8 @@ async fn get(
     let out = dynamo
         .get_item()
         .table_name(table)
-        .key("pk", AttributeValue::S(pk))
-        .key("sk", AttributeValue::S(sk.into()))
+        .key(items::PK, AttributeValue::S(pk))
+        .key(items::SK, AttributeValue::S(sk.into()))
         .consistent_read(true)
         .send()
         .await
@@ -567,7 +569,7 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<A
     loop {
         // Denials first: a refused grant (`iam_rejected`) also leaves its record behind.
         for denial in denial_ids {
-            if let Some(audit) = get(&dynamo, table, format!("AUDIT#{denial}"), "AUDIT").await? {
+            if let Some(audit) = get(&dynamo, table, items::audit_pk(denial), items::SK_AUDIT).await? {
                 let (reason, detail) = (text(&audit, "reason"), text(&audit, "detail"));
                 eprintln!(
                     "denied: {reason}{}",
@@ -586,11 +588,11 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<A
             }
         }
         if let Some(audit_id) = done_audit {
-            if get(&dynamo, table, format!("AUDIT#{audit_id}"), "AUDIT")
+            if get(&dynamo, table, items::audit_pk(audit_id), items::SK_AUDIT)
                 .await?
                 .is_some()
             {
-                let until = get(&dynamo, table, format!("GRANT#{id}"), "GRANT")
+                let until = get(&dynamo, table, items::grant_pk(id), items::SK_GRANT)
                     .await?
                     .map(|g| text(&g, "expires_at"));
                 return Ok(Answer {
@@ -599,11 +601,11 @@ async fn wait_for_decision(sdk: &aws_config::SdkConfig, w: Wait<'_>) -> Result<A
                     ..Answer::of(Outcome::Extended)
                 });
             }
-        } else if let Some(grant) = get(&dynamo, table, format!("GRANT#{id}"), "GRANT").await? {
+        } else if let Some(grant) = get(&dynamo, table, items::grant_pk(id), items::SK_GRANT).await? {
             match text(&grant, "status").as_str() {
                 // Recorded, but IAM has not yet accepted its document (I8): keep waiting.
-                "pending" => {}
-                "active" => return Ok(active(sdk, &grant, id, session.as_deref(), deadline, settle).await),
+                items::STATUS_PENDING => {}
+                items::STATUS_ACTIVE => return Ok(active(sdk, &grant, id, session.as_deref(), deadline, settle).await),
                 _ => {
                     eprintln!("denied: grant {id} has already ended (its job finished or it expired)");
                     return Ok(Answer {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use grant::Outcome;
+use latch_aws::items;
 use latch_core::grant::{ExtendOutcome, FinishOutcome, StartOutcome};
 use latch_core::identity::{AudienceBinding, Presented, request_audience};
 use latch_core::model::{AccountId, GrantDuration, Name, RoleArn};
@@ -61,7 +62,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         started: Instant::now(),
     };
     let local::Started {
-        mut latch,
+        latch,
         provisioned,
         sdk,
         issuers,
@@ -76,211 +77,222 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         provisioned.bus,
         args.target.policy.display()
     ));
-    let events = aws_sdk_eventbridge::Client::new(&sdk);
-    let iam = aws_sdk_iam::Client::new(&sdk);
-    let run_id = chrono::Utc::now().timestamp().to_string();
-    let deployer = format!("arn:aws:iam::{}:role/latch/app-deployer", args.target.account);
-    let bus = provisioned.bus.clone();
-    let account = AccountId::parse(&args.target.account).map_err(|e| CliError::Usage(format!("--account: {e}")))?;
-    // What GitHub Actions signs for a run of example-org/app-release on `git_ref`.
-    let claims = |run: &str, git_ref: &str| {
-        json!({"sub": format!("repo:example-org/app-release:ref:{git_ref}"), "repository": "example-org/app-release",
-               "repository_id": "100001", "repository_owner": "example-org", "run_id": run, "run_attempt": "1",
-               "ref": git_ref, "sha": "0123abcd", "actor": "octocat", "event_name": "push"})
+    let mut demo = Demo {
+        t,
+        latch,
+        events: aws_sdk_eventbridge::Client::new(&sdk),
+        iam: aws_sdk_iam::Client::new(&sdk),
+        bus: provisioned.bus.clone(),
+        run_id: chrono::Utc::now().timestamp().to_string(),
+        deployer: format!("arn:aws:iam::{}:role/latch/app-deployer", args.target.account),
+        account: AccountId::parse(&args.target.account).map_err(|e| CliError::Usage(format!("--account: {e}")))?,
+        issuers,
     };
-    let token_for = |presented: Presented<'_>, run: &str, git_ref: &str| {
-        issuers.mint(
-            "github",
-            &claims(run, git_ref),
-            Some(&request_audience("latch", presented)),
-        )
-    };
-    // A start as the job publishes it: its claims in the detail, its token (from `token_ref`,
-    // which may differ from what the detail claims) bound to this very request.
-    let start = |job: &str, set: &str, duration: &str, git_ref: &str, token_ref: &str| -> Result<Value, CliError> {
-        let role = RoleArn::parse(&deployer).map_err(|e| CliError::Usage(e.to_string()))?;
-        let set_name = Name::parse(set).map_err(|e| CliError::Usage(e.to_string()))?;
-        let duration_parsed = GrantDuration::parse(duration).map_err(|e| CliError::Usage(e.to_string()))?;
+    let deploy = demo.verified_grant().await?;
+    demo.refused_requests(&deploy).await?;
+    demo.unproven_finishes().await?;
+    demo.proven_finish().await?;
+    demo.expiry().await?;
+    demo.t.step(&format!(
+        "Audit trail of run {} (durable items in table {})",
+        demo.run_id, provisioned.table
+    ));
+    audit_trail(&sdk, &provisioned.table, &demo.run_id).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The story's cast: the local Latch, the clients it is watched with, and the run it follows
+/// (example-org/app-release on GitHub, its tokens minted by the local issuer).
+struct Demo {
+    t: Timeline,
+    latch: LocalLatch,
+    events: aws_sdk_eventbridge::Client,
+    iam: aws_sdk_iam::Client,
+    bus: String,
+    run_id: String,
+    deployer: String,
+    account: AccountId,
+    issuers: crate::dev_issuer::DevIssuers,
+}
+
+impl Demo {
+    /// An ID token as GitHub Actions signs it for `run` of example-org/app-release on
+    /// `git_ref`, bound to `presented`.
+    fn token_for(&self, presented: Presented<'_>, run: &str, git_ref: &str) -> Result<String, CliError> {
+        let claims = json!({"sub": format!("repo:example-org/app-release:ref:{git_ref}"),
+               "repository": "example-org/app-release", "repository_id": "100001",
+               "repository_owner": "example-org", "run_id": run, "run_attempt": "1",
+               "ref": git_ref, "sha": "0123abcd", "actor": "octocat", "event_name": "push"});
+        self.issuers
+            .mint("github", &claims, Some(&request_audience("latch", presented)))
+    }
+
+    /// A start as the job publishes it: its claims in the detail, its token (from `token_ref`,
+    /// which may differ from what the detail claims) bound to this very request.
+    fn start(&self, job: &str, set: &str, duration: &str, git_ref: &str, token_ref: &str) -> Result<Value, CliError> {
+        let usage = |e: latch_core::model::InvalidValue| CliError::Usage(e.to_string());
+        let role = RoleArn::parse(&self.deployer).map_err(usage)?;
+        let set_name = Name::parse(set).map_err(usage)?;
         let presented = Presented::Start(AudienceBinding {
-            account: &account,
+            account: &self.account,
             role: &role,
             permission_set: &set_name,
-            duration: duration_parsed,
+            duration: GrantDuration::parse(duration).map_err(usage)?,
         });
-        let token = token_for(presented, &run_id, token_ref)?;
+        let token = self.token_for(presented, &self.run_id, token_ref)?;
         Ok(
-            json!({"pipeline": "app-release", "run_id": run_id, "job": job, "attempt": 1, "role_arn": deployer,
+            json!({"pipeline": "app-release", "run_id": self.run_id, "job": job, "attempt": 1, "role_arn": self.deployer,
                "permission_set": set, "duration": duration, "ref": git_ref, "actor": "octocat", "token": token}),
         )
-    };
-    let finish = |run: &str, with_token: bool| -> Result<Value, CliError> {
-        let mut d =
-            json!({"pipeline": "app-release", "run_id": run_id, "job": "deploy", "attempt": 1, "outcome": "success"});
+    }
+
+    /// The deploy job's finish, with a token of `run` or none.
+    fn finish(&self, run: &str, with_token: bool) -> Result<Value, CliError> {
+        let mut d = json!({"pipeline": "app-release", "run_id": self.run_id, "job": "deploy", "attempt": 1,
+                           "outcome": "success"});
         if with_token {
-            let presented = Presented::Finish { account: &account };
-            d["token"] = json!(token_for(presented, run, "refs/heads/main")?);
+            let presented = Presented::Finish { account: &self.account };
+            d["token"] = json!(self.token_for(presented, run, "refs/heads/main")?);
         }
         Ok(d)
-    };
+    }
 
-    t.step("1. A deploy job starts and asks for what its rule allows");
-    let deploy = start(
-        "deploy",
-        "deploy-artifacts",
-        "PT15M",
-        "refs/heads/main",
-        "refs/heads/main",
-    )?;
-    t.say(&format!(
-        "example-org/app-release run {run_id}, job deploy: deploy-artifacts on app-deployer for 15m, with its ID token"
-    ));
-    publish(&events, &bus, "Pipeline Job Started", &deploy).await?;
-    for h in deliver(&latch, 1).await? {
-        if let Ok(Outcome::Start(StartOutcome::Activated(id))) = &h.outcome {
-            t.say(&format!(
+    /// Publishes one pipeline event and says what the grant function made of it.
+    async fn play(&self, detail_type: &str, detail: &Value) -> Result<(), CliError> {
+        play(&self.t, &self.latch, &self.events, &self.bus, detail_type, detail).await
+    }
+
+    /// Which of Latch's policies app-deployer holds now.
+    async fn say_policies_left(&self) -> Result<(), CliError> {
+        let left = latch_policies(&self.iam, "app-deployer").await?;
+        let left = if left.is_empty() {
+            "none".into()
+        } else {
+            left.join(", ")
+        };
+        self.t.say(&format!("latch-* policies left on app-deployer: {left}"));
+        Ok(())
+    }
+
+    /// Step 1: a verified deploy job gets what its rule allows; returns its start, to replay.
+    async fn verified_grant(&self) -> Result<Value, CliError> {
+        self.t.step("1. A deploy job starts and asks for what its rule allows");
+        let deploy = self.start(
+            "deploy",
+            "deploy-artifacts",
+            "PT15M",
+            "refs/heads/main",
+            "refs/heads/main",
+        )?;
+        self.t.say(&format!(
+            "example-org/app-release run {}, job deploy: deploy-artifacts on app-deployer for 15m, with its ID token",
+            self.run_id
+        ));
+        publish(&self.events, &self.bus, "Pipeline Job Started", &deploy).await?;
+        for h in deliver(&self.latch, 1).await? {
+            let Ok(Outcome::Start(StartOutcome::Activated(id))) = &h.outcome else {
+                report(&self.t, &h);
+                continue;
+            };
+            self.t.say(&format!(
                 "GRANTED by the policy to the verified job (issuer github, repository example-org/app-release, ref main): {} is on role app-deployer",
                 id.policy_name()
             ));
-            let doc = role_policy(&iam, "app-deployer", &id.policy_name())
+            let doc = role_policy(&self.iam, "app-deployer", &id.policy_name())
                 .await
                 .map_err(aws("reading the policy back"))?;
-            t.more(&serde_json::to_string_pretty(&doc).unwrap_or_default());
-        } else {
-            report(&t, &h);
+            self.t.more(&serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
+        Ok(deploy)
     }
 
-    t.step("2. Requests the policy does not allow");
-    t.say("the same job asks db-migrate on app-deployer");
-    play(
-        &t,
-        &latch,
-        &events,
-        &bus,
-        "Pipeline Job Started",
-        &start("deploy", "db-migrate", "PT10M", "refs/heads/main", "refs/heads/main")?,
-    )
-    .await?;
-    t.say("a feature-branch job claims refs/heads/main in its detail; its token says feature/x");
-    play(
-        &t,
-        &latch,
-        &events,
-        &bus,
-        "Pipeline Job Started",
-        &start(
+    /// Step 2: a set the rule does not allow, a branch lying in its detail, an honest feature
+    /// branch, and the first start again.
+    async fn refused_requests(&self, deploy: &Value) -> Result<(), CliError> {
+        self.t.step("2. Requests the policy does not allow");
+        self.t.say("the same job asks db-migrate on app-deployer");
+        let wrong_set = self.start("deploy", "db-migrate", "PT10M", "refs/heads/main", "refs/heads/main")?;
+        self.play("Pipeline Job Started", &wrong_set).await?;
+        self.t
+            .say("a feature-branch job claims refs/heads/main in its detail; its token says feature/x");
+        let lying = self.start(
             "preview",
             "deploy-artifacts",
             "PT15M",
             "refs/heads/main",
             "refs/heads/feature/x",
-        )?,
-    )
-    .await?;
-    t.say("the same feature-branch job, honest this time");
-    play(
-        &t,
-        &latch,
-        &events,
-        &bus,
-        "Pipeline Job Started",
-        &start(
+        )?;
+        self.play("Pipeline Job Started", &lying).await?;
+        self.t.say("the same feature-branch job, honest this time");
+        let honest = self.start(
             "preview",
             "deploy-artifacts",
             "PT15M",
             "refs/heads/feature/x",
             "refs/heads/feature/x",
-        )?,
-    )
-    .await?;
-    t.say("the first start is published again (a retried step)");
-    play(&t, &latch, &events, &bus, "Pipeline Job Started", &deploy).await?;
-
-    t.step("3. Finishes that do not prove the run change nothing");
-    t.say("someone on the bus publishes the deploy job's finish without a token");
-    play(
-        &t,
-        &latch,
-        &events,
-        &bus,
-        "Pipeline Job Finished",
-        &finish(&run_id, false)?,
-    )
-    .await?;
-    t.say("again, with a token of another run of the same repository");
-    let other_run = format!("{run_id}9");
-    play(
-        &t,
-        &latch,
-        &events,
-        &bus,
-        "Pipeline Job Finished",
-        &finish(&other_run, true)?,
-    )
-    .await?;
-    let left = latch_policies(&iam, "app-deployer").await?;
-    t.say(&format!("latch-* policies on app-deployer: {}", left.join(", ")));
-
-    t.step("4. The deploy job finishes, with its own token: its grant goes at once");
-    play(
-        &t,
-        &latch,
-        &events,
-        &bus,
-        "Pipeline Job Finished",
-        &finish(&run_id, true)?,
-    )
-    .await?;
-    let left = latch_policies(&iam, "app-deployer").await?;
-    t.say(&format!(
-        "latch-* policies left on app-deployer: {}",
-        if left.is_empty() {
-            "none".into()
-        } else {
-            left.join(", ")
-        }
-    ));
-
-    t.step("5. A job that never says it finished: its grant expires");
-    let lost = start(
-        "smoke-test",
-        "deploy-artifacts",
-        "PT8S",
-        "refs/heads/main",
-        "refs/heads/main",
-    )?;
-    t.say("job smoke-test asks deploy-artifacts for 8s, then its runner dies without a finish event");
-    play(&t, &latch, &events, &bus, "Pipeline Job Started", &lost).await?;
-    t.say("IAM itself stops honouring the policy at its expiry (DateLessThan aws:CurrentTime); waiting 9s");
-    tokio::time::sleep(Duration::from_secs(9)).await;
-    let sweep = latch.run_sweep().await?;
-    t.say(&format!(
-        "the sweep (every minute in AWS) revoked {} expired grant(s)",
-        sweep.revoked
-    ));
-    let deleted = latch.expire_ttl().await?;
-    t.say(&format!(
-        "DynamoDB's TTL deletes {deleted} expired item(s) later; the stream brings them to the revoke function:"
-    ));
-    for (_, outcome) in latch.pump_stream().await? {
-        t.more(&format!("revoke function: {}", stream_outcome(&outcome)));
+        )?;
+        self.play("Pipeline Job Started", &honest).await?;
+        self.t.say("the first start is published again (a retried step)");
+        self.play("Pipeline Job Started", deploy).await
     }
-    let left = latch_policies(&iam, "app-deployer").await?;
-    t.say(&format!(
-        "latch-* policies left on app-deployer: {}",
-        if left.is_empty() {
-            "none".into()
-        } else {
-            left.join(", ")
-        }
-    ));
 
-    t.step(&format!(
-        "Audit trail of run {run_id} (durable items in table {})",
-        provisioned.table
-    ));
-    audit_trail(&sdk, &provisioned.table, &run_id).await?;
-    Ok(ExitCode::SUCCESS)
+    /// Step 3: finishes without a token, or with another run's, change nothing.
+    async fn unproven_finishes(&self) -> Result<(), CliError> {
+        self.t.step("3. Finishes that do not prove the run change nothing");
+        self.t
+            .say("someone on the bus publishes the deploy job's finish without a token");
+        self.play("Pipeline Job Finished", &self.finish(&self.run_id, false)?)
+            .await?;
+        self.t.say("again, with a token of another run of the same repository");
+        let other_run = format!("{}9", self.run_id);
+        self.play("Pipeline Job Finished", &self.finish(&other_run, true)?)
+            .await?;
+        let left = latch_policies(&self.iam, "app-deployer").await?;
+        self.t
+            .say(&format!("latch-* policies on app-deployer: {}", left.join(", ")));
+        Ok(())
+    }
+
+    /// Step 4: the job's own finish ends its grant at once.
+    async fn proven_finish(&self) -> Result<(), CliError> {
+        self.t
+            .step("4. The deploy job finishes, with its own token: its grant goes at once");
+        self.play("Pipeline Job Finished", &self.finish(&self.run_id, true)?)
+            .await?;
+        self.say_policies_left().await
+    }
+
+    /// Step 5: a job that never finishes: IAM stops honouring its grant at expiry, the sweep
+    /// and the TTL stream take it off.
+    async fn expiry(&mut self) -> Result<(), CliError> {
+        self.t.step("5. A job that never says it finished: its grant expires");
+        let lost = self.start(
+            "smoke-test",
+            "deploy-artifacts",
+            "PT8S",
+            "refs/heads/main",
+            "refs/heads/main",
+        )?;
+        self.t
+            .say("job smoke-test asks deploy-artifacts for 8s, then its runner dies without a finish event");
+        self.play("Pipeline Job Started", &lost).await?;
+        self.t
+            .say("IAM itself stops honouring the policy at its expiry (DateLessThan aws:CurrentTime); waiting 9s");
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        let sweep = self.latch.run_sweep().await?;
+        self.t.say(&format!(
+            "the sweep (every minute in AWS) revoked {} expired grant(s)",
+            sweep.revoked
+        ));
+        let deleted = self.latch.expire_ttl().await?;
+        self.t.say(&format!(
+            "DynamoDB's TTL deletes {deleted} expired item(s) later; the stream brings them to the revoke function:"
+        ));
+        for (_, outcome) in self.latch.pump_stream().await? {
+            self.t.more(&format!("revoke function: {}", stream_outcome(&outcome)));
+        }
+        self.say_policies_left().await
+    }
 }
 
 fn stream_outcome(outcome: &RecordOutcome) -> String {
@@ -341,7 +353,6 @@ async fn publish(
     Ok(())
 }
 
-/// Pumps the inbox until `expected` deliveries were handled (or 10 s passed).
 /// Publishes one pipeline event on the bus and says what the grant function made of it.
 async fn play(
     t: &Timeline,
@@ -356,6 +367,7 @@ async fn play(
     Ok(())
 }
 
+/// Pumps the inbox until `expected` deliveries were handled (or 10 s passed).
 async fn deliver(latch: &LocalLatch, expected: usize) -> Result<Vec<Handled>, CliError> {
     let mut all = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -410,9 +422,9 @@ async fn audit_trail(sdk: &aws_config::SdkConfig, table: &str, run_id: &str) -> 
             out.items()
                 .iter()
                 .filter(|i| {
-                    i.get("record_type")
+                    i.get(items::RECORD_TYPE)
                         .and_then(|v| v.as_s().ok())
-                        .is_some_and(|s| s == "audit")
+                        .is_some_and(|s| s == items::RECORD_AUDIT)
                 })
                 .filter_map(|i| serde_dynamo::from_item(i.clone()).ok())
                 .filter(|r: &latch_core::audit::AuditRecord| r.run_id.as_deref() == Some(run_id)),

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_iam::config::Credentials;
+use latch_core::grant::GrantService;
+use latch_core::ports::{Ports, SystemClock};
 
 use crate::CliError;
 
@@ -143,33 +145,20 @@ pub async fn start_latch(target: &LocalTarget, drift_grace: chrono::Duration) ->
         .await
         .map_err(|e| CliError::Aws(e.to_string()))?;
     let clients = latch_aws::Clients::from_sdk_config(&sdk, &config);
-    let clock = latch_core::ports::SystemClock;
-    let grant = latch_core::grant::GrantService {
-        policy: policy.clone(),
-        iam: clients.iam.clone(),
-        store: clients.store.clone(),
-        audit: clients.audit.clone(),
-        clock,
-        keys: latch_aws::jwks::HttpKeySource::new().map_err(|e| CliError::Usage(e.to_string()))?,
-        native: clients.native.clone(),
-        deployment: Default::default(),
-    };
-    let revoke = revoke::RevokeFunction {
-        iam: clients.iam.clone(),
-        store: clients.store.clone(),
-        audit: clients.audit.clone(),
-        clock,
-    };
+    // One set of clients behind all three functions, as one deployment's functions share a table and bus.
+    let ports = Ports::new(clients.iam, clients.store, clients.audit, SystemClock);
+    let keys = latch_aws::jwks::HttpKeySource::new().map_err(|e| CliError::Usage(e.to_string()))?;
+    let grant = GrantService::new(policy.clone(), ports.clone())
+        .with_keys(keys)
+        .with_native(clients.native);
+    let revoke = revoke::RevokeFunction { ports: ports.clone() };
     let settings = latch_core::sweep::SweepSettings {
         drift_grace,
         ..Default::default()
     };
     let sweep = sweep::SweepFunction {
         policy,
-        iam: clients.iam,
-        store: clients.store,
-        audit: clients.audit,
-        clock,
+        ports,
         settings,
     };
     let mut stream = latch_aws::stream::StreamReader::open(&sdk, &config.table)

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use latch_core::decision::DenyReason;
 use latch_core::event::{DETAIL_TYPE_STARTED, StartRequest};
+use latch_core::grant::DenyReason;
 use latch_core::identity::claims::{ClaimsError, reconcile};
 use latch_core::identity::verify::read_unverified;
 use latch_core::identity::{IssuerKind, TokenError, Verified};
 use latch_core::model::{GrantId, GrantIdentity, Name, RoleArn};
 use latch_core::native::{NativeEvent, NativePhase, is_native};
-use latch_core::policy::{CATALOGUE, Policy, RenderContext};
+use latch_core::policy::{CATALOGUE, Policy, Refusal, RenderContext};
 use serde_json::Value;
 
 use crate::CliError;
@@ -225,7 +225,7 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            Ok(NativeEvent { job, .. }) => policy.decide_native(&envelope, &job),
+            Ok(NativeEvent { job, .. }) => policy.decide_native(&envelope, &job).map_err(Refusal::from),
         }
     } else if envelope.detail_type == DETAIL_TYPE_STARTED {
         let mut request = match StartRequest::parse(&event.detail, size) {
@@ -263,8 +263,9 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
     };
     let (request, allowed) = match decided {
         Ok(d) => d,
-        Err(reason) => {
-            eprintln!("denied: {reason}");
+        // The reason, and when a field is at fault, which one and what the rule wants.
+        Err(refusal) => {
+            eprintln!("denied: {refusal}");
             return Ok(ExitCode::from(3));
         }
     };

@@ -163,16 +163,7 @@ impl LocalLatch {
     }
 
     pub async fn run_sweep(&self) -> Result<SweepReport, CliError> {
-        let sweeper = latch_core::sweep::Sweeper {
-            policy: &self.sweep.policy,
-            iam: &self.sweep.iam,
-            inventory: &self.sweep.iam,
-            store: &self.sweep.store,
-            audit: &self.sweep.audit,
-            clock: &self.sweep.clock,
-            settings: self.sweep.settings.clone(),
-        };
-        sweeper.run(None).await.map_err(|e| CliError::Aws(e.to_string()))
+        self.sweep.sweep(None).await.map_err(|e| CliError::Aws(e.to_string()))
     }
 
     /// Deletes every item whose `ttl` has passed, as DynamoDB's TTL would (it is a scan: fine

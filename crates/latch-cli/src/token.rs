@@ -22,11 +22,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::{Request, StatusCode, Uri, header};
-use latch_core::event::{JobContext, JobKey};
 use latch_core::identity::IssuerKind;
 use latch_core::identity::claims::{ClaimsError, reconcile};
 use latch_core::identity::verify::read_unverified;
-use latch_core::model::Name;
+use latch_core::model::{JobContext, JobKey, Name};
 use serde_json::Value;
 
 use crate::CliError;
@@ -264,7 +263,7 @@ pub fn predict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use latch_core::event::JobContext;
+    use latch_core::model::JobContext;
     use std::collections::HashMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

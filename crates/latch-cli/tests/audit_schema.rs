@@ -9,11 +9,8 @@ use std::process::Command;
 
 use chrono::{DateTime, Utc};
 use latch_core::audit::{AuditRecord, Decision};
-use latch_core::event::{JobContext, JobKey};
-use latch_core::grant::activation_audit;
-use latch_core::model::{AccountId, GrantId, GrantIdentity, Name, RoleArn};
-use latch_core::ports::{Grant, GrantStatus};
-use latch_core::revoke::{RevokeReason, revoked_audit};
+use latch_core::model::{AccountId, Grant, GrantId, GrantIdentity, GrantStatus, JobContext, JobKey, Name, RoleArn};
+use latch_core::revoke::RevokeReason;
 use serde::Deserialize as _;
 use serde::de::{self, Deserializer, Visitor};
 use serde_json::{Value, json};
@@ -149,19 +146,23 @@ fn given_the_audit_record_type_when_its_serde_fields_are_probed_then_they_are_th
 fn given_records_from_the_real_producers_when_validated_then_the_schema_accepts_them() {
     let v = validator();
     let g = grant();
-    let activation = activation_audit(&g, &["s3:GetObject".into(), "s3:PutObject".into()], g.granted_at);
+    let activation = latch_core::audit::activation(&g, &["s3:GetObject".into(), "s3:PutObject".into()], g.granted_at);
     assert_valid(&v, &serde_json::to_value(&activation).unwrap());
     for reason in [
         RevokeReason::JobFinished,
         RevokeReason::ExpiredTtl,
         RevokeReason::ExpiredSweep,
     ] {
-        let revoked = revoked_audit(&g, reason, t("2026-03-02T10:05:00Z"));
+        let revoked = latch_core::audit::revocation(&g, reason.code(), t("2026-03-02T10:05:00Z"));
         assert_valid(&v, &serde_json::to_value(&revoked).unwrap());
     }
     // The activation's `actions` is a list; a revocation has none and omits the key.
-    let revoked =
-        serde_json::to_value(revoked_audit(&g, RevokeReason::JobFinished, t("2026-03-02T10:05:00Z"))).unwrap();
+    let revoked = serde_json::to_value(latch_core::audit::revocation(
+        &g,
+        RevokeReason::JobFinished.code(),
+        t("2026-03-02T10:05:00Z"),
+    ))
+    .unwrap();
     assert!(revoked.get("actions").is_none());
     assert!(
         revoked.as_object().unwrap().values().all(|x| !x.is_null()),
@@ -173,7 +174,12 @@ fn given_records_from_the_real_producers_when_validated_then_the_schema_accepts_
 fn given_nulls_empty_lists_unknown_fields_or_half_a_time_pair_when_validated_then_the_schema_refuses() {
     let v = validator();
     let g = grant();
-    let good = serde_json::to_value(activation_audit(&g, &["s3:GetObject".into()], g.granted_at)).unwrap();
+    let good = serde_json::to_value(latch_core::audit::activation(
+        &g,
+        &["s3:GetObject".into()],
+        g.granted_at,
+    ))
+    .unwrap();
     assert!(v.is_valid(&good));
     let mut bad = good.clone();
     bad["ticket"] = Value::Null;

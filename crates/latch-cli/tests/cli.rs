@@ -749,7 +749,7 @@ fn demo_prints_the_whole_timeline() {
         "\"aws:CurrentTime\"",
         "DENIED: permission_set_not_allowed",
         "DENIED: claim_mismatch",
-        "DENIED: no_matching_rule",
+        "DENIED: field_mismatch",
         "finish refused: finish_not_proven",
         "duplicate: grant",
         "REVOKED 1 grant(s): reason job_finished",

@@ -3,13 +3,24 @@
 //! The record is flat so exports query it directly (Athena, DuckDB). Times are written twice,
 //! ISO 8601 and epoch seconds. `audit_id` is deterministic per decision, so a retried write
 //! is recognised and a consumer can drop a re-delivered event.
+//!
+//! This module is the one place records are built: every kind (activation, extension,
+//! denial, rate limit, IAM refusal, revocation on each path, revoke failure, drift repair) and
+//! every id. The grant, revoke and sweep paths and the CLI's test-data generator all call these
+//! constructors, so a record in a generated export is byte for byte what production writes.
+//! Reasons arrive as their stable codes ([`crate::grant::DenyReason::code`],
+//! [`crate::revoke::RevokeReason::code`]): this module depends on no decision path.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::event::{Envelope, StartRequest};
 use crate::iam_time;
+use crate::identity::Verified;
+use crate::identity::claims::audited_claims;
+use crate::model::{AccountId, Grant, GrantDuration, GrantId, JobContext, JobKey, RoleArn, digest};
 
 /// Every audit event Latch publishes carries this EventBridge source.
 pub const AUDIT_SOURCE: &str = "latch";
@@ -259,13 +270,268 @@ impl AuditRecord {
     /// them (a grant's one activation and one revocation); `None` for the others. A record whose
     /// id differs was not written by Latch.
     pub fn derived_audit_id(&self) -> Option<String> {
-        let grant = crate::model::GrantId::parse(self.grant_id.as_deref()?).ok()?;
+        let grant = GrantId::parse(self.grant_id.as_deref()?).ok()?;
         match self.decision {
-            Decision::Activated => Some(crate::grant::activation_audit_id_of(&grant)),
-            Decision::Revoked => Some(crate::revoke::revoked_audit_id(&grant)),
+            Decision::Activated => Some(activation_id(&grant)),
+            Decision::Revoked => Some(revocation_id(&grant)),
             _ => None,
         }
     }
+
+    /// Which policy file decided (its digest and `label:`), and which job fields are only claimed.
+    pub fn decided_under(&mut self, policy_file_sha256: &str, policy_file_label: Option<&str>) {
+        self.policy_file_sha256 = Some(policy_file_sha256.to_owned());
+        self.policy_file_label = policy_file_label.map(str::to_owned);
+        self.mark_claimed_fields();
+    }
+
+    /// A grant's facts (any decision about that grant).
+    pub fn describe_grant(&mut self, grant: &Grant) {
+        self.grant_id = Some(grant.id.as_str().to_owned());
+        self.policy_name = Some(grant.policy_name.clone());
+        self.rule = Some(grant.rule.as_str().to_owned());
+        self.role_arn = Some(grant.role.as_str().to_owned());
+        self.permission_set = Some(grant.permission_set.as_str().to_owned());
+        self.source = Some(grant.source.clone());
+        self.account = Some(grant.account.as_str().to_owned());
+        self.region = Some(grant.region.clone());
+        self.event_id = Some(grant.event_id.clone());
+        self.requested_duration_secs = Some(grant.requested_duration_secs);
+        (self.requested_at, self.requested_at_epoch) = stamp(grant.requested_at);
+        (self.granted_at, self.granted_at_epoch) = stamp(grant.granted_at);
+        (self.expires_at, self.expires_at_epoch) = stamp(grant.expires_at);
+        self.policy_sha256 = Some(grant.policy_sha256.clone());
+        self.session = grant.session.clone();
+        self.describe_job(&grant.source, &grant.job, &grant.context);
+    }
+
+    /// Job facts, saying whose word they are: `verified` when a token proved the job,
+    /// `aws_service` for native jobs (their `aws.*` source is AWS's word), else `claimed`.
+    pub fn describe_job(&mut self, source: &str, job: &JobKey, context: &JobContext) {
+        let identity = if job.principal.is_some() {
+            "verified"
+        } else if source.starts_with("aws.") {
+            "aws_service"
+        } else {
+            "claimed"
+        };
+        self.identity = Some(identity.to_owned());
+        self.principal = job.principal.clone();
+        self.pipeline = Some(job.pipeline.clone());
+        self.run_id = Some(job.run_id.clone());
+        self.job = Some(job.job.clone());
+        self.attempt = Some(job.attempt);
+        self.actor = context.actor.clone();
+        self.commit = context.commit.clone();
+        self.git_ref = context.git_ref.clone();
+        self.ticket = context.ticket.clone();
+        self.environment = context.environment.clone();
+        self.justification = context.reason.clone();
+    }
+
+    /// What a parsed start asked for, and who verified it when a token did.
+    pub fn describe_request(&mut self, source: &str, request: &StartRequest, verified: Option<&Verified>) {
+        self.role_arn = Some(request.role.as_str().to_owned());
+        self.permission_set = Some(request.permission_set.as_str().to_owned());
+        self.requested_duration_secs = Some(request.duration.as_secs());
+        self.describe_job(source, &request.job, &request.context);
+        self.describe_verified(verified);
+    }
+
+    /// The issuer, the signed claims used and which job fields they cover, when a token verified.
+    pub fn describe_verified(&mut self, verified: Option<&Verified>) {
+        let Some(v) = verified else { return };
+        self.issuer = Some(v.token.issuer.as_str().to_owned());
+        self.verified_claims = audited_claims(&v.token);
+        self.verified_fields = v.job.verified_fields.iter().map(|f| (*f).to_owned()).collect();
+    }
+
+    /// The event's trusted envelope.
+    fn describe_envelope(&mut self, envelope: &Envelope) {
+        self.source = Some(envelope.source.clone());
+        self.account = Some(envelope.account.as_str().to_owned());
+        self.region = Some(envelope.region.clone());
+        self.event_id = Some(envelope.id.clone());
+        (self.requested_at, self.requested_at_epoch) = stamp(envelope.time);
+    }
+}
+
+/// The id of a grant's activation audit: one per grant, whichever event activated it.
+pub fn activation_id(grant: &GrantId) -> String {
+    digest(&[grant.as_str(), "activated"])
+}
+
+/// An extension's audit id: over the grant and the token that asked (its issuer's URL and
+/// `jti`), so a client can predict it from its own token.
+pub fn extension_id(grant: &GrantId, issuer_url: &str, jti: &str) -> String {
+    digest(&[grant.as_str(), "extended", issuer_url, jti])
+}
+
+/// The id of a grant's Revoked audit: the same on every path.
+pub fn revocation_id(grant: &GrantId) -> String {
+    digest(&[grant.as_str(), "revoked"])
+}
+
+/// The id of a grant's one Revoke Failed audit (its failure episode).
+pub fn revoke_failure_id(grant: &GrantId) -> String {
+    digest(&[grant.as_str(), "revoke-failed"])
+}
+
+/// The id of the denial of an event (by its envelope's source, account and id): one per
+/// event, however often it is delivered, and known to the client that published it.
+pub fn denial_id(source: &str, account: &AccountId, event_id: &str) -> String {
+    digest(&[source, account.as_str(), event_id, "denied"])
+}
+
+/// One per publisher and minute: every refusal of that minute shares it.
+pub fn rate_limited_id(publisher: &str, minute: DateTime<Utc>) -> String {
+    digest(&[publisher, &minute.timestamp().to_string(), "rate-limited"])
+}
+
+/// One per grant: IAM refuses a document once, for good.
+pub fn iam_refusal_id(grant: &GrantId) -> String {
+    digest(&[grant.as_str(), "iam-rejected"])
+}
+
+/// One per drifted policy and the moment it was first seen without a live grant.
+pub fn drift_repair_id(role: &RoleArn, policy_name: &str, since: DateTime<Utc>) -> String {
+    digest(&[role.as_str(), policy_name, &since.timestamp().to_string(), "drift"])
+}
+
+/// The activation of a grant whose document carries `actions`.
+pub fn activation(grant: &Grant, actions: &[String], recorded_at: DateTime<Utc>) -> AuditRecord {
+    let mut audit = AuditRecord::new(activation_id(&grant.id), Decision::Activated, "allowed", recorded_at);
+    audit.describe_grant(grant);
+    audit.actions = actions.to_vec();
+    audit
+}
+
+/// One extension of `grant` (as extended) by `by`; `audit_id` is [`extension_id`].
+pub fn extension(grant: &Grant, by: GrantDuration, audit_id: &str, recorded_at: DateTime<Utc>) -> AuditRecord {
+    let mut audit = AuditRecord::new(audit_id.to_owned(), Decision::Extended, "allowed", recorded_at);
+    audit.describe_grant(grant);
+    audit.detail = Some(format!("extended by {by} to {}", iam_time(grant.expires_at)));
+    audit
+}
+
+/// The denial of the event under `envelope`, for `reason_code` (a deny reason's code), with
+/// what was wrong in words.
+pub fn denial(
+    envelope: &Envelope,
+    reason_code: &str,
+    detail: Option<String>,
+    recorded_at: DateTime<Utc>,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        denial_id(&envelope.source, &envelope.account, &envelope.id),
+        Decision::Denied,
+        reason_code,
+        recorded_at,
+    );
+    audit.detail = detail;
+    audit.describe_envelope(envelope);
+    audit
+}
+
+/// The denial of an event whose envelope lacks a trusted field: only what it said of itself.
+pub fn untrusted_envelope(
+    source: &str,
+    event_id: &str,
+    reason_code: &str,
+    problem: &str,
+    recorded_at: DateTime<Utc>,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        digest(&[source, event_id, "untrusted-envelope"]),
+        Decision::Denied,
+        reason_code,
+        recorded_at,
+    );
+    audit.source = Some(source.to_owned());
+    audit.event_id = Some(event_id.to_owned());
+    audit.detail = Some(problem.to_owned());
+    audit
+}
+
+/// The one denial a publisher over its `limit` for the `minute` gets, describing the first
+/// refused request (the envelope's).
+pub fn rate_limited(
+    envelope: &Envelope,
+    reason_code: &str,
+    publisher: &str,
+    minute: DateTime<Utc>,
+    limit: u32,
+    recorded_at: DateTime<Utc>,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        rate_limited_id(publisher, minute),
+        Decision::Denied,
+        reason_code,
+        recorded_at,
+    );
+    audit.describe_envelope(envelope);
+    audit.detail = Some(format!(
+        "publisher {publisher} had its {limit} new grants of the minute from {}; its further requests this minute \
+         are refused under this one audit",
+        iam_time(minute)
+    ));
+    audit
+}
+
+/// IAM refusing a grant's document for good (a denial, `reason_code` IAM's).
+pub fn iam_refusal(grant: &Grant, reason_code: &str, error: &str, recorded_at: DateTime<Utc>) -> AuditRecord {
+    let mut audit = AuditRecord::new(iam_refusal_id(&grant.id), Decision::Denied, reason_code, recorded_at);
+    audit.describe_grant(grant);
+    audit.detail = Some(error.to_owned());
+    audit
+}
+
+/// The one Revoked audit a grant can ever have, whichever path (`reason_code`) revoked it.
+pub fn revocation(grant: &Grant, reason_code: &str, revoked_at: DateTime<Utc>) -> AuditRecord {
+    let mut audit = AuditRecord::new(revocation_id(&grant.id), Decision::Revoked, reason_code, revoked_at);
+    audit.describe_grant(grant);
+    (audit.revoked_at, audit.revoked_at_epoch) = stamp(revoked_at);
+    audit
+}
+
+/// A revocation of `grant` on the `reason_code` path that IAM refused with `error`.
+pub fn revoke_failure(grant: &Grant, reason_code: &str, error: &str, recorded_at: DateTime<Utc>) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        revoke_failure_id(&grant.id),
+        Decision::RevokeFailed,
+        reason_code,
+        recorded_at,
+    );
+    audit.describe_grant(grant);
+    audit.detail = Some(error.to_owned());
+    audit
+}
+
+/// A policy of Latch's found on `role` with no live grant since `since`, deleted (its document
+/// as IAM held it, when it could be read). `grant` is the id its name carries, when it does.
+pub fn drift_repair(
+    role: &RoleArn,
+    policy_name: &str,
+    grant: Option<&GrantId>,
+    since: DateTime<Utc>,
+    deleted_document: Option<&str>,
+    recorded_at: DateTime<Utc>,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        drift_repair_id(role, policy_name, since),
+        Decision::DriftRepaired,
+        "no_live_grant",
+        recorded_at,
+    );
+    audit.role_arn = Some(role.as_str().to_owned());
+    audit.account = Some(role.account().as_str().to_owned());
+    audit.policy_name = Some(policy_name.to_owned());
+    audit.grant_id = grant.map(|g| g.as_str().to_owned());
+    audit.detail = Some(format!("inline policy {policy_name} had no live grant since {since}"));
+    if let Some(document) = deleted_document {
+        audit.keep_deleted_document(document);
+    }
+    audit
 }
 
 #[cfg(test)]

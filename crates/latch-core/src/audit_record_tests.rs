@@ -44,8 +44,8 @@ async fn activated(s: &MemoryService) -> crate::model::GrantId {
 async fn given_an_activation_when_recorded_then_it_carries_the_document_the_file_and_what_is_claimed() {
     let s = service();
     let id = activated(&s).await;
-    let [audit] = s.store.audits().try_into().unwrap();
-    let on_role = s.iam.policy(&deployer(), &id.policy_name()).unwrap();
+    let [audit] = s.ports.store.audits().try_into().unwrap();
+    let on_role = s.ports.iam.policy(&deployer(), &id.policy_name()).unwrap();
     assert_eq!(
         audit.policy_document.as_deref(),
         Some(on_role.as_str()),
@@ -75,7 +75,7 @@ async fn given_a_denial_when_recorded_then_it_names_the_policy_file_that_denied(
     s.on_start(&envelope("Pipeline Job Started", "e2"), &d, d.to_string().len())
         .await
         .unwrap();
-    let [audit] = s.store.audits().try_into().unwrap();
+    let [audit] = s.ports.store.audits().try_into().unwrap();
     assert_eq!(audit.decision, Decision::Denied);
     assert_eq!(audit.policy_file_sha256.as_deref(), Some(s.policy.file_sha256.as_str()));
     assert!(audit.claimed_fields.contains(&"pipeline".to_owned()));
@@ -90,6 +90,7 @@ async fn given_a_finish_when_it_revokes_then_the_record_says_who_proved_the_fini
         .await
         .unwrap();
     let revoked = s
+        .ports
         .store
         .audits()
         .into_iter()
@@ -102,9 +103,10 @@ async fn given_a_finish_when_it_revokes_then_the_record_says_who_proved_the_fini
 #[tokio::test]
 async fn given_drift_when_repaired_then_the_record_keeps_the_document_it_deleted() {
     let s = service();
-    s.iam.add_role(&deployer());
+    s.ports.iam.add_role(&deployer());
     let planted = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
-    s.iam
+    s.ports
+        .iam
         .plant(&deployer(), "latch-0123456789abcdef0123456789abcdef", planted);
     let settings = || SweepSettings {
         page_size: 2,
@@ -113,9 +115,10 @@ async fn given_drift_when_repaired_then_the_record_keeps_the_document_it_deleted
         ..Default::default()
     };
     memory_sweeper(&s, settings()).run(None).await.unwrap();
-    s.clock.advance(Duration::minutes(11));
+    s.ports.clock.advance(Duration::minutes(11));
     memory_sweeper(&s, settings()).run(None).await.unwrap();
     let repaired = s
+        .ports
         .store
         .audits()
         .into_iter()

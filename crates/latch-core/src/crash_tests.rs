@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::audit::Decision;
 use crate::grant::{FinishOutcome, StartOutcome};
 use crate::memory::{Faults, Op};
-use crate::ports::GrantStatus;
+use crate::model::GrantStatus;
 use crate::sweep::SweepSettings;
 use crate::test_fixtures::{MemoryService as Service, deployer as role, envelope, memory_service, memory_sweeper, t0};
 
@@ -257,7 +257,7 @@ async fn run(case: &Case) -> Vec<String> {
             problems.push(format!("setup event failed: {e}"));
         }
     }
-    s.clock.advance(case.then_wait);
+    s.ports.clock.advance(case.then_wait);
     if let Some((op, nth)) = case.crash_at {
         faults.crash_at(op, nth);
     }
@@ -272,7 +272,7 @@ async fn run(case: &Case) -> Vec<String> {
     }
     faults.restart();
     if case.event == Event::Sweep {
-        s.clock.advance(Duration::minutes(1));
+        s.ports.clock.advance(Duration::minutes(1));
     }
     if let Err(e) = deliver(&s, case.event).await {
         problems.push(format!("the retry failed: {e}"));
@@ -282,7 +282,7 @@ async fn run(case: &Case) -> Vec<String> {
 }
 
 fn check_state(s: &Service, expect: &Expect, problems: &mut Vec<String>) {
-    let grants = s.store.grants();
+    let grants = s.ports.store.grants();
     let count = |status| grants.iter().filter(|g| g.status == status).count();
     let (active, revoked) = (count(GrantStatus::Active), count(GrantStatus::Revoked));
     if (active, revoked) != (expect.active, expect.revoked) {
@@ -292,7 +292,7 @@ fn check_state(s: &Service, expect: &Expect, problems: &mut Vec<String>) {
         ));
     }
     for g in &grants {
-        let has_policy = s.iam.policy(&g.role, &g.id.policy_name()).is_some();
+        let has_policy = s.ports.iam.policy(&g.role, &g.id.policy_name()).is_some();
         if has_policy != (g.status == GrantStatus::Active) {
             problems.push(format!(
                 "grant {} is {:?} but its policy is {}",
@@ -302,19 +302,19 @@ fn check_state(s: &Service, expect: &Expect, problems: &mut Vec<String>) {
             ));
         }
     }
-    if s.iam.policy_count() != active {
+    if s.ports.iam.policy_count() != active {
         problems.push(format!(
             "{} policies on roles, {active} active grants",
-            s.iam.policy_count()
+            s.ports.iam.policy_count()
         ));
     }
-    if s.store.active_on(&role()) as usize != active {
+    if s.ports.store.active_on(&role()) as usize != active {
         problems.push(format!(
             "role counter {} != {active} active grants",
-            s.store.active_on(&role())
+            s.ports.store.active_on(&role())
         ));
     }
-    let audits = s.store.audits();
+    let audits = s.ports.store.audits();
     let decided = |d| audits.iter().filter(|a| a.decision == d).count();
     let got = (
         decided(Decision::Activated),
@@ -328,7 +328,7 @@ fn check_state(s: &Service, expect: &Expect, problems: &mut Vec<String>) {
             audits.len()
         ));
     }
-    let published = s.audit.published();
+    let published = s.ports.audit.published();
     for a in &audits {
         if !published.iter().any(|p| p.audit_id == a.audit_id) {
             problems.push(format!(

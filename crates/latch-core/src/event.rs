@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::model::{AccountId, GrantDuration, InvalidValue, Name, RoleArn};
+use crate::model::{AccountId, GrantDuration, InvalidValue, JobContext, JobKey, Name, RoleArn};
 
 pub const DETAIL_TYPE_STARTED: &str = "Pipeline Job Started";
 pub const DETAIL_TYPE_FINISHED: &str = "Pipeline Job Finished";
@@ -33,65 +33,6 @@ pub struct Envelope {
     pub account: AccountId,
     pub region: String,
     pub time: DateTime<Utc>,
-}
-
-/// A job run attempt. Identifies the job's grants and tombstone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct JobKey {
-    /// Who the job is, as its CI's token proves it (`<issuer>:<repository or project id>`, see
-    /// [`crate::identity::claims`]); `None` when the identity is only claimed (native jobs,
-    /// `identity: claimed` rules). Part of every key, so a claimed event never reaches a
-    /// verified job's grants or tombstone.
-    pub principal: Option<String>,
-    pub pipeline: String,
-    pub run_id: String,
-    pub job: String,
-    pub attempt: u32,
-}
-
-impl JobKey {
-    /// What ties a job's grants and its tombstone together: the trusted publisher and the job.
-    pub fn scope(&self, account: &AccountId, source: &str) -> String {
-        let attempt = self.attempt.to_string();
-        let mut fields = vec![
-            account.as_str(),
-            source,
-            &self.pipeline,
-            &self.run_id,
-            &self.job,
-            &attempt,
-        ];
-        // Claimed jobs keep the scope they had before identities were verified.
-        if let Some(principal) = &self.principal {
-            fields.push(principal);
-        }
-        crate::model::digest(&fields)
-    }
-}
-
-impl std::fmt::Display for JobKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} run {} job {} attempt {}",
-            self.pipeline, self.run_id, self.job, self.attempt
-        )?;
-        match &self.principal {
-            Some(p) => write!(f, " ({p})"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Optional context a pipeline may attach; recorded in audits, used by rules only to narrow.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobContext {
-    pub reason: Option<String>,
-    pub git_ref: Option<String>,
-    pub commit: Option<String>,
-    pub actor: Option<String>,
-    pub ticket: Option<String>,
-    pub environment: Option<String>,
 }
 
 /// `Pipeline Job Started`: a request for a grant.

@@ -24,20 +24,23 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use crate::audit::{AuditRecord, Decision, stamp};
-use crate::decision::DenyReason;
-use crate::event::{Envelope, EventError, ExtendRequest, FinishNotice, JobContext, JobKey, StartRequest};
-use crate::identity::claims::{ClaimsError, audited_claims, reconcile, session_name};
+mod deny;
+
+pub use deny::DenyReason;
+
+use crate::audit::{self, AuditRecord};
+use crate::event::{Envelope, EventError, ExtendRequest, FinishNotice, StartRequest};
+use crate::identity::claims::{ClaimsError, reconcile, session_name};
 use crate::identity::verify::verify_token;
 use crate::identity::{AudienceBinding, KeySource, Presented, StaticKeys, TokenError, Verified};
 use crate::memory::MemoryNativeRuns;
-use crate::model::{Deployment, GrantDuration, GrantId, GrantIdentity, digest};
+use crate::model::{Deployment, Grant, GrantDuration, GrantId, GrantIdentity, GrantStatus, JobContext, JobKey};
 use crate::native::{NativeEvent, NativeJob, NativePhase, check_run};
-use crate::policy::{Allowed, Policy, PolicyDocument, RenderContext, RenderError};
+use crate::policy::{Allowed, Policy, PolicyDocument, Refusal, RenderContext, RenderError};
 use crate::ports::{
-    Activation, AuditSink, AuditWrite, Clock, Confirmation, Extension, Grant, GrantStatus, GrantStore, IamError,
-    IamWriter, NativeLookupError, NativeRuns, ROLE_INLINE_POLICY_QUOTA, RateWindow, RecordState, ResolvedRole,
-    Retryable, RoleLimits, SinkError, StoreError, TokenUse, record_then_publish,
+    Activation, AuditSink, AuditWrite, Clock, Confirmation, Extension, GrantStore, IamError, IamWriter,
+    NativeLookupError, NativeRuns, Ports, ROLE_INLINE_POLICY_QUOTA, RateWindow, RecordState, ResolvedRole, Retryable,
+    RoleLimits, SinkError, StoreError, TokenUse, record_then_publish,
 };
 use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker, TOMBSTONE_LIFETIME};
 
@@ -132,12 +135,52 @@ pub struct GrantService<I, S, A, C, K = StaticKeys, N = MemoryNativeRuns> {
     pub policy: Policy,
     /// Names this deployment's policies (`LATCH_DEPLOYMENT`), apart from any other's.
     pub deployment: Deployment,
-    pub iam: I,
-    pub store: S,
-    pub audit: A,
-    pub clock: C,
+    pub ports: Ports<I, S, A, C>,
     pub keys: K,
     pub native: N,
+}
+
+impl<I, S, A, C> GrantService<I, S, A, C> {
+    /// Decisions under `policy` through `ports`: keys pinned in the policy file, no native runs
+    /// to confirm, the default deployment. The `with_*` methods change each.
+    pub fn new(policy: Policy, ports: Ports<I, S, A, C>) -> Self {
+        Self {
+            policy,
+            deployment: Deployment::default(),
+            ports,
+            keys: StaticKeys,
+            native: MemoryNativeRuns::default(),
+        }
+    }
+}
+
+impl<I, S, A, C, K, N> GrantService<I, S, A, C, K, N> {
+    /// Issuer keys from `keys` instead.
+    pub fn with_keys<K2>(self, keys: K2) -> GrantService<I, S, A, C, K2, N> {
+        GrantService {
+            policy: self.policy,
+            deployment: self.deployment,
+            ports: self.ports,
+            keys,
+            native: self.native,
+        }
+    }
+
+    /// Native starts confirmed by `native` instead.
+    pub fn with_native<N2>(self, native: N2) -> GrantService<I, S, A, C, K, N2> {
+        GrantService {
+            policy: self.policy,
+            deployment: self.deployment,
+            ports: self.ports,
+            keys: self.keys,
+            native,
+        }
+    }
+
+    /// Policies named for `deployment`.
+    pub fn with_deployment(self, deployment: Deployment) -> Self {
+        Self { deployment, ..self }
+    }
 }
 
 /// A denial, before it is written: the reason and, in words, what was wrong.
@@ -149,6 +192,15 @@ struct Denial {
 impl From<DenyReason> for Denial {
     fn from(reason: DenyReason) -> Self {
         Self { reason, detail: None }
+    }
+}
+
+impl From<Refusal> for Denial {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            reason: refusal.reason,
+            detail: refusal.detail,
+        }
     }
 }
 
@@ -235,7 +287,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         detail: &Value,
         detail_len: usize,
     ) -> Result<StartOutcome, GrantError> {
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let mut request = match StartRequest::parse(detail, detail_len) {
             Ok(r) => r,
             Err(e) => {
@@ -272,7 +324,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         };
         match self.policy.decide(envelope, &request, verified.as_ref()) {
             Ok(allowed) => self.activate(envelope, asker, allowed, now).await,
-            Err(reason) => self.deny(envelope, Some(asker), reason.into(), now).await,
+            Err(refusal) => self.deny(envelope, Some(asker), refusal.into(), now).await,
         }
     }
 
@@ -315,7 +367,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         detail: &Value,
         detail_len: usize,
     ) -> Result<NativeOutcome, GrantError> {
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let event = match NativeEvent::parse(&envelope.detail_type, detail, detail_len) {
             Ok(e) => e,
             Err(e) => {
@@ -364,7 +416,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
                 };
                 return self
                     .deny_with(envelope, denial, now, |audit| {
-                        fill_job_fields(audit, &envelope.source, &key, &JobContext::default())
+                        audit.describe_job(&envelope.source, &key, &JobContext::default())
                     })
                     .await
                     .map(NativeOutcome::Start);
@@ -450,6 +502,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         });
         let rate = RateWindow::at(publisher(grant), now, self.policy.fair_share.limit_for(&grant.source));
         match self
+            .ports
             .store
             .record_activation(grant, limits, &rate, token_use.as_ref())
             .await
@@ -496,8 +549,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
                 return self.deny(envelope, Some(asker), denial, now).await;
             }
         }
-        let mut audit = activation_audit(grant, &proposal.actions, now);
-        fill_verified(&mut audit, asker.verified);
+        let mut audit = audit::activation(grant, &proposal.actions, now);
+        audit.describe_verified(asker.verified);
         audit.policy_document = Some(proposal.document.as_json().to_owned());
         self.provenance(&mut audit);
         Ok(match self.attach_and_confirm(grant, &proposal.document, audit).await? {
@@ -520,7 +573,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         allowed: &Allowed<'_>,
     ) -> Result<Result<ResolvedRole, Denial>, GrantError> {
         let asked = &request.role;
-        let resolved = match self.iam.resolve_role(asked).await {
+        let resolved = match self.ports.iam.resolve_role(asked).await {
             Ok(r) => r,
             Err(e) if e.is_retryable() => return Err(e.into()),
             Err(e) => {
@@ -580,6 +633,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         audit: AuditRecord,
     ) -> Result<Attached, GrantError> {
         match self
+            .ports
             .iam
             .put_role_policy(&grant.role, &grant.policy_name, document)
             .await
@@ -588,29 +642,34 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
             Err(e) if e.is_retryable() => return Err(e.into()),
             Err(e) => {
                 warn!(grant_id = %grant.id, error = %e, "IAM refused the grant's policy");
-                let mut refusal = iam_refusal_audit(grant, &e, self.clock.now());
+                let mut refusal = audit::iam_refusal(
+                    grant,
+                    DenyReason::IamRejected.code(),
+                    &e.to_string(),
+                    self.ports.clock.now(),
+                );
                 self.provenance(&mut refusal);
-                if self.store.record_failure(grant, &refusal).await? {
-                    self.audit.publish(&refusal).await?;
-                } else if let Some(stored) = self.store.recorded_audit(&refusal.audit_id).await? {
+                if self.ports.store.record_failure(grant, &refusal).await? {
+                    self.ports.audit.publish(&refusal).await?;
+                } else if let Some(stored) = self.ports.store.recorded_audit(&refusal.audit_id).await? {
                     // An earlier attempt recorded the failure and stopped before its event.
-                    self.audit.publish(&stored).await?;
+                    self.ports.audit.publish(&stored).await?;
                 }
                 return Ok(Attached::Refused);
             }
         }
-        match self.store.confirm_activation(grant, &audit).await? {
+        match self.ports.store.confirm_activation(grant, &audit).await? {
             Confirmation::Confirmed => {
-                self.audit.publish(&audit).await?;
+                self.ports.audit.publish(&audit).await?;
                 Ok(Attached::Active)
             }
             Confirmation::AlreadyConfirmed(stored) => {
-                self.audit.publish(&stored.map_or(audit, |b| *b)).await?;
+                self.ports.audit.publish(&stored.map_or(audit, |b| *b)).await?;
                 Ok(Attached::AlreadyActive)
             }
             Confirmation::Ended => {
                 warn!(grant_id = %grant.id, "grant ended while its policy was attached: taking it off");
-                match self.iam.delete_role_policy(&grant.role, &grant.policy_name).await {
+                match self.ports.iam.delete_role_policy(&grant.role, &grant.policy_name).await {
                     Ok(_) => {}
                     Err(e) if e.is_retryable() => return Err(e.into()),
                     // Drift repair finds a document of ours with no live grant.
@@ -630,7 +689,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         detail: &Value,
         detail_len: usize,
     ) -> Result<FinishOutcome, GrantError> {
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let notice = match FinishNotice::parse(detail, detail_len) {
             Ok(n) => n,
             Err(e) => {
@@ -696,7 +755,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         let outcome = self
             .deny_with(envelope, denial, now, |audit| {
                 if let Some(job) = job {
-                    fill_job_fields(audit, &envelope.source, job, &JobContext::default());
+                    audit.describe_job(&envelope.source, job, &JobContext::default());
                 }
             })
             .await?;
@@ -717,7 +776,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         detail: &Value,
         detail_len: usize,
     ) -> Result<ExtendOutcome, GrantError> {
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let request = match ExtendRequest::parse(detail, detail_len) {
             Ok(r) => r,
             Err(e) => {
@@ -761,7 +820,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
             permission_set: &request.permission_set,
             role: &request.role,
         });
-        let current = match self.store.grant(&id).await? {
+        let current = match self.ports.store.grant(&id).await? {
             Some(g) if g.status == GrantStatus::Active && g.expires_at > now => g,
             _ => {
                 let denial = Denial {
@@ -773,7 +832,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         };
         // One extension per token: the same token under a new event id (a replay from the bus)
         // lands on the same audit id and converges instead of extending again.
-        let audit_id = extension_audit_id(&id, &verified.token.issuer_url, &verified.token.jti);
+        let audit_id = audit::extension_id(&id, &verified.token.issuer_url, &verified.token.jti);
         let Some(extended) = self.extended(&current, request.by) else {
             let denial = Denial {
                 reason: DenyReason::ExtensionOverMax,
@@ -796,14 +855,14 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
             policy_sha256: document.sha256().to_owned(),
             ..extended
         };
-        let mut audit = extension_audit(&extended, request.by, &audit_id, now);
-        fill_verified(&mut audit, Some(&verified));
+        let mut audit = audit::extension(&extended, request.by, &audit_id, now);
+        audit.describe_verified(Some(&verified));
         audit.policy_document = Some(document.as_json().to_owned());
         self.provenance(&mut audit);
-        let (grant, audit, outcome) = match self.store.record_extension(&current, &extended, &audit).await? {
+        let (grant, audit, outcome) = match self.ports.store.record_extension(&current, &extended, &audit).await? {
             Extension::Recorded => (extended, audit, ExtendOutcome::Extended(id)),
             Extension::AlreadyRecorded(stored) => {
-                let audit = self.store.recorded_audit(&audit_id).await?.unwrap_or(audit);
+                let audit = self.ports.store.recorded_audit(&audit_id).await?.unwrap_or(audit);
                 (*stored, audit, ExtendOutcome::AlreadyExtended(id))
             }
             Extension::NotActive => {
@@ -821,7 +880,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         if grant.status == GrantStatus::Active && !self.attach(&grant, &document).await? {
             return Ok(ExtendOutcome::Denied(DenyReason::IamRejected));
         }
-        self.audit.publish(&audit).await?;
+        self.ports.audit.publish(&audit).await?;
         info!(grant_id = %grant.id, expires_at = %crate::iam_time(grant.expires_at), "grant extended");
         Ok(outcome)
     }
@@ -853,7 +912,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
                     audit.role_arn = Some(r.role.as_str().to_owned());
                     audit.permission_set = Some(r.permission_set.as_str().to_owned());
                     audit.requested_duration_secs = Some(r.by.as_secs());
-                    fill_job_fields(audit, &envelope.source, &r.job, &JobContext::default());
+                    audit.describe_job(&envelope.source, &r.job, &JobContext::default());
                 }
             })
             .await?;
@@ -873,6 +932,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         now: DateTime<Utc>,
     ) -> Result<FinishOutcome, GrantError> {
         let grants = self
+            .ports
             .store
             .finish_job(&envelope.account, &envelope.source, job, now, now + TOMBSTONE_LIFETIME)
             .await?;
@@ -908,18 +968,11 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
     /// What every record of a decision made here says about how it was made: which policy
     /// file (digest and label) decided, and which of its job fields are only claimed.
     fn provenance(&self, audit: &mut AuditRecord) {
-        audit.policy_file_sha256 = Some(self.policy.file_sha256.clone());
-        audit.policy_file_label = self.policy.label.clone();
-        audit.mark_claimed_fields();
+        audit.decided_under(&self.policy.file_sha256, self.policy.label.as_deref());
     }
 
     pub fn revoker(&self) -> Revoker<'_, I, S, A, C> {
-        Revoker {
-            iam: &self.iam,
-            store: &self.store,
-            audit: &self.audit,
-            clock: &self.clock,
-        }
+        self.ports.revoker()
     }
 
     fn propose(
@@ -1010,6 +1063,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
     /// refusing it for good is audited; the old document, with its earlier expiry, stays.
     async fn attach(&self, grant: &Grant, document: &PolicyDocument) -> Result<bool, GrantError> {
         match self
+            .ports
             .iam
             .put_role_policy(&grant.role, &grant.policy_name, document)
             .await
@@ -1018,9 +1072,14 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
             Err(e) if e.is_retryable() => Err(e.into()),
             Err(e) => {
                 warn!(grant_id = %grant.id, error = %e, "IAM refused the grant's extended policy");
-                let mut audit = iam_refusal_audit(grant, &e, self.clock.now());
+                let mut audit = audit::iam_refusal(
+                    grant,
+                    DenyReason::IamRejected.code(),
+                    &e.to_string(),
+                    self.ports.clock.now(),
+                );
                 self.provenance(&mut audit);
-                record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
+                record_then_publish::<_, _, GrantError>(&self.ports.store, &self.ports.audit, audit).await?;
                 Ok(false)
             }
         }
@@ -1059,8 +1118,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
                 return Ok(StartOutcome::AlreadyActive(existing.id));
             }
         };
-        let mut audit = activation_audit(&existing, actions, existing.granted_at);
-        fill_verified(&mut audit, asker.verified);
+        let mut audit = audit::activation(&existing, actions, existing.granted_at);
+        audit.describe_verified(asker.verified);
         audit.policy_document = Some(document.as_json().to_owned());
         self.provenance(&mut audit);
         Ok(match self.attach_and_confirm(&existing, &document, audit).await? {
@@ -1083,19 +1142,11 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         source: &str,
         problem: &str,
     ) -> Result<StartOutcome, GrantError> {
-        let now = self.clock.now();
-        let mut audit = AuditRecord::new(
-            digest(&[source, event_id, "untrusted-envelope"]),
-            Decision::Denied,
-            DenyReason::MalformedEvent.code(),
-            now,
-        );
-        audit.source = Some(source.to_owned());
-        audit.event_id = Some(event_id.to_owned());
-        audit.detail = Some(problem.to_owned());
+        let now = self.ports.clock.now();
+        let mut audit = audit::untrusted_envelope(source, event_id, DenyReason::MalformedEvent.code(), problem, now);
         self.provenance(&mut audit);
         warn!(event_id, source, problem, "event envelope cannot be trusted");
-        record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
+        record_then_publish::<_, _, GrantError>(&self.ports.store, &self.ports.audit, audit).await?;
         Ok(StartOutcome::Denied(DenyReason::MalformedEvent))
     }
 
@@ -1108,7 +1159,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
                 envelope.detail_type
             )),
         };
-        self.deny(envelope, None, denial, self.clock.now()).await
+        self.deny(envelope, None, denial, self.ports.clock.now()).await
     }
 
     async fn deny(
@@ -1119,7 +1170,9 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
         self.deny_with(envelope, denial, now, |audit| {
-            fill_asker(audit, &envelope.source, asker)
+            if let Some(Asker { request, verified }) = asker {
+                audit.describe_request(&envelope.source, request, verified);
+            }
         })
         .await
     }
@@ -1136,25 +1189,19 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         rate: &RateWindow,
         now: DateTime<Utc>,
     ) -> Result<StartOutcome, GrantError> {
-        let mut audit = AuditRecord::new(
-            rate_limited_audit_id(rate),
-            Decision::Denied,
+        let mut audit = audit::rate_limited(
+            envelope,
             DenyReason::RateLimited.code(),
+            &rate.publisher,
+            rate.minute,
+            rate.limit,
             now,
         );
-        fill_envelope(&mut audit, envelope);
-        fill_asker(&mut audit, &envelope.source, Some(asker));
-        audit.detail = Some(format!(
-            "publisher {} had its {} new grants of the minute from {}; its further requests this minute are \
-             refused under this one audit",
-            rate.publisher,
-            rate.limit,
-            crate::iam_time(rate.minute)
-        ));
-        match self.store.record_audit(&audit).await? {
+        audit.describe_request(&envelope.source, asker.request, asker.verified);
+        match self.ports.store.record_audit(&audit).await? {
             AuditWrite::Recorded => {
                 info!(event_id = %envelope.id, publisher = %rate.publisher, limit = rate.limit, "publisher rate limited");
-                self.audit.publish(&audit).await?;
+                self.ports.audit.publish(&audit).await?;
             }
             AuditWrite::AlreadyRecorded(_) => {
                 debug!(event_id = %envelope.id, publisher = %rate.publisher, "publisher rate limited (audited this minute)");
@@ -1171,39 +1218,12 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock, K: KeySource, N: Nativ
         now: DateTime<Utc>,
         describe: impl FnOnce(&mut AuditRecord),
     ) -> Result<StartOutcome, GrantError> {
-        let mut audit = AuditRecord::new(
-            digest(&[&envelope.source, envelope.account.as_str(), &envelope.id, "denied"]),
-            Decision::Denied,
-            denial.reason.code(),
-            now,
-        );
-        audit.detail = denial.detail;
-        fill_envelope(&mut audit, envelope);
+        let mut audit = audit::denial(envelope, denial.reason.code(), denial.detail, now);
         describe(&mut audit);
         self.provenance(&mut audit);
         info!(event_id = %envelope.id, reason = %denial.reason, detail = audit.detail.as_deref().unwrap_or("-"), "request denied");
-        record_then_publish::<_, _, GrantError>(&self.store, &self.audit, audit).await?;
+        record_then_publish::<_, _, GrantError>(&self.ports.store, &self.ports.audit, audit).await?;
         Ok(StartOutcome::Denied(denial.reason))
-    }
-}
-
-/// The event's trusted envelope into a denial's audit.
-fn fill_envelope(audit: &mut AuditRecord, envelope: &Envelope) {
-    audit.source = Some(envelope.source.clone());
-    audit.account = Some(envelope.account.as_str().to_owned());
-    audit.region = Some(envelope.region.clone());
-    audit.event_id = Some(envelope.id.clone());
-    (audit.requested_at, audit.requested_at_epoch) = stamp(envelope.time);
-}
-
-/// What is known of the request, when it parsed, into a denial's audit.
-fn fill_asker(audit: &mut AuditRecord, source: &str, asker: Option<Asker<'_>>) {
-    if let Some(Asker { request: r, verified }) = asker {
-        audit.role_arn = Some(r.role.as_str().to_owned());
-        audit.permission_set = Some(r.permission_set.as_str().to_owned());
-        audit.requested_duration_secs = Some(r.duration.as_secs());
-        fill_job_fields(audit, source, &r.job, &r.context);
-        fill_verified(audit, verified);
     }
 }
 
@@ -1219,109 +1239,6 @@ pub fn publisher(grant: &Grant) -> String {
         None if grant.source.starts_with("aws.") => format!("{account}#{}#{}", grant.source, grant.job.pipeline),
         None => format!("{account}#{}", grant.source),
     }
-}
-
-/// One per publisher and minute: every refusal of that minute shares it.
-fn rate_limited_audit_id(rate: &RateWindow) -> String {
-    digest(&[&rate.publisher, &rate.minute.timestamp().to_string(), "rate-limited"])
-}
-
-/// Job facts into an audit record, saying whose word they are: `verified` when a token proved
-/// the job, `aws_service` for native jobs (their `aws.*` source is AWS's word), else `claimed`.
-fn fill_job_fields(audit: &mut AuditRecord, source: &str, job: &JobKey, ctx: &JobContext) {
-    audit.identity = Some(
-        if job.principal.is_some() {
-            "verified"
-        } else if source.starts_with("aws.") {
-            "aws_service"
-        } else {
-            "claimed"
-        }
-        .to_owned(),
-    );
-    audit.principal = job.principal.clone();
-    audit.pipeline = Some(job.pipeline.clone());
-    audit.run_id = Some(job.run_id.clone());
-    audit.job = Some(job.job.clone());
-    audit.attempt = Some(job.attempt);
-    audit.actor = ctx.actor.clone();
-    audit.commit = ctx.commit.clone();
-    audit.git_ref = ctx.git_ref.clone();
-    audit.ticket = ctx.ticket.clone();
-    audit.environment = ctx.environment.clone();
-    audit.justification = ctx.reason.clone();
-}
-
-/// Copies a grant's facts into an audit record (any decision about that grant).
-pub fn fill_grant_fields(audit: &mut AuditRecord, grant: &Grant) {
-    audit.grant_id = Some(grant.id.as_str().to_owned());
-    audit.policy_name = Some(grant.policy_name.clone());
-    audit.rule = Some(grant.rule.as_str().to_owned());
-    audit.role_arn = Some(grant.role.as_str().to_owned());
-    audit.permission_set = Some(grant.permission_set.as_str().to_owned());
-    audit.source = Some(grant.source.clone());
-    audit.account = Some(grant.account.as_str().to_owned());
-    audit.region = Some(grant.region.clone());
-    audit.event_id = Some(grant.event_id.clone());
-    audit.requested_duration_secs = Some(grant.requested_duration_secs);
-    (audit.requested_at, audit.requested_at_epoch) = stamp(grant.requested_at);
-    (audit.granted_at, audit.granted_at_epoch) = stamp(grant.granted_at);
-    (audit.expires_at, audit.expires_at_epoch) = stamp(grant.expires_at);
-    audit.policy_sha256 = Some(grant.policy_sha256.clone());
-    audit.session = grant.session.clone();
-    fill_job_fields(audit, &grant.source, &grant.job, &grant.context);
-}
-
-/// The issuer, the signed claims used and which job fields they cover, when a token verified.
-fn fill_verified(audit: &mut AuditRecord, verified: Option<&Verified>) {
-    let Some(v) = verified else { return };
-    audit.issuer = Some(v.token.issuer.as_str().to_owned());
-    audit.verified_claims = audited_claims(&v.token);
-    audit.verified_fields = v.job.verified_fields.iter().map(|f| (*f).to_owned()).collect();
-}
-
-/// The denial written when IAM refuses a grant's document; its id is stable per grant.
-fn iam_refusal_audit(grant: &Grant, error: &IamError, recorded_at: DateTime<Utc>) -> AuditRecord {
-    let mut audit = AuditRecord::new(
-        digest(&[grant.id.as_str(), "iam-rejected"]),
-        Decision::Denied,
-        DenyReason::IamRejected.code(),
-        recorded_at,
-    );
-    fill_grant_fields(&mut audit, grant);
-    audit.detail = Some(error.to_string());
-    audit
-}
-
-fn activation_audit_id(grant: &Grant) -> String {
-    activation_audit_id_of(&grant.id)
-}
-
-/// The id of a grant's activation audit: one per grant, whichever event activated it.
-pub fn activation_audit_id_of(grant: &GrantId) -> String {
-    digest(&[grant.as_str(), "activated"])
-}
-
-/// An extension's audit id: over the grant and the token that asked (its issuer's URL and
-/// `jti`), so a client can predict it from its own token.
-pub fn extension_audit_id(grant: &GrantId, issuer_url: &str, jti: &str) -> String {
-    digest(&[grant.as_str(), "extended", issuer_url, jti])
-}
-
-/// The audit of one extension; `audit_id` is stable per extension request.
-pub fn extension_audit(grant: &Grant, by: GrantDuration, audit_id: &str, recorded_at: DateTime<Utc>) -> AuditRecord {
-    let mut audit = AuditRecord::new(audit_id.to_owned(), Decision::Extended, "allowed", recorded_at);
-    fill_grant_fields(&mut audit, grant);
-    audit.detail = Some(format!("extended by {by} to {}", crate::iam_time(grant.expires_at)));
-    audit
-}
-
-/// The activation audit of a grant; its id is stable, so retries and duplicates share it.
-pub fn activation_audit(grant: &Grant, actions: &[String], recorded_at: DateTime<Utc>) -> AuditRecord {
-    let mut audit = AuditRecord::new(activation_audit_id(grant), Decision::Activated, "allowed", recorded_at);
-    fill_grant_fields(&mut audit, grant);
-    audit.actions = actions.to_vec();
-    audit
 }
 
 #[cfg(test)]

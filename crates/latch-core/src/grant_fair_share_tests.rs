@@ -52,7 +52,8 @@ async fn start(s: &Service, env: &Envelope, d: &Value) -> StartOutcome {
 }
 
 fn rate_limited_audits(s: &Service) -> Vec<AuditRecord> {
-    s.store
+    s.ports
+        .store
         .audits()
         .into_iter()
         .filter(|a| a.reason == DenyReason::RateLimited.code())
@@ -76,7 +77,7 @@ async fn given_a_flooding_publisher_when_it_passes_its_limit_then_it_is_refused_
             .iter()
             .all(|o| *o == StartOutcome::Denied(DenyReason::RateLimited))
     );
-    assert_eq!(s.store.grants().len(), 2, "a refused start records no grant");
+    assert_eq!(s.ports.store.grants().len(), 2, "a refused start records no grant");
 
     let other = start(&s, &gitlab("gl-1"), &gitlab_job(1)).await;
     assert!(
@@ -100,6 +101,7 @@ async fn given_a_publisher_refused_many_times_in_a_minute_when_audited_then_ther
     );
     assert_eq!(audits[0].event_id.as_deref(), Some("gh-3"), "the first refused request");
     let published: Vec<_> = s
+        .ports
         .audit
         .published()
         .into_iter()
@@ -108,7 +110,7 @@ async fn given_a_publisher_refused_many_times_in_a_minute_when_audited_then_ther
     assert_eq!(published, audits);
 
     // The next minute is a new window: the publisher gets grants again, and a new audit if it floods.
-    s.clock.advance(Duration::minutes(1));
+    s.ports.clock.advance(Duration::minutes(1));
     let next = github("gh-next");
     let next = Envelope {
         time: t0() + Duration::minutes(1),

@@ -78,12 +78,12 @@ fn service_with_codepipeline_rule(codepipeline: &str) -> Service {
 
 /// The one denial audit written, with nothing on any role.
 fn denied_once(s: &Service, reason: DenyReason) -> AuditRecord {
-    assert_eq!(s.iam.policy_count(), 0, "nothing may reach IAM");
-    assert!(s.store.grants().is_empty(), "no grant may be recorded");
-    let audits = s.store.audits();
+    assert_eq!(s.ports.iam.policy_count(), 0, "nothing may reach IAM");
+    assert!(s.ports.store.grants().is_empty(), "no grant may be recorded");
+    let audits = s.ports.store.audits();
     assert_eq!(audits.len(), 1, "{audits:?}");
     assert_eq!(audits[0].reason, reason.code());
-    assert_eq!(s.audit.published(), audits);
+    assert_eq!(s.ports.audit.published(), audits);
     audits[0].clone()
 }
 
@@ -126,7 +126,7 @@ fn role(name: &str) -> RoleArn {
 
 fn ended_at(s: &Service, text: &str) {
     let (envelope, _) = sample(text);
-    s.clock.set(envelope.time + Duration::seconds(1));
+    s.ports.clock.set(envelope.time + Duration::seconds(1));
 }
 
 #[tokio::test]
@@ -137,8 +137,8 @@ async fn given_a_named_action_when_it_starts_then_the_rule_role_gets_the_grant_a
             panic!("the STARTED action must be granted")
         };
         let deployer = role("codepipeline-deployer");
-        assert!(s.iam.policy(&deployer, &id.policy_name()).is_some());
-        let grant = &s.store.grants()[0];
+        assert!(s.ports.iam.policy(&deployer, &id.policy_name()).is_some());
+        let grant = &s.ports.store.grants()[0];
         assert_eq!(grant.rule.as_str(), "codepipeline-release-deploy");
         assert_eq!(grant.source, "aws.codepipeline");
         assert_eq!(
@@ -165,8 +165,14 @@ async fn given_a_named_action_when_it_starts_then_the_rule_role_gets_the_grant_a
                 failed: 0
             })
         );
-        assert_eq!(s.iam.policy_count(), 0);
-        let mut decisions: Vec<String> = s.store.audits().iter().map(|a| format!("{:?}", a.decision)).collect();
+        assert_eq!(s.ports.iam.policy_count(), 0);
+        let mut decisions: Vec<String> = s
+            .ports
+            .store
+            .audits()
+            .iter()
+            .map(|a| format!("{:?}", a.decision))
+            .collect();
         decisions.sort();
         assert_eq!(decisions, ["Activated", "Revoked"]);
     }
@@ -179,14 +185,17 @@ async fn given_a_named_project_when_a_build_runs_then_in_progress_grants_and_eac
         let NativeOutcome::Start(StartOutcome::Activated(id)) = handle(&s, BUILD_STARTED).await else {
             panic!("the IN_PROGRESS build must be granted")
         };
-        assert!(s.iam.policy(&role("codebuild-app"), &id.policy_name()).is_some());
-        assert_eq!(s.store.grants()[0].job.run_id, "8745a7a9-c340-456a-9166-edf953571bef");
+        assert!(s.ports.iam.policy(&role("codebuild-app"), &id.policy_name()).is_some());
+        assert_eq!(
+            s.ports.store.grants()[0].job.run_id,
+            "8745a7a9-c340-456a-9166-edf953571bef"
+        );
         ended_at(&s, end);
         assert!(matches!(
             handle(&s, end).await,
             NativeOutcome::Finish(FinishOutcome::Finished { revoked: 1, .. })
         ));
-        assert_eq!(s.iam.policy_count(), 0);
+        assert_eq!(s.ports.iam.policy_count(), 0);
     }
 }
 
@@ -198,12 +207,12 @@ async fn given_a_job_no_rule_names_when_it_starts_then_nothing_is_written_or_rea
     for start in [other_pipeline, other_project] {
         assert_eq!(handle(&s, &start).await, NativeOutcome::NotManaged);
     }
-    assert_eq!(s.iam.policy_count(), 0);
+    assert_eq!(s.ports.iam.policy_count(), 0);
     assert!(
-        s.store.audits().is_empty(),
+        s.ports.store.audits().is_empty(),
         "every build in the account would cost a kept item"
     );
-    assert!(s.audit.published().is_empty());
+    assert!(s.ports.audit.published().is_empty());
     assert_eq!(s.native.reads(), 0, "a job no rule names is not worth a read");
 }
 
@@ -446,7 +455,7 @@ async fn given_the_service_cannot_be_read_when_a_named_job_starts_then_a_transie
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
-    assert!(s.store.audits().is_empty() && s.store.grants().is_empty());
+    assert!(s.ports.store.audits().is_empty() && s.ports.store.grants().is_empty());
 
     s.native
         .fail_next(NativeLookupError::Rejected("AccessDeniedException".into()));
@@ -463,8 +472,8 @@ async fn given_the_end_of_a_job_no_rule_names_when_handled_then_nothing_is_writt
     let s = service();
     let other = BUILD_ENDS[0].replace("app-build", "docs-build");
     assert_eq!(handle(&s, &other).await, NativeOutcome::NotManaged);
-    assert!(s.store.audits().is_empty());
-    assert!(s.audit.published().is_empty());
+    assert!(s.ports.store.audits().is_empty());
+    assert!(s.ports.audit.published().is_empty());
 }
 
 #[tokio::test]
@@ -482,15 +491,15 @@ async fn given_a_failed_action_when_it_is_retried_in_the_same_execution_then_the
         NativeOutcome::Start(StartOutcome::Denied(DenyReason::GrantEnded)),
         "the action's grant has ended; its retry must not revive it"
     );
-    assert_eq!(s.iam.policy_count(), 0);
-    assert_eq!(s.store.grants().len(), 1);
+    assert_eq!(s.ports.iam.policy_count(), 0);
+    assert_eq!(s.ports.store.grants().len(), 1);
     // The ended grant's own STARTED event delivered again is the same decision: nothing new.
-    let audits = s.store.audits().len();
+    let audits = s.ports.store.audits().len();
     assert!(matches!(
         handle(&s, ACTION_STARTED).await,
         NativeOutcome::Start(StartOutcome::AlreadyEnded(_))
     ));
-    assert_eq!(s.store.audits().len(), audits);
+    assert_eq!(s.ports.store.audits().len(), audits);
 }
 
 #[tokio::test]
@@ -504,8 +513,8 @@ async fn given_a_duplicate_started_delivery_when_handled_then_there_is_still_one
         handle(&s, ACTION_STARTED).await,
         NativeOutcome::Start(StartOutcome::AlreadyActive(id))
     );
-    assert_eq!(s.store.grants().len(), 1);
-    assert_eq!(s.store.audits().len(), 1);
+    assert_eq!(s.ports.store.grants().len(), 1);
+    assert_eq!(s.ports.store.audits().len(), 1);
 }
 
 #[tokio::test]
@@ -516,7 +525,7 @@ async fn given_a_malformed_native_detail_when_handled_then_the_denial_names_the_
         handle(&s, &bad).await,
         NativeOutcome::Start(StartOutcome::Denied(DenyReason::MalformedEvent))
     );
-    let audits = s.store.audits();
+    let audits = s.ports.store.audits();
     assert_eq!(audits.len(), 1);
     assert!(
         audits[0].detail.as_deref().unwrap_or("").contains("`state`"),

@@ -34,15 +34,15 @@ async fn given_an_allowed_start_when_handled_then_policy_record_audit_and_event_
     let StartOutcome::Activated(id) = start(&s, &envelope("e1"), &detail()).await.unwrap() else {
         panic!()
     };
-    let doc: Value = serde_json::from_str(&s.iam.policy(&role(), &id.policy_name()).unwrap()).unwrap();
+    let doc: Value = serde_json::from_str(&s.ports.iam.policy(&role(), &id.policy_name()).unwrap()).unwrap();
     assert_eq!(
         doc["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
         "2026-11-25T12:15:00Z"
     );
-    let grants = s.store.grants();
+    let grants = s.ports.store.grants();
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].expires_at, t0() + Duration::minutes(15));
-    let audits = s.store.audits();
+    let audits = s.ports.store.audits();
     assert_eq!(audits.len(), 1);
     assert_eq!(audits[0].decision, Decision::Activated);
     assert_eq!(audits[0].rule.as_deref(), Some("app-release-deploys"));
@@ -51,8 +51,8 @@ async fn given_an_allowed_start_when_handled_then_policy_record_audit_and_event_
         audits[0].policy_sha256.as_deref(),
         Some(grants[0].policy_sha256.as_str())
     );
-    assert_eq!(s.audit.published(), audits);
-    assert_eq!(s.store.active_on(&role()), 1);
+    assert_eq!(s.ports.audit.published(), audits);
+    assert_eq!(s.ports.store.active_on(&role()), 1);
 }
 
 #[tokio::test]
@@ -62,13 +62,13 @@ async fn given_a_duplicate_start_when_handled_then_nothing_new_is_recorded_or_ex
     let StartOutcome::Activated(id) = first else {
         panic!("{first:?}")
     };
-    let policy_before = s.iam.policy(&role(), &id.policy_name());
+    let policy_before = s.ports.iam.policy(&role(), &id.policy_name());
     // Same job re-published later with a longer duration: same grant id, no extension.
     let mut later = envelope("e2");
     later.time = t0() + Duration::minutes(1);
     let mut longer = detail();
     longer["duration"] = json!("20m");
-    s.clock.advance(Duration::minutes(1));
+    s.ports.clock.advance(Duration::minutes(1));
     assert_eq!(
         start(&s, &later, &longer).await.unwrap(),
         StartOutcome::AlreadyActive(id.clone())
@@ -77,11 +77,11 @@ async fn given_a_duplicate_start_when_handled_then_nothing_new_is_recorded_or_ex
         start(&s, &envelope("e1"), &detail()).await.unwrap(),
         StartOutcome::AlreadyActive(id.clone())
     );
-    assert_eq!(s.store.grants().len(), 1);
-    assert_eq!(s.store.audits().len(), 1);
-    assert_eq!(s.store.active_on(&role()), 1);
-    assert_eq!(s.iam.policy(&role(), &id.policy_name()), policy_before);
-    let ids: Vec<String> = s.audit.published().into_iter().map(|a| a.audit_id).collect();
+    assert_eq!(s.ports.store.grants().len(), 1);
+    assert_eq!(s.ports.store.audits().len(), 1);
+    assert_eq!(s.ports.store.active_on(&role()), 1);
+    assert_eq!(s.ports.iam.policy(&role(), &id.policy_name()), policy_before);
+    let ids: Vec<String> = s.ports.audit.published().into_iter().map(|a| a.audit_id).collect();
     assert!(
         ids.windows(2).all(|w| w[0] == w[1]),
         "re-published events share one audit id: {ids:?}"
@@ -93,7 +93,7 @@ async fn granted_then_revoked(s: &Service) -> GrantId {
     let StartOutcome::Activated(id) = start(s, &envelope("e1"), &detail()).await.unwrap() else {
         panic!("the first start is granted")
     };
-    s.store.set_status(id.as_str(), GrantStatus::Revoked);
+    s.ports.store.set_status(id.as_str(), GrantStatus::Revoked);
     id
 }
 
@@ -101,13 +101,14 @@ async fn granted_then_revoked(s: &Service) -> GrantId {
 async fn given_an_ended_grant_when_another_event_asks_for_it_then_it_is_denied_as_grant_ended() {
     let s = service();
     let id = granted_then_revoked(&s).await;
-    let puts = s.iam.calls().0;
+    let puts = s.ports.iam.calls().0;
     assert_eq!(
         start(&s, &envelope("e2"), &detail()).await.unwrap(),
         StartOutcome::Denied(DenyReason::GrantEnded)
     );
-    assert_eq!(s.iam.calls().0, puts);
+    assert_eq!(s.ports.iam.calls().0, puts);
     let denied: Vec<AuditRecord> = s
+        .ports
         .store
         .audits()
         .into_iter()
@@ -125,12 +126,35 @@ async fn given_an_ended_grant_when_another_event_asks_for_it_then_it_is_denied_a
 async fn given_a_duplicate_of_a_revoked_grant_when_handled_then_iam_is_not_touched() {
     let s = service();
     let id = granted_then_revoked(&s).await;
-    let puts = s.iam.calls().0;
+    let puts = s.ports.iam.calls().0;
     assert_eq!(
         start(&s, &envelope("e1"), &detail()).await.unwrap(),
         StartOutcome::AlreadyEnded(id)
     );
-    assert_eq!(s.iam.calls().0, puts);
+    assert_eq!(s.ports.iam.calls().0, puts);
+}
+
+#[tokio::test]
+async fn given_a_start_without_environment_for_a_rule_that_requires_one_when_handled_then_the_audit_names_environment()
+{
+    // GIVEN the db-migrator role, which only prod-migrations lists, and it requires an environment
+    let s = service();
+    let mut d = detail();
+    d["role_arn"] = json!("arn:aws:iam::123456789012:role/latch/db-migrator");
+    d["permission_set"] = json!("db-migrate");
+    d["duration"] = json!("PT5M");
+    // WHEN the start names no environment
+    let outcome = start(&s, &envelope("e1"), &d).await.unwrap();
+    // THEN it is denied for the field, and the audit says which field and what would pass
+    assert_eq!(outcome, StartOutcome::Denied(DenyReason::FieldMismatch));
+    let audits = s.ports.store.audits();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].reason, "field_mismatch");
+    assert_eq!(
+        audits[0].detail.as_deref(),
+        Some("environment: rule prod-migrations wants production; the request has none")
+    );
+    assert_eq!(s.ports.iam.calls(), (0, 0));
 }
 
 #[tokio::test]
@@ -142,9 +166,9 @@ async fn given_a_denied_request_when_handled_then_iam_is_untouched_and_the_reaso
         start(&s, &envelope("e1"), &d).await.unwrap(),
         StartOutcome::Denied(DenyReason::RoleNotEligible)
     );
-    assert_eq!(s.iam.calls(), (0, 0));
-    assert!(s.store.grants().is_empty());
-    let audits = s.store.audits();
+    assert_eq!(s.ports.iam.calls(), (0, 0));
+    assert!(s.ports.store.grants().is_empty());
+    let audits = s.ports.store.audits();
     assert_eq!(audits.len(), 1);
     assert_eq!(
         (audits[0].decision, audits[0].reason.as_str()),
@@ -154,13 +178,13 @@ async fn given_a_denied_request_when_handled_then_iam_is_untouched_and_the_reaso
         audits[0].role_arn.as_deref(),
         Some("arn:aws:iam::123456789012:role/admin")
     );
-    assert_eq!(s.audit.published().len(), 1);
+    assert_eq!(s.ports.audit.published().len(), 1);
     // The same event delivered again is one decision: no second audit; its event goes out
     // again as recorded (the first delivery may have stopped before publishing it).
-    s.clock.advance(Duration::seconds(30));
+    s.ports.clock.advance(Duration::seconds(30));
     start(&s, &envelope("e1"), &d).await.unwrap();
-    assert_eq!(s.store.audits(), audits);
-    assert_eq!(s.audit.published(), [audits[0].clone(), audits[0].clone()]);
+    assert_eq!(s.ports.store.audits(), audits);
+    assert_eq!(s.ports.audit.published(), [audits[0].clone(), audits[0].clone()]);
 }
 
 #[tokio::test]
@@ -172,7 +196,13 @@ async fn given_malformed_detail_when_handled_then_the_audit_names_the_field() {
         start(&s, &envelope("e1"), &d).await.unwrap(),
         StartOutcome::Denied(DenyReason::MalformedEvent)
     );
-    assert!(s.store.audits()[0].detail.as_deref().unwrap().contains("`attempt`"));
+    assert!(
+        s.ports.store.audits()[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("`attempt`")
+    );
     let s = service();
     assert_eq!(
         s.on_start(&envelope("e1"), &json!("x"), 70_000).await.unwrap(),
@@ -195,7 +225,7 @@ async fn given_event_times_out_of_bounds_when_handled_then_stale_and_future_are_
         start(&s, &future, &detail()).await.unwrap(),
         StartOutcome::Denied(DenyReason::EventTimeInFuture)
     );
-    assert_eq!(s.iam.calls(), (0, 0));
+    assert_eq!(s.ports.iam.calls(), (0, 0));
 }
 
 #[tokio::test]
@@ -203,13 +233,14 @@ async fn given_a_finished_job_when_its_start_arrives_late_then_the_tombstone_ref
     let s = service();
     let probe = service();
     start(&probe, &envelope("e1"), &detail()).await.unwrap();
-    s.store
-        .add_tombstone(job_scope(&probe.store.grants()[0]), t0() + Duration::hours(1));
+    s.ports
+        .store
+        .add_tombstone(job_scope(&probe.ports.store.grants()[0]), t0() + Duration::hours(1));
     assert_eq!(
         start(&s, &envelope("e1"), &detail()).await.unwrap(),
         StartOutcome::Denied(DenyReason::JobFinished)
     );
-    assert_eq!(s.iam.calls(), (0, 0));
+    assert_eq!(s.ports.iam.calls(), (0, 0));
 }
 
 #[tokio::test]
@@ -234,23 +265,23 @@ async fn given_a_role_at_its_cap_when_another_job_asks_then_the_cap_denies_it() 
 #[tokio::test]
 async fn given_transient_failures_when_retried_then_the_grant_converges_once() {
     let s = service();
-    s.store.fail_next(StoreError::Transient("throttled".into()));
+    s.ports.store.fail_next(StoreError::Transient("throttled".into()));
     assert!(start(&s, &envelope("e1"), &detail()).await.unwrap_err().is_retryable());
-    s.iam.fail_next(IamError::Transient("503".into()));
+    s.ports.iam.fail_next(IamError::Transient("503".into()));
     assert!(start(&s, &envelope("e1"), &detail()).await.unwrap_err().is_retryable());
-    assert_eq!(s.iam.policy_count(), 0);
-    s.audit.fail_next(SinkError::Transient("1 failed entry".into()));
+    assert_eq!(s.ports.iam.policy_count(), 0);
+    s.ports.audit.fail_next(SinkError::Transient("1 failed entry".into()));
     assert!(start(&s, &envelope("e1"), &detail()).await.unwrap_err().is_retryable());
-    assert_eq!(s.iam.policy_count(), 1);
+    assert_eq!(s.ports.iam.policy_count(), 1);
     assert!(matches!(
         start(&s, &envelope("e1"), &detail()).await.unwrap(),
         StartOutcome::AlreadyActive(_)
     ));
     assert_eq!(
         (
-            s.store.grants().len(),
-            s.store.audits().len(),
-            s.audit.published().len()
+            s.ports.store.grants().len(),
+            s.ports.store.audits().len(),
+            s.ports.audit.published().len()
         ),
         (1, 1, 1)
     );
@@ -259,12 +290,13 @@ async fn given_transient_failures_when_retried_then_the_grant_converges_once() {
 #[tokio::test]
 async fn given_iam_refuses_for_good_when_handled_then_it_is_denied_and_not_retried() {
     let s = service();
-    s.iam.fail_next(IamError::NoSuchRole("app-deployer".into()));
+    s.ports.iam.fail_next(IamError::NoSuchRole("app-deployer".into()));
     assert_eq!(
         start(&s, &envelope("e1"), &detail()).await.unwrap(),
         StartOutcome::Denied(DenyReason::IamRejected)
     );
     let denied: Vec<_> = s
+        .ports
         .store
         .audits()
         .into_iter()
@@ -272,5 +304,5 @@ async fn given_iam_refuses_for_good_when_handled_then_it_is_denied_and_not_retri
         .collect();
     assert_eq!(denied.len(), 1);
     assert_eq!(denied[0].reason, "iam_rejected");
-    assert_eq!(s.iam.policy_count(), 0);
+    assert_eq!(s.ports.iam.policy_count(), 0);
 }

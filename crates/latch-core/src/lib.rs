@@ -10,13 +10,12 @@
 //! | [`identity`] | verified identity: ID tokens, their keys, claims into a job's identity |
 //! | [`native`] | CodePipeline and CodeBuild state-change events |
 //! | [`policy`] | the policy file: loading, rules, permission sets, rendering, guardrails |
-//! | [`grant`] | the grant decision end to end (starts, finishes, extensions), and its deny paths |
+//! | [`grant`] | the grant decision end to end (starts, finishes, extensions), its deny paths and reasons |
 //! | [`revoke`] | taking a grant away, on every path |
 //! | [`sweep`] | the scheduled sweep and drift repair |
 //! | [`audit`] | audit records: every kind, ids included |
 //! | [`archive`] | which table changes reach the audit archive, and in which form |
-//! | [`decision`] | deny reason codes |
-//! | [`model`] | validated values (role ARN, grant id, duration, deployment) |
+//! //! | [`model`] | validated values (role ARN, grant id, duration, deployment, job key) and the [`model::Grant`] they make up |
 //! | [`ports`] | the traits the domain runs over (IAM, store, audit sink, clock, native runs) |
 //! | [`probe`] | the propagation probe every grant document carries |
 //! | [`metrics`] | operational metrics and their EMF form |
@@ -24,7 +23,6 @@
 
 pub mod archive;
 pub mod audit;
-pub mod decision;
 pub mod event;
 pub mod grant;
 pub mod identity;

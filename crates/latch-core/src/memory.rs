@@ -10,14 +10,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 
 use crate::audit::AuditRecord;
-use crate::event::JobKey;
-use crate::model::{AccountId, GrantId, RoleArn};
+use crate::model::{AccountId, Grant, GrantId, GrantStatus, JobKey, RoleArn};
 use crate::native::NativeJob;
 use crate::policy::PolicyDocument;
 use crate::ports::{
-    Activation, AuditSink, AuditWrite, Clock, Confirmation, Deletion, Extension, Grant, GrantStatus, GrantStore,
-    IamError, IamInventory, IamWriter, NativeLookupError, NativeRun, NativeRuns, RateWindow, RecordState, ResolvedRole,
-    Revocation, RoleLimits, SinkError, StoreError, TokenUse,
+    Activation, AuditSink, AuditWrite, Clock, Confirmation, Deletion, Extension, GrantStore, IamError, IamInventory,
+    IamWriter, NativeLookupError, NativeRun, NativeRuns, RateWindow, RecordState, ResolvedRole, Revocation, RoleLimits,
+    SinkError, StoreError, TokenUse,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -13,7 +13,7 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::decision::DenyReason;
+use crate::grant::DenyReason;
 use crate::revoke::RevokeReason;
 use crate::sweep::SweepReport;
 

@@ -1,10 +1,12 @@
-//! Validated domain values. Each newtype checks its input on construction, so a value of
-//! the type is always usable as-is: an ARN is well-formed, a duration is within the hard cap,
-//! a grant id is the deterministic hash of the request that produced it.
+//! Validated domain values and the grant they make up. Each newtype checks its input on
+//! construction, so a value of the type is always usable as-is: an ARN is well-formed, a
+//! duration is within the hard cap, a grant id is the deterministic hash of the request that
+//! produced it. Nothing here depends on how a grant is decided, revoked or swept.
 
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 /// Why a value was refused. The message names what was expected, for log lines and audits.
@@ -212,7 +214,7 @@ pub struct GrantId(String);
 pub struct GrantIdentity<'a> {
     pub account: &'a AccountId,
     pub source: &'a str,
-    pub job: &'a crate::event::JobKey,
+    pub job: &'a JobKey,
     pub permission_set: &'a Name,
     pub role: &'a RoleArn,
 }
@@ -333,6 +335,111 @@ impl fmt::Display for GrantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A job run attempt. Identifies the job's grants and tombstone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    /// Who the job is, as its CI's token proves it (`<issuer>:<repository or project id>`, see
+    /// [`crate::identity::claims`]); `None` when the identity is only claimed (native jobs,
+    /// `identity: claimed` rules). Part of every key, so a claimed event never reaches a
+    /// verified job's grants or tombstone.
+    pub principal: Option<String>,
+    pub pipeline: String,
+    pub run_id: String,
+    pub job: String,
+    pub attempt: u32,
+}
+
+impl JobKey {
+    /// What ties a job's grants and its tombstone together: the trusted publisher and the job.
+    pub fn scope(&self, account: &AccountId, source: &str) -> String {
+        let attempt = self.attempt.to_string();
+        let mut fields = vec![
+            account.as_str(),
+            source,
+            &self.pipeline,
+            &self.run_id,
+            &self.job,
+            &attempt,
+        ];
+        // Claimed jobs keep the scope they had before identities were verified.
+        if let Some(principal) = &self.principal {
+            fields.push(principal);
+        }
+        digest(&fields)
+    }
+}
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} run {} job {} attempt {}",
+            self.pipeline, self.run_id, self.job, self.attempt
+        )?;
+        match &self.principal {
+            Some(p) => write!(f, " ({p})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Optional context a pipeline may attach; recorded in audits, used by rules only to narrow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobContext {
+    pub reason: Option<String>,
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub actor: Option<String>,
+    pub ticket: Option<String>,
+    pub environment: Option<String>,
+}
+
+/// Where a grant stands. `Pending` and `Active` are live: they hold a cap slot, sit in the
+/// expiry index and are revoked at expiry or finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantStatus {
+    /// Recorded; its document is not yet known to be on the role (I8: nothing says active yet).
+    Pending,
+    /// IAM accepted its document.
+    Active,
+    Revoked,
+    /// IAM refused its document for good: never attached, its cap slot freed.
+    Failed,
+}
+
+impl GrantStatus {
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Pending | Self::Active)
+    }
+}
+
+/// A grant as recorded: everything needed to re-render its policy, revoke it and audit it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: GrantId,
+    pub status: GrantStatus,
+    pub source: String,
+    pub account: AccountId,
+    pub region: String,
+    pub event_id: String,
+    pub job: JobKey,
+    pub context: JobContext,
+    pub role: RoleArn,
+    /// The inline policy's name on the role ([`crate::model::Deployment::policy_name`]).
+    pub policy_name: String,
+    pub permission_set: Name,
+    pub rule: Name,
+    pub requested_duration_secs: u64,
+    pub requested_at: DateTime<Utc>,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub policy_sha256: String,
+    /// The document's size as IAM counts it: what the grant holds of the role's quota.
+    pub policy_chars: usize,
+    /// The one IAM role session the grant holds for (`bind_session`); `None`: every session.
+    pub session: Option<String>,
 }
 
 #[cfg(test)]

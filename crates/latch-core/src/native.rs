@@ -31,9 +31,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::decision::DenyReason;
-use crate::event::{EventError, JobKey};
-use crate::model::RoleArn;
+use crate::event::EventError;
+use crate::grant::DenyReason;
+use crate::model::{JobKey, RoleArn};
 use crate::policy::{BuildChecks, ExecutionChecks, NativeRule, NativeTrigger, Pattern};
 use crate::ports::{BuildRun, NativeRun, PipelineRun};
 

@@ -9,8 +9,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::audit::AuditRecord;
-use crate::event::{JobContext, JobKey};
-use crate::model::{AccountId, GrantId, Name, RoleArn};
+use crate::model::{AccountId, Grant, GrantId, JobKey, RoleArn};
 use crate::policy::PolicyDocument;
 
 pub trait Clock: Send + Sync {
@@ -27,50 +26,26 @@ impl Clock for SystemClock {
     }
 }
 
-/// Where a grant stands. `Pending` and `Active` are live: they hold a cap slot, sit in the
-/// expiry index and are revoked at expiry or finish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantStatus {
-    /// Recorded; its document is not yet known to be on the role (I8: nothing says active yet).
-    Pending,
-    /// IAM accepted its document.
-    Active,
-    Revoked,
-    /// IAM refused its document for good: never attached, its cap slot freed.
-    Failed,
+/// The four ports every decision writes through: IAM, the grant store, the audit sink and the
+/// clock. The grant service owns one; revocations and sweeps borrow it
+/// ([`Ports::revoker`], [`Ports::sweeper`]), so every path acts on the same four.
+#[derive(Debug, Clone, Default)]
+pub struct Ports<I, S, A, C> {
+    pub iam: I,
+    pub store: S,
+    pub audit: A,
+    pub clock: C,
 }
 
-impl GrantStatus {
-    pub fn is_live(self) -> bool {
-        matches!(self, Self::Pending | Self::Active)
+impl<I, S, A, C> Ports<I, S, A, C> {
+    pub fn new(iam: I, store: S, audit: A, clock: C) -> Self {
+        Self {
+            iam,
+            store,
+            audit,
+            clock,
+        }
     }
-}
-
-/// A grant as recorded: everything needed to re-render its policy, revoke it and audit it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub id: GrantId,
-    pub status: GrantStatus,
-    pub source: String,
-    pub account: AccountId,
-    pub region: String,
-    pub event_id: String,
-    pub job: JobKey,
-    pub context: JobContext,
-    pub role: RoleArn,
-    /// The inline policy's name on the role ([`crate::model::Deployment::policy_name`]).
-    pub policy_name: String,
-    pub permission_set: Name,
-    pub rule: Name,
-    pub requested_duration_secs: u64,
-    pub requested_at: DateTime<Utc>,
-    pub granted_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub policy_sha256: String,
-    /// The document's size as IAM counts it: what the grant holds of the role's quota.
-    pub policy_chars: usize,
-    /// The one IAM role session the grant holds for (`bind_session`); `None`: every session.
-    pub session: Option<String>,
 }
 
 /// Whether a retry of the same call can succeed.

@@ -8,14 +8,13 @@
 //! revocation recorded (an attempt may have stopped between the write and the event). A failed
 //! IAM delete is audited as `Latch Revoke Failed` and left for the next sweep (or drift repair).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use tracing::{info, warn};
 
-use crate::audit::{AuditRecord, Decision, stamp};
-use crate::grant::fill_grant_fields;
-use crate::model::{GrantId, digest};
+use crate::audit::{self, AuditRecord};
+use crate::model::Grant;
 use crate::ports::{
-    AuditSink, Clock, Grant, GrantStore, IamError, IamWriter, RecordState, Retryable, Revocation, SinkError, StoreError,
+    AuditSink, Clock, GrantStore, IamError, IamWriter, Ports, RecordState, Retryable, Revocation, SinkError, StoreError,
 };
 
 /// Why a grant ended. Codes are stable: exports depend on them.
@@ -76,23 +75,14 @@ impl Retryable for RevokeError {
 
 /// The revocation steps over borrowed ports, shared by the grant, revoke and sweep functions.
 pub struct Revoker<'a, I, S, A, C> {
-    pub iam: &'a I,
-    pub store: &'a S,
-    pub audit: &'a A,
-    pub clock: &'a C,
+    ports: &'a Ports<I, S, A, C>,
 }
 
-/// The id of a grant's Revoked audit: the same on every path.
-pub fn revoked_audit_id(grant: &GrantId) -> String {
-    digest(&[grant.as_str(), "revoked"])
-}
-
-/// The one Revoked audit a grant can ever have.
-pub fn revoked_audit(grant: &Grant, reason: RevokeReason, at: DateTime<Utc>) -> AuditRecord {
-    let mut audit = AuditRecord::new(revoked_audit_id(&grant.id), Decision::Revoked, reason.code(), at);
-    fill_grant_fields(&mut audit, grant);
-    (audit.revoked_at, audit.revoked_at_epoch) = stamp(at);
-    audit
+impl<I, S, A, C> Ports<I, S, A, C> {
+    /// Revocations through these ports.
+    pub fn revoker(&self) -> Revoker<'_, I, S, A, C> {
+        Revoker { ports: self }
+    }
 }
 
 impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C> {
@@ -116,15 +106,21 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
     ) -> Result<RevokeOutcome, RevokeError> {
         if !grant.status.is_live() {
             // An earlier attempt may have recorded the revocation and stopped before its event.
-            if let Some(stored) = self.store.recorded_audit(&revoked_audit_id(&grant.id)).await? {
-                self.audit
+            if let Some(stored) = self
+                .ports
+                .store
+                .recorded_audit(&audit::revocation_id(&grant.id))
+                .await?
+            {
+                self.ports
+                    .audit
                     .publish(&stored)
                     .await
                     .map_err(RevokeError::EventNotPublished)?;
             }
             return Ok(RevokeOutcome::AlreadyRevoked);
         }
-        match self.iam.delete_role_policy(&grant.role, &grant.policy_name).await {
+        match self.ports.iam.delete_role_policy(&grant.role, &grant.policy_name).await {
             Ok(_) => {}
             Err(e) if e.is_retryable() => return Err(e.into()),
             Err(e) => {
@@ -132,11 +128,12 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
                 return Ok(RevokeOutcome::Failed(e.to_string()));
             }
         }
-        let mut audit = revoked_audit(grant, reason, self.clock.now());
+        let mut audit = audit::revocation(grant, reason.code(), self.ports.clock.now());
         note(&mut audit);
-        match self.store.record_revocation(grant, &audit, state).await? {
+        match self.ports.store.record_revocation(grant, &audit, state).await? {
             Revocation::Recorded => {
-                self.audit
+                self.ports
+                    .audit
                     .publish(&audit)
                     .await
                     .map_err(RevokeError::EventNotPublished)?;
@@ -146,7 +143,8 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
             Revocation::AlreadyRevoked(stored) => {
                 // The other path (or an earlier attempt) may not have published yet, or at all.
                 if let Some(stored) = stored {
-                    self.audit
+                    self.ports
+                        .audit
                         .publish(&stored)
                         .await
                         .map_err(RevokeError::EventNotPublished)?;
@@ -161,11 +159,17 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
     /// write, say): if the store shows the grant revoked, publishes its recorded audit and
     /// returns `true`; `false` when the grant is still active, so the revoke really failed.
     pub async fn settle_after_error(&self, grant: &Grant) -> Result<bool, RevokeError> {
-        match self.store.grant(&grant.id).await? {
+        match self.ports.store.grant(&grant.id).await? {
             Some(recorded) if recorded.status.is_live() => Ok(false),
             _ => {
-                if let Some(stored) = self.store.recorded_audit(&revoked_audit_id(&grant.id)).await? {
-                    self.audit
+                if let Some(stored) = self
+                    .ports
+                    .store
+                    .recorded_audit(&audit::revocation_id(&grant.id))
+                    .await?
+                {
+                    self.ports
+                        .audit
                         .publish(&stored)
                         .await
                         .map_err(RevokeError::EventNotPublished)?;
@@ -183,28 +187,16 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
     /// event at least once: an attempt that dies between the two leaves no item, and the next
     /// attempt publishes again under the same id.
     pub async fn record_failure(&self, grant: &Grant, reason: RevokeReason, error: &str) -> Result<(), RevokeError> {
-        let now = self.clock.now();
-        let mut audit = AuditRecord::new(
-            revoke_failed_audit_id(&grant.id),
-            Decision::RevokeFailed,
-            reason.code(),
-            now,
-        );
-        fill_grant_fields(&mut audit, grant);
-        audit.detail = Some(error.to_owned());
+        let now = self.ports.clock.now();
+        let audit = audit::revoke_failure(grant, reason.code(), error, now);
         warn!(grant_id = %grant.id, role = %grant.role, error, "revoke failed; the sweep will retry");
-        if self.store.recorded_audit(&audit.audit_id).await?.is_some() {
+        if self.ports.store.recorded_audit(&audit.audit_id).await?.is_some() {
             return Ok(());
         }
-        self.audit.publish(&audit).await?;
-        self.store.record_audit(&audit).await?;
+        self.ports.audit.publish(&audit).await?;
+        self.ports.store.record_audit(&audit).await?;
         Ok(())
     }
-}
-
-/// The id of a grant's one Revoke Failed audit (its failure episode).
-pub fn revoke_failed_audit_id(grant: &GrantId) -> String {
-    digest(&[grant.as_str(), "revoke-failed"])
 }
 
 #[cfg(test)]

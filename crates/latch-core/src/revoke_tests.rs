@@ -6,9 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::audit::Decision;
-use crate::decision::DenyReason;
-use crate::grant::GrantService;
-use crate::grant::{FinishOutcome, StartOutcome};
+use crate::grant::{DenyReason, FinishOutcome, StartOutcome};
 use crate::memory::Faults;
 use crate::model::Deployment;
 use crate::ports::IamError;
@@ -52,7 +50,8 @@ async fn finish(s: &Service, run: &str) -> FinishOutcome {
 }
 
 fn revoked_audits(s: &Service) -> Vec<crate::audit::AuditRecord> {
-    s.store
+    s.ports
+        .store
         .audits()
         .into_iter()
         .filter(|a| a.decision == Decision::Revoked)
@@ -87,13 +86,13 @@ async fn given_an_active_grant_when_its_job_finishes_then_it_is_revoked_at_once(
             failed: 0
         }
     );
-    assert_eq!(s.iam.policy(&role(), &id.policy_name()), None);
+    assert_eq!(s.ports.iam.policy(&role(), &id.policy_name()), None);
     let revoked = revoked_audits(&s);
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0].reason, "job_finished");
     assert!(revoked[0].revoked_at.is_some());
-    assert_eq!(s.store.active_on(&role()), 0);
-    let published: Vec<_> = s.audit.published().into_iter().map(|a| a.decision).collect();
+    assert_eq!(s.ports.store.active_on(&role()), 0);
+    let published: Vec<_> = s.ports.audit.published().into_iter().map(|a| a.decision).collect();
     assert_eq!(published, [Decision::Activated, Decision::Revoked]);
     // The finish delivered again: nothing more.
     assert_eq!(
@@ -122,7 +121,7 @@ async fn given_a_finish_before_its_start_when_the_start_arrives_then_it_is_refus
         start(&s, "2", "15m").await,
         StartOutcome::Denied(DenyReason::JobFinished)
     );
-    assert_eq!(s.iam.policy_count(), 0);
+    assert_eq!(s.ports.iam.policy_count(), 0);
     // Another run of the same pipeline is not affected.
     assert!(matches!(start(&s, "3", "15m").await, StartOutcome::Activated(_)));
 }
@@ -134,9 +133,9 @@ async fn given_a_revoked_grant_when_its_start_is_replayed_then_nothing_is_grante
         panic!()
     };
     finish(&s, "4").await;
-    let puts = s.iam.calls().0;
+    let puts = s.ports.iam.calls().0;
     assert_eq!(start(&s, "4", "15m").await, StartOutcome::AlreadyEnded(id));
-    assert_eq!((s.iam.policy_count(), s.iam.calls().0), (0, puts));
+    assert_eq!((s.ports.iam.policy_count(), s.ports.iam.calls().0), (0, puts));
 }
 
 #[tokio::test]
@@ -148,16 +147,16 @@ async fn given_expired_and_live_grants_when_the_sweep_runs_then_only_expired_one
     let StartOutcome::Activated(live) = start(&s, "d", "20m").await else {
         panic!()
     };
-    s.clock.advance(Duration::minutes(6));
+    s.ports.clock.advance(Duration::minutes(6));
     let report = sweeper(&s).run(None).await.unwrap();
     assert_eq!(
         (report.revoked, report.already_revoked, report.revoke_failed),
         (3, 0, 0)
     );
-    assert_eq!(s.iam.policy_count(), 1);
-    assert!(s.iam.policy(&role(), &live.policy_name()).is_some());
+    assert_eq!(s.ports.iam.policy_count(), 1);
+    assert!(s.ports.iam.policy(&role(), &live.policy_name()).is_some());
     assert!(revoked_audits(&s).iter().all(|a| a.reason == "expired_sweep"));
-    assert_eq!(s.store.active_on(&role()), 1);
+    assert_eq!(s.ports.store.active_on(&role()), 1);
     // A second run finds nothing left to do.
     let again = sweeper(&s).run(None).await.unwrap();
     assert_eq!((again.revoked, again.already_revoked), (0, 0));
@@ -167,17 +166,21 @@ async fn given_expired_and_live_grants_when_the_sweep_runs_then_only_expired_one
 async fn given_the_bus_failing_when_the_sweep_revokes_then_the_revoke_stands_and_no_failure_is_audited() {
     let s = service();
     start(&s, "e", "5m").await;
-    s.clock.advance(Duration::minutes(6));
-    s.audit.fail_next(SinkError::Transient("throttled".into()));
+    s.ports.clock.advance(Duration::minutes(6));
+    s.ports.audit.fail_next(SinkError::Transient("throttled".into()));
     let report = sweeper(&s).run(None).await.unwrap();
     assert_eq!(
         (report.revoked, report.revoke_failed, report.events_unpublished),
         (1, 0, 1)
     );
-    assert_eq!(s.iam.policy_count(), 0);
+    assert_eq!(s.ports.iam.policy_count(), 0);
     assert_eq!(revoked_audits(&s).len(), 1, "the durable Revoked audit stands");
     assert!(
-        s.store.audits().iter().all(|a| a.decision != Decision::RevokeFailed),
+        s.ports
+            .store
+            .audits()
+            .iter()
+            .all(|a| a.decision != Decision::RevokeFailed),
         "a revoke that succeeded is not audited as failed"
     );
 }
@@ -186,25 +189,31 @@ async fn given_the_bus_failing_when_the_sweep_revokes_then_the_revoke_stands_and
 async fn given_the_sweep_revoke_applied_but_its_answer_lost_then_the_event_is_still_published() {
     let s = service();
     start(&s, "l", "5m").await;
-    s.clock.advance(Duration::minutes(6));
-    s.store.lose_next_revocation_answer();
+    s.ports.clock.advance(Duration::minutes(6));
+    s.ports.store.lose_next_revocation_answer();
     let report = sweeper(&s).run(None).await.unwrap();
     assert_eq!((report.revoked, report.revoke_failed), (1, 0));
     let recorded = revoked_audits(&s);
     assert_eq!(recorded.len(), 1);
     assert!(
-        s.audit.published().contains(&recorded[0]),
+        s.ports.audit.published().contains(&recorded[0]),
         "no later sweep would see this grant: this run must publish its event"
     );
-    assert!(s.store.audits().iter().all(|a| a.decision != Decision::RevokeFailed));
+    assert!(
+        s.ports
+            .store
+            .audits()
+            .iter()
+            .all(|a| a.decision != Decision::RevokeFailed)
+    );
 }
 
 #[tokio::test]
 async fn given_the_stream_and_the_sweep_racing_on_one_grant_then_one_revoked_audit_and_its_event() {
     let s = service();
     start(&s, "r", "5m").await;
-    let grant = s.store.grants().remove(0);
-    s.clock.advance(Duration::minutes(6));
+    let grant = s.ports.store.grants().remove(0);
+    s.ports.clock.advance(Duration::minutes(6));
     // TTL deleted the item and the stream handler revokes from the old image...
     let revoker = s.revoker();
     let ttl = revoker.revoke(&grant, RevokeReason::ExpiredTtl, RecordState::DeletedByTtl);
@@ -221,6 +230,7 @@ async fn given_the_stream_and_the_sweep_racing_on_one_grant_then_one_revoked_aud
     // Each path publishes what is recorded (the loser may run before the winner's event), so
     // the event goes out at least once and every copy is the recorded one, under its id.
     let published: Vec<_> = s
+        .ports
         .audit
         .published()
         .into_iter()
@@ -228,7 +238,7 @@ async fn given_the_stream_and_the_sweep_racing_on_one_grant_then_one_revoked_aud
         .collect();
     assert!(!published.is_empty());
     assert!(published.iter().all(|p| *p == recorded[0]), "{published:#?}");
-    assert_eq!(s.store.active_on(&role()), 0);
+    assert_eq!(s.ports.store.active_on(&role()), 0);
 }
 
 #[tokio::test]
@@ -237,7 +247,11 @@ async fn given_a_policy_already_gone_when_revoking_then_it_is_success() {
     let StartOutcome::Activated(id) = start(&s, "g", "5m").await else {
         panic!()
     };
-    s.iam.delete_role_policy(&role(), &id.policy_name()).await.unwrap();
+    s.ports
+        .iam
+        .delete_role_policy(&role(), &id.policy_name())
+        .await
+        .unwrap();
     assert_eq!(
         finish(&s, "g").await,
         FinishOutcome::Finished {
@@ -252,11 +266,12 @@ async fn given_a_policy_already_gone_when_revoking_then_it_is_success() {
 async fn given_iam_failing_when_the_sweep_revokes_then_it_audits_the_failure_and_retries_next_run() {
     let s = service();
     start(&s, "f", "5m").await;
-    s.clock.advance(Duration::minutes(6));
-    s.iam.fail_next(IamError::Transient("throttled".into()));
+    s.ports.clock.advance(Duration::minutes(6));
+    s.ports.iam.fail_next(IamError::Transient("throttled".into()));
     let report = sweeper(&s).run(None).await.unwrap();
     assert_eq!((report.revoked, report.revoke_failed), (0, 1));
     let failed: Vec<_> = s
+        .ports
         .store
         .audits()
         .into_iter()
@@ -264,41 +279,45 @@ async fn given_iam_failing_when_the_sweep_revokes_then_it_audits_the_failure_and
         .collect();
     assert_eq!(failed.len(), 1);
     assert!(failed[0].detail.as_deref().unwrap().contains("throttled"));
-    assert_eq!(s.iam.policy_count(), 1, "still there, and still self-expiring");
-    s.clock.advance(Duration::minutes(1));
+    assert_eq!(s.ports.iam.policy_count(), 1, "still there, and still self-expiring");
+    s.ports.clock.advance(Duration::minutes(1));
     let next = sweeper(&s).run(None).await.unwrap();
     assert_eq!((next.revoked, next.revoke_failed), (1, 0));
-    assert_eq!(s.iam.policy_count(), 0);
+    assert_eq!(s.ports.iam.policy_count(), 0);
 }
 
 #[tokio::test]
 async fn given_an_orphan_policy_when_drift_repair_runs_then_it_waits_out_the_grace_and_removes_it() {
     let s = service();
-    s.iam.add_role(&role());
+    s.ports.iam.add_role(&role());
     let StartOutcome::Activated(live) = start(&s, "l", "20m").await else {
         panic!()
     };
-    s.iam.plant(&role(), "latch-0123456789abcdef0123456789abcdef", "{}");
-    s.iam.plant(&role(), "not-latch", "{}");
+    s.ports
+        .iam
+        .plant(&role(), "latch-0123456789abcdef0123456789abcdef", "{}");
+    s.ports.iam.plant(&role(), "not-latch", "{}");
     let first = sweeper(&s).run(None).await.unwrap();
     assert_eq!((first.drift_repaired, first.drift_pending), (0, 1));
-    s.clock.advance(Duration::minutes(11));
+    s.ports.clock.advance(Duration::minutes(11));
     let second = sweeper(&s).run(None).await.unwrap();
     assert_eq!(second.drift_repaired, 1);
     assert!(
-        s.iam
+        s.ports
+            .iam
             .policy(&role(), "latch-0123456789abcdef0123456789abcdef")
             .is_none()
     );
     assert!(
-        s.iam.policy(&role(), "not-latch").is_some(),
+        s.ports.iam.policy(&role(), "not-latch").is_some(),
         "only Latch's policies are Latch's business"
     );
     assert!(
-        s.iam.policy(&role(), &live.policy_name()).is_some(),
+        s.ports.iam.policy(&role(), &live.policy_name()).is_some(),
         "live grants are kept"
     );
     let repaired: Vec<_> = s
+        .ports
         .store
         .audits()
         .into_iter()
@@ -315,27 +334,23 @@ async fn given_an_orphan_policy_when_drift_repair_runs_then_it_waits_out_the_gra
 async fn given_two_deployments_on_one_role_when_each_repairs_drift_then_neither_touches_the_other() {
     // Deployment "blue" grants; deployment "green" (another stack or region, its own table)
     // sees blue's policy on the shared role with no grant in its own table.
-    let blue = GrantService {
-        deployment: Deployment::parse("blue").unwrap(),
-        ..service()
-    };
-    blue.iam.add_role(&role());
+    let blue = service().with_deployment(Deployment::parse("blue").unwrap());
+    blue.ports.iam.add_role(&role());
     let StartOutcome::Activated(id) = start(&blue, "b", "20m").await else {
         panic!()
     };
     let blue_name = Deployment::parse("blue").unwrap().policy_name(&id);
     assert!(
-        blue.iam.policy(&role(), &blue_name).is_some(),
+        blue.ports.iam.policy(&role(), &blue_name).is_some(),
         "named for its deployment"
     );
-    blue.iam.plant(&role(), "latch-guardrails", "{}");
-    blue.iam.plant(&role(), "latch-0123456789abcdef0123456789abcdef", "{}");
-    let green = GrantService {
-        iam: blue.iam.clone(),
-        deployment: Deployment::parse("green").unwrap(),
-        ..service()
-    };
-    green.clock.advance(Duration::hours(1));
+    blue.ports.iam.plant(&role(), "latch-guardrails", "{}");
+    blue.ports
+        .iam
+        .plant(&role(), "latch-0123456789abcdef0123456789abcdef", "{}");
+    let mut green = service().with_deployment(Deployment::parse("green").unwrap());
+    green.ports.iam = blue.ports.iam.clone();
+    green.ports.clock.advance(Duration::hours(1));
     let settings = |d: &str| SweepSettings {
         page_size: 2,
         concurrency: 3,
@@ -348,15 +363,16 @@ async fn given_two_deployments_on_one_role_when_each_repairs_drift_then_neither_
         memory_sweeper(&green, settings("green")).run(None).await.unwrap();
     }
     assert!(
-        green.iam.policy(&role(), &blue_name).is_some(),
+        green.ports.iam.policy(&role(), &blue_name).is_some(),
         "blue's grant is not green's orphan"
     );
     assert!(
-        green.iam.policy(&role(), "latch-guardrails").is_some(),
+        green.ports.iam.policy(&role(), "latch-guardrails").is_some(),
         "a team's own policy"
     );
     assert!(
         green
+            .ports
             .iam
             .policy(&role(), "latch-0123456789abcdef0123456789abcdef")
             .is_some()
@@ -368,23 +384,23 @@ async fn given_two_deployments_on_one_role_when_each_repairs_drift_then_neither_
 #[tokio::test]
 async fn given_a_late_attach_of_an_ended_grant_when_drift_repair_runs_then_it_comes_off_without_grace() {
     let s = service();
-    s.iam.add_role(&role());
+    s.ports.iam.add_role(&role());
     let StartOutcome::Activated(id) = start(&s, "late", "20m").await else {
         panic!()
     };
     finish(&s, "late").await;
     // An attach that was in flight lands after the finish's delete.
-    s.iam.plant(&role(), &id.policy_name(), "{}");
+    s.ports.iam.plant(&role(), &id.policy_name(), "{}");
     let report = sweeper(&s).run(None).await.unwrap();
     assert_eq!((report.drift_repaired, report.drift_pending), (1, 0));
-    assert!(s.iam.policy(&role(), &id.policy_name()).is_none());
+    assert!(s.ports.iam.policy(&role(), &id.policy_name()).is_none());
 }
 
 #[tokio::test]
 async fn given_a_deadline_already_past_when_the_sweep_runs_then_it_stops_cleanly() {
     let s = service();
     start(&s, "x", "5m").await;
-    s.clock.advance(Duration::minutes(6));
+    s.ports.clock.advance(Duration::minutes(6));
     let report = sweeper(&s).run(Some(std::time::Instant::now())).await.unwrap();
     assert!(report.stopped_early);
     assert_eq!(report.revoked, 0);
@@ -473,32 +489,26 @@ async fn given_expired_grants_on_few_roles_when_the_sweep_runs_then_one_role_at_
         let outcome = s.on_start(&env, &detail, 200).await.unwrap();
         assert!(matches!(outcome, StartOutcome::Activated(_)), "{outcome:?}");
     }
-    s.clock.advance(Duration::minutes(6));
-    let iam = OverlapIam::new(&s.iam);
-    let sweep = crate::sweep::Sweeper {
-        policy: &s.policy,
-        iam: &iam,
-        inventory: &s.iam,
-        store: &s.store,
-        audit: &s.audit,
-        clock: &s.clock,
-        settings: SweepSettings {
-            page_size: 100,
-            concurrency: 4,
-            drift_grace: Duration::minutes(10),
-            deployment: Default::default(),
-            drift_iam_per_second: 1_000.0,
-            ..Default::default()
-        },
+    s.ports.clock.advance(Duration::minutes(6));
+    let iam = OverlapIam::new(&s.ports.iam);
+    let overlapping = Ports::new(iam, s.ports.store.clone(), s.ports.audit.clone(), s.ports.clock.clone());
+    let settings = SweepSettings {
+        page_size: 100,
+        concurrency: 4,
+        drift_grace: Duration::minutes(10),
+        deployment: Default::default(),
+        drift_iam_per_second: 1_000.0,
+        ..Default::default()
     };
+    let sweep = overlapping.sweeper(&s.policy, &s.ports.iam, settings);
     let report = sweep.run(None).await.unwrap();
     assert_eq!((report.revoked, report.revoke_failed), (8, 0));
-    let o = iam.state.lock().unwrap();
+    let o = overlapping.iam.state.lock().unwrap();
     assert_eq!(o.max_per_role, 1, "one role's revokes never overlap");
     assert!(
         (2..=4).contains(&o.max_total),
         "roles in parallel, within the bound: {}",
         o.max_total
     );
-    assert_eq!(s.iam.policy_count(), 0);
+    assert_eq!(s.ports.iam.policy_count(), 0);
 }

@@ -34,11 +34,11 @@ use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use tracing::{error, info, warn};
 
-use crate::audit::{AuditRecord, Decision};
-use crate::model::{Deployment, POLICY_NAME_PREFIX, RoleArn, digest};
+use crate::audit;
+use crate::model::{Deployment, Grant, POLICY_NAME_PREFIX, RoleArn};
 use crate::policy::Policy;
 use crate::ports::{
-    AuditSink, Clock, Deletion, Grant, GrantStore, IamInventory, IamWriter, RecordState, StoreError,
+    AuditSink, Clock, Deletion, GrantStore, IamInventory, IamWriter, Ports, RecordState, StoreError,
     record_then_publish,
 };
 use crate::revoke::{RevokeError, RevokeOutcome, RevokeReason, Revoker};
@@ -257,14 +257,29 @@ impl Pacer {
     }
 }
 
+/// A sweep over borrowed ports and a role inventory; built by [`Ports::sweeper`].
 pub struct Sweeper<'a, I, V, S, A, C> {
-    pub policy: &'a Policy,
-    pub iam: &'a I,
-    pub inventory: &'a V,
-    pub store: &'a S,
-    pub audit: &'a A,
-    pub clock: &'a C,
+    policy: &'a Policy,
+    ports: &'a Ports<I, S, A, C>,
+    inventory: &'a V,
     pub settings: SweepSettings,
+}
+
+impl<I, S, A, C> Ports<I, S, A, C> {
+    /// A sweep under `policy` through these ports, listing roles with `inventory`.
+    pub fn sweeper<'a, V>(
+        &'a self,
+        policy: &'a Policy,
+        inventory: &'a V,
+        settings: SweepSettings,
+    ) -> Sweeper<'a, I, V, S, A, C> {
+        Sweeper {
+            policy,
+            ports: self,
+            inventory,
+            settings,
+        }
+    }
 }
 
 /// A lease holder's name, unique to this run (process, time, a counter).
@@ -286,12 +301,7 @@ where
     C: Clock,
 {
     fn revoker(&self) -> Revoker<'_, I, S, A, C> {
-        Revoker {
-            iam: self.iam,
-            store: self.store,
-            audit: self.audit,
-            clock: self.clock,
-        }
+        self.ports.revoker()
     }
 
     /// Both tasks, one after the other (the local runner and tests; Lambda runs one task per
@@ -316,9 +326,9 @@ where
     ) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
         let holder = run_holder();
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let until = now + lease_for.unwrap_or(self.settings.lease_for);
-        if !self.store.take_lease(task, &holder, now, until).await? {
+        if !self.ports.store.take_lease(task, &holder, now, until).await? {
             info!(task = task.code(), "another run holds the lease; nothing to do");
             report.lease_held_elsewhere.push(task);
             return Ok(report);
@@ -331,7 +341,7 @@ where
                 Ok(())
             }
         };
-        if let Err(e) = self.store.release_lease(task, &holder).await {
+        if let Err(e) = self.ports.store.release_lease(task, &holder).await {
             // It expires by itself; the next run waits at most until then.
             warn!(task = task.code(), error = %e, "could not release the sweep lease");
         }
@@ -345,7 +355,7 @@ where
         report: &mut SweepReport,
         out_of_time: &impl Fn() -> bool,
     ) -> Result<(), StoreError> {
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let mut after: Option<Grant> = None;
         loop {
             if out_of_time() {
@@ -353,6 +363,7 @@ where
                 break;
             }
             let page = self
+                .ports
                 .store
                 .expired_grants(now, after.as_ref(), self.settings.page_size)
                 .await?;
@@ -409,7 +420,7 @@ where
         match result {
             Ok(RevokeOutcome::Revoked) => {
                 report.revoked += 1;
-                let lag = self.clock.now() - grant.expires_at;
+                let lag = self.ports.clock.now() - grant.expires_at;
                 report.revocation_lags_secs.push(lag.num_seconds());
             }
             Ok(RevokeOutcome::AlreadyRevoked) => report.already_revoked += 1,
@@ -459,7 +470,7 @@ where
             }
         };
         report.drift_roles_eligible = roles.len();
-        let cursor = match self.store.drift_cursor().await {
+        let cursor = match self.ports.store.drift_cursor().await {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "drift repair: cannot read its cursor; starting from the first role");
@@ -522,7 +533,7 @@ where
 
     async fn save_cursor(&self, last_checked: Option<&str>) {
         if let Some(key) = last_checked
-            && let Err(e) = self.store.save_drift_cursor(key).await
+            && let Err(e) = self.ports.store.save_drift_cursor(key).await
         {
             // The next run starts a little earlier in the list: it rechecks, never skips.
             warn!(error = %e, "drift repair: cannot save its cursor");
@@ -540,48 +551,39 @@ where
         let Some(id) = self.settings.deployment.grant_id_of(name) else {
             return Ok(());
         };
-        let recorded = self.store.grant(&id).await?;
+        let recorded = self.ports.store.grant(&id).await?;
         if recorded.as_ref().is_some_and(|g| g.status.is_live() && &g.role == role) {
             return Ok(());
         }
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         // A grant the record says is over (revoked, failed) needs no grace: its document is a
         // late attach and comes off now. Only a document with no record at all waits out the
         // grace, in case its grant is being written as we look.
         let ended = recorded.is_some_and(|g| !g.status.is_live());
-        let since = self.store.drift_seen_since(role, name, now).await?;
+        let since = self.ports.store.drift_seen_since(role, name, now).await?;
         if !ended && now - since < self.settings.drift_grace {
             report.drift_pending += 1;
             return Ok(());
         }
-        let id = Some(id);
+
         // Read what is deleted (for the record), then delete it: two IAM calls, each paced.
         pacer.wait().await;
         let deleted = self.inventory.inline_policy_document(role, name).await?;
         pacer.wait().await;
-        if self.iam.delete_role_policy(role, name).await? == Deletion::AlreadyGone {
+        if self.ports.iam.delete_role_policy(role, name).await? == Deletion::AlreadyGone {
             // Its revoke (or another repair) took it off since the listing: nothing drifted.
-            self.store.clear_drift(role, name).await?;
+            self.ports.store.clear_drift(role, name).await?;
             return Ok(());
         }
-        let mut audit = AuditRecord::new(
-            digest(&[role.as_str(), name, &since.timestamp().to_string(), "drift"]),
-            Decision::DriftRepaired,
-            "no_live_grant",
-            now,
-        );
-        audit.role_arn = Some(role.as_str().to_owned());
-        audit.account = Some(role.account().as_str().to_owned());
-        audit.policy_name = Some(name.to_owned());
-        audit.grant_id = id.map(|i| i.as_str().to_owned());
-        audit.detail = Some(format!("inline policy {name} had no live grant since {since}"));
-        if let Some(document) = &deleted {
-            audit.keep_deleted_document(document);
-        }
-        audit.policy_file_sha256 = Some(self.policy.file_sha256.clone());
-        audit.policy_file_label = self.policy.label.clone();
-        record_then_publish::<_, _, Box<dyn std::error::Error + Send + Sync>>(self.store, self.audit, audit).await?;
-        self.store.clear_drift(role, name).await?;
+        let mut audit = audit::drift_repair(role, name, Some(&id), since, deleted.as_deref(), now);
+        audit.decided_under(&self.policy.file_sha256, self.policy.label.as_deref());
+        record_then_publish::<_, _, Box<dyn std::error::Error + Send + Sync>>(
+            &self.ports.store,
+            &self.ports.audit,
+            audit,
+        )
+        .await?;
+        self.ports.store.clear_drift(role, name).await?;
         report.drift_repaired += 1;
         info!(role = %role, policy = name, "drift repaired");
         Ok(())

@@ -12,7 +12,7 @@ use crate::grant::{GrantService, StartOutcome};
 use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
 use crate::model::RoleArn;
 use crate::policy::Policy;
-use crate::ports::IamError;
+use crate::ports::{IamError, Ports};
 use crate::test_fixtures::{MemoryService as Service, envelope, memory_service, memory_sweeper, t0};
 
 fn service() -> Service {
@@ -45,10 +45,11 @@ const DEPLOYER: &str = "arn:aws:iam::123456789012:role/latch/app-deployer";
 async fn given_a_run_holding_the_lease_when_another_run_starts_then_it_does_nothing() {
     let s = service();
     start(&s, "a", DEPLOYER).await;
-    s.clock.advance(Duration::minutes(6));
-    let now = s.clock.now();
+    s.ports.clock.advance(Duration::minutes(6));
+    let now = s.ports.clock.now();
     assert!(
-        s.store
+        s.ports
+            .store
             .take_lease(SweepTask::Expired, "other-run", now, now + Duration::seconds(55))
             .await
             .unwrap()
@@ -61,20 +62,21 @@ async fn given_a_run_holding_the_lease_when_another_run_starts_then_it_does_noth
 
     assert_eq!(report.lease_held_elsewhere, vec![SweepTask::Expired]);
     assert_eq!((report.revoked, report.expired_found), (0, 0));
-    assert_eq!(s.iam.policy_count(), 1, "the other run's work, not this one's");
+    assert_eq!(s.ports.iam.policy_count(), 1, "the other run's work, not this one's");
 }
 
 #[tokio::test]
 async fn given_a_lease_left_by_a_dead_run_when_it_expires_then_the_next_run_takes_over() {
     let s = service();
     start(&s, "a", DEPLOYER).await;
-    s.clock.advance(Duration::minutes(6));
-    let now = s.clock.now();
-    s.store
+    s.ports.clock.advance(Duration::minutes(6));
+    let now = s.ports.clock.now();
+    s.ports
+        .store
         .take_lease(SweepTask::Expired, "dead-run", now, now + Duration::seconds(55))
         .await
         .unwrap();
-    s.clock.advance(Duration::seconds(56));
+    s.ports.clock.advance(Duration::seconds(56));
 
     let report = memory_sweeper(&s, fast(SweepSettings::default()))
         .run_task(SweepTask::Expired, None, None)
@@ -97,8 +99,9 @@ async fn given_a_finished_run_when_the_next_starts_then_the_lease_was_given_back
 #[tokio::test]
 async fn given_the_expired_and_drift_leases_when_both_tasks_run_then_they_do_not_block_each_other() {
     let s = service();
-    let now = s.clock.now();
-    s.store
+    let now = s.ports.clock.now();
+    s.ports
+        .store
         .take_lease(SweepTask::Expired, "other-run", now, now + Duration::seconds(55))
         .await
         .unwrap();
@@ -116,8 +119,8 @@ async fn given_slow_iam_when_the_deadline_comes_mid_page_then_no_revoke_starts_a
     for i in 0..6 {
         start(&s, &format!("r{i}"), DEPLOYER).await;
     }
-    s.clock.advance(Duration::minutes(6));
-    s.iam.set_delay(StdDuration::from_millis(40));
+    s.ports.clock.advance(Duration::minutes(6));
+    s.ports.iam.set_delay(StdDuration::from_millis(40));
     let stop_by = Instant::now() + StdDuration::from_millis(100);
 
     let report = memory_sweeper(&s, fast(SweepSettings::default()))
@@ -133,7 +136,7 @@ async fn given_slow_iam_when_the_deadline_comes_mid_page_then_no_revoke_starts_a
     );
     assert_eq!(report.backlog(), report.not_reached);
     assert_eq!(
-        s.iam.policy_count(),
+        s.ports.iam.policy_count(),
         report.not_reached,
         "left for the next run, still self-expiring"
     );
@@ -143,7 +146,7 @@ async fn given_slow_iam_when_the_deadline_comes_mid_page_then_no_revoke_starts_a
 async fn given_an_expired_grant_when_the_sweep_runs_then_it_reports_how_late_it_is() {
     let s = service();
     start(&s, "a", DEPLOYER).await;
-    s.clock.advance(Duration::minutes(7));
+    s.ports.clock.advance(Duration::minutes(7));
     let report = memory_sweeper(&s, fast(SweepSettings::default()))
         .run(None)
         .await
@@ -172,16 +175,15 @@ async fn given_more_roles_than_one_run_can_check_when_runs_follow_then_the_curso
     for i in 0..25 {
         iam.add_role(&role(i));
     }
-    let s: Service = GrantService {
-        policy: many_roles_policy(25),
-        iam,
-        store: MemoryStore::default(),
-        audit: MemoryAuditSink::default(),
-        clock: FixedClock::at(t0()),
-        keys: crate::identity::StaticKeys,
-        deployment: Default::default(),
-        native: Default::default(),
-    };
+    let s: Service = GrantService::new(
+        many_roles_policy(25),
+        Ports::new(
+            iam,
+            MemoryStore::default(),
+            MemoryAuditSink::default(),
+            FixedClock::at(t0()),
+        ),
+    );
     // Every role listed is one IAM call: 10 a second, 1.05 s a run → about 10 roles a run.
     let settings = SweepSettings {
         drift_iam_per_second: 10.0,
@@ -205,7 +207,7 @@ async fn given_more_roles_than_one_run_can_check_when_runs_follow_then_the_curso
             "the old code restarted at the first role every run and never got past ~10"
         );
     }
-    let listed = s.iam.listed_roles();
+    let listed = s.ports.iam.listed_roles();
     for i in 0..25 {
         assert!(listed.contains(&role(i).name().to_owned()), "role {i} never checked");
     }
@@ -217,16 +219,15 @@ async fn given_a_pace_when_drift_repair_runs_then_iam_calls_are_spaced() {
     for i in 0..5 {
         iam.add_role(&role(i));
     }
-    let s: Service = GrantService {
-        policy: many_roles_policy(5),
-        iam,
-        store: MemoryStore::default(),
-        audit: MemoryAuditSink::default(),
-        clock: FixedClock::at(t0()),
-        keys: crate::identity::StaticKeys,
-        deployment: Default::default(),
-        native: Default::default(),
-    };
+    let s: Service = GrantService::new(
+        many_roles_policy(5),
+        Ports::new(
+            iam,
+            MemoryStore::default(),
+            MemoryAuditSink::default(),
+            FixedClock::at(t0()),
+        ),
+    );
     let settings = SweepSettings {
         drift_iam_per_second: 20.0,
         ..SweepSettings::default()
@@ -246,17 +247,20 @@ async fn given_a_pace_when_drift_repair_runs_then_iam_calls_are_spaced() {
 async fn given_iam_failing_for_minutes_when_the_sweep_retries_then_one_revoke_failed_audit_and_event() {
     let s = service();
     start(&s, "f", DEPLOYER).await;
-    s.clock.advance(Duration::minutes(6));
+    s.ports.clock.advance(Duration::minutes(6));
     for _ in 0..3 {
-        s.iam.fail_next(IamError::Transient("Throttling: Rate exceeded".into()));
+        s.ports
+            .iam
+            .fail_next(IamError::Transient("Throttling: Rate exceeded".into()));
         let report = memory_sweeper(&s, fast(SweepSettings::default()))
             .run(None)
             .await
             .unwrap();
         assert_eq!(report.revoke_failed, 1);
-        s.clock.advance(Duration::minutes(1));
+        s.ports.clock.advance(Duration::minutes(1));
     }
     let failed: Vec<_> = s
+        .ports
         .store
         .audits()
         .into_iter()
@@ -264,6 +268,7 @@ async fn given_iam_failing_for_minutes_when_the_sweep_retries_then_one_revoke_fa
         .collect();
     assert_eq!(failed.len(), 1, "one per episode, not one a minute");
     let published = s
+        .ports
         .audit
         .published()
         .into_iter()
@@ -282,20 +287,23 @@ async fn given_iam_failing_for_minutes_when_the_sweep_retries_then_one_revoke_fa
 async fn given_the_failure_event_lost_when_the_next_run_fails_again_then_it_publishes_it() {
     let s = service();
     start(&s, "f", DEPLOYER).await;
-    s.clock.advance(Duration::minutes(6));
-    s.iam.fail_next(IamError::Transient("Throttling".into()));
-    s.audit.fail_next(crate::ports::SinkError::Transient("bus down".into()));
+    s.ports.clock.advance(Duration::minutes(6));
+    s.ports.iam.fail_next(IamError::Transient("Throttling".into()));
+    s.ports
+        .audit
+        .fail_next(crate::ports::SinkError::Transient("bus down".into()));
     memory_sweeper(&s, fast(SweepSettings::default()))
         .run(None)
         .await
         .unwrap();
-    s.clock.advance(Duration::minutes(1));
-    s.iam.fail_next(IamError::Transient("Throttling".into()));
+    s.ports.clock.advance(Duration::minutes(1));
+    s.ports.iam.fail_next(IamError::Transient("Throttling".into()));
     memory_sweeper(&s, fast(SweepSettings::default()))
         .run(None)
         .await
         .unwrap();
     let published = s
+        .ports
         .audit
         .published()
         .into_iter()

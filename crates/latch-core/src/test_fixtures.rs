@@ -9,9 +9,11 @@ use crate::grant::GrantService;
 use crate::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryNativeRuns, MemoryStore};
 use crate::model::{AccountId, RoleArn};
 use crate::policy::Policy;
+use crate::ports::Ports;
 use crate::sweep::{SweepSettings, Sweeper};
 
 pub type MemoryService = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
+pub type MemoryPorts = Ports<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
 pub type MemorySweeper<'a> = Sweeper<'a, MemoryIam, MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
 
 /// When the test events say they happened.
@@ -32,29 +34,23 @@ pub fn claimed_policy_text() -> &'static str {
 
 /// The example policy over memory ports sharing `faults`, the clock at `now`.
 pub fn memory_service(now: DateTime<Utc>, faults: &Faults) -> MemoryService {
-    GrantService {
-        policy: claimed_policy(),
-        iam: MemoryIam::default().with_faults(faults),
-        store: MemoryStore::default().with_faults(faults),
-        audit: MemoryAuditSink::default().with_faults(faults),
-        clock: FixedClock::at(now),
-        keys: crate::identity::StaticKeys,
-        native: MemoryNativeRuns::default().with_faults(faults),
-        deployment: Default::default(),
-    }
+    GrantService::new(claimed_policy(), memory_ports(now, faults))
+        .with_native(MemoryNativeRuns::default().with_faults(faults))
+}
+
+/// Memory ports sharing `faults`, the clock at `now`.
+pub fn memory_ports(now: DateTime<Utc>, faults: &Faults) -> MemoryPorts {
+    Ports::new(
+        MemoryIam::default().with_faults(faults),
+        MemoryStore::default().with_faults(faults),
+        MemoryAuditSink::default().with_faults(faults),
+        FixedClock::at(now),
+    )
 }
 
 /// A sweep over `s`'s ports, policy and clock (its IAM is also the role inventory).
 pub fn memory_sweeper(s: &MemoryService, settings: SweepSettings) -> MemorySweeper<'_> {
-    Sweeper {
-        policy: &s.policy,
-        iam: &s.iam,
-        inventory: &s.iam,
-        store: &s.store,
-        audit: &s.audit,
-        clock: &s.clock,
-        settings,
-    }
+    s.ports.sweeper(&s.policy, &s.ports.iam, settings)
 }
 
 /// An event from `ci.github` in the example account, at [`t0`].

@@ -23,7 +23,7 @@ use latch_core::identity::KeySource;
 use latch_core::metrics::{self, MetricRecord};
 use latch_core::model::{AccountId, digest};
 use latch_core::native::is_native;
-use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, NativeRuns, Retryable, SystemClock};
+use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, NativeRuns, Ports, Retryable, SystemClock};
 use latch_core::revoke::RevokeReason;
 use serde_json::Value;
 use tracing::error;
@@ -35,16 +35,11 @@ pub type AwsGrantService =
 /// Reads configuration and the policy file, builds the clients (and the issuer key cache) once.
 pub async fn init() -> Result<AwsGrantService, latch_aws::InitError> {
     let (policy, clients) = latch_aws::load_with_policy().await?;
-    Ok(GrantService {
-        policy,
-        iam: clients.iam,
-        store: clients.store,
-        audit: clients.audit,
-        clock: SystemClock,
-        keys: HttpKeySource::new()?,
-        native: clients.native,
-        deployment: clients.deployment,
-    })
+    let ports = Ports::new(clients.iam, clients.store, clients.audit, SystemClock);
+    Ok(GrantService::new(policy, ports)
+        .with_keys(HttpKeySource::new()?)
+        .with_native(clients.native)
+        .with_deployment(clients.deployment))
 }
 
 /// The trusted envelope, or what is missing from it.
@@ -146,7 +141,7 @@ where
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
     let outcome = handle_payload(service, event).await?;
-    let now = service.clock.now();
+    let now = service.ports.clock.now();
     let mut records = outcome_records(&outcome, event_time, now);
     records.extend(latch_aws::call_metrics::drain());
     metrics::emit(&records, "grant", now);

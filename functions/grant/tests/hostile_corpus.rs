@@ -43,16 +43,14 @@ fn manifest() -> Manifest {
 fn service(m: &Manifest) -> Service {
     let path = events_dir().join(&m.policy);
     let policy = Policy::load_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    GrantService {
-        policy,
-        iam: MemoryIam::default(),
-        store: MemoryStore::default(),
-        audit: MemoryAuditSink::default(),
-        clock: FixedClock::at(serde_json::from_value(Value::String(m.now.clone())).expect("now is a time")),
-        keys: latch_core::identity::StaticKeys,
-        native: Default::default(),
-        deployment: Default::default(),
-    }
+    let now = serde_json::from_value(Value::String(m.now.clone())).expect("now is a time");
+    let ports = latch_core::ports::Ports::new(
+        MemoryIam::default(),
+        MemoryStore::default(),
+        MemoryAuditSink::default(),
+        FixedClock::at(now),
+    );
+    GrantService::new(policy, ports)
 }
 
 /// What the Lambda runtime does before the handler: parse the bytes as JSON.
@@ -76,10 +74,10 @@ struct Before {
 
 fn snapshot(s: &Service) -> Before {
     Before {
-        grants: s.store.grants().len(),
-        audits: s.store.audits().len(),
-        policies: s.iam.policy_count(),
-        puts: s.iam.calls().0,
+        grants: s.ports.store.grants().len(),
+        audits: s.ports.store.audits().len(),
+        policies: s.ports.iam.policy_count(),
+        puts: s.ports.iam.calls().0,
     }
 }
 
@@ -160,6 +158,7 @@ async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
     }
     // A replayed denial shares its audit id with the first: one durable Denied item in all.
     let denied: Vec<_> = s
+        .ports
         .store
         .audits()
         .into_iter()
@@ -182,7 +181,7 @@ async fn run_case(m: &Manifest, file: &str, case: &Value) -> Vec<String> {
                 problems.push(format!("audit detail {detail:?} does not name the field {field}"));
             }
         }
-        let published = s.audit.published();
+        let published = s.ports.audit.published();
         if !published.iter().any(|p| p.audit_id == audit.audit_id) {
             problems.push("the Denied audit was not published".into());
         }
@@ -263,7 +262,7 @@ async fn given_the_unmodified_start_fixture_when_handled_then_it_is_granted() {
         matches!(outcome, Ok(Outcome::Start(StartOutcome::Activated(_)))),
         "{outcome:?}"
     );
-    assert_eq!(s.iam.policy_count(), 1);
+    assert_eq!(s.ports.iam.policy_count(), 1);
 }
 
 /// The policy part of the corpus (events/bad/policies/): files a platform team might write that
@@ -429,7 +428,7 @@ mod fuzz {
     /// own decision path: the trusted fields admit it, the role and duration are within the
     /// rule and the set, the time is current, and the document on the role expires on time.
     fn check_grant(s: &Service, event: &Value) -> Result<(), TestCaseError> {
-        let grants = s.store.grants();
+        let grants = s.ports.store.grants();
         prop_assert_eq!(grants.len(), 1);
         let g = &grants[0];
         prop_assert_eq!(event["source"].as_str(), Some(g.source.as_str()));
@@ -453,7 +452,7 @@ mod fuzz {
         let now = s.clock_now();
         prop_assert_eq!(g.requested_at, time);
         prop_assert!(time <= now + Duration::minutes(5) && g.expires_at > now);
-        let doc = s.iam.policy(&g.role, &g.id.policy_name());
+        let doc = s.ports.iam.policy(&g.role, &g.id.policy_name());
         prop_assert!(doc.is_some(), "no policy on the role");
         let doc: Value = serde_json::from_str(&doc.unwrap()).unwrap();
         for st in doc["Statement"].as_array().unwrap() {
@@ -474,7 +473,7 @@ mod fuzz {
     }
     impl Now for Service {
         fn clock_now(&self) -> DateTime<Utc> {
-            latch_core::ports::Clock::now(&self.clock)
+            latch_core::ports::Clock::now(&self.ports.clock)
         }
     }
 
@@ -494,15 +493,19 @@ mod fuzz {
         if granted {
             check_grant(&s, &raw)?;
         } else {
-            prop_assert_eq!(s.iam.policy_count(), 0, "{:?} but a policy is on a role", outcome);
-            prop_assert!(s.store.grants().is_empty(), "{:?} but a grant is recorded", outcome);
+            prop_assert_eq!(s.ports.iam.policy_count(), 0, "{:?} but a policy is on a role", outcome);
+            prop_assert!(
+                s.ports.store.grants().is_empty(),
+                "{:?} but a grant is recorded",
+                outcome
+            );
         }
         // One durable audit per decision; a finish with nothing to revoke decides nothing.
         let want = match &outcome {
             Ok(Outcome::Start(_)) | Ok(Outcome::Finish(FinishOutcome::Denied(_))) => 1,
             _ => 0,
         };
-        prop_assert_eq!(s.store.audits().len(), want, "durable audits after {:?}", outcome);
+        prop_assert_eq!(s.ports.store.audits().len(), want, "durable audits after {:?}", outcome);
         Ok(())
     }
 

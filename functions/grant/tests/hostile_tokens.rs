@@ -33,9 +33,8 @@ use latch_core::grant::{ExtendOutcome, FinishOutcome, GrantService, StartOutcome
 use latch_core::identity::testing::{TestSigner, jwks};
 use latch_core::identity::{AudienceBinding, Presented, StaticKeys, TokenAlgorithm, request_audience};
 use latch_core::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
-use latch_core::model::{AccountId, GrantDuration, Name, RoleArn};
+use latch_core::model::{AccountId, Grant, GrantDuration, GrantStatus, Name, RoleArn};
 use latch_core::policy::Policy;
-use latch_core::ports::{Grant, GrantStatus};
 use serde_json::{Map, Value, json};
 
 type Service = GrantService<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock, StaticKeys>;
@@ -153,16 +152,13 @@ fn policy(algs: Algs) -> Policy {
 }
 
 fn service(algs: Algs) -> Service {
-    GrantService {
-        policy: policy(algs),
-        iam: MemoryIam::default(),
-        store: MemoryStore::default(),
-        audit: MemoryAuditSink::default(),
-        clock: FixedClock::at(now()),
-        keys: StaticKeys,
-        native: Default::default(),
-        deployment: Default::default(),
-    }
+    let ports = latch_core::ports::Ports::new(
+        MemoryIam::default(),
+        MemoryStore::default(),
+        MemoryAuditSink::default(),
+        FixedClock::at(now()),
+    );
+    GrantService::new(policy(algs), ports)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1028,8 +1024,8 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "a feature branch asking honestly (rules bind main and tags)",
-            expect: Denied("no_matching_rule"),
+            name: "a feature branch asking honestly (rules bind main and tags): the denial names the ref",
+            expect: Denied("field_mismatch"),
             make: || {
                 let req = Req {
                     git_ref: Some("refs/heads/feature/fast-path"),
@@ -1075,7 +1071,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "red team, honest detail: app-payments feature branch asks for prod-migrations' role",
-            expect: Denied("no_matching_rule"),
+            expect: Denied("field_mismatch"),
             make: || {
                 let req = Req {
                     pipeline: "app-payments".into(),
@@ -1268,16 +1264,17 @@ struct Before {
 }
 
 fn snapshot(s: &Service) -> Before {
-    let (puts, deletes) = s.iam.calls();
+    let (puts, deletes) = s.ports.iam.calls();
     Before {
         grants: s
+            .ports
             .store
             .grants()
             .into_iter()
             .map(|g| (g.id.as_str().to_owned(), g))
             .collect(),
-        audits: s.store.audits(),
-        policies: s.iam.policy_count(),
+        audits: s.ports.store.audits(),
+        policies: s.ports.iam.policy_count(),
         puts,
         deletes,
     }
@@ -1296,7 +1293,13 @@ fn tokens_of(events: &[&Value]) -> Vec<String> {
 /// What of the tokens appears in any audit, durable or published: the whole token, or any of its
 /// segments long enough to be more than a coincidence (16 characters).
 fn leaks(s: &Service, tokens: &[String]) -> Vec<String> {
-    let audits: Vec<AuditRecord> = s.store.audits().into_iter().chain(s.audit.published()).collect();
+    let audits: Vec<AuditRecord> = s
+        .ports
+        .store
+        .audits()
+        .into_iter()
+        .chain(s.ports.audit.published())
+        .collect();
     let text = serde_json::to_string(&audits).expect("audits serialize");
     let mut found = Vec::new();
     for token in tokens {
@@ -1313,7 +1316,8 @@ fn leaks(s: &Service, tokens: &[String]) -> Vec<String> {
 }
 
 fn new_audits(before: &Before, s: &Service) -> Vec<AuditRecord> {
-    s.store
+    s.ports
+        .store
         .audits()
         .into_iter()
         .filter(|a| !before.audits.iter().any(|b| b.audit_id == a.audit_id))
@@ -1332,7 +1336,7 @@ fn denied_reason(outcome: &Outcome) -> Option<&'static str> {
 /// Every grant recorded before is still recorded, unchanged, and its policy is still on its role.
 fn grants_untouched(before: &Before, s: &Service, problems: &mut Vec<String>) {
     for (id, g) in &before.grants {
-        let now_g = s.store.grants().into_iter().find(|n| n.id.as_str() == id);
+        let now_g = s.ports.store.grants().into_iter().find(|n| n.id.as_str() == id);
         match now_g {
             Some(n) if &n == g => {}
             Some(n) => problems.push(format!(
@@ -1341,7 +1345,7 @@ fn grants_untouched(before: &Before, s: &Service, problems: &mut Vec<String>) {
             )),
             None => problems.push(format!("grant {id} disappeared")),
         }
-        if g.status == GrantStatus::Active && s.iam.policy(&g.role, &g.id.policy_name()).is_none() {
+        if g.status == GrantStatus::Active && s.ports.iam.policy(&g.role, &g.id.policy_name()).is_none() {
             problems.push(format!("grant {id}'s policy is no longer on {}", g.role));
         }
     }
@@ -1366,8 +1370,8 @@ async fn run_case(expect: Expect, scenario: Scenario) -> Vec<String> {
             return problems;
         }
     };
-    let (puts, deletes) = s.iam.calls();
-    let grants = s.store.grants();
+    let (puts, deletes) = s.ports.iam.calls();
+    let grants = s.ports.store.grants();
     let fresh = new_audits(&before, &s);
     let outcome_text = format!("{outcome:?}");
 
@@ -1385,7 +1389,7 @@ async fn run_case(expect: Expect, scenario: Scenario) -> Vec<String> {
                 problems.push(format!("grants went from {} to {}", before.grants.len(), grants.len()));
             }
             grants_untouched(&before, &s, &mut problems);
-            if puts != before.puts || deletes != before.deletes || s.iam.policy_count() != before.policies {
+            if puts != before.puts || deletes != before.deletes || s.ports.iam.policy_count() != before.policies {
                 problems.push(format!(
                     "IAM was written: PutRolePolicy {} -> {puts}, DeleteRolePolicy {} -> {deletes}",
                     before.puts, before.deletes
@@ -1404,7 +1408,7 @@ async fn run_case(expect: Expect, scenario: Scenario) -> Vec<String> {
                     {
                         problems.push(format!("audit detail {:?} does not name the field {field}", a.detail));
                     }
-                    if !s.audit.published().iter().any(|p| p.audit_id == a.audit_id) {
+                    if !s.ports.audit.published().iter().any(|p| p.audit_id == a.audit_id) {
                         problems.push("the Denied audit was not published".into());
                     }
                 }
@@ -1417,7 +1421,7 @@ async fn run_case(expect: Expect, scenario: Scenario) -> Vec<String> {
                 return problems;
             };
             match grants.iter().find(|g| &g.id == id) {
-                Some(g) if s.iam.policy(&g.role, &g.id.policy_name()).is_some() => {}
+                Some(g) if s.ports.iam.policy(&g.role, &g.id.policy_name()).is_some() => {}
                 Some(_) => problems.push("granted, but no policy on the role".into()),
                 None => problems.push("granted, but no grant recorded".into()),
             }
@@ -1441,7 +1445,7 @@ async fn run_case(expect: Expect, scenario: Scenario) -> Vec<String> {
                 ));
             }
             grants_untouched(&before, &s, &mut problems);
-            if s.iam.policy_count() != before.policies || deletes != before.deletes {
+            if s.ports.iam.policy_count() != before.policies || deletes != before.deletes {
                 problems.push("a redelivery changed what is on the roles".into());
             }
         }
@@ -1461,7 +1465,7 @@ async fn run_case(expect: Expect, scenario: Scenario) -> Vec<String> {
                 if after.is_some_and(|n| n.status == GrantStatus::Active) {
                     problems.push(format!("grant {} is still active", g.id.as_str()));
                 }
-                if s.iam.policy(&g.role, &g.id.policy_name()).is_some() {
+                if s.ports.iam.policy(&g.role, &g.id.policy_name()).is_some() {
                     problems.push(format!("grant {}'s policy is still on the role", g.id.as_str()));
                 }
             }
@@ -1542,6 +1546,7 @@ fn the_corpus_has_at_least_45_cases_with_unique_names_and_covers_every_token_rea
         "claim_mismatch",
         "finish_not_proven",
         "no_matching_rule",
+        "field_mismatch",
         "untrusted_trigger",
         "token_replayed",
         "extension_over_max",
@@ -1790,7 +1795,7 @@ mod mutated_tokens {
             "the real grant: {:?}",
             granted
         );
-        let real = s.store.grants().pop().expect("the real grant");
+        let real = s.ports.store.grants().pop().expect("the real grant");
 
         // As a start, for another job of the run (same request otherwise).
         let other = Req::deploy().job("deploy-2");
@@ -1799,8 +1804,8 @@ mod mutated_tokens {
             Mutation::Bytes(_) => rsa,
         };
         if let Some(token) = mutate(&start_claims(&other), rsa, &m) {
-            let (puts, _) = s.iam.calls();
-            let audits = s.store.audits().len();
+            let (puts, _) = s.ports.iam.calls();
+            let audits = s.ports.store.audits().len();
             let outcome = deliver(&s, start("evt-mutated-start", other.start_detail(Some(json!(token))))).await;
             prop_assert!(outcome.is_ok(), "the handler returned Err: {:?}", outcome);
             let outcome = outcome.unwrap();
@@ -1809,16 +1814,16 @@ mod mutated_tokens {
                 "a mutated token was not refused: {:?}",
                 outcome
             );
-            prop_assert_eq!(s.store.grants().len(), 1, "a grant was recorded");
-            prop_assert_eq!(s.iam.calls().0, puts, "IAM was written");
-            prop_assert_eq!(s.iam.policy_count(), 1);
-            prop_assert_eq!(s.store.audits().len(), audits + 1, "one Denied audit per refusal");
+            prop_assert_eq!(s.ports.store.grants().len(), 1, "a grant was recorded");
+            prop_assert_eq!(s.ports.iam.calls().0, puts, "IAM was written");
+            prop_assert_eq!(s.ports.iam.policy_count(), 1);
+            prop_assert_eq!(s.ports.store.audits().len(), audits + 1, "one Denied audit per refusal");
         }
 
         // As the finish of the job holding the real grant.
         let req = Req::deploy();
         if let Some(token) = mutate(&finish_claims(&req), rsa, &m) {
-            let (_, deletes) = s.iam.calls();
+            let (_, deletes) = s.ports.iam.calls();
             let outcome = deliver(&s, finish("evt-mutated-finish", req.finish_detail(Some(json!(token))))).await;
             prop_assert!(outcome.is_ok(), "the handler returned Err: {:?}", outcome);
             let outcome = outcome.unwrap();
@@ -1827,11 +1832,11 @@ mod mutated_tokens {
                 "a mutated finish token was not refused: {:?}",
                 outcome
             );
-            prop_assert_eq!(s.iam.calls().1, deletes, "IAM was written");
-            let now_real = s.store.grants().into_iter().find(|g| g.id == real.id);
+            prop_assert_eq!(s.ports.iam.calls().1, deletes, "IAM was written");
+            let now_real = s.ports.store.grants().into_iter().find(|g| g.id == real.id);
             prop_assert_eq!(now_real.as_ref(), Some(&real), "the real grant changed");
             prop_assert!(
-                s.iam.policy(&real.role, &real.id.policy_name()).is_some(),
+                s.ports.iam.policy(&real.role, &real.id.policy_name()).is_some(),
                 "the real grant's policy left the role"
             );
         }

@@ -3,7 +3,7 @@
 use chrono::{Duration, TimeZone, Utc};
 use grant::{GrantFailure, Outcome, outcome_records};
 use lambda_runtime::Diagnostic;
-use latch_core::decision::DenyReason;
+use latch_core::grant::DenyReason;
 use latch_core::grant::{FinishOutcome, GrantError, StartOutcome};
 use latch_core::metrics::Metric;
 use latch_core::model::GrantId;

@@ -30,7 +30,7 @@ use latch_aws::iam::IamAdapter;
 use latch_aws::items::{EXPIRES_AT_EPOCH, GrantItem, RECORD_GRANT, RECORD_TYPE};
 use latch_aws::{Clients, Config};
 use latch_core::metrics::{self, MetricRecord};
-use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, RecordState, Retryable, SystemClock};
+use latch_core::ports::{AuditSink, Clock, GrantStore, IamWriter, Ports, RecordState, Retryable, SystemClock};
 use latch_core::revoke::{RevokeOutcome, RevokeReason, Revoker};
 use tracing::{info, warn};
 
@@ -75,10 +75,7 @@ impl From<RevokeBatchError> for Diagnostic {
 
 /// The ports the function holds, built once at init.
 pub struct RevokeFunction<I, S, A, C> {
-    pub iam: I,
-    pub store: S,
-    pub audit: A,
-    pub clock: C,
+    pub ports: Ports<I, S, A, C>,
 }
 
 pub type AwsRevokeFunction = RevokeFunction<IamAdapter, DynamoStore, EventBridgeSink, SystemClock>;
@@ -87,10 +84,7 @@ pub async fn init() -> Result<AwsRevokeFunction, latch_aws::ConfigError> {
     let config = Config::from_env()?;
     let clients = Clients::from_env(&config).await;
     Ok(RevokeFunction {
-        iam: clients.iam,
-        store: clients.store,
-        audit: clients.audit,
-        clock: SystemClock,
+        ports: Ports::new(clients.iam, clients.store, clients.audit, SystemClock),
     })
 }
 
@@ -117,12 +111,7 @@ pub enum RecordOutcome {
 
 impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> RevokeFunction<I, S, A, C> {
     fn revoker(&self) -> Revoker<'_, I, S, A, C> {
-        Revoker {
-            iam: &self.iam,
-            store: &self.store,
-            audit: &self.audit,
-            clock: &self.clock,
-        }
+        self.ports.revoker()
     }
 
     pub async fn on_record(&self, record: &EventRecord) -> RecordOutcome {
@@ -149,7 +138,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> RevokeFunction<I, S, A
         }
         // The record is a claim: anyone allowed to invoke this function can hand it one. Only a
         // consistent read showing the item gone makes it TTL's deletion of a grant.
-        match self.store.grant(&grant.id).await {
+        match self.ports.store.grant(&grant.id).await {
             Ok(None) => {}
             Ok(Some(recorded)) => {
                 warn!(
@@ -196,7 +185,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> RevokeFunction<I, S, A
         let outcomes = self.on_batch(records, stop_by).await;
         let mut response = DynamoDbEventResponse::default();
         let mut observed = Vec::new();
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         for (record, outcome) in records.iter().zip(&outcomes) {
             info!(event_id = %record.event_id, ?outcome, "stream record");
             match outcome {

@@ -5,17 +5,19 @@ use chrono::{TimeZone, Utc};
 use lambda_runtime::{Context, LambdaEvent};
 use latch_core::audit::Decision;
 use latch_core::memory::{Faults, FixedClock, MemoryAuditSink, MemoryIam, MemoryStore, Op};
-use latch_core::ports::IamError;
+use latch_core::ports::{IamError, Ports};
 use revoke::{RecordOutcome, RevokeFunction};
 
 type Function = RevokeFunction<MemoryIam, MemoryStore, MemoryAuditSink, FixedClock>;
 
 fn function() -> Function {
     RevokeFunction {
-        iam: MemoryIam::default(),
-        store: MemoryStore::default(),
-        audit: MemoryAuditSink::default(),
-        clock: FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 13, 15, 0).unwrap()),
+        ports: Ports::new(
+            MemoryIam::default(),
+            MemoryStore::default(),
+            MemoryAuditSink::default(),
+            FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 13, 15, 0).unwrap()),
+        ),
     }
 }
 
@@ -29,20 +31,20 @@ async fn given_a_ttl_removal_of_an_active_grant_then_it_is_revoked_as_expired_tt
     let f = function();
     let event = fixture("dynamodb-stream-ttl-remove.json");
     assert_eq!(f.on_record(&event.records[0]).await, RecordOutcome::Revoked);
-    let audits = f.store.audits();
+    let audits = f.ports.store.audits();
     assert_eq!(audits.len(), 1);
     assert_eq!(
         (audits[0].decision, audits[0].reason.as_str()),
         (Decision::Revoked, "expired_ttl")
     );
     assert_eq!(audits[0].pipeline.as_deref(), Some("app-release"));
-    assert_eq!(f.iam.calls(), (0, 1));
-    assert_eq!(f.audit.published().len(), 1);
+    assert_eq!(f.ports.iam.calls(), (0, 1));
+    assert_eq!(f.ports.audit.published().len(), 1);
     // The same record delivered again (a batch retry) writes nothing more; the recorded event
     // goes out again, unchanged (the first attempt may have stopped before publishing it).
     assert_eq!(f.on_record(&event.records[0]).await, RecordOutcome::AlreadyRevoked);
-    assert_eq!(f.store.audits(), audits);
-    assert_eq!(f.audit.published(), [audits[0].clone(), audits[0].clone()]);
+    assert_eq!(f.ports.store.audits(), audits);
+    assert_eq!(f.ports.audit.published(), [audits[0].clone(), audits[0].clone()]);
 }
 
 #[tokio::test]
@@ -59,8 +61,8 @@ async fn given_records_not_made_by_ttl_then_they_are_skipped_untouched() {
             "{name}"
         );
     }
-    assert_eq!(f.iam.calls(), (0, 0));
-    assert!(f.store.audits().is_empty());
+    assert_eq!(f.ports.iam.calls(), (0, 0));
+    assert!(f.ports.store.audits().is_empty());
 }
 
 #[tokio::test]
@@ -76,7 +78,7 @@ async fn given_a_batch_with_a_failing_record_then_only_that_one_is_reported() {
     event.records.push(second);
     let mut not_ttl = fixture("dynamodb-stream-user-remove.json");
     event.records.push(not_ttl.records.remove(0));
-    f.iam.fail_next(IamError::Transient("throttled".into()));
+    f.ports.iam.fail_next(IamError::Transient("throttled".into()));
     let response = f.handle(LambdaEvent::new(event, Context::default())).await.unwrap();
     let failed: Vec<_> = response
         .batch_item_failures
@@ -85,14 +87,14 @@ async fn given_a_batch_with_a_failing_record_then_only_that_one_is_reported() {
         .collect();
     assert_eq!(failed, [Some("4100000000000000000001".to_owned())]);
     assert_eq!(
-        f.store.audits().len(),
+        f.ports.store.audits().len(),
         1,
         "the second grant was revoked despite the first failing"
     );
 }
 
 /// The grant a TTL record's OldImage describes, as the table would hold it.
-fn grant_of(record: &aws_lambda_events::event::dynamodb::EventRecord) -> latch_core::ports::Grant {
+fn grant_of(record: &aws_lambda_events::event::dynamodb::EventRecord) -> latch_core::model::Grant {
     serde_dynamo::from_item::<_, latch_aws::items::GrantItem>(record.change.old_image.clone())
         .unwrap()
         .into_grant()
@@ -104,21 +106,19 @@ async fn given_a_forged_ttl_record_for_a_live_grant_then_nothing_changes_and_one
     // GIVEN a live grant the table still holds, and a TTL REMOVE record for it that DynamoDB
     // never wrote (a direct invocation with a fabricated payload)
     let faults = Faults::default();
-    let f = RevokeFunction {
-        store: MemoryStore::default().with_faults(&faults),
-        ..function()
-    };
+    let mut f = function();
+    f.ports.store = MemoryStore::default().with_faults(&faults);
     let event = fixture("dynamodb-stream-ttl-remove.json");
     let live = grant_of(&event.records[0]);
-    f.store.insert_grant(live.clone());
+    f.ports.store.insert_grant(live.clone());
     // WHEN the revoke function is handed the record
     let outcome = f.on_record(&event.records[0]).await;
     // THEN it is not acted on: no IAM call, no audit, no event, the grant stays as it was
     assert!(matches!(outcome, RecordOutcome::Skipped(_)), "{outcome:?}");
-    assert_eq!(f.iam.calls(), (0, 0));
-    assert!(f.store.audits().is_empty());
-    assert!(f.audit.published().is_empty());
-    assert_eq!(f.store.grants(), [live]);
+    assert_eq!(f.ports.iam.calls(), (0, 0));
+    assert!(f.ports.store.audits().is_empty());
+    assert!(f.ports.audit.published().is_empty());
+    assert_eq!(f.ports.store.grants(), [live]);
     // and the confirmation cost exactly one consistent read
     assert_eq!(faults.calls(Op::GetGrant), 1);
 }
@@ -127,31 +127,27 @@ async fn given_a_forged_ttl_record_for_a_live_grant_then_nothing_changes_and_one
 async fn given_a_genuine_ttl_record_then_one_read_confirms_it_before_the_revoke() {
     // GIVEN a TTL REMOVE record whose grant item is gone from the table
     let faults = Faults::default();
-    let f = RevokeFunction {
-        store: MemoryStore::default().with_faults(&faults),
-        ..function()
-    };
+    let mut f = function();
+    f.ports.store = MemoryStore::default().with_faults(&faults);
     let event = fixture("dynamodb-stream-ttl-remove.json");
     // WHEN it is handled
     let outcome = f.on_record(&event.records[0]).await;
     // THEN the grant is revoked after one read
     assert_eq!(outcome, RecordOutcome::Revoked);
     assert_eq!(faults.calls(Op::GetGrant), 1);
-    assert_eq!(f.iam.calls(), (0, 1));
+    assert_eq!(f.ports.iam.calls(), (0, 1));
 }
 
 #[tokio::test]
 async fn given_the_confirming_read_fails_transiently_then_the_record_is_retried_untouched() {
     let faults = Faults::default();
-    let f = RevokeFunction {
-        store: MemoryStore::default().with_faults(&faults),
-        ..function()
-    };
+    let mut f = function();
+    f.ports.store = MemoryStore::default().with_faults(&faults);
     faults.fail_nth(Op::GetGrant, 1);
     let event = fixture("dynamodb-stream-ttl-remove.json");
     assert_eq!(f.on_record(&event.records[0]).await, RecordOutcome::Retry);
-    assert_eq!(f.iam.calls(), (0, 0));
-    assert!(f.store.audits().is_empty());
+    assert_eq!(f.ports.iam.calls(), (0, 0));
+    assert!(f.ports.store.audits().is_empty());
 }
 
 /// `n` TTL removals of distinct grants, `i % roles` choosing each one's role.
@@ -180,14 +176,14 @@ fn batch(n: usize, roles: usize) -> Event {
 #[tokio::test]
 async fn given_a_batch_over_many_roles_then_records_run_concurrently_within_the_bound() {
     let f = function();
-    f.iam.set_delay(std::time::Duration::from_millis(20));
+    f.ports.iam.set_delay(std::time::Duration::from_millis(20));
     let event = batch(40, 20);
 
     let response = f.handle(LambdaEvent::new(event, Context::default())).await.unwrap();
 
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(f.store.audits().len(), 40);
-    let (overall, per_role) = f.iam.max_deletes_in_flight();
+    assert_eq!(f.ports.store.audits().len(), 40);
+    let (overall, per_role) = f.ports.iam.max_deletes_in_flight();
     assert!(overall > 1, "the old handler ran one record after another");
     assert!(overall <= revoke::RECORD_CONCURRENCY, "{overall}");
     assert_eq!(per_role, 1, "one role's records one after another");
@@ -196,7 +192,7 @@ async fn given_a_batch_over_many_roles_then_records_run_concurrently_within_the_
 #[tokio::test]
 async fn given_slow_iam_when_the_deadline_nears_then_unstarted_records_are_reported_not_timed_out() {
     let f = function();
-    f.iam.set_delay(std::time::Duration::from_millis(60));
+    f.ports.iam.set_delay(std::time::Duration::from_millis(60));
     // One role: its 10 records go one after another, 60 ms each; 200 ms of time to start them.
     let event = batch(10, 1);
     let now_ms = std::time::SystemTime::now()
@@ -209,7 +205,7 @@ async fn given_slow_iam_when_the_deadline_nears_then_unstarted_records_are_repor
 
     let response = f.handle(LambdaEvent::new(event, context)).await.unwrap();
 
-    let revoked = f.store.audits().len();
+    let revoked = f.ports.store.audits().len();
     let failed: Vec<_> = response
         .batch_item_failures
         .iter()

@@ -19,7 +19,9 @@ use latch_aws::events::EventBridgeSink;
 use latch_aws::iam::IamAdapter;
 use latch_core::metrics;
 use latch_core::policy::Policy;
-use latch_core::ports::{AuditSink, Clock, GrantStore, IamInventory, IamWriter, Retryable, StoreError, SystemClock};
+use latch_core::ports::{
+    AuditSink, Clock, GrantStore, IamInventory, IamWriter, Ports, Retryable, StoreError, SystemClock,
+};
 use latch_core::sweep::{SweepReport, SweepSettings, SweepState, SweepTask, Sweeper};
 use serde_json::Value;
 use tracing::error;
@@ -85,10 +87,7 @@ pub fn task_of(payload: &Value) -> Option<SweepTask> {
 
 pub struct SweepFunction<I, S, A, C> {
     pub policy: Policy,
-    pub iam: I,
-    pub store: S,
-    pub audit: A,
-    pub clock: C,
+    pub ports: Ports<I, S, A, C>,
     pub settings: SweepSettings,
 }
 
@@ -147,10 +146,7 @@ pub async fn init() -> Result<AwsSweepFunction, InitError> {
     };
     Ok(SweepFunction {
         policy,
-        iam: clients.iam,
-        store: clients.store,
-        audit: clients.audit,
-        clock: SystemClock,
+        ports: Ports::new(clients.iam, clients.store, clients.audit, SystemClock),
         settings,
     })
 }
@@ -180,15 +176,7 @@ where
     C: Clock,
 {
     fn sweeper(&self) -> Sweeper<'_, I, I, S, A, C> {
-        Sweeper {
-            policy: &self.policy,
-            iam: &self.iam,
-            inventory: &self.iam,
-            store: &self.store,
-            audit: &self.audit,
-            clock: &self.clock,
-            settings: self.settings.clone(),
-        }
+        self.ports.sweeper(&self.policy, &self.ports.iam, self.settings.clone())
     }
 
     /// Both tasks, one after the other (the local runner and tests).
@@ -207,7 +195,7 @@ where
             .inspect_err(|e| error!(error = %e, retryable = e.is_retryable(), "sweep failed"))?;
         let mut records = metrics::sweep_records(&report);
         records.extend(latch_aws::call_metrics::drain());
-        metrics::emit(&records, "sweep", self.clock.now());
+        metrics::emit(&records, "sweep", self.ports.clock.now());
         Ok(report)
     }
 

@@ -24,14 +24,14 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use latch_aws::items::AuditItem;
-use latch_core::audit::{AuditRecord, Decision, stamp};
-use latch_core::event::{JobContext, JobKey};
-use latch_core::grant::{activation_audit, fill_grant_fields};
+use latch_aws::items::{self, AuditItem, GrantItem};
+use latch_core::audit::{self, AuditRecord, Decision};
+use latch_core::event::{DETAIL_TYPE_STARTED, Envelope, StartRequest};
 use latch_core::iam_time;
-use latch_core::model::{AccountId, GrantId, GrantIdentity, Name, RoleArn, digest};
-use latch_core::ports::{Grant, GrantStatus};
-use latch_core::revoke::{RevokeReason, revoked_audit};
+use latch_core::model::{
+    AccountId, Grant, GrantDuration, GrantId, GrantIdentity, GrantStatus, JobContext, JobKey, Name, RoleArn, digest,
+};
+use latch_core::revoke::{RevokeReason, TOMBSTONE_LIFETIME};
 use md5::{Digest, Md5};
 use serde::Serialize;
 use serde_json::json;
@@ -350,12 +350,6 @@ fn v2_facts(r: &mut AuditRecord, t0: i64) {
         Decision::Revoked if r.reason == "job_finished" => {
             r.finished_by = Some(format!("claimed:{}", r.source.as_deref().unwrap_or(SOURCE)));
         }
-        Decision::DriftRepaired => {
-            r.deleted_document = Some(
-                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#
-                    .to_owned(),
-            );
-        }
         _ => {}
     }
 }
@@ -466,25 +460,58 @@ fn file_name(rng: &mut Rng) -> String {
     (0..26).map(|_| char::from(ALPHABET[rng.below(32) as usize])).collect()
 }
 
-/// One simulated request and everything it leaves in the table.
+/// One simulated request and everything it leaves in the table: a denial, or a grant with its
+/// activation, how it ended (as far as the export saw), and its grant and job items.
 fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<Vec<Planned>, AuditError> {
-    let mut out = Vec::new();
+    let profile = pick_profile(rng);
+    let t = request_time(rng, t0, span);
+    let (envelope, request) = draw_request(rng, seq, profile, t)?;
+    if rng.chance(120) {
+        let (reason, detail) = rng.weighted(DENIALS);
+        // A request too malformed to parse leaves only its envelope in the record.
+        let parsed = (reason != "malformed_event").then_some(&request);
+        return Ok(vec![Planned::Audit(Box::new(denial(
+            &envelope, parsed, reason, detail,
+        )))]);
+    }
+    let mut grant = grant_of(rng, seq, profile, &envelope, request)?;
+    let actions: Vec<String> = profile.actions.iter().map(|s| (*s).to_owned()).collect();
+    let mut out = vec![Planned::Audit(Box::new(audit::activation(
+        &grant,
+        &actions,
+        grant.granted_at,
+    )))];
+    let ending = draw_ending(rng, &grant);
+    out.extend(ending_audits(rng, &mut grant, &ending, export));
+    out.push(grant_item(&grant)?);
+    out.push(job_item(&grant, &ending, export));
+    Ok(out)
+}
+
+/// A profile, by weight.
+fn pick_profile(rng: &mut Rng) -> &'static Profile {
     let total: u64 = PROFILES.iter().map(|p| p.weight).sum();
     let mut x = rng.below(total);
-    let mut profile = &PROFILES[0];
     for p in PROFILES {
         if x < p.weight {
-            profile = p;
-            break;
+            return p;
         }
         x -= p.weight;
     }
-    // Uniform over the month, plus a busy last hour so some grants are live at export time.
-    let t = if rng.chance(15) {
+    &PROFILES[0]
+}
+
+/// Uniform over the month, plus a busy last hour so some grants are live at export time.
+fn request_time(rng: &mut Rng, t0: i64, span: i64) -> i64 {
+    if rng.chance(15) {
         rng.range(t0 + span - 3600, t0 + span - 60)
     } else {
         rng.range(t0, t0 + span - 60)
-    };
+    }
+}
+
+/// A start event of `profile`'s pipeline at `t`, as the grant function would parse it.
+fn draw_request(rng: &mut Rng, seq: u64, profile: &Profile, t: i64) -> Result<(Envelope, StartRequest), AuditError> {
     let job = JobKey {
         principal: None,
         pipeline: profile.pipeline.to_owned(),
@@ -502,58 +529,65 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
         ticket: rng.chance(300).then(|| format!("CHG-{}", 1000 + rng.below(9000))),
         environment: Some("production".into()),
     };
-    let event_id = digest(&["event", &seq.to_string()]);
-    let role = RoleArn::parse(&role_arn(profile.role)).map_err(parse_err)?;
     let requested_secs = *rng.pick(&[300i64, 600, 900, 1200, 1800, 2700, 3600]);
+    let envelope = Envelope {
+        id: digest(&["event", &seq.to_string()]),
+        detail_type: DETAIL_TYPE_STARTED.into(),
+        source: SOURCE.into(),
+        account: AccountId::parse(ACCOUNT).map_err(parse_err)?,
+        region: REGION.into(),
+        time: at(t),
+    };
+    let request = StartRequest {
+        job,
+        role: RoleArn::parse(&role_arn(profile.role)).map_err(parse_err)?,
+        permission_set: Name::parse(profile.set).map_err(parse_err)?,
+        duration: GrantDuration::parse(&format!("{requested_secs}s")).map_err(parse_err)?,
+        context,
+        token: None,
+    };
+    Ok((envelope, request))
+}
 
-    if rng.chance(120) {
-        let (reason, detail) = rng.weighted(DENIALS);
-        let mut a = AuditRecord::new(digest(&[&event_id, "denied"]), Decision::Denied, reason, at(t));
-        a.detail = Some(detail.to_owned());
-        a.source = Some(SOURCE.into());
-        a.account = Some(ACCOUNT.into());
-        a.region = Some(REGION.into());
-        a.event_id = Some(event_id.clone());
-        (a.requested_at, a.requested_at_epoch) = stamp(at(t));
-        if reason != "malformed_event" {
-            a.role_arn = Some(role.as_str().to_owned());
-            a.permission_set = Some(profile.set.to_owned());
-            a.requested_duration_secs = Some(requested_secs as u64);
-            a.pipeline = Some(job.pipeline.clone());
-            a.run_id = Some(job.run_id.clone());
-            a.job = Some(job.job.clone());
-            a.attempt = Some(job.attempt);
-            a.actor = context.actor.clone();
-            a.commit = context.commit.clone();
-            a.git_ref = context.git_ref.clone();
-            a.environment = context.environment.clone();
-        }
-        out.push(Planned::Audit(Box::new(a)));
-        return Ok(out);
+/// The denial the grant function writes for this event (what it knows of the request, when it
+/// parsed), recorded when the event arrived.
+fn denial(envelope: &Envelope, request: Option<&StartRequest>, reason: &str, detail: &str) -> AuditRecord {
+    let mut record = audit::denial(envelope, reason, Some(detail.to_owned()), envelope.time);
+    if let Some(request) = request {
+        record.describe_request(&envelope.source, request, None);
     }
+    record
+}
 
-    let duration = requested_secs.min(profile.max_secs);
-    let account = AccountId::parse(ACCOUNT).map_err(parse_err)?;
-    let set = Name::parse(profile.set).map_err(parse_err)?;
+/// The grant an allowed request gets: its duration cut to the profile's maximum.
+fn grant_of(
+    rng: &mut Rng,
+    seq: u64,
+    profile: &Profile,
+    envelope: &Envelope,
+    request: StartRequest,
+) -> Result<Grant, AuditError> {
+    let t = envelope.time.timestamp();
+    let duration = (request.duration.as_secs() as i64).min(profile.max_secs);
     let id = GrantId::derive(GrantIdentity {
-        account: &account,
-        source: SOURCE,
-        job: &job,
-        permission_set: &set,
-        role: &role,
+        account: &envelope.account,
+        source: &envelope.source,
+        job: &request.job,
+        permission_set: &request.permission_set,
+        role: &request.role,
     });
-    let mut grant = Grant {
+    Ok(Grant {
         policy_name: id.policy_name(),
         id,
         status: GrantStatus::Active,
-        source: SOURCE.into(),
-        account,
-        region: REGION.into(),
-        event_id,
-        job,
-        context,
-        role,
-        permission_set: set,
+        source: envelope.source.clone(),
+        account: envelope.account.clone(),
+        region: envelope.region.clone(),
+        event_id: envelope.id.clone(),
+        job: request.job,
+        context: request.context,
+        role: request.role,
+        permission_set: request.permission_set,
         rule: Name::parse(profile.rule).map_err(parse_err)?,
         requested_duration_secs: duration as u64,
         requested_at: at(t - rng.range(0, 3)),
@@ -562,137 +596,131 @@ fn simulate(rng: &mut Rng, seq: u64, t0: i64, span: i64, export: i64) -> Result<
         policy_sha256: digest(&["policy", &seq.to_string()]) + &digest(&["policy2", &seq.to_string()]),
         policy_chars: 0,
         session: None,
-    };
-    let actions: Vec<String> = profile.actions.iter().map(|s| (*s).to_owned()).collect();
-    out.push(Planned::Audit(Box::new(activation_audit(
-        &grant,
-        &actions,
-        grant.granted_at,
-    ))));
+    })
+}
 
-    let expires = t + duration;
+/// How a grant ends: a failed revoke first (when, on which path), then the revocation.
+struct Ending {
+    failure: Option<(i64, RevokeReason)>,
+    end: i64,
+    reason: RevokeReason,
+}
+
+/// By its job's finish (72%), by the sweep after expiry (14%), on the TTL stream (8%), or
+/// after a failed revoke on finish that the sweep retries (6%).
+fn draw_ending(rng: &mut Rng, grant: &Grant) -> Ending {
+    let t = grant.granted_at.timestamp();
+    let expires = grant.expires_at.timestamp();
+    let duration = expires - t;
     let ending = rng.below(100);
     let finish = t + rng.range(30, duration.max(31));
-    // (failure time and path, final revocation time and reason)
     let (failure, end, reason) = match ending {
-        0..72 => (None, finish, "job_finished"),
-        72..86 => (None, expires + rng.range(1, 90), "expired_sweep"),
-        86..94 => (None, expires + rng.range(5, 120), "expired_ttl"),
+        0..72 => (None, finish, RevokeReason::JobFinished),
+        72..86 => (None, expires + rng.range(1, 90), RevokeReason::ExpiredSweep),
+        86..94 => (None, expires + rng.range(5, 120), RevokeReason::ExpiredTtl),
         _ => (
-            Some((finish, "job_finished")),
+            Some((finish, RevokeReason::JobFinished)),
             expires + rng.range(60, 180),
-            "expired_sweep",
+            RevokeReason::ExpiredSweep,
         ),
     };
-    if let Some((when, path)) = failure
+    Ending { failure, end, reason }
+}
+
+/// The Revoke Failed and Revoked audits the export's point in time saw, as the revoker writes
+/// them; a grant revoked by then is marked so.
+fn ending_audits(rng: &mut Rng, grant: &mut Grant, ending: &Ending, export: i64) -> Vec<Planned> {
+    let mut out = Vec::new();
+    if let Some((when, path)) = ending.failure
         && when <= export
     {
-        let mut f = AuditRecord::new(
-            digest(&[grant.id.as_str(), "revoke-failed", &(when / 60).to_string()]),
-            Decision::RevokeFailed,
-            path,
+        let error = *rng.pick(REVOKE_ERRORS);
+        out.push(Planned::Audit(Box::new(audit::revoke_failure(
+            grant,
+            path.code(),
+            error,
             at(when),
-        );
-        fill_grant_fields(&mut f, &grant);
-        f.detail = Some((*rng.pick(REVOKE_ERRORS)).to_owned());
-        out.push(Planned::Audit(Box::new(f)));
+        ))));
     }
-    let revoked = end <= export;
-    if revoked {
-        let why = match reason {
-            "job_finished" => RevokeReason::JobFinished,
-            "expired_ttl" => RevokeReason::ExpiredTtl,
-            _ => RevokeReason::ExpiredSweep,
-        };
-        // The revoker's own record: same id, fields and times as the functions write.
-        out.push(Planned::Audit(Box::new(revoked_audit(&grant, why, at(end)))));
+    if ending.end <= export {
+        out.push(Planned::Audit(Box::new(audit::revocation(
+            grant,
+            ending.reason.code(),
+            at(ending.end),
+        ))));
         grant.status = GrantStatus::Revoked;
     }
-    let active = grant.status == GrantStatus::Active;
-    let mut grant_item = json!({
-        "pk": format!("GRANT#{}", grant.id.as_str()),
-        "sk": "GRANT",
-        "record_type": "grant",
-        "grant_id": grant.id.as_str(),
-        "status": if active { "active" } else { "revoked" },
-        "role_arn": grant.role.as_str(),
-        "permission_set": grant.permission_set.as_str(),
-        "rule": grant.rule.as_str(),
-        "pipeline": &grant.job.pipeline,
-        "run_id": &grant.job.run_id,
-        "job": &grant.job.job,
-        "attempt": grant.job.attempt,
-        "granted_at": iam_time(grant.granted_at),
-        "expires_at": iam_time(grant.expires_at),
-        "expires_at_epoch": expires,
-        "ttl": expires,
-        "policy_sha256": &grant.policy_sha256,
-    });
-    if active && let Some(m) = grant_item.as_object_mut() {
-        m.insert("expiry_bucket".into(), json!("active"));
-    }
-    out.push(Planned::Other {
-        pk: format!("GRANT#{}", grant.id.as_str()),
-        kind: "grant",
-        value: grant_item,
-    });
-    let scope = grant.job.scope(&grant.account, SOURCE);
-    let mut job_item = json!({
-        "pk": format!("JOB#{scope}"),
-        "sk": "JOB",
-        "record_type": "job",
-        "grant_ids": [grant.id.as_str()],
-        "ttl": expires + 13 * 3600,
-    });
-    if reason == "job_finished"
-        && end <= export
-        && let Some(m) = job_item.as_object_mut()
-    {
-        m.insert("finished_at".into(), json!(iam_time(at(end))));
-    }
-    out.push(Planned::Other {
-        pk: format!("JOB#{scope}"),
-        kind: "job",
-        value: job_item,
-    });
-    Ok(out)
+    out
 }
 
-fn drift(rng: &mut Rng, seq: u64, t0: i64, span: i64) -> Planned {
+/// The grant's own item, as the store writes it.
+fn grant_item(grant: &Grant) -> Result<Planned, AuditError> {
+    let item = GrantItem::from_grant(grant);
+    Ok(Planned::Other {
+        pk: item.pk.clone(),
+        kind: items::RECORD_GRANT,
+        value: serde_json::to_value(&item).map_err(|e| AuditError::Generate(e.to_string()))?,
+    })
+}
+
+/// The job's item: its grant and, once its finish was seen, its tombstone.
+fn job_item(grant: &Grant, ending: &Ending, export: i64) -> Planned {
+    let pk = items::job_pk(&grant.account, &grant.source, &grant.job);
+    let tombstone_until = grant.expires_at.timestamp() + TOMBSTONE_LIFETIME.num_seconds();
+    let mut value = json!({
+        items::PK: &pk,
+        items::SK: items::SK_JOB,
+        items::RECORD_TYPE: items::RECORD_JOB,
+        items::GRANT_IDS: [grant.id.as_str()],
+        items::TTL: tombstone_until,
+    });
+    if ending.reason == RevokeReason::JobFinished
+        && ending.end <= export
+        && let Some(m) = value.as_object_mut()
+    {
+        m.insert(items::FINISHED_AT.into(), json!(iam_time(at(ending.end))));
+    }
+    Planned::Other {
+        pk,
+        kind: items::RECORD_JOB,
+        value,
+    }
+}
+
+/// A policy of Latch's found without a live grant and deleted, as the sweep records it.
+fn drift(rng: &mut Rng, seq: u64, t0: i64, span: i64) -> Result<Planned, AuditError> {
     let profile = rng.pick(PROFILES);
-    let arn = role_arn(profile.role);
+    let role = RoleArn::parse(&role_arn(profile.role)).map_err(parse_err)?;
     let since = rng.range(t0, t0 + span - 3600);
     let when = since + rng.range(900, 3000);
-    let name = format!("latch-{}", digest(&["orphan", &seq.to_string()]));
-    let mut a = AuditRecord::new(
-        digest(&[&arn, &name, &since.to_string(), "drift"]),
-        Decision::DriftRepaired,
-        "no_live_grant",
+    let orphan = GrantId::parse(&digest(&["orphan", &seq.to_string()])).map_err(parse_err)?;
+    Ok(Planned::Audit(Box::new(audit::drift_repair(
+        &role,
+        &orphan.policy_name(),
+        Some(&orphan),
+        at(since),
+        Some(DRIFTED_DOCUMENT),
         at(when),
-    );
-    a.role_arn = Some(arn);
-    a.account = Some(ACCOUNT.into());
-    a.detail = Some(format!(
-        "inline policy {name} had no live grant since {}",
-        iam_time(at(since))
-    ));
-    a.policy_name = Some(name);
-    Planned::Audit(Box::new(a))
+    ))))
 }
 
-fn filler(rng: &mut Rng, seq: u64, export: i64) -> Planned {
+/// What a drift repair finds on a role: someone else's wide grant under one of Latch's names.
+const DRIFTED_DOCUMENT: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+
+fn filler(rng: &mut Rng, seq: u64, export: i64) -> Result<Planned, AuditError> {
     let profile = rng.pick(PROFILES);
-    let arn = role_arn(profile.role);
+    let role = RoleArn::parse(&role_arn(profile.role)).map_err(parse_err)?;
     let name = format!("latch-{}", digest(&["suspect", &seq.to_string()]));
-    let pk = format!("DRIFT#{arn}#{name}");
-    Planned::Other {
+    let pk = items::drift_pk(&role, &name);
+    Ok(Planned::Other {
         pk: pk.clone(),
-        kind: "drift_suspect",
+        kind: items::RECORD_DRIFT_SUSPECT,
         value: json!({
-            "pk": pk, "sk": "SUSPECT", "record_type": "drift_suspect",
-            "first_seen_epoch": export - rng.range(10, 600), "ttl": export + 86_400,
+            items::PK: pk, items::SK: items::SK_DRIFT, items::RECORD_TYPE: items::RECORD_DRIFT_SUSPECT,
+            items::FIRST_SEEN_EPOCH: export - rng.range(10, 600), items::TTL: export + 86_400,
         }),
-    }
+    })
 }
 
 /// Writes the export and returns what it holds.
@@ -710,29 +738,11 @@ pub fn run(args: &GenerateArgs) -> Result<Truth, AuditError> {
     let export_id = format!("{:014}-{:08x}", export * 1000 + 17, rng.next() as u32);
     let dir = args.out.join("AWSDynamoDB").join(&export_id);
     let data = dir.join("data");
-    std::fs::create_dir_all(&data).map_err(gen_err(&data))?;
     let n_files = args
         .files
         .unwrap_or_else(|| args.items.div_ceil(200_000).max(2) as usize)
         .clamp(1, 256);
-    let mut files = Vec::with_capacity(n_files + 1);
-    for _ in 0..=n_files {
-        let name = format!("{}.json.gz", file_name(&mut rng));
-        let path = data.join(&name);
-        let f = File::create(&path).map_err(gen_err(&path))?;
-        files.push(DataFile {
-            name,
-            enc: GzEncoder::new(
-                HashingWriter {
-                    inner: BufWriter::with_capacity(256 * 1024, f),
-                    md5: Md5::new(),
-                    bytes: 0,
-                },
-                Compression::new(6),
-            ),
-            items: 0,
-        });
-    }
+    let mut files = open_data_files(&mut rng, &data, n_files + 1)?;
     // The last file is an empty partition.
     let empty = files.pop();
     let mut w = Writer {
@@ -755,35 +765,84 @@ pub fn run(args: &GenerateArgs) -> Result<Truth, AuditError> {
         longest: Vec::new(),
         line: Vec::with_capacity(4096),
     };
+    emit_role_counters(&mut w, args.items)?;
+    simulate_month(&mut w, &mut rng, args.items, t0, span)?;
+    w.truth.longest_held_secs = w.longest.clone();
+    if let Some(archive) = w.archive.take() {
+        w.truth.archive_lines = Some(archive.finish()?);
+    }
+    let finished = finish_data_files(w.files.into_iter().chain(empty), &data)?;
+    write_manifests(args, &dir, &export_id, export, &finished, w.truth.items)?;
+    let truth_path = args.out.join("latch-generator-truth.json");
+    let text = serde_json::to_string_pretty(&w.truth).map_err(|e| AuditError::Generate(e.to_string()))?;
+    std::fs::write(&truth_path, text + "\n").map_err(gen_err(&truth_path))?;
+    Ok(w.truth)
+}
 
-    // One counter per role first.
+/// `count` gzip data files under `data`, named as DynamoDB names them.
+fn open_data_files(rng: &mut Rng, data: &Path, count: usize) -> Result<Vec<DataFile>, AuditError> {
+    std::fs::create_dir_all(data).map_err(gen_err(data))?;
+    let mut files = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = format!("{}.json.gz", file_name(rng));
+        let path = data.join(&name);
+        let f = File::create(&path).map_err(gen_err(&path))?;
+        files.push(DataFile {
+            name,
+            enc: GzEncoder::new(
+                HashingWriter {
+                    inner: BufWriter::with_capacity(256 * 1024, f),
+                    md5: Md5::new(),
+                    bytes: 0,
+                },
+                Compression::new(6),
+            ),
+            items: 0,
+        });
+    }
+    Ok(files)
+}
+
+/// One counter per role first (within the item budget).
+fn emit_role_counters(w: &mut Writer, items: u64) -> Result<(), AuditError> {
     let mut roles: Vec<&str> = PROFILES.iter().map(|p| p.role).collect();
     roles.sort_unstable();
     roles.dedup();
     for role in roles {
-        if w.truth.items >= args.items {
+        if w.truth.items >= items {
             break;
         }
-        let arn = role_arn(role);
+        let role = RoleArn::parse(&role_arn(role)).map_err(parse_err)?;
+        let pk = items::role_pk(&role);
         w.emit(Planned::Other {
-            pk: format!("ROLE#{arn}"),
-            kind: "role_counter",
-            value: json!({"pk": format!("ROLE#{arn}"), "sk": "COUNTER", "record_type": "role_counter", "active_grants": 0}),
+            pk: pk.clone(),
+            kind: items::RECORD_ROLE_COUNTER,
+            value: json!({
+                items::PK: pk, items::SK: items::SK_COUNTER, items::RECORD_TYPE: items::RECORD_ROLE_COUNTER,
+                items::ACTIVE_GRANTS: 0,
+            }),
         })?;
     }
+    Ok(())
+}
+
+/// Requests and drift repairs until the export holds `items` items; the last few places go
+/// to drift suspects when a whole request no longer fits.
+fn simulate_month(w: &mut Writer, rng: &mut Rng, items: u64, t0: i64, span: i64) -> Result<(), AuditError> {
+    let export = t0 + span;
     let mut seq = 0u64;
-    while w.truth.items < args.items {
+    while w.truth.items < items {
         seq += 1;
         let plan = if rng.chance(4) {
-            vec![drift(&mut rng, seq, t0, span)]
+            vec![drift(rng, seq, t0, span)?]
         } else {
-            simulate(&mut rng, seq, t0, span, export)?
+            simulate(rng, seq, t0, span, export)?
         };
-        let remaining = args.items - w.truth.items;
+        let remaining = items - w.truth.items;
         if plan.len() as u64 > remaining {
             for _ in 0..remaining {
                 seq += 1;
-                let f = filler(&mut rng, seq, export);
+                let f = filler(rng, seq, export)?;
                 w.emit(f)?;
             }
             break;
@@ -802,35 +861,57 @@ pub fn run(args: &GenerateArgs) -> Result<Truth, AuditError> {
             w.emit(p)?;
         }
     }
-    w.truth.longest_held_secs = w.longest.clone();
-    if let Some(archive) = w.archive.take() {
-        w.truth.archive_lines = Some(archive.finish()?);
-    }
+    Ok(())
+}
 
-    // Finish the data files, then the manifests.
-    let mut manifest_lines = String::new();
-    let mut billed = 0u64;
+/// A data file once written: its name, how many items, its MD5.
+struct FinishedFile {
+    name: String,
+    items: u64,
+    md5: Vec<u8>,
+    bytes: u64,
+}
+
+fn finish_data_files(files: impl Iterator<Item = DataFile>, data: &Path) -> Result<Vec<FinishedFile>, AuditError> {
     let mut finished = Vec::new();
-    for f in w.files.into_iter().chain(empty) {
+    for f in files {
         let path = data.join(&f.name);
         let hashing = f.enc.finish().map_err(gen_err(&path))?;
         let HashingWriter { mut inner, md5, bytes } = hashing;
         inner.flush().map_err(gen_err(&path))?;
-        billed += bytes;
-        let digest = md5.finalize();
-        finished.push((f.name, f.items, digest));
+        finished.push(FinishedFile {
+            name: f.name,
+            items: f.items,
+            md5: md5.finalize().to_vec(),
+            bytes,
+        });
     }
-    for (name, items, md5) in &finished {
-        let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(finished)
+}
+
+/// `manifest-files.json`, `manifest-summary.json` (each with its checksum) and `_started`, as
+/// ExportTableToPointInTime writes them.
+fn write_manifests(
+    args: &GenerateArgs,
+    dir: &Path,
+    export_id: &str,
+    export: i64,
+    finished: &[FinishedFile],
+    item_count: u64,
+) -> Result<(), AuditError> {
+    let mut manifest_lines = String::new();
+    for f in finished {
+        let hex: String = f.md5.iter().map(|b| format!("{b:02x}")).collect();
         let line = json!({
-            "itemCount": items,
-            "md5Checksum": base64_encode(md5),
+            "itemCount": f.items,
+            "md5Checksum": base64_encode(&f.md5),
             "etag": format!("{hex}-1"),
-            "dataFileS3Key": format!("AWSDynamoDB/{export_id}/data/{name}"),
+            "dataFileS3Key": format!("AWSDynamoDB/{export_id}/data/{}", f.name),
         });
         manifest_lines.push_str(&line.to_string());
         manifest_lines.push('\n');
     }
+    let billed: u64 = finished.iter().map(|f| f.bytes).sum();
     let table = format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/latch-grants");
     let summary = json!({
         "version": "2023-08-01",
@@ -846,19 +927,15 @@ pub fn run(args: &GenerateArgs) -> Result<Truth, AuditError> {
         "s3SseKmsKeyId": null,
         "manifestFilesS3Key": format!("AWSDynamoDB/{export_id}/manifest-files.json"),
         "billedSizeBytes": billed,
-        "itemCount": w.truth.items,
+        "itemCount": item_count,
         "outputFormat": "DYNAMODB_JSON",
         "exportType": "FULL_EXPORT",
     });
     let summary_text = serde_json::to_string_pretty(&summary).map_err(|e| AuditError::Generate(e.to_string()))?;
-    write_with_checksum(&dir, "manifest-files", &manifest_lines)?;
-    write_with_checksum(&dir, "manifest-summary", &summary_text)?;
+    write_with_checksum(dir, "manifest-files", &manifest_lines)?;
+    write_with_checksum(dir, "manifest-summary", &summary_text)?;
     let started = dir.join("_started");
-    std::fs::write(&started, b"").map_err(gen_err(&started))?;
-    let truth_path = args.out.join("latch-generator-truth.json");
-    let text = serde_json::to_string_pretty(&w.truth).map_err(|e| AuditError::Generate(e.to_string()))?;
-    std::fs::write(&truth_path, text + "\n").map_err(gen_err(&truth_path))?;
-    Ok(w.truth)
+    std::fs::write(&started, b"").map_err(gen_err(&started))
 }
 
 /// `<name>.json` and `<name>.checksum` (the file's MD5, hex).
@@ -876,6 +953,59 @@ fn write_with_checksum(dir: &Path, name: &str, text: &str) -> Result<(), AuditEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn given_a_start_production_denies_when_the_generator_writes_its_denial_then_the_records_are_equal() {
+        use latch_core::grant::{GrantService, StartOutcome};
+        use latch_core::memory::{FixedClock, MemoryAuditSink, MemoryIam, MemoryStore};
+        use latch_core::policy::Policy;
+        use latch_core::ports::Ports;
+
+        // GIVEN a start the example policy denies for a missing field, with every job field set
+        let policy = Policy::load(
+            include_str!("../../../../events/policy-claimed.yaml"),
+            "policy-claimed.yaml",
+        )
+        .expect("the example policy");
+        let envelope = Envelope {
+            id: "evt-1".into(),
+            detail_type: DETAIL_TYPE_STARTED.into(),
+            source: SOURCE.into(),
+            account: AccountId::parse(ACCOUNT).expect("an account"),
+            region: REGION.into(),
+            time: at(1_772_000_000),
+        };
+        let detail = json!({"pipeline": "app-web", "run_id": "100001", "job": "migrate", "attempt": 2,
+            "role_arn": role_arn("db-migrator"), "permission_set": "db-migrate", "duration": "600s",
+            "ref": "refs/heads/main", "commit": "0123abcd", "actor": "alice", "ticket": "CHG-1234",
+            "reason": "migrate app-web"});
+        let request = StartRequest::parse(&detail, detail.to_string().len()).expect("a valid start");
+        // WHEN production decides it, its clock at the event's time
+        let ports = Ports::new(
+            MemoryIam::default(),
+            MemoryStore::default(),
+            MemoryAuditSink::default(),
+            FixedClock::at(envelope.time),
+        );
+        let production = GrantService::new(policy, ports);
+        let outcome = production
+            .on_start(&envelope, &detail, detail.to_string().len())
+            .await
+            .expect("decided");
+        assert!(matches!(outcome, StartOutcome::Denied(_)), "{outcome:?}");
+        let written = production.ports.store.audits().remove(0);
+        // AND the generator writes the denial of the same event for the same reason
+        let mut generated = denial(
+            &envelope,
+            Some(&request),
+            &written.reason,
+            written.detail.as_deref().unwrap_or_default(),
+        );
+        generated.decided_under(&production.policy.file_sha256, production.policy.label.as_deref());
+        // THEN the two are the same record, id included
+        assert_eq!(generated.audit_id, written.audit_id);
+        assert_eq!(generated, written);
+    }
 
     #[test]
     fn given_a_seed_when_drawn_then_splitmix64_matches_its_reference_values() {

@@ -99,7 +99,7 @@ fn summary(r: &AuditRecord) -> String {
 /// Why a record cannot be Latch's, if it cannot.
 fn inconsistency(pk: Option<&str>, r: &AuditRecord) -> Option<String> {
     id_key(&r.audit_id)?;
-    if pk != Some(format!("AUDIT#{}", r.audit_id).as_str()) {
+    if pk != Some(latch_aws::items::audit_pk(&r.audit_id).as_str()) {
         return Some(format!("its key {:?} is not AUDIT#<audit_id>", pk.unwrap_or("(none)")));
     }
     match r.derived_audit_id() {

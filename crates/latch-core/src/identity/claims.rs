@@ -14,7 +14,7 @@
 //! the same job owner as its predecessor. An event's own claims may repeat what the token
 //! says; where one contradicts it, [`reconcile`] refuses the event (`claim_mismatch`).
 
-use crate::event::{JobContext, JobKey};
+use crate::model::{JobContext, JobKey};
 
 use super::{IssuerKind, VerifiedToken};
 

@@ -28,11 +28,11 @@ pub use render::{
     MAX_POLICY_CHARS, PolicyDocument, RenderContext, RenderError, ResourceTemplate, Widest, is_safe_placeholder_value,
 };
 
-use crate::decision::DenyReason;
-use crate::event::{Envelope, JobContext, StartRequest};
+use crate::event::{Envelope, StartRequest};
+use crate::grant::DenyReason;
 use crate::identity::claims::REFUSED_TRIGGERS;
 use crate::identity::{Issuer, IssuerKind, Verified};
-use crate::model::{AccountId, GrantDuration, Name, RoleArn};
+use crate::model::{AccountId, GrantDuration, JobContext, Name, RoleArn};
 use crate::native::{NativeJob, SOURCE_CODEBUILD, SOURCE_CODEPIPELINE};
 
 /// The IAM path every elevatable role sits under, unless the file says otherwise.
@@ -139,6 +139,10 @@ pub struct Rule {
     pub max_active_grants_per_role: Option<u32>,
 }
 
+/// Signed claims that say what a job runs on rather than whose it is: the requester can change
+/// them (another branch, another environment), so a denial may name them.
+const NARROWING_CLAIMS: &[&str] = &["ref", "ref_type", "ref_protected", "environment"];
+
 fn any_match(patterns: &[Pattern], candidate: &str) -> bool {
     patterns.iter().any(|p| p.is_match(candidate))
 }
@@ -186,55 +190,104 @@ impl Rule {
     }
 
     /// `Ok` when the rule admits who is asking; otherwise how close it came
-    /// ([`DenyReason::UntrustedTrigger`]: everything matched but what started the run).
-    fn admits(
-        &self,
-        envelope: &Envelope,
-        request: &StartRequest,
-        verified: Option<&Verified>,
-    ) -> Result<(), DenyReason> {
-        let no = Err(DenyReason::NoMatchingRule);
+    /// ([`DenyReason::UntrustedTrigger`]: everything matched but what started the run;
+    /// [`DenyReason::FieldMismatch`]: the rule names this role and set, and one of the job's
+    /// fields (its ref or environment, claimed or signed) is missing or does not match, which
+    /// the refusal names).
+    fn admits(&self, envelope: &Envelope, request: &StartRequest, verified: Option<&Verified>) -> Result<(), Refusal> {
+        let no = Err(Refusal::from(DenyReason::NoMatchingRule));
         if !self.trusts_publisher(envelope) || !any_match(&self.pipelines, &request.job.pipeline) {
             return no;
         }
+        // A field is worth naming only when changing it would let this rule grant what was asked.
+        let mismatch = |field: &str, wanted: &[&str], got: Option<&str>| {
+            if any_match(&self.roles, request.role.as_str()) && self.permission_sets.contains(&request.permission_set) {
+                Err(Refusal::field_mismatch(&self.name, field, wanted, got))
+            } else {
+                no.clone()
+            }
+        };
         match &self.identity {
             RuleIdentity::Claimed => {
-                let claims_pass = |allowed: &Option<Vec<Pattern>>, claim: &Option<String>| match (allowed, claim) {
-                    (None, _) => true,
-                    (Some(patterns), Some(value)) => any_match(patterns, value),
-                    (Some(_), None) => false,
-                };
-                let env_pass = match (&self.environments, &request.context.environment) {
-                    (None, _) => true,
-                    (Some(envs), Some(env)) => envs.contains(env),
-                    (Some(_), None) => false,
-                };
-                if claims_pass(&self.refs, &request.context.git_ref) && env_pass {
-                    Ok(())
-                } else {
-                    no
+                if let Some(refs) = &self.refs {
+                    let git_ref = request.context.git_ref.as_deref();
+                    if !git_ref.is_some_and(|r| any_match(refs, r)) {
+                        let wanted: Vec<&str> = refs.iter().map(|p| p.text.as_str()).collect();
+                        return mismatch("ref", &wanted, git_ref);
+                    }
                 }
+                if let Some(envs) = &self.environments {
+                    let environment = request.context.environment.as_deref();
+                    if !environment.is_some_and(|e| envs.iter().any(|allowed| allowed == e)) {
+                        let wanted: Vec<&str> = envs.iter().map(String::as_str).collect();
+                        return mismatch("environment", &wanted, environment);
+                    }
+                }
+                Ok(())
             }
             RuleIdentity::Verified { issuer, claims } => {
                 let Some(v) = verified.filter(|v| &v.token.issuer == issuer) else {
                     return no;
                 };
-                let all_match = claims.iter().all(|c| {
-                    v.token
-                        .claims
-                        .get(&c.claim)
-                        .is_some_and(|value| any_match(&c.patterns, value))
-                });
-                if !all_match {
+                let value_of = |c: &ClaimPattern| v.token.claims.get(&c.claim).map(String::as_str);
+                let fails = |c: &&ClaimPattern| !value_of(c).is_some_and(|value| any_match(&c.patterns, value));
+                // Who the job is decides whether the rule is about it at all: a mismatch there is
+                // no rule, and the rule's identity patterns are not told to a stranger.
+                if claims
+                    .iter()
+                    .filter(|c| !NARROWING_CLAIMS.contains(&c.claim.as_str()))
+                    .any(|c| fails(&c))
+                {
                     return no;
+                }
+                if let Some(c) = claims.iter().find(fails) {
+                    let wanted: Vec<&str> = c.patterns.iter().map(|p| p.text.as_str()).collect();
+                    return mismatch(&c.claim, &wanted, value_of(c));
                 }
                 match v.job.trigger.as_deref() {
                     Some(t) if REFUSED_TRIGGERS.contains(&t) && !self.allow_triggers.iter().any(|a| a == t) => {
-                        Err(DenyReason::UntrustedTrigger)
+                        Err(DenyReason::UntrustedTrigger.into())
                     }
                     _ => Ok(()),
                 }
             }
+        }
+    }
+}
+
+/// Why the policy refused a request: the reason and, when a field is at fault, which one and
+/// what the rule wanted, so the requester learns what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: DenyReason,
+    pub detail: Option<String>,
+}
+
+impl From<DenyReason> for Refusal {
+    fn from(reason: DenyReason) -> Self {
+        Self { reason, detail: None }
+    }
+}
+
+impl Refusal {
+    /// `field` of the request is `got` where rule `rule` wants one of `wanted`.
+    fn field_mismatch(rule: &Name, field: &str, wanted: &[&str], got: Option<&str>) -> Self {
+        let got = got.map_or_else(|| "none".to_owned(), |g| format!("{g:?}"));
+        Self {
+            reason: DenyReason::FieldMismatch,
+            detail: Some(format!(
+                "{field}: rule {rule} wants {}; the request has {got}",
+                wanted.join(" or ")
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.detail {
+            Some(detail) => write!(f, "{} ({detail})", self.reason),
+            None => write!(f, "{}", self.reason),
         }
     }
 }
@@ -452,44 +505,46 @@ impl Policy {
         envelope: &Envelope,
         request: &StartRequest,
         verified: Option<&Verified>,
-    ) -> Result<Allowed<'_>, DenyReason> {
+    ) -> Result<Allowed<'_>, Refusal> {
         if !request.role.is_under_path(&self.elevatable_path) || request.role.account() != &envelope.account {
-            return Err(DenyReason::RoleNotEligible);
+            return Err(DenyReason::RoleNotEligible.into());
         }
         let Some(permission_set) = self.permission_sets.get(&request.permission_set) else {
-            return Err(DenyReason::PermissionSetUnknown);
+            return Err(DenyReason::PermissionSetUnknown.into());
         };
-        let mut closest = DenyReason::NoMatchingRule;
+        let mut closest = Refusal::from(DenyReason::NoMatchingRule);
         let mut admitted_any = false;
         for rule in &self.rules {
-            match rule.admits(envelope, request, verified) {
-                Ok(()) => admitted_any = true,
-                Err(reason) => {
-                    closest = closest.max(reason);
-                    continue;
+            let refusal = match rule.admits(envelope, request, verified) {
+                Ok(()) => {
+                    admitted_any = true;
+                    if !any_match(&rule.roles, request.role.as_str()) {
+                        DenyReason::RoleNotEligible.into()
+                    } else if !rule.permission_sets.contains(&request.permission_set) {
+                        DenyReason::PermissionSetNotAllowed.into()
+                    } else if request.duration > rule.max_duration.min(permission_set.max_duration) {
+                        DenyReason::DurationOverMax.into()
+                    } else {
+                        return Ok(Allowed {
+                            rule: &rule.name,
+                            max_active_grants_per_role: rule.max_active_grants_per_role,
+                            permission_set,
+                            bind_session: rule.bind_session,
+                            max_total: rule.max_total,
+                        });
+                    }
                 }
-            }
-            let reason = if !any_match(&rule.roles, request.role.as_str()) {
-                DenyReason::RoleNotEligible
-            } else if !rule.permission_sets.contains(&request.permission_set) {
-                DenyReason::PermissionSetNotAllowed
-            } else if request.duration > rule.max_duration.min(permission_set.max_duration) {
-                DenyReason::DurationOverMax
-            } else {
-                return Ok(Allowed {
-                    rule: &rule.name,
-                    max_active_grants_per_role: rule.max_active_grants_per_role,
-                    permission_set,
-                    bind_session: rule.bind_session,
-                    max_total: rule.max_total,
-                });
+                Err(refusal) => refusal,
             };
-            closest = closest.max(reason);
+            if refusal.reason > closest.reason {
+                closest = refusal;
+            }
         }
         // Nothing admitted an unproven requester, but a verified rule trusts its publisher:
         // say what is missing rather than that no rule exists.
-        if !admitted_any && closest == DenyReason::NoMatchingRule && verified.is_none() && self.wants_token(envelope) {
-            return Err(DenyReason::TokenMissing);
+        let nothing_came_close = closest.reason == DenyReason::NoMatchingRule;
+        if !admitted_any && nothing_came_close && verified.is_none() && self.wants_token(envelope) {
+            return Err(DenyReason::TokenMissing.into());
         }
         Err(closest)
     }

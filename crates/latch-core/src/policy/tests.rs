@@ -3,8 +3,8 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::decision::DenyReason;
 use crate::event::{Envelope, StartRequest};
+use crate::grant::DenyReason;
 use crate::model::AccountId;
 
 const EXAMPLE: &str = include_str!("../../../../events/policy-claimed.yaml");
@@ -67,9 +67,9 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
         (
             gh.clone(),
             json!({"ref": "refs/heads/feature"}),
-            DenyReason::NoMatchingRule,
+            DenyReason::FieldMismatch,
         ),
-        (gh.clone(), json!({"ref": null}), DenyReason::NoMatchingRule),
+        (gh.clone(), json!({"ref": null}), DenyReason::FieldMismatch),
         (
             gh.clone(),
             json!({"role_arn": "arn:aws:iam::123456789012:role/admin"}),
@@ -104,15 +104,61 @@ fn given_requests_outside_the_rules_when_decided_then_each_gets_its_reason() {
         (
             gh.clone(),
             json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator", "permission_set": "db-migrate", "environment": "staging"}),
-            DenyReason::RoleNotEligible,
+            DenyReason::FieldMismatch,
         ),
     ];
     for (env, overrides, want) in cases {
         let got = p
             .decide(&env, &request(overrides.clone()), None)
-            .map(|a| a.rule.to_string());
+            .map(|a| a.rule.to_string())
+            .map_err(|refusal| refusal.reason);
         assert_eq!(got, Err(want), "{overrides}");
     }
+}
+
+#[test]
+fn given_a_start_without_environment_for_a_rule_that_requires_one_when_decided_then_the_denial_names_environment() {
+    // GIVEN the db-migrator role, which only prod-migrations lists, and it requires an environment
+    let p = example();
+    let r = request(json!({"role_arn": "arn:aws:iam::123456789012:role/latch/db-migrator",
+                           "permission_set": "db-migrate", "duration": "5m"}));
+    // WHEN a start that names no environment is decided
+    let refusal = p.decide(&envelope("ci.github"), &r, None).unwrap_err();
+    // THEN the requester is pointed at the missing field, not at the role
+    assert_eq!(refusal.reason, DenyReason::FieldMismatch);
+    assert_eq!(
+        refusal.detail.as_deref(),
+        Some("environment: rule prod-migrations wants production; the request has none")
+    );
+}
+
+#[test]
+fn given_a_branch_the_rule_does_not_allow_when_decided_then_the_denial_names_the_ref_and_the_branch() {
+    // GIVEN app-release-deploys, which allows main and release tags
+    let p = example();
+    // WHEN a feature branch asks for its role and set
+    let r = request(json!({"ref": "refs/heads/feature-x"}));
+    let refusal = p.decide(&envelope("ci.github"), &r, None).unwrap_err();
+    // THEN the denial names the field and the branch that did not match
+    assert_eq!(refusal.reason, DenyReason::FieldMismatch);
+    let detail = refusal.detail.unwrap_or_default();
+    assert!(
+        detail.starts_with("ref: rule app-release-deploys wants refs/heads/main or refs/tags/v*"),
+        "{detail}"
+    );
+    assert!(detail.ends_with("the request has \"refs/heads/feature-x\""), "{detail}");
+}
+
+#[test]
+fn given_a_field_mismatch_on_a_rule_that_does_not_list_the_role_when_decided_then_no_field_is_named() {
+    // GIVEN a ref no rule allows, for a role only prod-migrations lists (with an environment)
+    let p = example();
+    let r = request(json!({"role_arn": "arn:aws:iam::123456789012:role/latch/app-deployer",
+                           "permission_set": "db-migrate", "ref": "refs/heads/feature"}));
+    // WHEN decided
+    let refusal = p.decide(&envelope("ci.github"), &r, None).unwrap_err();
+    // THEN changing the field would not help, so the reason stays about the rule
+    assert_eq!(refusal, DenyReason::NoMatchingRule.into());
 }
 
 #[test]

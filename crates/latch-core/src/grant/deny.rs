@@ -33,6 +33,9 @@ pub enum DenyReason {
     RoleNotEligible,
     PermissionSetUnknown,
     PermissionSetNotAllowed,
+    /// A rule names the role and set, but a field of the job (its ref, environment or a
+    /// signed claim) is missing or does not match: the audit's detail names the field.
+    FieldMismatch,
     DurationOverMax,
     EventTimeInFuture,
     RequestStale,
@@ -83,6 +86,7 @@ impl DenyReason {
             Self::RoleNotEligible => "role_not_eligible",
             Self::PermissionSetUnknown => "permission_set_unknown",
             Self::PermissionSetNotAllowed => "permission_set_not_allowed",
+            Self::FieldMismatch => "field_mismatch",
             Self::DurationOverMax => "duration_over_max",
             Self::EventTimeInFuture => "event_time_in_future",
             Self::RequestStale => "request_stale",
