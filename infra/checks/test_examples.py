@@ -107,9 +107,9 @@ def test_the_trust_policy_admits_one_pinned_subject_the_roles_rule_admits(file, 
     assert subject, sub
     rules = rules_for_role(role)
     assert rules, f"no rule of infra/policies.yaml names {role}"
-    assert any(
-        fnmatch.fnmatchcase(subject["subject"], p) for r in rules for p in as_list(r["claims"][claim])
-    ), f"{sub}: no rule for {role} admits {claim} {subject['subject']}"
+    assert any(fnmatch.fnmatchcase(subject["subject"], p) for r in rules for p in as_list(r["claims"][claim])), (
+        f"{sub}: no rule for {role} admits {claim} {subject['subject']}"
+    )
 
 
 def test_the_publisher_may_put_only_its_source_on_the_templates_bus_and_read_the_table():
