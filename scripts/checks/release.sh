@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The installable `latch` (run by ./scripts/test): the lock file holds (`cargo metadata
-# --locked`, what `cargo install --locked --path crates/latch-cli` needs); scripts/release makes
+# The installable `latch` (run by ./scripts/test): `cargo install --locked --path
+# crates/latch-cli` works (the lock file holds; debug profile); scripts/release makes
 # an archive and SHA256SUMS for the host target (the debug profile: it reuses the workspace's
 # build; the archive and checksum steps are the release's own); and the GitHub Action's
 # install-latch.sh installs that archive from its URL, runs it, and refuses a tampered archive
@@ -9,11 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 t0=$SECONDS
-cargo metadata --locked --format-version 1 >/dev/null
-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 host=$(rustc -vV | sed -n 's/^host: //p')
+
+# `cargo install --locked --path crates/latch-cli`, as the docs give it, on the debug profile
+# and the workspace's target dir (what the tests built: seconds, not a release build).
+cargo install --quiet --locked --debug --path crates/latch-cli --root "$work/root" \
+  --target-dir "${CARGO_TARGET_DIR:-target}" 2>"$work/install.log" || { cat "$work/install.log" >&2; exit 1; }
+"$work/root/bin/latch" --version >/dev/null
+echo "    cargo install --locked: ok ($((SECONDS - t0)) s)"
 scripts/release --profile dev --target host --out "$work/dist" >"$work/release.log" 2>&1 \
   || { cat "$work/release.log" >&2; exit 1; }
 version=$(sed -n 's/^latch \(.*\)/\1/p' < <("${CARGO_TARGET_DIR:-target}/debug/latch" --version))
