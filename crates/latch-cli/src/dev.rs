@@ -41,6 +41,55 @@ pub struct DevArgs {
     /// Stop by itself after this long (for scripts and tests); runs until Ctrl-C otherwise.
     #[arg(long, value_parser = humantime::parse_duration)]
     stop_after: Option<Duration>,
+    /// Once ready, write the variables a shell needs to act as a GitHub Actions job of
+    /// example-org/app-release against this Latch (`. FILE`, then `latch request` / `release`):
+    /// the emulator's endpoint and test credentials, the bus, table and source, and the token
+    /// endpoint, with one run id for the whole session.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<std::path::PathBuf>,
+}
+
+/// The shell lines `--env-file` writes. Values are quoted for a POSIX shell.
+fn job_env(endpoint: &str, bus: &str, table: &str, token_url: &str, token_secret: &str) -> String {
+    let quote = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
+    // The dev endpoint fills the claims the URL does not give; one run id keeps request and
+    // release on the same job.
+    let run_id = chrono::Utc::now().timestamp().to_string();
+    let claims = percent_encoding::utf8_percent_encode(
+        &serde_json::json!({ "run_id": run_id }).to_string(),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .to_string();
+    let vars = [
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("LATCH_SOURCE", "ci.github".to_owned()),
+        ("LATCH_BUS", bus.to_owned()),
+        ("LATCH_TABLE", table.to_owned()),
+        // What GitHub Actions sets in a job, so that `latch request` reads the job as it would there.
+        ("GITHUB_ACTIONS", "true".to_owned()),
+        ("GITHUB_REPOSITORY", "example-org/app-release".to_owned()),
+        ("GITHUB_RUN_ID", run_id),
+        ("GITHUB_RUN_ATTEMPT", "1".to_owned()),
+        ("GITHUB_JOB", "deploy".to_owned()),
+        ("GITHUB_REF", "refs/heads/main".to_owned()),
+        ("GITHUB_SHA", "0123abcd".to_owned()),
+        ("GITHUB_ACTOR", "octocat".to_owned()),
+        (
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            format!("{token_url}?issuer=github&claims={claims}"),
+        ),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", token_secret.to_owned()),
+    ];
+    let mut out =
+        String::from("# Written by `latch dev --env-file`: a GitHub Actions job of example-org/app-release on main.\n");
+    for (name, value) in vars {
+        out.push_str(&format!("export {name}={}\n", quote(&value)));
+    }
+    out
 }
 
 /// One line per handled pipeline event.
@@ -127,6 +176,17 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
             "off (the emulator never expires items)"
         }
     );
+    if let Some(path) = &args.env_file {
+        let endpoint = local::endpoint(args.target.endpoint.clone());
+        let text = job_env(
+            &endpoint,
+            &provisioned.bus,
+            &provisioned.table,
+            &tokens.url,
+            &tokens.secret,
+        );
+        std::fs::write(path, text).map_err(|e| CliError::Usage(format!("writing {}: {e}", path.display())))?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     tokio::spawn(async move {

@@ -6,6 +6,18 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+// Every module below prints through `stdout::print`, where a reader that stops early (`| head`)
+// ends `latch` quietly rather than in the standard macros' panic. (Declared before the modules
+// so that their `println!` is this one.)
+macro_rules! println {
+    () => {
+        $crate::stdout::print(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout::print(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod audit;
 mod ci_env;
 mod client;
@@ -17,6 +29,7 @@ mod init;
 mod local;
 mod policy_cmd;
 mod runner;
+mod stdout;
 mod token;
 
 /// Latch: just-in-time, self-expiring IAM privileges for CI/CD pipeline jobs.
@@ -123,14 +136,15 @@ async fn main() -> ExitCode {
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "latch", &mut script);
-            print_bytes(&script)
+            stdout::write_all(&script).map(|()| ExitCode::SUCCESS)
         }
         Command::Man => {
             let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command())
                 .render(&mut page)
                 .map_err(|e| CliError::Usage(format!("rendering the manual page: {e}")))
-                .and_then(|()| print_bytes(&page))
+                .and_then(|()| stdout::write_all(&page))
+                .map(|()| ExitCode::SUCCESS)
         }
     };
     match result {
@@ -146,15 +160,6 @@ async fn main() -> ExitCode {
 }
 
 /// A failure the user can act on: what went wrong, and what to do.
-/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
-fn print_bytes(bytes: &[u8]) -> Result<ExitCode, CliError> {
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(bytes) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Usage(format!("writing to stdout: {e}"))),
-        _ => Ok(ExitCode::SUCCESS),
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]

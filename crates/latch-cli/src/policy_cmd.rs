@@ -1,5 +1,10 @@
 //! `latch policy check` and `latch policy explain`: the policy file, offline, loaded exactly as
 //! the functions load it.
+//!
+//! Each command first works out what it found (a [`CheckReport`], an [`Explanation`]) and only
+//! then renders it, as text for people or, with `--output json`, as one JSON object on stdout
+//! for scripts; both forms carry the same facts and the same exit code (0 ok or allowed, 1 a
+//! file that does not load, 3 denied). Warnings and denials stay on stderr in text form.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,10 +17,15 @@ use latch_core::identity::verify::read_unverified;
 use latch_core::identity::{IssuerKind, TokenError, Verified};
 use latch_core::model::{GrantId, GrantIdentity, Name, RoleArn};
 use latch_core::native::{NativeEvent, NativePhase, is_native};
-use latch_core::policy::{CATALOGUE, Policy, Refusal, RenderContext};
-use serde_json::Value;
+use latch_core::policy::{CATALOGUE, LoadError, Policy, Problem, Refusal, RenderContext, RenderError};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::CliError;
+use crate::client::Output;
+
+/// Exit code of `explain` for a denied event (the table in docs/reference/cli.md).
+const EXIT_DENIED: u8 = 3;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -30,6 +40,10 @@ pub enum PolicyCommand {
         /// allow_escalation to use), one line each, instead of checking a file.
         #[arg(long, conflicts_with = "file")]
         guardrails: bool,
+        /// What stdout carries: `text`, or `json`: one object (file, ok, counts, warnings,
+        /// problems, worst_cases; with --guardrails, the catalogue as an array).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Show which rule allows or denies an event, and the exact policy document it would attach.
     ///
@@ -44,6 +58,10 @@ pub enum PolicyCommand {
         /// The policy file [default: infra/policies.yaml]
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// What stdout carries: `text`, or `json`: one object (decision, rule, permission_set,
+        /// expires_at, document, characters, sha256, reason, detail, token, state, job).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 
@@ -57,37 +75,187 @@ fn load(path: &Path) -> Result<Policy, CliError> {
 
 pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
     match cmd {
-        PolicyCommand::Check { guardrails: true, .. } => {
-            for method in CATALOGUE {
-                println!("{:<30} {} ({})", method.name, method.why, method.sources.join(" "));
-            }
-            Ok(ExitCode::SUCCESS)
+        PolicyCommand::Check {
+            guardrails: true,
+            output,
+            ..
+        } => print_guardrails(output),
+        PolicyCommand::Check { file, output, .. } => check(&default_policy(file), output),
+        PolicyCommand::Explain { event, policy, output } => {
+            let explanation = explain(&event, &default_policy(policy))?;
+            explanation.print(output)
         }
-        PolicyCommand::Check { file, .. } => {
-            let path = default_policy(file);
-            let policy = load(&path)?;
-            let origin = path.display().to_string();
-            for w in &policy.warnings {
-                let at = w.line.map_or(String::new(), |l| format!(":{l}"));
-                let hint = w.hint.as_deref().map_or(String::new(), |h| format!(" (hint: {h})"));
-                eprintln!("{origin}{at}: warning: {}{hint}", w.message);
-            }
-            for w in quota_warnings(&policy) {
-                eprintln!("{origin}: warning: {w}");
-            }
-            println!(
-                "{}: ok ({} permission sets, {} rules, {} native rules, elevatable path {})",
-                path.display(),
-                policy.permission_sets.len(),
-                policy.rules.len(),
-                policy.native.len(),
-                policy.elevatable_path
-            );
-            print_worst_cases(&policy);
-            Ok(ExitCode::SUCCESS)
-        }
-        PolicyCommand::Explain { event, policy } => explain(&event, &default_policy(policy)),
     }
+}
+
+fn print_guardrails(output: Output) -> Result<ExitCode, CliError> {
+    let text = match output {
+        Output::Json => {
+            let methods: Vec<Value> = CATALOGUE
+                .iter()
+                .map(|m| json!({"name": m.name, "why": m.why, "sources": m.sources}))
+                .collect();
+            json_line(&methods)
+        }
+        Output::Text => CATALOGUE
+            .iter()
+            .map(|m| format!("{:<30} {} ({})\n", m.name, m.why, m.sources.join(" ")))
+            .collect(),
+    };
+    crate::stdout::write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One problem or warning of a policy file, where it sits.
+#[derive(Debug, Serialize)]
+struct Finding {
+    line: Option<usize>,
+    column: Option<usize>,
+    message: String,
+    hint: Option<String>,
+}
+
+impl From<&Problem> for Finding {
+    fn from(p: &Problem) -> Self {
+        Self {
+            line: p.line,
+            column: p.column,
+            message: p.message.clone(),
+            hint: p.hint.clone(),
+        }
+    }
+}
+
+/// A permission set at its widest under the rule that grants it: what the guardrails checked.
+#[derive(Debug, Serialize)]
+struct WorstCaseDocument {
+    permission_set: String,
+    /// `None`: no rule grants the set, so every placeholder is unbounded.
+    rule: Option<String>,
+    widest: String,
+    document: Value,
+}
+
+/// What `policy check` found in one file.
+#[derive(Debug, Serialize)]
+struct CheckReport {
+    file: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permission_sets: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    native_rules: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elevatable_path: Option<String>,
+    warnings: Vec<Finding>,
+    problems: Vec<Finding>,
+    worst_cases: Vec<WorstCaseDocument>,
+}
+
+impl CheckReport {
+    fn of(origin: String, policy: &Policy) -> Self {
+        let mut warnings: Vec<Finding> = policy.warnings.iter().map(Finding::from).collect();
+        warnings.extend(quota_warnings(policy).into_iter().map(|message| Finding {
+            line: None,
+            column: None,
+            message,
+            hint: None,
+        }));
+        let worst_cases = policy
+            .worst_cases()
+            .into_iter()
+            .map(|case| WorstCaseDocument {
+                permission_set: case.set.name.to_string(),
+                rule: case.rule.map(ToString::to_string),
+                widest: case.widest.describe(),
+                document: case.set.render_widest(&case.widest),
+            })
+            .collect();
+        Self {
+            file: origin,
+            ok: true,
+            permission_sets: Some(policy.permission_sets.len()),
+            rules: Some(policy.rules.len()),
+            native_rules: Some(policy.native.len()),
+            elevatable_path: Some(policy.elevatable_path.to_string()),
+            warnings,
+            problems: Vec::new(),
+            worst_cases,
+        }
+    }
+
+    fn refused(origin: String, error: &LoadError) -> Self {
+        Self {
+            file: origin,
+            ok: false,
+            permission_sets: None,
+            rules: None,
+            native_rules: None,
+            elevatable_path: None,
+            warnings: Vec::new(),
+            problems: error.problems.iter().map(Finding::from).collect(),
+            worst_cases: Vec::new(),
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = format!(
+            "{}: ok ({} permission sets, {} rules, {} native rules, elevatable path {})\n",
+            self.file,
+            self.permission_sets.unwrap_or_default(),
+            self.rules.unwrap_or_default(),
+            self.native_rules.unwrap_or_default(),
+            self.elevatable_path.as_deref().unwrap_or_default()
+        );
+        for case in &self.worst_cases {
+            let granted_by = case
+                .rule
+                .as_ref()
+                .map_or("no rule (every placeholder unbounded)".to_owned(), |r| {
+                    format!("rule {r}")
+                });
+            out.push_str(&format!(
+                "\nworst case of {} under {granted_by}: {}\n{}\n",
+                case.permission_set,
+                case.widest,
+                serde_json::to_string_pretty(&case.document).unwrap_or_default()
+            ));
+        }
+        out
+    }
+}
+
+fn check(path: &Path, output: Output) -> Result<ExitCode, CliError> {
+    let origin = path.display().to_string();
+    let policy = match Policy::load_path(path) {
+        Ok(policy) => policy,
+        Err(error) => {
+            // Scripts get the problems on stdout too; people get them on stderr (from main).
+            if output == Output::Json {
+                crate::stdout::write_all(json_line(&CheckReport::refused(origin, &error)).as_bytes())?;
+            }
+            return Err(error.into());
+        }
+    };
+    let report = CheckReport::of(origin, &policy);
+    for w in &report.warnings {
+        let at = w.line.map_or(String::new(), |l| format!(":{l}"));
+        let hint = w.hint.as_deref().map_or(String::new(), |h| format!(" (hint: {h})"));
+        eprintln!("{}{at}: warning: {}{hint}", report.file, w.message);
+    }
+    let text = match output {
+        Output::Json => json_line(&report),
+        Output::Text => report.text(),
+    };
+    crate::stdout::write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One JSON value and a newline: what `--output json` prints.
+fn json_line<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default() + "\n"
 }
 
 /// The identity a token claims, read without checking its signature, audience or times: what
@@ -117,24 +285,6 @@ fn read_token(policy: &Policy, token: &str, request: &StartRequest) -> Result<Ve
         (reason, e.to_string())
     })?;
     Ok(Verified { token, job })
-}
-
-/// Each set at its worst case under each rule that grants it: what the guardrails checked.
-fn print_worst_cases(policy: &Policy) {
-    for case in policy.worst_cases() {
-        let granted_by = case
-            .rule
-            .map_or("no rule (every placeholder unbounded)".to_owned(), |r| {
-                format!("rule {r}")
-            });
-        println!(
-            "\nworst case of {} under {granted_by}: {}",
-            case.set.name,
-            case.widest.describe()
-        );
-        let doc = case.set.render_widest(&case.widest);
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    }
 }
 
 /// Rules whose cap of grants on one role, each of its sets rendered as large as the rule allows
@@ -191,7 +341,147 @@ fn quota_warnings(policy: &Policy) -> Vec<String> {
     out
 }
 
-fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> {
+/// What the grant function would do with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Decision {
+    Allowed,
+    Denied,
+    /// A native end state of a job a native rule names: its grants are revoked.
+    EndsJob,
+    /// A native event no rule names: nothing is read or written.
+    Ignored,
+}
+
+/// The identity a token claims, as read offline.
+#[derive(Debug, Serialize)]
+struct TokenSeen {
+    issuer: String,
+    principal: Option<String>,
+}
+
+/// `policy explain`'s answer, rendered as text or JSON.
+#[derive(Debug, Serialize)]
+struct Explanation {
+    decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<TokenSeen>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permission_set: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document: Option<Value>,
+    /// The document's length as IAM counts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    characters: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    /// The denial's code, as the audit record and `latch request` name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    /// A native event's state (STOPPED, SUCCEEDED, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    /// The native job an end state names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<String>,
+}
+
+impl Explanation {
+    fn of(decision: Decision) -> Self {
+        Self {
+            decision,
+            token: None,
+            rule: None,
+            permission_set: None,
+            expires_at: None,
+            document: None,
+            characters: None,
+            sha256: None,
+            reason: None,
+            detail: None,
+            state: None,
+            job: None,
+        }
+    }
+
+    fn denied(reason: DenyReason, detail: Option<String>) -> Self {
+        Self {
+            reason: Some(reason.to_string()),
+            detail,
+            ..Self::of(Decision::Denied)
+        }
+    }
+
+    fn print(&self, output: Output) -> Result<ExitCode, CliError> {
+        let text = match output {
+            Output::Json => json_line(self),
+            Output::Text => self.text(),
+        };
+        if self.decision == Decision::Denied {
+            let reason = self.reason.as_deref().unwrap_or_default();
+            match &self.detail {
+                Some(detail) => eprintln!("denied: {reason}: {detail}"),
+                None => eprintln!("denied: {reason}"),
+            }
+        }
+        crate::stdout::write_all(text.as_bytes())?;
+        Ok(match self.decision {
+            Decision::Denied => ExitCode::from(EXIT_DENIED),
+            _ => ExitCode::SUCCESS,
+        })
+    }
+
+    fn text(&self) -> String {
+        let or_blank = |v: &Option<String>| v.clone().unwrap_or_default();
+        let mut out = String::new();
+        if let Some(t) = &self.token {
+            out.push_str(&format!(
+                "token: issuer {}, principal {} (offline: signature, audience and times are not checked)\n",
+                t.issuer,
+                t.principal.as_deref().unwrap_or("-")
+            ));
+        }
+        match self.decision {
+            Decision::Allowed => {
+                out.push_str(&format!(
+                    "allowed by rule {} (permission set {}, until {})\n",
+                    or_blank(&self.rule),
+                    or_blank(&self.permission_set),
+                    or_blank(&self.expires_at)
+                ));
+                if let Some(doc) = &self.document {
+                    out.push_str(&serde_json::to_string_pretty(doc).unwrap_or_default());
+                    out.push('\n');
+                }
+                out.push_str(&format!(
+                    "({} characters as IAM counts them, sha256 {})\n",
+                    self.characters.unwrap_or_default(),
+                    or_blank(&self.sha256)
+                ));
+            }
+            Decision::EndsJob => out.push_str(&format!(
+                "{}: ends job {}; its grants are revoked now\n",
+                or_blank(&self.state),
+                or_blank(&self.job)
+            )),
+            Decision::Ignored => out.push_str(&format!(
+                "{}: no native rule names job {}; ignored\n",
+                or_blank(&self.state),
+                or_blank(&self.job)
+            )),
+            Decision::Denied => {}
+        }
+        out
+    }
+}
+
+fn explain(event_path: &Path, policy_path: &Path) -> Result<Explanation, CliError> {
     let policy = load(policy_path)?;
     let text = std::fs::read_to_string(event_path).map_err(|source| CliError::Read {
         path: event_path.into(),
@@ -208,47 +498,42 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
         })?;
     let envelope = grant::envelope(&event).map_err(|p| CliError::Usage(format!("the envelope is not trusted: {p}")))?;
     let size = serde_json::to_vec(&event.detail).map_or(usize::MAX, |b| b.len());
+    let mut token_seen = None;
     let decided = if is_native(&envelope.detail_type, &envelope.source) {
         match NativeEvent::parse(&envelope.detail_type, &event.detail, size) {
-            Err(e) => {
-                eprintln!("denied: malformed_event: {e}");
-                return Ok(ExitCode::from(3));
-            }
+            Err(e) => return Ok(Explanation::denied(DenyReason::MalformedEvent, Some(e.to_string()))),
             Ok(NativeEvent {
                 job,
                 phase: NativePhase::Ended { state },
             }) => {
-                if policy.manages_native(&job) {
-                    println!("{state}: ends job {}; its grants are revoked now", job.key());
+                let decision = if policy.manages_native(&job) {
+                    Decision::EndsJob
                 } else {
-                    println!("{state}: no native rule names job {}; ignored", job.key());
-                }
-                return Ok(ExitCode::SUCCESS);
+                    Decision::Ignored
+                };
+                return Ok(Explanation {
+                    state: Some(state.to_string()),
+                    job: Some(job.key().to_string()),
+                    ..Explanation::of(decision)
+                });
             }
             Ok(NativeEvent { job, .. }) => policy.decide_native(&envelope, &job).map_err(Refusal::from),
         }
     } else if envelope.detail_type == DETAIL_TYPE_STARTED {
         let mut request = match StartRequest::parse(&event.detail, size) {
             Ok(r) => r,
-            Err(e) => {
-                eprintln!("denied: malformed_event: {e}");
-                return Ok(ExitCode::from(3));
-            }
+            Err(e) => return Ok(Explanation::denied(DenyReason::MalformedEvent, Some(e.to_string()))),
         };
         let verified = match request.token.as_deref().map(|t| read_token(&policy, t, &request)) {
             None => None,
             Some(Ok(v)) => Some(v),
-            Some(Err((reason, why))) => {
-                eprintln!("denied: {reason}: {why}");
-                return Ok(ExitCode::from(3));
-            }
+            Some(Err((reason, why))) => return Ok(Explanation::denied(reason, Some(why))),
         };
         if let Some(v) = &verified {
-            println!(
-                "token: issuer {}, principal {} (offline: signature, audience and times are not checked)",
-                v.token.issuer,
-                v.job.job.principal.as_deref().unwrap_or("-")
-            );
+            token_seen = Some(TokenSeen {
+                issuer: v.token.issuer.to_string(),
+                principal: v.job.job.principal.clone(),
+            });
             request.job = v.job.job.clone();
             request.context = v.job.context.clone();
         }
@@ -265,8 +550,10 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
         Ok(d) => d,
         // The reason, and when a field is at fault, which one and what the rule wants.
         Err(refusal) => {
-            eprintln!("denied: {refusal}");
-            return Ok(ExitCode::from(3));
+            return Ok(Explanation {
+                token: token_seen,
+                ..Explanation::denied(refusal.reason, refusal.detail)
+            });
         }
     };
     let expires = envelope.time + chrono::Duration::seconds(request.duration.as_secs() as i64);
@@ -290,25 +577,25 @@ fn explain(event_path: &Path, policy_path: &Path) -> Result<ExitCode, CliError> 
         .permission_set
         .render_for_grant(&ctx, expires, &grant, &request.role)
     {
-        Ok(doc) => {
-            println!(
-                "allowed by rule {} (permission set {}, until {})",
-                allowed.rule,
-                allowed.permission_set.name,
-                latch_core::iam_time(expires)
-            );
-            let pretty: Value = serde_json::from_str(doc.as_json()).unwrap_or(Value::Null);
-            println!("{}", serde_json::to_string_pretty(&pretty).unwrap_or_default());
-            println!(
-                "({} characters as IAM counts them, sha256 {})",
-                doc.chars(),
-                doc.sha256()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(doc) => Ok(Explanation {
+            token: token_seen,
+            rule: Some(allowed.rule.to_string()),
+            permission_set: Some(allowed.permission_set.name.to_string()),
+            expires_at: Some(latch_core::iam_time(expires)),
+            document: Some(serde_json::from_str(doc.as_json()).unwrap_or(Value::Null)),
+            characters: Some(doc.chars()),
+            sha256: Some(doc.sha256().to_owned()),
+            ..Explanation::of(Decision::Allowed)
+        }),
         Err(e) => {
-            eprintln!("denied: {e}");
-            Ok(ExitCode::from(3))
+            let reason = match e {
+                RenderError::UnsafePlaceholderValue { .. } => DenyReason::UnsafePlaceholderValue,
+                RenderError::TooLarge { .. } => DenyReason::PolicyTooLarge,
+            };
+            Ok(Explanation {
+                token: token_seen,
+                ..Explanation::denied(reason, Some(e.to_string()))
+            })
         }
     }
 }

@@ -212,6 +212,166 @@ fn policy_explain_takes_native_events_and_says_what_each_state_does() {
     assert!(err.contains("denied: no_matching_rule"), "{err}");
 }
 
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {out}"))
+}
+
+#[test]
+fn policy_check_and_explain_answer_in_json_for_scripts() {
+    // GIVEN the shipped policy file WHEN a script checks it THEN one object says what a person reads
+    let (code, out, err) = run(latch().args(["policy", "check", "infra/policies.yaml", "--output", "json"]));
+    assert_eq!(code, 0, "{err}");
+    let report = json(&out);
+    assert_eq!(report["ok"], true, "{out}");
+    assert_eq!(report["file"], "infra/policies.yaml");
+    assert_eq!(
+        (report["permission_sets"].as_u64(), report["rules"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(report["elevatable_path"], "/latch/");
+    let lambda = report["worst_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["permission_set"] == "lambda-deploy" && c["rule"] == "app-release-deploys")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        lambda["document"]["Statement"][0]["Resource"],
+        serde_json::json!(["arn:aws:lambda:*:123456789012:function:app-*-*"]),
+        "{lambda}"
+    );
+
+    // GIVEN a file with a mistake WHEN checked for a script THEN ok is false, the problem placed, exit 1
+    let bad = std::fs::read_to_string(repo().join("infra/policies.yaml"))
+        .unwrap()
+        .replace("permission_sets: [db-migrate]", "permission_sets: [db-migrat]");
+    let path = temp_file("bad.yaml", &bad);
+    let (code, out, err) = run(latch().args(["policy", "check", "--output", "json"]).arg(&path));
+    assert_eq!(code, 1, "{err}");
+    let report = json(&out);
+    assert_eq!(report["ok"], false, "{out}");
+    let problem = &report["problems"][0];
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown permission set \"db-migrat\""),
+        "{out}"
+    );
+    assert!(problem["line"].as_u64().is_some(), "{out}");
+    assert!(
+        err.contains("unknown permission set"),
+        "people still read it on stderr: {err}"
+    );
+
+    let (code, out, _) = run(latch().args(["policy", "check", "--guardrails", "--output", "json"]));
+    assert_eq!(code, 0);
+    let methods = json(&out);
+    assert!(
+        methods
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "passrole-lambda" && m["sources"][0].is_string()),
+        "{out}"
+    );
+
+    // GIVEN a verified event a rule allows WHEN explained for a script THEN the rule and the document
+    let (code, out, _) = run(latch().args([
+        "policy",
+        "explain",
+        "--event",
+        "events/verified-job-started.json",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{out}");
+    let allowed = json(&out);
+    assert_eq!(allowed["decision"], "allowed");
+    assert_eq!(allowed["rule"], "app-release-deploys");
+    assert_eq!(allowed["token"]["issuer"], "github");
+    assert_eq!(allowed["expires_at"], "2026-11-25T12:15:00Z");
+    let statements = allowed["document"]["Statement"].as_array().unwrap();
+    assert!(
+        statements
+            .iter()
+            .all(|s| s["Condition"]["DateLessThan"]["aws:CurrentTime"] == "2026-11-25T12:15:00Z"),
+        "{out}"
+    );
+    assert_eq!(allowed["sha256"].as_str().map(str::len), Some(64), "{out}");
+    assert!(allowed["characters"].as_u64().unwrap() > 0);
+
+    // GIVEN a set the rule does not grant THEN denied with the reason's code, exit 3
+    let mut event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("events/verified-job-started.json")).unwrap())
+            .unwrap();
+    event["detail"]["permission_set"] = "db-migrate".into();
+    let path = temp_file("denied.json", &event.to_string());
+    let (code, out, _) = run(latch()
+        .args(["policy", "explain", "--output", "json", "--event"])
+        .arg(&path));
+    assert_eq!(code, 3);
+    let denied = json(&out);
+    assert_eq!(denied["decision"], "denied");
+    assert_eq!(denied["reason"], "permission_set_not_allowed");
+
+    // GIVEN a native end state THEN which job it ends
+    let (code, out, _) = run(latch().args([
+        "policy",
+        "explain",
+        "--output",
+        "json",
+        "--event",
+        "events/codebuild-build-stopped.json",
+    ]));
+    assert_eq!(code, 0, "{out}");
+    let ended = json(&out);
+    assert_eq!(ended["decision"], "ends_job");
+    assert_eq!(ended["state"], "STOPPED");
+    assert!(ended["job"].as_str().unwrap().starts_with("app-build"), "{out}");
+}
+
+/// Runs latch with a stdout whose reader is already gone, as `latch … | head` leaves it.
+fn run_into_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = latch()
+        .args(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into())
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_latch_quietly() {
+    // GIVEN stdout's reader gone (`| head` after its lines) WHEN latch prints THEN it stops, exit 0, silent
+    for args in [
+        vec!["policy", "check", "infra/policies.yaml"],
+        vec!["policy", "check", "infra/policies.yaml", "--output", "json"],
+        vec!["policy", "check", "--guardrails"],
+        vec!["policy", "explain", "--event", "events/verified-job-started.json"],
+        vec!["completions", "bash"],
+        vec!["man"],
+        vec!["--help"],
+    ] {
+        let (code, err) = run_into_closed_pipe(&args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!((code, err.as_str()), (Some(0), ""), "{args:?}");
+    }
+}
+
+#[test]
+fn latch_dev_ends_quietly_when_its_reader_goes() {
+    require_emulator();
+    let id = unique("p");
+    let (table, bus) = (format!("latch-{id}"), format!("latch-{id}"));
+    let (code, err) = run_into_closed_pipe(&["dev", "--table", &table, "--bus", &bus, "--stop-after", "60s"]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, Some(0), "{err}");
+}
+
 #[test]
 fn every_subcommand_has_help_a_newcomer_can_follow() {
     for (args, expect) in [
@@ -811,7 +971,11 @@ fn the_github_action_and_workflow_request_wait_and_release() {
 
     let dev = start_dev();
     // The action's command, with its inputs filled from the workflow's `with:` (or defaults).
-    let mut command = as_str(&action["runs"]["steps"][0]["run"]).to_owned();
+    let action_steps = action["runs"]["steps"].as_sequence().unwrap();
+    let step = |id: &str| action_steps.iter().find(|s| as_str(&s["id"]) == id).unwrap();
+    // The binary comes from a release, checksum verified (scripts/checks/release.sh runs it).
+    assert!(as_str(&step("install")["run"]).contains("install-latch.sh"));
+    let mut command = as_str(&step("request")["run"]).to_owned();
     for (name, input) in action["inputs"].as_mapping().unwrap() {
         let name = as_str(name);
         let value = match as_str(&elevate["with"][name]) {
