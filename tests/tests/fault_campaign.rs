@@ -19,9 +19,10 @@
 //!   run) until a run finds nothing to do; a run that fails is simply followed by the next.
 //!
 //! The SDK keeps its production retry policy (standard mode, 3 attempts and IAM's 5, the
-//! retry-quota token bucket) with the backoff scaled down 10× (timing only), and gets the operation-attempt
-//! timeout production lacks (see the findings): without one, a held response hangs
-//! the call until Lambda's own timeout.
+//! retry-quota token bucket) with the backoff scaled down 10× (timing only), and production's
+//! timeouts exactly (`latch_aws::config::timeouts`: connect, per attempt, per operation), so a
+//! held response costs what it costs in AWS: an attempt timed out and retried, or an operation
+//! that runs out of time and fails the invocation into Lambda's retries.
 //!
 //! The campaign runs on its own emulator (`latch_tests::moto`: moto patched for memory and for
 //! transactions in O(items) rather than O(table)), and the proxy forwards one request at a time
@@ -31,7 +32,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
 use chrono::{DateTime, Utc};
@@ -62,16 +62,22 @@ const ASYNC_ATTEMPTS: u32 = 3;
 const STREAM_BATCH: usize = 25;
 const MAX_REDRIVES: usize = 10;
 const MAX_SWEEP_RUNS: usize = 30;
-/// The client's attempt timeout, and how long the proxy holds a slow response beyond it.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
-const SLOW_FOR: Duration = Duration::from_millis(1500);
+/// How long the proxy holds a slow response beyond the client's attempt timeout.
+const SLOW_FOR: Duration = Duration::from_millis(500);
+
+/// Production's attempt timeout: a slow fault holds its response past it.
+fn attempt_timeout() -> Duration {
+    latch_aws::config::timeouts()
+        .operation_attempt_timeout()
+        .expect("production sets an attempt timeout")
+}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// The SDK as the functions load it, pointed at `endpoint`, plus the attempt timeout and a
-/// 10× shorter backoff (see the module doc).
+/// The SDK as the functions load it (production's timeouts), pointed at `endpoint`, with a 10×
+/// shorter backoff when faulted (see the module doc).
 async fn sdk(endpoint: &str, faulted: bool) -> SdkConfig {
     let creds = aws_sdk_iam::config::Credentials::new("test", "test", None, None, "campaign");
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -85,11 +91,7 @@ async fn sdk(endpoint: &str, faulted: bool) -> SdkConfig {
                     .with_max_attempts(3)
                     .with_initial_backoff(Duration::from_millis(100)),
             )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            );
+            .timeout_config(latch_aws::config::timeouts());
     }
     loader.load().await
 }
@@ -370,7 +372,7 @@ async fn fault_campaign_keeps_i1_to_i5() {
             (FaultKind::DropBeforeForward, 15),
             (FaultKind::DropAfterApply, 20),
         ])
-        .slow_for(ATTEMPT_TIMEOUT + SLOW_FOR);
+        .slow_for(attempt_timeout() + SLOW_FOR);
     let proxy = FaultProxy::start(moto.addr, plan).await.expect("the proxy");
     let faulted = sdk(&proxy.url(), true).await;
     let clients = Clients::from_sdk_config(&faulted, &h.config);
