@@ -75,7 +75,7 @@ pub struct RecordWriter<W: Write> {
 /// Where rows go: CSV through the `csv` crate's writer (quoting and escaping), the rest as text.
 enum Sink<W: Write> {
     Table(W),
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Jsonl(W),
     Ocsf(W),
 }
@@ -84,7 +84,7 @@ impl<W: Write> RecordWriter<W> {
     pub fn new(out: W, format: Format) -> Self {
         let out = match format {
             Format::Table => Sink::Table(out),
-            Format::Csv => Sink::Csv(csv::WriterBuilder::new().has_headers(false).from_writer(out)),
+            Format::Csv => Sink::Csv(Box::new(csv::WriterBuilder::new().has_headers(false).from_writer(out))),
             Format::Jsonl => Sink::Jsonl(out),
             Format::Ocsf => Sink::Ocsf(out),
         };
