@@ -15,6 +15,7 @@
 
 mod file;
 mod guardrails;
+mod positions;
 pub(crate) mod render;
 
 use std::collections::BTreeMap;
