@@ -18,6 +18,7 @@ use crate::identity::{AudienceForm, Issuer, IssuerKind, JwkSet, TokenAlgorithm, 
 use crate::model::{AccountId, GrantDuration, Name, RoleArn};
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct FileDoc {
     version: u32,
@@ -38,6 +39,7 @@ struct FileDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct FairShareDoc {
     #[serde(default)]
@@ -47,6 +49,7 @@ struct FairShareDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct PermissionSetDoc {
     description: String,
@@ -60,6 +63,7 @@ struct PermissionSetDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct StatementDoc {
     #[serde(default)]
@@ -83,6 +87,7 @@ fn allow() -> Effect {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct IssuerDoc {
     name: String,
@@ -103,6 +108,33 @@ struct IssuerDoc {
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+#[cfg(test)]
+impl schemars::JsonSchema for OneOrMany {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OneOrMany".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+        })
+    }
+}
+
+/// The JSON Schema of a policy file, derived from the documents it is read into.
+#[cfg(test)]
+pub(super) fn schema() -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(FileDoc)).unwrap_or_default();
+    schema["$id"] = Value::from("https://latch.dev/schemas/policy-file.v1.json");
+    schema["title"] = Value::from("Latch policy file (version 1)");
+    schema["description"] = Value::from(
+        "Generated from the Rust types the file is read into (crates/latch-core/src/policy/file.rs); \
+         docs/reference/policy-file.md explains each field. Checks shape only: `latch policy check` \
+         checks everything else.",
+    );
+    schema
 }
 
 // Read by a visitor rather than `#[serde(untagged)]`: untagged buffering goes through serde's
@@ -131,6 +163,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RuleDoc {
     name: String,
@@ -162,6 +195,7 @@ struct RuleDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct NativeRuleDoc {
     name: String,
@@ -177,6 +211,7 @@ struct NativeRuleDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct CodePipelineDoc {
     pipeline: String,
@@ -189,6 +224,7 @@ struct CodePipelineDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct CodeBuildDoc {
     project: String,
@@ -211,6 +247,7 @@ fn yes() -> bool {
 /// A dangerous statement shape, refused unless a permission set lists it under
 /// `guardrail_exceptions` (DESIGN.md, trust model limit 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Guardrail {
     /// `*`, `*:*` or a service wildcard such as `*:Get*`.
