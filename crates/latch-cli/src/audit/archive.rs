@@ -168,9 +168,9 @@ impl Archive {
                 if item.record_type() != Some("audit") {
                     return Err(bad("not an audit item: the archive holds audit items only".into()));
                 }
-                let plain = item.into_plain();
-                let pk = plain.get("pk").and_then(|v| v.as_str()).map(str::to_owned);
-                let record: AuditRecord = serde_json::from_value(plain)
+                let pk = item.string("pk").map(str::to_owned);
+                let record: AuditRecord = item
+                    .into_record()
                     .map_err(|e| bad(format!("audit item does not read as an audit record: {e}")))?;
                 stats.lines += 1;
                 on_item(ArchivedItem {

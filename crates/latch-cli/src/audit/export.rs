@@ -281,9 +281,8 @@ impl Export {
                             continue;
                         }
                     }
-                    let plain = item.into_plain();
-                    let pk = plain.get("pk").and_then(|v| v.as_str()).map(str::to_owned);
-                    let record: AuditRecord = serde_json::from_value(plain).map_err(|e| AuditError::BadData {
+                    let pk = item.string("pk").map(str::to_owned);
+                    let record: AuditRecord = item.into_record().map_err(|e| AuditError::BadData {
                         path: path.clone(),
                         line: lines,
                         why: format!("audit item does not read as an audit record: {e}"),

@@ -303,16 +303,23 @@ fn read(args: &AuditArgs) -> Result<ExitCode, AuditError> {
     if let (Some(path), Some(agg)) = (&args.report, agg) {
         let rep = agg.finish();
         let filters = describe_filters(args);
-        let html = rep.html(&report::Source {
-            export_arn: summary.export_arn.as_deref(),
-            table_arn: summary.table_arn.as_deref(),
-            export_time: summary.export_time.as_deref(),
-            stats: &stats,
-            matched,
-            filters: &filters,
-            since: filter.since,
-            until: filter.until,
-        });
+        let html = report::render(
+            &rep,
+            &report::Source {
+                export_arn: summary.export_arn.as_deref(),
+                table_arn: summary.table_arn.as_deref(),
+                export_time: summary.export_time.as_deref(),
+                stats: &stats,
+                matched,
+                filters: &filters,
+                since: filter.since,
+                until: filter.until,
+            },
+        )
+        .map_err(|e| AuditError::Write {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
         let mut f = std::fs::File::create(path).map_err(|source| AuditError::Write {
             path: path.clone(),
             source,

@@ -68,18 +68,27 @@ pub const COLUMNS: &[&str] = &[
 
 /// Writes records in one format.
 pub struct RecordWriter<W: Write> {
-    out: W,
-    format: Format,
+    out: Sink<W>,
     started: bool,
+}
+
+/// Where rows go: CSV through the `csv` crate's writer (quoting and escaping), the rest as text.
+enum Sink<W: Write> {
+    Table(W),
+    Csv(Box<csv::Writer<W>>),
+    Jsonl(W),
+    Ocsf(W),
 }
 
 impl<W: Write> RecordWriter<W> {
     pub fn new(out: W, format: Format) -> Self {
-        Self {
-            out,
-            format,
-            started: false,
-        }
+        let out = match format {
+            Format::Table => Sink::Table(out),
+            Format::Csv => Sink::Csv(Box::new(csv::WriterBuilder::new().has_headers(false).from_writer(out))),
+            Format::Jsonl => Sink::Jsonl(out),
+            Format::Ocsf => Sink::Ocsf(out),
+        };
+        Self { out, started: false }
     }
 
     pub fn write(&mut self, r: &AuditRecord) -> io::Result<()> {
@@ -87,17 +96,17 @@ impl<W: Write> RecordWriter<W> {
             self.started = true;
             self.header()?;
         }
-        match self.format {
-            Format::Jsonl => {
-                serde_json::to_writer(&mut self.out, r)?;
-                self.out.write_all(b"\n")
+        match &mut self.out {
+            Sink::Jsonl(out) => {
+                serde_json::to_writer(&mut *out, r)?;
+                out.write_all(b"\n")
             }
-            Format::Ocsf => {
-                serde_json::to_writer(&mut self.out, &super::ocsf::event(r))?;
-                self.out.write_all(b"\n")
+            Sink::Ocsf(out) => {
+                serde_json::to_writer(&mut *out, &super::ocsf::event(r))?;
+                out.write_all(b"\n")
             }
-            Format::Csv => self.csv_row(r),
-            Format::Table => self.table_row(r),
+            Sink::Csv(out) => Ok(out.write_record(csv_cells(r)?)?),
+            Sink::Table(out) => table_row(out, r),
         }
     }
 
@@ -106,74 +115,72 @@ impl<W: Write> RecordWriter<W> {
         if !self.started {
             self.header()?;
         }
-        self.out.flush()
+        match &mut self.out {
+            Sink::Csv(out) => out.flush(),
+            Sink::Table(out) | Sink::Jsonl(out) | Sink::Ocsf(out) => out.flush(),
+        }
     }
 
     fn header(&mut self) -> io::Result<()> {
-        match self.format {
-            Format::Jsonl | Format::Ocsf => Ok(()),
-            Format::Csv => writeln!(self.out, "{}", COLUMNS.join(",")),
-            Format::Table => writeln!(
-                self.out,
+        match &mut self.out {
+            Sink::Jsonl(_) | Sink::Ocsf(_) => Ok(()),
+            Sink::Csv(out) => Ok(out.write_record(COLUMNS)?),
+            Sink::Table(out) => writeln!(
+                out,
                 "{:<20}  {:<14}  {:<24}  {:<20}  {:<32}  {:<14}  {:<12}  {:>8}",
                 "RECORDED (UTC)", "DECISION", "REASON", "ROLE", "PIPELINE/RUN/JOB", "ACTOR", "GRANT", "HELD"
             ),
         }
     }
+}
 
-    fn csv_row(&mut self, r: &AuditRecord) -> io::Result<()> {
-        let value = serde_json::to_value(r)?;
-        let mut line = String::with_capacity(512);
-        for (i, col) in COLUMNS.iter().enumerate() {
-            if i > 0 {
-                line.push(',');
-            }
-            let cell = match value.get(*col) {
-                None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => defuse(s),
-                Some(Value::Array(a)) => defuse(
-                    &a.iter()
-                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                ),
-                Some(v) => v.to_string(),
-            };
-            csv_cell(&mut line, &cell);
-        }
-        line.push('\n');
-        self.out.write_all(line.as_bytes())
-    }
+/// One CSV row: every column's text, absent fields empty, lists space-joined, text defused.
+fn csv_cells(r: &AuditRecord) -> io::Result<Vec<String>> {
+    let value = serde_json::to_value(r)?;
+    Ok(COLUMNS
+        .iter()
+        .map(|col| match value.get(*col) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => defuse(s),
+            Some(Value::Array(a)) => defuse(
+                &a.iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            Some(v) => v.to_string(),
+        })
+        .collect())
+}
 
-    fn table_row(&mut self, r: &AuditRecord) -> io::Result<()> {
-        let role = r
-            .role_arn
-            .as_deref()
-            .map(|a| a.rsplit('/').next().unwrap_or(a))
-            .unwrap_or("-");
-        let job = match (&r.pipeline, &r.run_id, &r.job) {
-            (Some(p), Some(run), Some(j)) => format!("{p}/{run}/{j}"),
-            (Some(p), _, _) => p.clone(),
-            _ => "-".into(),
-        };
-        let grant = r
-            .grant_id
-            .as_deref()
-            .map(|g| g.chars().take(12).collect::<String>())
-            .unwrap_or_else(|| "-".into());
-        writeln!(
-            self.out,
-            "{:<20}  {:<14}  {:<24}  {:<20}  {:<32}  {:<14}  {:<12}  {:>8}",
-            clip(&r.recorded_at, 20),
-            r.decision.code(),
-            clip(&r.reason, 24),
-            clip(role, 20),
-            clip(&job, 32),
-            clip(r.actor.as_deref().unwrap_or("-"), 14),
-            clip(&grant, 12),
-            held(r),
-        )
-    }
+fn table_row(out: &mut impl Write, r: &AuditRecord) -> io::Result<()> {
+    let role = r
+        .role_arn
+        .as_deref()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .unwrap_or("-");
+    let job = match (&r.pipeline, &r.run_id, &r.job) {
+        (Some(p), Some(run), Some(j)) => format!("{p}/{run}/{j}"),
+        (Some(p), _, _) => p.clone(),
+        _ => "-".into(),
+    };
+    let grant = r
+        .grant_id
+        .as_deref()
+        .map(|g| g.chars().take(12).collect::<String>())
+        .unwrap_or_else(|| "-".into());
+    writeln!(
+        out,
+        "{:<20}  {:<14}  {:<24}  {:<20}  {:<32}  {:<14}  {:<12}  {:>8}",
+        clip(&r.recorded_at, 20),
+        r.decision.code(),
+        clip(&r.reason, 24),
+        clip(role, 20),
+        clip(&job, 32),
+        clip(r.actor.as_deref().unwrap_or("-"), 14),
+        clip(&grant, 12),
+        held(r),
+    )
 }
 
 /// How long the grant was held, for the table: revoked - granted for a revocation, the
@@ -217,16 +224,6 @@ fn defuse(s: &str) -> String {
     match s.chars().next() {
         Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
         _ => s.to_owned(),
-    }
-}
-
-fn csv_cell(line: &mut String, cell: &str) {
-    if cell.contains([',', '"', '\n', '\r']) {
-        line.push('"');
-        line.push_str(&cell.replace('"', "\"\""));
-        line.push('"');
-    } else {
-        line.push_str(cell);
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod file;
 mod guardrails;
+mod positions;
 pub(crate) mod render;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ use crate::native::{NativeJob, SOURCE_CODEBUILD, SOURCE_CODEPIPELINE};
 pub const DEFAULT_ELEVATABLE_PATH: &str = "/latch/";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub enum Effect {
     Allow,
     Deny,

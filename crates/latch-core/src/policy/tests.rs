@@ -1111,3 +1111,93 @@ mod native_checks_and_fair_share {
         assert!(problems(&text).contains("not CodePipeline trigger types"));
     }
 }
+
+mod placement {
+    use super::*;
+
+    #[test]
+    fn given_a_rule_whose_name_begins_another_rules_name_when_it_is_wrong_then_its_own_line_is_given() {
+        // A search for the text "name: deploy" stops at "name: deploy-prod" first.
+        let text = MINIMAL.replace("  - name: r\n", "  - name: deploy-prod\n").replace(
+            "    identity: claimed\n",
+            "    identity: claimed\n  - name: deploy\n    sources: []\n    accounts: [\"123456789012\"]\n    \
+             pipelines: [\"*\"]\n    roles: [\"arn:aws:iam::123456789012:role/latch/x\"]\n    permission_sets: [s]\n    \
+             max_duration: 10m\n    identity: claimed\n",
+        );
+        let p = problems(&text);
+        let no_sources = p
+            .iter()
+            .find(|p| p.message == "rule deploy lists no sources")
+            .unwrap_or_else(|| panic!("{p:?}"));
+        let line = no_sources.line.expect("placed");
+        assert_eq!(text.lines().nth(line - 1), Some("  - name: deploy"), "{text}");
+    }
+
+    #[test]
+    fn given_an_action_in_a_later_statement_when_it_breaks_a_guardrail_then_that_statements_line_is_given() {
+        // The same action, allowed in the first statement and refused in the second: each
+        // problem is placed at the item the parser read, not the first line with the same text.
+        let text = MINIMAL.replace(
+            "        resources: [\"arn:aws:s3:::b/${pipeline}/*\"]\n",
+            "        resources: [\"arn:aws:s3:::b/${pipeline}/*\"]\n      - actions: [s3:GetObject, \"*\"]\n        \
+             resources: [\"*\"]\n",
+        );
+        let p = problems(&text);
+        let wildcard = p
+            .iter()
+            .find(|p| p.message.contains("breaks guardrail wildcard_action"))
+            .unwrap_or_else(|| panic!("{p:?}"));
+        assert_eq!(wildcard.line, Some(9), "{text}");
+    }
+
+    #[test]
+    fn given_a_key_written_twice_when_loaded_then_the_file_is_refused_at_the_second() {
+        let text = MINIMAL.replace(
+            "    max_duration: 10m\n    statements",
+            "    max_duration: 10m\n    max_duration: 12h\n    statements",
+        );
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, Some(6));
+        let twice_set = MINIMAL.replace(
+            "rules:\n",
+            "  s:\n    description: again\n    max_duration: 1h\n    statements: []\nrules:\n",
+        );
+        assert_eq!(problems(&twice_set).len(), 1);
+    }
+
+    #[test]
+    fn given_yaml_1_1_booleans_or_merge_keys_when_loaded_then_they_are_refused() {
+        let yes = MINIMAL.replace(
+            "    identity: claimed\n",
+            "    identity: claimed\n    bind_session: yes\n",
+        );
+        assert!(
+            problems(&yes).iter().any(|p| p.line == Some(18)),
+            "{:?}",
+            problems(&yes)
+        );
+        let merge = MINIMAL
+            .replace("  s:\n", "  s: &base\n")
+            .replace("rules:\n", "  t:\n    <<: *base\n    description: merged\nrules:\n");
+        assert!(!problems(&merge).is_empty());
+    }
+}
+
+/// events/schemas/policy-file.schema.json is generated output: `LATCH_WRITE_SCHEMAS=1 cargo test
+/// -p latch-core schema_is_derived` rewrites it from the types; otherwise this fails when it
+/// is not what the types say.
+#[test]
+fn given_the_policy_file_types_when_their_schema_is_derived_then_the_checked_in_file_is_up_to_date() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/schemas/policy-file.schema.json");
+    let derived = serde_json::to_string_pretty(&super::file::schema()).unwrap() + "\n";
+    if std::env::var_os("LATCH_WRITE_SCHEMAS").is_some() {
+        std::fs::write(&path, &derived).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == derived,
+        "{} is out of date: LATCH_WRITE_SCHEMAS=1 cargo test -p latch-core schema_is_derived",
+        path.display()
+    );
+}

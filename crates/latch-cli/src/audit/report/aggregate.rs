@@ -1,27 +1,20 @@
-//! `--report FILE`: one self-contained HTML page an auditor can open anywhere, offline.
+//! Aggregation: matched audit records folded into a [`Report`], the model the page renders.
 //!
-//! Contract: [`Aggregator::add`] folds in one matched record at a time and keeps memory bounded
-//! by the report's caps, never by the export's size: counts are exact over every record; the
-//! timeline draws a deterministic sample of at most [`MAX_BARS`] grants (the grants whose id
-//! hashes lowest, so the same export always draws the same bars), and the failure, drift and
-//! longest-grant tables keep the most relevant [`MAX_ROWS`]. Grants still active at the export's
-//! point in time are found with a join bounded by the grants alive then (activations whose
-//! expiry is after the export time, minus their revocations).
-//!
-//! The page: inline CSS, inline JS, an SVG timeline drawn by the script from an embedded JSON
-//! block, no external reference of any kind. Every string that came from a record is escaped
-//! (HTML text, and `<` inside the JSON block), and the script builds the DOM with
-//! `textContent`, never `innerHTML`, because pipeline names and actors are claims.
+//! Contract: [`Aggregator::add`] folds in one record at a time and keeps memory bounded by the
+//! report's caps, never by the export's size: counts are exact over every record; the timeline
+//! keeps a deterministic sample of at most [`MAX_BARS`] grants (the grants whose id hashes
+//! lowest, so the same export always draws the same bars), and the failure, drift and
+//! longest-grant tables keep the most relevant [`MAX_ROWS`]. Grants still active at the
+//! export's point in time are found with a join bounded by the grants alive then (activations
+//! whose expiry is after the export time, minus their revocations). Nothing here knows HTML.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
-use std::fmt::Write as _;
 
 use latch_core::audit::{AuditRecord, Decision};
 use serde::Serialize;
 
-use super::export::ReadStats;
-use super::output::human_secs;
+use crate::audit::output::human_secs;
 
 /// Grants drawn on the timeline at most.
 pub const MAX_BARS: usize = 4000;
@@ -152,10 +145,10 @@ struct PolicyFileSeen {
 /// How much of a deleted document the drift table shows (the record holds all of it).
 const DOCUMENT_SHOWN: usize = 400;
 
-/// A row of the revoke-failure, drift or longest-grant table.
-#[derive(Debug, Clone)]
-struct Row {
-    cells: Vec<String>,
+/// A row of the revoke-failure, drift, longest-grant or policy-file table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub cells: Vec<String>,
 }
 
 /// Folds records into the report.
@@ -200,7 +193,7 @@ fn job_label(r: &AuditRecord) -> String {
     }
 }
 
-fn role_name(arn: &str) -> &str {
+pub fn role_name(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
@@ -457,9 +450,9 @@ impl Aggregator {
     }
 }
 
-/// Everything the page shows.
+/// Everything the page shows: exact counts, the sampled timeline, the capped tables.
 pub struct Report {
-    export_epoch: Option<i64>,
+    pub export_epoch: Option<i64>,
     role_names: Vec<String>,
     roles: Vec<RoleStats>,
     decisions: BTreeMap<&'static str, u64>,
@@ -469,73 +462,71 @@ pub struct Report {
     pub bars_total: u64,
     pub bars: Vec<Bar>,
     pub markers: Vec<Marker>,
-    failures: Vec<Row>,
-    drift: Vec<Row>,
-    longest: Vec<Row>,
+    pub failures: Vec<Row>,
+    pub drift: Vec<Row>,
+    pub longest: Vec<Row>,
     identities: BTreeMap<String, u64>,
-    policy_files: Vec<Row>,
+    pub policy_files: Vec<Row>,
     first: Option<i64>,
     last: Option<i64>,
 }
 
-/// Where the records came from, for the page's header.
-pub struct Source<'a> {
-    pub export_arn: Option<&'a str>,
-    pub table_arn: Option<&'a str>,
-    pub export_time: Option<&'a str>,
-    pub stats: &'a ReadStats,
-    pub matched: u64,
-    pub filters: &'a str,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
+/// One summary card: how many records of one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Card {
+    pub id: &'static str,
+    pub count: u64,
+    pub label: &'static str,
+    /// Draws the eye when something went wrong: `warn`, `drift`, or none.
+    pub tone: Option<&'static str>,
 }
 
-#[derive(Serialize)]
-struct PageData<'a> {
-    range: [i64; 2],
-    export: Option<i64>,
-    roles: Vec<&'a str>,
-    bars: &'a [Bar],
-    markers: &'a [Marker],
+/// One role's line of the per-role table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRow {
+    /// As the records name it (an ARN, or a placeholder lane).
+    pub role: String,
+    pub activated: u64,
+    pub job_finished: u64,
+    pub expired_sweep: u64,
+    pub expired_ttl: u64,
+    pub active_at_export: u64,
+    pub denied: u64,
+    pub revoke_failed: u64,
+    pub drift_repaired: u64,
+    pub held_secs: i64,
+    pub longest_secs: i64,
 }
 
-/// HTML text: `&`, `<`, `>`, quotes escaped.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+/// One reason code and its share of its table, most frequent first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    pub code: String,
+    pub count: u64,
+    pub percent: f64,
 }
 
-/// JSON that is safe inside `<script type="application/json">`.
-fn script_json(v: &impl Serialize) -> String {
-    serde_json::to_string(v)
-        .unwrap_or_else(|_| "{}".into())
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
+/// Counts as shares of their total, most frequent first, ties by code.
+fn shares(counts: &BTreeMap<String, u64>) -> Vec<Share> {
+    let total: u64 = counts.values().sum();
+    let mut rows: Vec<Share> = counts
+        .iter()
+        .map(|(code, &count)| Share {
+            code: code.clone(),
+            count,
+            percent: if total > 0 {
+                count as f64 * 100.0 / total as f64
+            } else {
+                0.0
+            },
+        })
+        .collect();
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.code.cmp(&b.code)));
+    rows
 }
-
-fn iso(epoch: i64) -> String {
-    chrono::DateTime::from_timestamp(epoch, 0)
-        .map(latch_core::iam_time)
-        .unwrap_or_else(|| epoch.to_string())
-}
-
-const CSS: &str = include_str!("report.css");
-const JS: &str = include_str!("report.js");
 
 impl Report {
-    fn count(&self, decision: Decision) -> u64 {
+    pub fn count(&self, decision: Decision) -> u64 {
         self.decisions.get(decision.code()).copied().unwrap_or(0)
     }
 
@@ -543,148 +534,28 @@ impl Report {
         self.revoke_reasons.get(code).copied().unwrap_or(0)
     }
 
-    /// The whole page.
-    pub fn html(&self, src: &Source<'_>) -> String {
-        let mut h = String::with_capacity(256 * 1024 + self.bars.len() * 200);
-        // Whole days when nothing narrows the period, ending at the export's time when known.
-        let first = src.since.or(self.first.map(|f| f - f.rem_euclid(86_400)));
-        let last = src.until.or(match (self.last, self.export_epoch) {
+    /// The roles' names, by lane index (bars and markers point into it).
+    pub fn role_names(&self) -> &[String] {
+        &self.role_names
+    }
+
+    /// The period the page shows: `since`..`until` when given, otherwise whole days from the
+    /// first record to the last record or the export's time, whichever is later.
+    pub fn range(&self, since: Option<i64>, until: Option<i64>) -> [i64; 2] {
+        let first = since.or(self.first.map(|f| f - f.rem_euclid(86_400)));
+        let last = until.or(match (self.last, self.export_epoch) {
             (Some(l), Some(e)) => Some(l.max(e)),
             (l, e) => l.or(e),
         });
-        let range = match (first, last) {
+        match (first, last) {
             (Some(a), Some(b)) if b > a => [a, b],
             (Some(a), _) => [a, a + 86_400],
             _ => [0, 86_400],
-        };
-        let roles: Vec<&str> = self.role_names.iter().map(String::as_str).collect();
-        let data = PageData {
-            range,
-            export: self.export_epoch,
-            roles,
-            bars: &self.bars,
-            markers: &self.markers,
-        };
-        let period = format!("{} to {}", iso(range[0]), iso(range[1]));
-        let _ = write!(
-            h,
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
-             style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\
-             <title>Latch audit report</title><style>{CSS}</style></head><body>\n\
-             <header><h1>Latch audit report</h1><dl class=\"meta\">\
-             <dt>Export</dt><dd>{}</dd><dt>Table</dt><dd>{}</dd><dt>Export time</dt><dd>{}</dd>\
-             <dt>Period shown</dt><dd>{}</dd><dt>Filters</dt><dd>{}</dd>\
-             <dt>Read</dt><dd>{} items in {} files: {} audit records, {} matched</dd></dl></header>\n",
-            esc(src.export_arn.unwrap_or("-")),
-            esc(src.table_arn.unwrap_or("-")),
-            esc(src.export_time.unwrap_or("-")),
-            esc(&period),
-            esc(if src.filters.is_empty() { "none" } else { src.filters }),
-            src.stats.items,
-            src.stats.files,
-            src.stats.audit_records,
-            src.matched,
-        );
-        self.cards(&mut h);
-        let _ = writeln!(
-            h,
-            "<section><h2>Timeline of grants per role</h2>\
-             <p class=\"note\" id=\"timeline-note\">Each bar is one grant, from activation to the \
-             moment it was taken away, coloured by how it ended. Drag across the chart to zoom; \
-             double-click to zoom out. {}</p>\
-             <div id=\"legend\"></div><div id=\"timeline\" data-bars-total=\"{}\" \
-             data-bars-drawn=\"{}\"><noscript>The timeline needs JavaScript; the tables below \
-             do not.</noscript></div><div id=\"tooltip\" hidden></div></section>",
-            if (self.bars.len() as u64) < self.bars_total {
-                format!(
-                    "Showing a fixed sample of {} of {} grants; every count and table covers all of them.",
-                    self.bars.len(),
-                    self.bars_total
-                )
-            } else {
-                String::new()
-            },
-            self.bars_total,
-            self.bars.len(),
-        );
-        self.role_table(&mut h);
-        self.reason_table(&mut h, "Denials by reason", "denials", &self.denial_reasons);
-        self.reason_table(&mut h, "Grants ended by", "endings", &self.revoke_reasons);
-        self.reason_table(
-            &mut h,
-            "Granted jobs by identity (verified by their CI's token, AWS's own event, or only claimed)",
-            "identities",
-            &self.identities,
-        );
-        table(
-            &mut h,
-            "Policy file versions",
-            "policy-files",
-            "Each policy file that decided, by its digest and label, with its first and last decision.",
-            &["Label", "SHA-256", "First decision", "Last decision", "Decisions"],
-            &self.policy_files,
-            self.policy_files.len() as u64,
-        );
-        table(
-            &mut h,
-            "Revoke failures",
-            "revoke-failures",
-            "The policy stayed attached after a failed delete, but it stops working by itself \
-             at its expiry (its own aws:CurrentTime condition); the sweep retries.",
-            &[
-                "Recorded",
-                "Role",
-                "Pipeline / run / job",
-                "Path",
-                "Error",
-                "Policy expires",
-                "Grant",
-            ],
-            &self.failures,
-            self.count(Decision::RevokeFailed),
-        );
-        table(
-            &mut h,
-            "Drift repairs",
-            "drift-repairs",
-            "Latch policies found on a role with no live grant, and removed by the sweep, with the \
-             document each one held (the record keeps it whole).",
-            &["Recorded", "Role", "Policy", "Reason", "Detail", "Deleted document"],
-            &self.drift,
-            self.count(Decision::DriftRepaired),
-        );
-        table(
-            &mut h,
-            "Longest grants",
-            "longest",
-            "Held from activation to revocation.",
-            &[
-                "Held",
-                "Role",
-                "Pipeline / run / job",
-                "Actor",
-                "Permission set",
-                "Granted",
-                "Revoked",
-                "Ended by",
-                "Grant",
-            ],
-            &self.longest,
-            self.longest.len() as u64,
-        );
-        let _ = write!(
-            h,
-            "<footer>Generated by <code>latch audit</code>. Times are UTC.</footer>\n\
-             <script type=\"application/json\" id=\"latch-data\">{}</script>\n\
-             <script>{JS}</script></body></html>\n",
-            script_json(&data)
-        );
-        h
+        }
     }
 
-    fn cards(&self, h: &mut String) {
+    /// The summary cards, in the page's order.
+    pub fn cards(&self) -> Vec<Card> {
         let ended_expiry = self.reason("expired_ttl") + self.reason("expired_sweep");
         let cards = [
             ("activated", self.count(Decision::Activated), "grants activated"),
@@ -696,116 +567,76 @@ impl Report {
             ("revoke-failed", self.count(Decision::RevokeFailed), "revoke failures"),
             ("drift-repaired", self.count(Decision::DriftRepaired), "drift repairs"),
         ];
-        h.push_str("<section class=\"cards\" id=\"summary\">");
-        for (id, n, label) in cards {
-            let class = match id {
-                "denied" | "revoke-failed" if n > 0 => " warn",
-                "drift-repaired" if n > 0 => " drift",
-                _ => "",
-            };
-            let _ = write!(
-                h,
-                "<div class=\"card{class}\" id=\"count-{id}\" data-count=\"{n}\">\
-                 <span class=\"n\">{n}</span><span class=\"l\">{label}</span></div>"
-            );
-        }
-        h.push_str("</section>\n");
+        cards
+            .into_iter()
+            .map(|(id, count, label)| Card {
+                id,
+                count,
+                label,
+                tone: match id {
+                    "denied" | "revoke-failed" if count > 0 => Some("warn"),
+                    "drift-repaired" if count > 0 => Some("drift"),
+                    _ => None,
+                },
+            })
+            .collect()
     }
 
-    fn role_table(&self, h: &mut String) {
-        h.push_str(
-            "<section><h2>Per role</h2><table id=\"roles\"><thead><tr><th>Role</th>\
-             <th>Activated</th><th>Job finished</th><th>Expired (sweep)</th><th>Expired (TTL)</th>\
-             <th>Active at export</th><th>Denied</th><th>Revoke failures</th><th>Drift repairs</th>\
-             <th>Time held</th><th>Longest</th></tr></thead><tbody>",
-        );
-        let mut order: Vec<usize> = (0..self.roles.len()).collect();
-        order.sort_by(|&a, &b| self.role_names[a].cmp(&self.role_names[b]));
-        for i in order {
-            let s = &self.roles[i];
-            let get = |k: &str| s.revoked.get(k).copied().unwrap_or(0);
-            let _ = write!(
-                h,
-                "<tr><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&self.role_names[i]),
-                esc(role_name(&self.role_names[i])),
-                s.activated,
-                get("job_finished"),
-                get("expired_sweep"),
-                get("expired_ttl"),
-                s.active_at_export,
-                s.denied,
-                s.revoke_failed,
-                s.drift_repaired,
-                esc(&human_secs(s.held_secs)),
-                esc(&human_secs(s.longest_secs)),
-            );
-        }
-        h.push_str("</tbody></table></section>\n");
+    /// One row per role, by name.
+    pub fn role_rows(&self) -> Vec<RoleRow> {
+        let mut rows: Vec<RoleRow> = self
+            .role_names
+            .iter()
+            .zip(&self.roles)
+            .map(|(role, s)| {
+                let ended = |k: &str| s.revoked.get(k).copied().unwrap_or(0);
+                RoleRow {
+                    role: role.clone(),
+                    activated: s.activated,
+                    job_finished: ended("job_finished"),
+                    expired_sweep: ended("expired_sweep"),
+                    expired_ttl: ended("expired_ttl"),
+                    active_at_export: s.active_at_export,
+                    denied: s.denied,
+                    revoke_failed: s.revoke_failed,
+                    drift_repaired: s.drift_repaired,
+                    held_secs: s.held_secs,
+                    longest_secs: s.longest_secs,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.role.cmp(&b.role));
+        rows
     }
 
-    fn reason_table(&self, h: &mut String, title: &str, id: &str, counts: &BTreeMap<String, u64>) {
-        let total: u64 = counts.values().sum();
-        let mut rows: Vec<(&String, &u64)> = counts.iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let _ = write!(
-            h,
-            "<section><h2>{}</h2><table id=\"{id}\" class=\"bars\"><tbody>",
-            esc(title)
-        );
-        for (reason, n) in rows {
-            let pct = if total > 0 {
-                *n as f64 * 100.0 / total as f64
-            } else {
-                0.0
-            };
-            let _ = write!(
-                h,
-                "<tr data-reason=\"{0}\"><td><code>{0}</code></td><td class=\"num\">{n}</td>\
-                 <td class=\"meter\"><span style=\"width:{pct:.1}%\"></span></td></tr>",
-                esc(reason)
-            );
-        }
-        if total == 0 {
-            h.push_str("<tr><td>none</td></tr>");
-        }
-        h.push_str("</tbody></table></section>\n");
+    /// Denials by reason code.
+    pub fn denials(&self) -> Vec<Share> {
+        shares(&self.denial_reasons)
     }
-}
 
-fn table(h: &mut String, title: &str, id: &str, note: &str, head: &[&str], rows: &[Row], total: u64) {
-    let _ = write!(
-        h,
-        "<section><h2>{} ({total})</h2><p class=\"note\">{}",
-        esc(title),
-        esc(note)
-    );
-    if (rows.len() as u64) < total {
-        let _ = write!(h, " Showing the {} most recent.", rows.len());
+    /// Revocations by how the grant ended.
+    pub fn endings(&self) -> Vec<Share> {
+        shares(&self.revoke_reasons)
     }
-    let _ = write!(h, "</p><table id=\"{id}\"><thead><tr>");
-    for c in head {
-        let _ = write!(h, "<th>{}</th>", esc(c));
+
+    /// Activations by whose word the job's identity is.
+    pub fn identities(&self) -> Vec<Share> {
+        shares(&self.identities)
     }
-    h.push_str("</tr></thead><tbody>");
-    for r in rows {
-        h.push_str("<tr>");
-        for c in &r.cells {
-            let _ = write!(h, "<td>{}</td>", esc(c));
-        }
-        h.push_str("</tr>");
-    }
-    if rows.is_empty() {
-        let _ = write!(h, "<tr><td colspan=\"{}\">none</td></tr>", head.len());
-    }
-    h.push_str("</tbody></table></section>\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{DateTime, Utc};
+
+    fn aggregate(records: &[AuditRecord], export_epoch: Option<i64>) -> Report {
+        let mut aggregator = Aggregator::new(export_epoch);
+        for record in records {
+            aggregator.add(record);
+        }
+        aggregator.finish()
+    }
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -880,47 +711,111 @@ mod tests {
     }
 
     #[test]
-    fn given_hostile_claims_when_rendered_then_no_markup_escapes() {
-        let mut a = Aggregator::new(None);
-        a.add(&grant(
-            "g1",
-            Decision::Revoked,
-            "job_finished",
-            "2026-03-02T10:00:00Z",
-            "2026-03-02T10:12:00Z",
-        ));
-        let report = a.finish();
-        let stats = ReadStats::default();
-        let html = report.html(&Source {
-            export_arn: Some("arn:x</dd><script>"),
-            table_arn: None,
-            export_time: None,
-            stats: &stats,
-            matched: 2,
-            filters: "",
-            since: None,
-            until: None,
-        });
-        assert!(!html.contains("<script>alert"));
-        assert!(!html.contains("</dd><script>"));
-        assert_eq!(
-            html.matches("<script").count(),
-            2,
-            "only the data block and the page script"
-        );
-        let without_ns = html.replace("http://www.w3.org/2000/svg", "");
-        assert!(
-            !without_ns.contains("http:") && !without_ns.contains("https:"),
-            "no network reference"
-        );
-    }
-
-    #[test]
     fn given_more_items_than_the_cap_when_kept_then_the_smallest_keys_stay() {
         let mut k = Keep::new(3);
         for i in [5u64, 1, 9, 3, 7, 2] {
             k.offer((0, i), || i);
         }
         assert_eq!(k.into_sorted(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn given_records_of_every_kind_when_aggregated_then_cards_roles_and_shares_follow_the_counts() {
+        let mut denied = grant(
+            "g9",
+            Decision::Denied,
+            "no_matching_rule",
+            "2026-03-02T11:00:00Z",
+            "2026-03-02T11:00:00Z",
+        );
+        denied.grant_id = None;
+        let mut failed = grant(
+            "g8",
+            Decision::RevokeFailed,
+            "job_finished",
+            "2026-03-02T11:00:00Z",
+            "2026-03-02T11:05:00Z",
+        );
+        failed.role_arn = Some("arn:aws:iam::123456789012:role/latch/a-first".into());
+        let records = [
+            grant(
+                "g1",
+                Decision::Activated,
+                "allowed",
+                "2026-03-02T10:00:00Z",
+                "2026-03-02T10:00:00Z",
+            ),
+            grant(
+                "g1",
+                Decision::Revoked,
+                "job_finished",
+                "2026-03-02T10:00:00Z",
+                "2026-03-02T10:12:00Z",
+            ),
+            grant(
+                "g2",
+                Decision::Revoked,
+                "expired_sweep",
+                "2026-03-02T10:00:00Z",
+                "2026-03-02T10:30:00Z",
+            ),
+            grant(
+                "g3",
+                Decision::Revoked,
+                "job_finished",
+                "2026-03-02T10:00:00Z",
+                "2026-03-02T10:01:00Z",
+            ),
+            denied,
+            failed,
+        ];
+        let report = aggregate(&records, None);
+
+        let cards: Vec<(&str, u64, Option<&str>)> = report.cards().iter().map(|c| (c.id, c.count, c.tone)).collect();
+        assert_eq!(
+            cards,
+            vec![
+                ("activated", 1, None),
+                ("revoked", 3, None),
+                ("job-finished", 2, None),
+                ("expired", 1, None),
+                ("active", 0, None),
+                ("denied", 1, Some("warn")),
+                ("revoke-failed", 1, Some("warn")),
+                ("drift-repaired", 0, None),
+            ]
+        );
+        let roles = report.role_rows();
+        assert_eq!(roles.len(), 2);
+        assert_eq!(
+            roles[0].role, "arn:aws:iam::123456789012:role/latch/a-first",
+            "sorted by name"
+        );
+        assert_eq!(roles[0].revoke_failed, 1);
+        let deployer = &roles[1];
+        assert_eq!(
+            (deployer.activated, deployer.job_finished, deployer.expired_sweep),
+            (1, 2, 1)
+        );
+        assert_eq!(
+            (deployer.held_secs, deployer.longest_secs),
+            (12 * 60 + 30 * 60 + 60, 30 * 60)
+        );
+        let endings: Vec<(String, u64)> = report.endings().into_iter().map(|s| (s.code, s.count)).collect();
+        assert_eq!(
+            endings,
+            vec![("job_finished".into(), 2), ("expired_sweep".into(), 1)],
+            "most frequent first"
+        );
+        assert!((report.endings()[0].percent - 200.0 / 3.0).abs() < 1e-9);
+        assert_eq!(report.denials()[0].code, "no_matching_rule");
+        assert_eq!(
+            report.range(None, None),
+            [
+                t("2026-03-02T00:00:00Z").timestamp(),
+                t("2026-03-02T11:05:00Z").timestamp()
+            ]
+        );
+        assert_eq!(report.range(Some(5), Some(9)), [5, 9]);
     }
 }
