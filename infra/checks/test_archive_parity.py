@@ -27,8 +27,10 @@ STREAM_SAMPLES = sorted(EVENTS.glob("dynamodb-stream-*.json"))
 
 @cache
 def contract() -> dict:
+    # No `-p`: cargo then resolves features over the whole workspace, as ./scripts/test's build
+    # did, and reuses that build instead of compiling the dependencies again.
     out = subprocess.run(
-        ["cargo", "run", "--quiet", "-p", "latch-core", "--example", "archive_contract", "--",
+        ["cargo", "run", "--quiet", "--example", "archive_contract", "--",
          *map(str, STREAM_SAMPLES)],
         cwd=ROOT, check=True, capture_output=True, text=True,
     )

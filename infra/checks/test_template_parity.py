@@ -1,6 +1,6 @@
 """template.yaml and the code agree.
 
-Names come from the code itself: `cargo run -p sweep --example template_constants` prints them
+Names come from the code itself: `cargo run --example template_constants` (sweep's) prints them
 as JSON (and parses the template's sweep settings and the layer's policy file with the real
 parsers). Event patterns and the stream filter are evaluated with the emulator's own
 EventBridge pattern matcher (moto.events.models.EventPattern), never a hand-written one.
@@ -85,9 +85,11 @@ def code() -> dict:
     sweep_env = function("SweepFunction")["Environment"]["Variables"]
     for name in ("LATCH_DRIFT_GRACE", "LATCH_SWEEP_CONCURRENCY", "LATCH_DRIFT_IAM_RATE"):
         env[name] = str(sweep_env[name])
+    # No `-p`: cargo then resolves features over the whole workspace, as ./scripts/test's build
+    # did, and reuses that build instead of compiling the dependencies again.
     out = subprocess.run(
         [
-            "cargo", "run", "--quiet", "-p", "sweep", "--example", "template_constants", "--",
+            "cargo", "run", "--quiet", "--example", "template_constants", "--",
             str(layer_policy_file()),
         ],
         cwd=ROOT, env=env, check=True, capture_output=True, text=True,

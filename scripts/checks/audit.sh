@@ -20,7 +20,12 @@ if [[ ! -x /usr/bin/chromium ]]; then
   apt-get install -y -qq chromium > /dev/null
 fi
 
-cargo build --quiet -p latch-cli
-export LATCH_BIN="$PWD/target/debug/latch" CHROMIUM=/usr/bin/chromium
+# ./scripts/test passes the binary its workspace build made (LATCH_BIN); alone, build it.
+if [[ -z ${LATCH_BIN:-} ]]; then
+  cargo build --quiet -p latch-cli
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  LATCH_BIN=$target_dir/debug/latch
+fi
+export LATCH_BIN CHROMIUM=/usr/bin/chromium
 "$venv/bin/python" -m pytest -q -p no:cacheprovider infra/athena/tests tests/python
 echo "audit: report screenshot in target/audit-report.png" >&2
