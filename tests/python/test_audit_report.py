@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,17 @@ def export(tmp_path_factory):
 
 def dom_of(page):
     return chromium("--dump-dom", page.as_uri()).stdout
+
+
+def table(dom, table_id):
+    m = re.search(rf'<table id="{table_id}"[^>]*>(.*?)</table>', dom, re.S)
+    assert m, f"the page has a table {table_id}"
+    return m.group(1)
+
+
+def cells(html):
+    rows = (re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", html, re.S))
+    return [row for row in rows if row]  # (the head's row has no td)
 
 
 def test_given_a_report_when_chromium_runs_it_then_the_timeline_and_counts_are_there(export):
@@ -91,3 +103,33 @@ def test_given_filters_when_reported_then_only_the_chosen_role_has_a_lane(export
     lanes = re.findall(r'<text class="lane-label"[^>]*>([^<]+)<title>', dom)
     assert lanes == ["app-deployer"]
     assert "role app-deployer" in dom and "since 7days before the export" in dom
+
+
+def test_given_records_that_stand_on_their_own_when_reported_then_identities_policy_files_and_deleted_documents_show(export):
+    out, _ = export
+    records = [json.loads(line) for line in latch("audit", out, "--format", "jsonl").stdout.splitlines() if line]
+    page = out / "facts.html"
+    latch("audit", out, "--report", page)
+    dom = dom_of(page)
+    assert 'data-rendered="yes"' in dom
+
+    # Verified vs claimed: every activation counted under whose word its identity is.
+    by_identity = Counter(r.get("identity") or "unknown" for r in records if r["decision"] == "activated")
+    shown = {code: int(n) for code, n in
+             re.findall(r'<tr data-reason="([^"]+)"><td><code>[^<]*</code></td><td class="num">(\d+)</td>',
+                        table(dom, "identities"))}
+    assert shown == dict(by_identity) and shown, shown
+
+    # Policy-file versions over time: one row per digest, its label and how many it decided.
+    decided = Counter((r["policy_file_label"], r["policy_file_sha256"]) for r in records if r.get("policy_file_sha256"))
+    rows = {(row[0], row[1]): int(row[4]) for row in cells(table(dom, "policy-files"))}
+    assert rows == dict(decided) and len(rows) >= 2, rows
+
+    # Drift repairs with the document each deleted.
+    repairs = [r for r in records if r["decision"] == "drift_repaired"]
+    assert repairs and all(r.get("deleted_document") for r in repairs)
+    shown = cells(table(dom, "drift-repairs"))
+    total = re.search(r"<h2>Drift repairs \((\d+)\)</h2>", dom)
+    assert total and int(total.group(1)) == len(repairs)
+    assert 0 < len(shown) <= len(repairs)
+    assert all("Statement" in row[5] for row in shown), "each row shows the deleted document"

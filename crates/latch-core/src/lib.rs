@@ -15,7 +15,7 @@
 //! | [`sweep`] | the scheduled sweep and drift repair |
 //! | [`audit`] | audit records: every kind, ids included |
 //! | [`archive`] | which table changes reach the audit archive, and in which form |
-//! //! | [`model`] | validated values (role ARN, grant id, duration, deployment, job key) and the [`model::Grant`] they make up |
+//! | [`model`] | validated values (role ARN, grant id, duration, deployment, job key) and the [`model::Grant`] they make up |
 //! | [`ports`] | the traits the domain runs over (IAM, store, audit sink, clock, native runs) |
 //! | [`probe`] | the propagation probe every grant document carries |
 //! | [`metrics`] | operational metrics and their EMF form |

@@ -1,4 +1,5 @@
-//! Reading a local copy of the audit archive (`aws s3 cp --recursive s3://BUCKET/audit/ DIR`).
+//! Reading a local copy of the audit archive: every object version under `s3://BUCKET/audit/`
+//! (docs/auditors.md shows how; a plain `aws s3 cp --recursive` copies current versions only).
 //!
 //! Layout, as the template's Firehose stream writes it (`latch_core::archive`):
 //! `audit/date=YYYY-MM-DD/<object>`, each object JSON lines, each line one audit item as the

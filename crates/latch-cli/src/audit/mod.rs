@@ -127,7 +127,7 @@ impl AuditError {
                 "copy the export with `aws s3 cp --recursive s3://BUCKET/PREFIX/AWSDynamoDB/EXPORT_ID/ DIR` and pass DIR"
             }
             Self::NotAnArchive { .. } => {
-                "copy the archive with `aws s3 cp --recursive s3://ARCHIVE-BUCKET/audit/ DIR/audit/` and pass DIR"
+                "copy every object version of s3://ARCHIVE-BUCKET/audit/ into DIR/audit/ (docs/auditors.md: a plain `aws s3 cp --recursive` misses records behind delete markers) and pass DIR"
             }
             Self::SeveralExports { .. } => "pass the folder of the one export you want",
             Self::Read { .. } => "check the path and its permissions",

@@ -1190,7 +1190,21 @@ mod placement {
 #[test]
 fn given_the_policy_file_types_when_their_schema_is_derived_then_the_checked_in_file_is_up_to_date() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/schemas/policy-file.schema.json");
-    let derived = serde_json::to_string_pretty(&super::file::schema()).unwrap() + "\n";
+    // Keys sorted whatever serde_json's `preserve_order` (which other crates of the workspace
+    // switch on), so the file is the same from `-p latch-core` and from `--workspace`.
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+    let schema = serde_json::to_value(super::file::schema()).unwrap();
+    let derived = serde_json::to_string_pretty(&sorted(schema)).unwrap() + "\n";
     if std::env::var_os("LATCH_WRITE_SCHEMAS").is_some() {
         std::fs::write(&path, &derived).unwrap();
     }
