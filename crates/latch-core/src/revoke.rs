@@ -106,18 +106,7 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
     ) -> Result<RevokeOutcome, RevokeError> {
         if !grant.status.is_live() {
             // An earlier attempt may have recorded the revocation and stopped before its event.
-            if let Some(stored) = self
-                .ports
-                .store
-                .recorded_audit(&audit::revocation_id(&grant.id))
-                .await?
-            {
-                self.ports
-                    .audit
-                    .publish(&stored)
-                    .await
-                    .map_err(RevokeError::EventNotPublished)?;
-            }
+            self.republish_recorded_revocation(grant).await?;
             return Ok(RevokeOutcome::AlreadyRevoked);
         }
         match self.ports.iam.delete_role_policy(&grant.role, &grant.policy_name).await {
@@ -162,21 +151,28 @@ impl<I: IamWriter, S: GrantStore, A: AuditSink, C: Clock> Revoker<'_, I, S, A, C
         match self.ports.store.grant(&grant.id).await? {
             Some(recorded) if recorded.status.is_live() => Ok(false),
             _ => {
-                if let Some(stored) = self
-                    .ports
-                    .store
-                    .recorded_audit(&audit::revocation_id(&grant.id))
-                    .await?
-                {
-                    self.ports
-                        .audit
-                        .publish(&stored)
-                        .await
-                        .map_err(RevokeError::EventNotPublished)?;
-                }
+                self.republish_recorded_revocation(grant).await?;
                 Ok(true)
             }
         }
+    }
+
+    /// Publishes the grant's recorded Revoked audit again, if there is one: the attempt that
+    /// wrote it may have stopped before its event (consumers drop repeats by `audit_id`).
+    async fn republish_recorded_revocation(&self, grant: &Grant) -> Result<(), RevokeError> {
+        let recorded = self
+            .ports
+            .store
+            .recorded_audit(&audit::revocation_id(&grant.id))
+            .await?;
+        if let Some(stored) = recorded {
+            self.ports
+                .audit
+                .publish(&stored)
+                .await
+                .map_err(RevokeError::EventNotPublished)?;
+        }
+        Ok(())
     }
 
     /// One `Latch Revoke Failed` audit per grant: its failure episode (a grant is revoked at

@@ -627,8 +627,8 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{grant, t};
     use super::*;
-    use chrono::{DateTime, Utc};
 
     fn aggregate(records: &[AuditRecord], export_epoch: Option<i64>) -> Report {
         let mut aggregator = Aggregator::new(export_epoch);
@@ -636,25 +636,6 @@ mod tests {
             aggregator.add(record);
         }
         aggregator.finish()
-    }
-
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn grant(id: &str, decision: Decision, reason: &str, start: &str, end: &str) -> AuditRecord {
-        let mut r = AuditRecord::new(format!("{id}-{reason}"), decision, reason, t(end));
-        r.grant_id = Some(id.into());
-        r.role_arn = Some("arn:aws:iam::123456789012:role/latch/app-deployer".into());
-        r.pipeline = Some("<script>alert(1)</script>".into());
-        r.granted_at_epoch = Some(t(start).timestamp());
-        r.granted_at = Some(start.into());
-        r.expires_at_epoch = Some(t(start).timestamp() + 1800);
-        if decision == Decision::Revoked {
-            r.revoked_at_epoch = Some(t(end).timestamp());
-            r.revoked_at = Some(end.into());
-        }
-        r
     }
 
     #[test]

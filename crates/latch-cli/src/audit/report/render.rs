@@ -242,28 +242,8 @@ pub fn render(report: &Report, src: &Source<'_>) -> Result<String, askama::Error
 #[cfg(test)]
 mod tests {
     use super::super::aggregate::Aggregator;
+    use super::super::fixtures::grant;
     use super::*;
-    use chrono::{DateTime, Utc};
-    use latch_core::audit::AuditRecord;
-
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn grant(id: &str, decision: Decision, reason: &str, start: &str, end: &str) -> AuditRecord {
-        let mut r = AuditRecord::new(format!("{id}-{reason}"), decision, reason, t(end));
-        r.grant_id = Some(id.into());
-        r.role_arn = Some("arn:aws:iam::123456789012:role/latch/app-deployer".into());
-        r.pipeline = Some("<script>alert(1)</script>".into());
-        r.granted_at_epoch = Some(t(start).timestamp());
-        r.granted_at = Some(start.into());
-        r.expires_at_epoch = Some(t(start).timestamp() + 1800);
-        if decision == Decision::Revoked {
-            r.revoked_at_epoch = Some(t(end).timestamp());
-            r.revoked_at = Some(end.into());
-        }
-        r
-    }
 
     #[test]
     fn given_hostile_claims_when_rendered_then_no_markup_escapes() {
