@@ -9,6 +9,9 @@
 mod aggregate;
 mod render;
 
+pub use aggregate::{Aggregator, hash64};
+pub use render::{Source, render};
+
 /// Records for the aggregation's and the rendering's tests.
 #[cfg(test)]
 mod fixtures {
@@ -36,6 +39,3 @@ mod fixtures {
         r
     }
 }
-
-pub use aggregate::{Aggregator, hash64};
-pub use render::{Source, render};
