@@ -20,6 +20,9 @@ ensure_venv() {
   if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
   echo "installing $requirements (pinned) into $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  # --no-compile: Python compiles each module on its first import instead of pip compiling
+  # every file of every package up front (most are never imported; it was CPU the suite's
+  # Rust build could use).
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-compile -r "$requirements"
   echo "$want" > "$stamp"
 }
