@@ -24,6 +24,8 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::primitives::{ByteStream, DateTime as S3DateTime};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockRetention, ObjectLockRetentionMode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -251,7 +253,7 @@ async fn write_export(h: &Harness, dir: &Path) {
     std::fs::write(data.join("part-0.json.gz"), &bytes).unwrap();
     let manifest = json!({
         "itemCount": items.len(),
-        "md5Checksum": base64(&Md5::digest(&bytes)),
+        "md5Checksum": BASE64.encode(Md5::digest(&bytes)),
         "etag": "strict-1",
         "dataFileS3Key": "AWSDynamoDB/strict/data/part-0.json.gz",
     });
@@ -264,23 +266,6 @@ async fn write_export(h: &Harness, dir: &Path) {
         "exportType": "FULL_EXPORT",
     });
     std::fs::write(dir.join("manifest-summary.json"), summary.to_string()).unwrap();
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                char::from(A[((n >> (18 - 6 * i)) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 fn is_access_denied<T, E, R>(r: &Result<T, aws_sdk_s3::error::SdkError<E, R>>) -> bool

@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
@@ -93,23 +95,6 @@ fn edit_object(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                char::from(A[((n >> (18 - 6 * i)) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
 /// Deletes one audit item from the export as if it had been deleted from the table before the
 /// export ran: the data file, its manifest line and the summary's count all agree without it.
 fn delete_from_export(g: &Generated, audit_id: &str) {
@@ -150,7 +135,7 @@ fn delete_from_export(g: &Generated, audit_id: &str) {
         let bytes = gz.finish().unwrap();
         std::fs::write(&path, &bytes).unwrap();
         e["itemCount"] = Value::from(kept.len());
-        e["md5Checksum"] = Value::from(base64(&Md5::digest(&bytes)));
+        e["md5Checksum"] = Value::from(BASE64.encode(Md5::digest(&bytes)));
     }
     assert_eq!(removed, 1, "the item was in the export once");
     let lines: Vec<String> = entries.iter().map(Value::to_string).collect();
