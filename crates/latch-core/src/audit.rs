@@ -52,6 +52,7 @@ pub const JOB_FIELDS: &[&str] = &[
 /// Defaults to `Denied`: deny by default, down to the type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(schemars::JsonSchema), schemars(inline))]
 pub enum Decision {
     Activated,
     #[default]
@@ -86,120 +87,284 @@ impl Decision {
     }
 }
 
-/// One decision, as auditors read it. Absent facts are `None`, never empty strings.
+/// One decision, as auditors read it: the DynamoDB audit item (plus pk = AUDIT#<audit_id>, sk =
+/// AUDIT, record_type = audit; no ttl) and the detail of the audit event on the bus (source
+/// latch). Flat so exports and the archive query it directly. v2 adds what makes a record stand
+/// on its own: the policy file's digest and label, the document attached or deleted, who proved
+/// a finish, and which job fields are only claimed. Optional fields are omitted when absent,
+/// never null or empty; every time is given twice, ISO 8601 UTC and epoch seconds.
+///
+/// events/schemas/audit-record.schema.json is derived from this type, its field docs included
+/// (`LATCH_WRITE_SCHEMAS=1 cargo test -p latch-core schema_files`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(
+    title = "Latch audit record (v2)",
+    extend("$id" = "https://latch.dev/schemas/audit-record.v2.json", "additionalProperties" = false),
+    // Each time comes with its epoch seconds (`stamp`).
+    extend("dependentRequired" = {
+        "requested_at": ["requested_at_epoch"], "requested_at_epoch": ["requested_at"],
+        "granted_at": ["granted_at_epoch"], "granted_at_epoch": ["granted_at"],
+        "expires_at": ["expires_at_epoch"], "expires_at_epoch": ["expires_at"],
+        "revoked_at": ["revoked_at_epoch"], "revoked_at_epoch": ["revoked_at"],
+    }),
+    // What each decision's record always carries (the constructors below).
+    extend("allOf" = [
+        {"if": {"properties": {"decision": {"const": "activated"}}}, "then": {"required": [
+            "grant_id", "policy_name", "rule", "role_arn", "permission_set", "granted_at",
+            "expires_at", "policy_sha256",
+        ]}},
+        {"if": {"properties": {"decision": {"const": "revoked"}}}, "then": {"required": [
+            "grant_id", "role_arn", "granted_at", "expires_at", "revoked_at",
+        ]}},
+        {"if": {"properties": {"decision": {"const": "revoke_failed"}}}, "then": {"required": [
+            "grant_id", "role_arn", "expires_at", "detail",
+        ]}},
+        {"if": {"properties": {"decision": {"const": "drift_repaired"}}}, "then": {"required": [
+            "role_arn", "policy_name",
+        ]}},
+        {"if": {"properties": {"decision": {"const": "extended"}}}, "then": {"required": [
+            "grant_id", "role_arn", "granted_at", "expires_at", "policy_sha256",
+        ]}},
+    ])
+))]
 pub struct AuditRecord {
+    /// Deterministic id of this decision (128-bit hex digest): a retried write or a re-delivered
+    /// event carries the same id, so consumers drop repeats by it.
+    #[cfg_attr(test, schemars(length(min = 1), pattern(schema::HEX_128)))]
     pub audit_id: String,
+    /// What Latch decided. The audit event's detail-type follows from it: Latch Grant Activated,
+    /// Latch Grant Denied, Latch Grant Revoked, Latch Revoke Failed, Latch Drift Repaired, Latch
+    /// Grant Extended.
     pub decision: Decision,
-    /// `allowed` for activations; a reason code otherwise.
+    /// Reason code: `allowed` for activations; a denial reason (no_matching_rule,
+    /// duration_over_max, malformed_event, ...); how a grant ended for revoked and revoke_failed
+    /// (job_finished, expired_ttl, expired_sweep); `no_live_grant` for drift repairs.
+    #[cfg_attr(test, schemars(length(min = 1), pattern(r"^[a-z][a-z0-9_]*$"), extend("examples" = [
+        "allowed", "no_matching_rule", "job_finished", "expired_sweep", "expired_ttl", "no_live_grant",
+    ])))]
     pub reason: String,
-    /// What went wrong, in words (the field at fault, the AWS error), when something did.
+    /// What went wrong, in words: the field at fault, the AWS error. Present only when something
+    /// did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub detail: Option<String>,
+    /// The policy-file rule that allowed the grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1), pattern(r"^[A-Za-z0-9_-]{1,64}$")))]
     pub rule: Option<String>,
+    /// Deterministic id of the grant: a hash of (account, source, pipeline, run, job, attempt,
+    /// permission set, role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1), pattern(schema::HEX_128)))]
     pub grant_id: Option<String>,
+    /// The inline policy's name on the role: `latch-<grant id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1), pattern(r"^latch-")))]
     pub policy_name: Option<String>,
+    /// The elevated (or requested) IAM role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1), pattern(r"^arn:[a-z-]+:iam::[0-9]{12}:role/")))]
     pub role_arn: Option<String>,
+    /// The permission set from the policy file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub permission_set: Option<String>,
+    /// Summary of the IAM actions the attached policy allows (activations only). Omitted when
+    /// empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, schemars(length(min = 1), inner(length(min = 1))))]
     pub actions: Vec<String>,
+    /// The EventBridge source of the request (trusted): e.g. ci.github, aws.codepipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub source: Option<String>,
+    /// The AWS account of the request (trusted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1), pattern(r"^[0-9]{12}$")))]
     pub account: Option<String>,
+    /// The AWS region of the request (trusted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub region: Option<String>,
+    /// The EventBridge event id of the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub event_id: Option<String>,
-    /// `verified` when the job's identity came from its CI's token, `claimed` when only the
-    /// publisher said it; absent when no job was identified (a malformed event).
+    /// Whose word the job's identity is: verified (its CI's OIDC token, checked by the grant
+    /// function), aws_service (a native CodePipeline/CodeBuild event from its aws.* source),
+    /// claimed (only the publisher said it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(extend("enum" = ["verified", "claimed", "aws_service"])))]
     pub identity: Option<String>,
-    /// The policy file's name of the issuer that signed the token (verified identities).
+    /// The policy file's name of the OIDC issuer that signed the job's token (verified identities
+    /// only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub issuer: Option<String>,
-    /// The verified principal, `<issuer>:<repository or project id>`.
+    /// The verified principal: <issuer>:<repository_id> (GitHub), <issuer>:<project_id> (GitLab),
+    /// <issuer>:<sub> (other issuers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub principal: Option<String>,
-    /// The signed claims the decision used (identity claims and those the rule binds). The
-    /// token itself is never recorded.
+    /// The signed claims the decision used (identity claims and those the rule binds), as strings.
+    /// The token itself is never recorded. Omitted when empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub verified_claims: BTreeMap<String, String>,
-    /// Which of this record's job fields the issuer signed; the others are the publisher's claims.
+    /// Which of this record's job fields (pipeline, run_id, job, attempt, ref, commit, actor,
+    /// environment, principal) the issuer signed; the others are the publisher's claims. Omitted
+    /// when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, schemars(inner(length(min = 1))))]
     pub verified_fields: Vec<String>,
-    /// Which of this record's job fields nobody signed: the publisher's word only.
+    /// Which of this record's job fields (principal, pipeline, run_id, job, attempt, ref, commit,
+    /// actor, environment, ticket, justification) nobody signed: the publisher's word only.
+    /// Decisions on a request; omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, schemars(inner(length(min = 1))))]
     pub claimed_fields: Vec<String>,
-    /// The IAM role session the grant is bound to, when the rule binds sessions.
+    /// The one IAM role session name the grant holds for, when its rule binds sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub session: Option<String>,
+    /// Pipeline name (claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub pipeline: Option<String>,
+    /// Pipeline run id (claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub run_id: Option<String>,
+    /// Job name (claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub job: Option<String>,
+    /// Job attempt (claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(range(min = 1, max = 10000)))]
     pub attempt: Option<u32>,
+    /// Who triggered the run (claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub actor: Option<String>,
+    /// Commit being built (claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub commit: Option<String>,
+    /// Git ref (claim).
     #[serde(rename = "ref")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub git_ref: Option<String>,
+    /// Change ticket (claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub ticket: Option<String>,
+    /// Deployment environment (claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub environment: Option<String>,
+    /// The request's free-text reason (claim; `reason` in the start event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub justification: Option<String>,
+    /// Duration asked for, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_duration_secs: Option<u64>,
+    /// When the request was made (the event's time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(pattern(schema::ISO_SECONDS)))]
     pub requested_at: Option<String>,
+    /// requested_at as epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at_epoch: Option<i64>,
+    /// When the grant started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(pattern(schema::ISO_SECONDS)))]
     pub granted_at: Option<String>,
+    /// granted_at as epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granted_at_epoch: Option<i64>,
+    /// When the grant's policy stops working by itself (its aws:CurrentTime condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(pattern(schema::ISO_SECONDS)))]
     pub expires_at: Option<String>,
+    /// expires_at as epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_epoch: Option<i64>,
+    /// When the policy was taken away (revoked decisions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(pattern(schema::ISO_SECONDS)))]
     pub revoked_at: Option<String>,
+    /// revoked_at as epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at_epoch: Option<i64>,
+    /// SHA-256 (hex) of the exact policy document attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1), pattern(schema::HEX_256)))]
     pub policy_sha256: Option<String>,
-    /// The exact document attached (activations, extensions): what `policy_sha256` digests.
+    /// The exact IAM policy document attached (activations and extensions), as sent to
+    /// PutRolePolicy: the text policy_sha256 digests. At most 10,240 characters without whitespace
+    /// (IAM's quota; Latch refuses larger).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 2, max = 65536)))]
     pub policy_document: Option<String>,
-    /// SHA-256 of the policy file that decided, byte for byte as loaded.
+    /// SHA-256 (hex) of the policy file that decided, byte for byte as the function loaded it
+    /// (decisions of the grant and sweep functions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(pattern(schema::HEX_256)))]
     pub policy_file_sha256: Option<String>,
-    /// The policy file's own `label:` (its version as its owners name it), when it has one.
+    /// The policy file's own `label:`, its version as its owners name it (a release, a commit),
+    /// when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1, max = 128)))]
     pub policy_file_label: Option<String>,
-    /// Drift repairs: the document deleted from the role, as IAM held it (cut at
-    /// [`MAX_DELETED_DOCUMENT`] bytes, which the record then says).
+    /// Drift repairs: the inline policy document deleted from the role, as IAM held it; cut at
+    /// 65,536 bytes, which `detail` then says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1, max = 65536)))]
     pub deleted_document: Option<String>,
-    /// Revocations on a job's finish: who proved the finish, `<issuer>:<id>` from its token,
-    /// `aws_service:<source>` for a native end, or `claimed:<source>` when a claimed rule let the
-    /// publisher's word end it.
+    /// Revocations on a job's finish: who proved it. `<issuer>:<id>` (the verified principal of the
+    /// finish's token), `aws_service:<aws source>` (a native end), or `claimed:<source>` (an
+    /// identity: claimed rule took the publisher's word).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub finished_by: Option<String>,
+    /// When the decision was made and recorded.
+    #[cfg_attr(test, schemars(pattern(schema::ISO_SECONDS)))]
     pub recorded_at: String,
+    /// recorded_at as epoch seconds.
     pub recorded_at_epoch: i64,
+}
+
+/// The patterns the record's schema gives its fields.
+#[cfg(test)]
+mod schema {
+    /// An instant as `iam_time` writes it: ISO 8601, UTC, whole seconds.
+    pub const ISO_SECONDS: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$";
+    /// A `digest` id (audit, grant).
+    pub const HEX_128: &str = "^[0-9a-f]{32}$";
+    /// A SHA-256 digest.
+    pub const HEX_256: &str = "^[0-9a-f]{64}$";
+}
+
+/// The JSON Schema of an audit record (events/schemas/audit-record.schema.json), derived from
+/// [`AuditRecord`]. An absent fact is omitted (`skip_serializing_if`), never written as null,
+/// so an `Option`'s field admits its value's type only.
+#[cfg(test)]
+pub(crate) fn record_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(AuditRecord)).unwrap_or_default();
+    if let Some(properties) = schema["properties"].as_object_mut() {
+        for property in properties.values_mut() {
+            if let Some(types) = property["type"].as_array() {
+                let kinds: Vec<_> = types.iter().filter(|t| t.as_str() != Some("null")).cloned().collect();
+                if let [only] = kinds.as_slice() {
+                    property["type"] = only.clone();
+                }
+            }
+        }
+    }
+    schema
 }
 
 /// ISO 8601 and epoch seconds of one instant, for the paired fields above.

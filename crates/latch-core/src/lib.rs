@@ -42,4 +42,6 @@ pub use policy::render::iam_time;
 #[path = "crash_tests.rs"]
 mod crash_tests;
 #[cfg(test)]
+mod schema_files;
+#[cfg(test)]
 mod test_fixtures;

@@ -125,7 +125,7 @@ impl schemars::JsonSchema for OneOrMany {
 
 /// The JSON Schema of a policy file, derived from the documents it is read into.
 #[cfg(test)]
-pub(super) fn schema() -> Value {
+pub(crate) fn schema() -> Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(FileDoc)).unwrap_or_default();
     schema["$id"] = Value::from("https://latch.dev/schemas/policy-file.v1.json");
     schema["title"] = Value::from("Latch policy file (version 1)");

@@ -13,7 +13,7 @@
 //! worst case: rendered with the widest values every rule that grants it lets each placeholder
 //! take ([`Policy::worst_cases`]).
 
-mod file;
+pub(crate) mod file;
 mod guardrails;
 mod positions;
 pub(crate) mod render;

@@ -1183,35 +1183,3 @@ mod placement {
         assert!(!problems(&merge).is_empty());
     }
 }
-
-/// events/schemas/policy-file.schema.json is generated output: `LATCH_WRITE_SCHEMAS=1 cargo test
-/// -p latch-core schema_is_derived` rewrites it from the types; otherwise this fails when it
-/// is not what the types say.
-#[test]
-fn given_the_policy_file_types_when_their_schema_is_derived_then_the_checked_in_file_is_up_to_date() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/schemas/policy-file.schema.json");
-    // Keys sorted whatever serde_json's `preserve_order` (which other crates of the workspace
-    // switch on), so the file is the same from `-p latch-core` and from `--workspace`.
-    fn sorted(value: serde_json::Value) -> serde_json::Value {
-        match value {
-            serde_json::Value::Object(map) => {
-                let mut entries: Vec<_> = map.into_iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-            }
-            serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
-            other => other,
-        }
-    }
-    let schema = serde_json::to_value(super::file::schema()).unwrap();
-    let derived = serde_json::to_string_pretty(&sorted(schema)).unwrap() + "\n";
-    if std::env::var_os("LATCH_WRITE_SCHEMAS").is_some() {
-        std::fs::write(&path, &derived).unwrap();
-    }
-    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        checked_in == derived,
-        "{} is out of date: LATCH_WRITE_SCHEMAS=1 cargo test -p latch-core schema_is_derived",
-        path.display()
-    );
-}
