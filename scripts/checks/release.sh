@@ -14,7 +14,7 @@ trap 'rm -rf "$work"' EXIT
 host=$(rustc -vV | sed -n 's/^host: //p')
 
 # `cargo install --locked --path crates/latch-cli`, as the docs give it, on the debug profile
-# and the workspace's target dir (what the tests built: seconds, not a release build).
+# and the workspace's target dir (what ./scripts/test built first: seconds, not a build of its own).
 cargo install --quiet --locked --debug --path crates/latch-cli --root "$work/root" \
   --target-dir "${CARGO_TARGET_DIR:-target}" 2>"$work/install.log" || { cat "$work/install.log" >&2; exit 1; }
 "$work/root/bin/latch" --version >/dev/null
