@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -129,7 +130,11 @@ impl Harness {
             _ => None,
         })
         .expect("test config");
-        let provisioned = Provisioner::new(&sdk)
+        // Provisioning is the test's setup, not a verdict under test: it retries the bare 500s the
+        // shared emulator sometimes answers under concurrent requests, even where the test's own
+        // clients retry nothing (strict mode, so that every verdict reaches the test).
+        let provisioning = sdk.to_builder().retry_config(RetryConfig::standard()).build();
+        let provisioned = Provisioner::new(&provisioning)
             .all(&config.table, &config.bus, &policy)
             .await
             .unwrap_or_else(|e| panic!("{e}; is the emulator running (infra/local/emulator start)?"));

@@ -34,7 +34,10 @@ async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
-const SCALE: f64 = 0.05;
+/// AWS's times at a fifth: a drift run's window (6 s AWS-time) is 1.2 s, so the emulator's own
+/// unscaled time and a busy machine (these tests share their process with the others) leave
+/// most of it to the paced checks.
+const SCALE: f64 = 0.2;
 
 async fn strict_world(prefix: &str, roles: usize) -> (FaultProxy, Harness, Clients) {
     let addr = tokio::task::spawn_blocking(|| moto().addr).await.unwrap();
