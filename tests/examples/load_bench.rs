@@ -23,7 +23,7 @@
 //! hand each delivery to `grant::handle`, delete it when handled). That code lives in the
 //! `latch` binary crate, which has no library target, so the loop is repeated here with a
 //! timer around each handler call; the handler, its clients and the SDK configuration are the
-//! ones Lambda runs (`aws_config::defaults`, no extra timeouts or retries).
+//! ones Lambda runs (`latch_aws::config::sdk_loader`, no extra timeouts or retries).
 //!
 //! The emulator dominates the figures (about 9 ms per API call; three per grant). It runs with
 //! the patches of `latch_tests::moto`: stock moto 5.2.5 deep-copies the whole table on every
@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::Utc;
@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let events: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let moto = MotoServer::start()?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
+    let sdk = latch_aws::config::sdk_loader()
         .endpoint_url(moto.url())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_iam::config::Credentials::new(
@@ -245,7 +245,7 @@ async fn strict_concurrent(jobs: usize, warm: bool) -> Result<(), Box<dyn std::e
     let moto = MotoServer::start()?;
     let upstream = moto.url().trim_start_matches("http://").parse()?;
     let proxy = FaultProxy::start(upstream, FaultPlan::new(7).strict(StrictAws::aws_like())).await?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
+    let sdk = latch_aws::config::sdk_loader()
         .endpoint_url(proxy.url())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_iam::config::Credentials::new(

@@ -24,7 +24,7 @@
 
 use std::time::{Duration as StdDuration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use chrono::{Duration, Utc};
@@ -43,7 +43,7 @@ const DOC: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Act
 
 async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
     let creds = aws_sdk_iam::config::Credentials::new("test", "test", None, None, "bench");
-    aws_config::defaults(BehaviorVersion::latest())
+    latch_aws::config::sdk_loader()
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(creds)

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
@@ -93,7 +93,7 @@ pub async fn sdk_config() -> SdkConfig {
         endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
         "AWS_ENDPOINT_URL must point at the local emulator (got {endpoint:?}); run the README's test command"
     );
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    latch_aws::config::sdk_loader().load().await
 }
 
 pub struct Harness {

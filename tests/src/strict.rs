@@ -1009,7 +1009,7 @@ impl StrictState {
 /// bus, the proxy's IAM state shared.
 pub async fn sdk_config(endpoint: &str, access_key_id: &str) -> aws_config::SdkConfig {
     let creds = aws_sdk_iam::config::Credentials::new(access_key_id, "test", None, None, "strict");
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    latch_aws::config::sdk_loader()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(creds)

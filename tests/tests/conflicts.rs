@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use chrono::Utc;
 use grant::Outcome;
 use latch_core::grant::{FinishOutcome, StartOutcome};
@@ -34,7 +34,7 @@ const JOBS: usize = 20;
 /// The SDK as `Clients::from_env` loads it in Lambda, pointed at the proxy.
 async fn lambda_like_sdk(endpoint: &str) -> SdkConfig {
     let creds = aws_sdk_iam::config::Credentials::new("test", "test", None, None, "conflicts");
-    aws_config::defaults(BehaviorVersion::latest())
+    latch_aws::config::sdk_loader()
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(creds)

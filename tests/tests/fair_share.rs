@@ -4,7 +4,6 @@
 //! strict-AWS proxy, the same holds when the flood arrives all at once (its transactions conflict
 //! on the publisher's window item, as DynamoDB's do).
 
-use aws_config::BehaviorVersion;
 use chrono::{Timelike, Utc};
 use grant::Outcome;
 use latch_core::grant::DenyReason;
@@ -107,10 +106,7 @@ async fn a_flood_all_at_once_behind_a_strict_aws_gets_exactly_its_share() {
     // GIVEN DynamoDB's and IAM's strictness: transactions on one item conflict, writes on one
     // role conflict (no latency: this is about verdicts)
     let proxy = FaultProxy::in_front_of_shared_emulator(FaultPlan::new(9).strict(StrictAws::verdicts_only())).await;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(proxy.url())
-        .load()
-        .await;
+    let sdk = latch_aws::config::sdk_loader().endpoint_url(proxy.url()).load().await;
     let h = Harness::with_sdk(sdk, &policy()).await;
     let service = std::sync::Arc::new(h.grant_service());
     // WHEN one publisher's jobs all start at the same moment

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -80,7 +80,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// shorter backoff when faulted (see the module doc).
 async fn sdk(endpoint: &str, faulted: bool) -> SdkConfig {
     let creds = aws_sdk_iam::config::Credentials::new("test", "test", None, None, "campaign");
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+    let mut loader = latch_aws::config::sdk_loader()
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(creds);

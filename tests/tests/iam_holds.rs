@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
 use grant::Outcome;
 use latch_aws::probe::{Probe, Waited, probe, wait_until_applied};
 use latch_core::grant::DenyReason;
@@ -28,10 +27,7 @@ async fn strict_proxy_with(strict: StrictAws) -> FaultProxy {
 
 /// A harness whose every AWS call passes the proxy.
 async fn harness(proxy: &FaultProxy, policy: &str) -> Harness {
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(proxy.url())
-        .load()
-        .await;
+    let sdk = latch_aws::config::sdk_loader().endpoint_url(proxy.url()).load().await;
     Harness::with_sdk(sdk, policy).await
 }
 

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration as StdDuration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use chrono::{Duration, Utc};
 use latch_aws::Clients;
 use latch_core::memory::FixedClock;
@@ -26,7 +26,7 @@ fn moto() -> &'static MotoServer {
 /// The SDK as the functions load it (standard retries on), pointed at `endpoint`.
 async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
     let creds = aws_sdk_iam::config::Credentials::new("test", "test", None, None, "sweep");
-    aws_config::defaults(BehaviorVersion::latest())
+    latch_aws::config::sdk_loader()
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(creds)

@@ -10,12 +10,21 @@
 //!
 //! Region, credentials and `AWS_ENDPOINT_URL` are the SDK's own variables. Every call is
 //! bounded ([`timeouts`]): a stalled connection costs one attempt, not the Lambda's whole timeout.
+//!
+//! Every SDK configuration in the workspace, production and tests, starts from [`sdk_loader`],
+//! which carries the one HTTPS client ([`https_client`]): the SDK crates are built without a
+//! default client of their own, so a configuration loaded any other way has none and its first
+//! call fails (clippy.toml refuses `aws_config::defaults` and its kin outside this module).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::Provider;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::call_metrics::CallTimer;
 use crate::dynamo::DynamoStore;
@@ -121,6 +130,32 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// The HTTPS client the SDK's `default-https-client` feature would build, built here instead:
+/// hyper 1 with rustls over aws-lc, the platform's native roots, proxies from `HTTP(S)_PROXY`
+/// and `NO_PROXY` (what the SDK does for behavior versions from 2025-08-07), and the
+/// configuration's connect timeout and sleep. Built here so the client library is latch-aws's
+/// own dependency and the SDK crates do not change with its features.
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, runtime_components| {
+        let mut connector = aws_smithy_http_client::Connector::builder()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .proxy_config(ProxyConfig::from_env());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = runtime_components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.build()
+    })
+}
+
+/// The SDK configuration loader every client in the workspace starts from: the latest
+/// behavior version and [`https_client`]. Callers add what is theirs (timeouts, endpoint,
+/// region, credentials) and load.
+#[allow(clippy::disallowed_methods)] // the one place the SDK's loader is made
+pub fn sdk_loader() -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(https_client())
+}
+
 /// The adapters over one shared `SdkConfig`.
 #[derive(Debug, Clone)]
 pub struct Clients {
@@ -137,10 +172,7 @@ impl Clients {
     /// Loads the SDK configuration once (region, credentials, `AWS_ENDPOINT_URL`) and builds
     /// every client from it.
     pub async fn from_env(config: &Config) -> Self {
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(timeouts())
-            .load()
-            .await;
+        let sdk = sdk_loader().timeout_config(timeouts()).load().await;
         Self::from_sdk_config(&sdk, config)
     }
 
@@ -244,6 +276,33 @@ mod tests {
         );
         // AND outside a deployment (no boundary) nothing says which account is Latch's
         assert!(Config::from_lookup(|_| None).unwrap().own_account().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_configuration_from_the_workspaces_loader_carries_the_https_client() {
+        // GIVEN the SDK crates built without a default HTTP client of their own: a loader not
+        // given one cannot even load (a debug build's SDK asserts that every operation has a
+        // client; a release build would fail at the first call)
+        let bare = tokio::spawn(async {
+            #[allow(clippy::disallowed_methods)] // the premise: what any other loader gives
+            aws_config::defaults(BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .load()
+                .await
+        })
+        .await;
+        if cfg!(debug_assertions) {
+            assert!(
+                bare.is_err_and(|e| e.is_panic()),
+                "the SDK brought an HTTP client of its own"
+            );
+        }
+        // WHEN a configuration is loaded the workspace's way
+        let sdk = sdk_loader().region(aws_config::Region::new("us-east-1")).load().await;
+        // THEN it has one, and every client built from it inherits it
+        assert!(sdk.http_client().is_some());
+        let iam = aws_sdk_iam::config::Builder::from(&sdk).build();
+        assert!(iam.http_client().is_some());
     }
 
     #[test]

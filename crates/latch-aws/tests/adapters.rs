@@ -1,6 +1,9 @@
 //! Adapter tests: the exact AWS calls Latch makes, counted and inspected with aws-smithy-mocks.
 //! A mocked client panics on any call no rule matches, so "no other call" is enforced too.
 
+mod mocked;
+use mocked::mocked_client;
+
 use aws_sdk_dynamodb::operation::transact_write_items::{TransactWriteItemsError, TransactWriteItemsOutput};
 use aws_sdk_dynamodb::types::error::TransactionCanceledException;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason};
@@ -9,7 +12,7 @@ use aws_sdk_eventbridge::types::PutEventsResultEntry;
 use aws_sdk_iam::operation::delete_role_policy::{DeleteRolePolicyError, DeleteRolePolicyOutput};
 use aws_sdk_iam::operation::put_role_policy::PutRolePolicyOutput;
 use aws_sdk_iam::types::error::NoSuchEntityException;
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use chrono::{TimeZone, Utc};
 use latch_aws::dynamo::DynamoStore;
 use latch_aws::events::EventBridgeSink;
@@ -84,10 +87,13 @@ fn service(
     let iam: Vec<&Rule> = iam.iter().copied().chain(resolve.iter()).collect();
     let iam = iam.as_slice();
     let ports = Ports::new(
-        IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam))
+        IamAdapter::new(mocked_client!(aws_sdk_iam, RuleMode::MatchAny, iam))
             .requiring_boundary(Some("arn:aws:iam::123456789012:policy/latch-boundary".into())),
-        DynamoStore::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb), "latch-grants"),
-        EventBridgeSink::new(mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb), "latch"),
+        DynamoStore::new(
+            mocked_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+            "latch-grants",
+        ),
+        EventBridgeSink::new(mocked_client!(aws_sdk_eventbridge, RuleMode::MatchAny, eb), "latch"),
         FixedClock::at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 1).unwrap()),
     );
     GrantService::new(
@@ -233,7 +239,7 @@ async fn a_role_is_resolved_once_per_warm_container_and_its_own_policies_shrink_
         .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
     let iam = [&get_role, &own, &get_policy];
     let mut s = service(&[], &[&twi, &denial_audit], &[&events]);
-    s.ports.iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, &iam));
+    s.ports.iam = IamAdapter::new(mocked_client!(aws_sdk_iam, RuleMode::MatchAny, &iam));
     for run in ["7", "8"] {
         let mut d = detail();
         d["run_id"] = json!(run);
@@ -278,7 +284,7 @@ async fn a_role_without_the_boundary_is_refused_before_anything_is_written() {
         .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
     let iam = [&no_boundary, &own];
     let mut s = service(&[], &[&denial_audit], &[&events]);
-    s.ports.iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::MatchAny, &iam))
+    s.ports.iam = IamAdapter::new(mocked_client!(aws_sdk_iam, RuleMode::MatchAny, &iam))
         .requiring_boundary(Some("arn:aws:iam::123456789012:policy/latch-boundary".into()));
     let outcome = s.on_start(&envelope(), &detail(), 300).await.unwrap();
     assert!(
@@ -476,7 +482,7 @@ async fn a_put_events_partial_failure_is_a_retryable_error() {
 async fn deleting_a_policy_that_is_gone_is_success() {
     let gone = mock!(aws_sdk_iam::Client::delete_role_policy)
         .then_error(|| DeleteRolePolicyError::NoSuchEntityException(NoSuchEntityException::builder().build()));
-    let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&gone]));
+    let iam = IamAdapter::new(mocked_client!(aws_sdk_iam, RuleMode::Sequential, [&gone]));
     let role = RoleArn::parse("arn:aws:iam::123456789012:role/latch/app-deployer").unwrap();
     assert_eq!(
         iam.delete_role_policy(&role, "latch-x").await,
@@ -485,7 +491,7 @@ async fn deleting_a_policy_that_is_gone_is_success() {
     let ok = mock!(aws_sdk_iam::Client::delete_role_policy)
         .match_requests(|r| r.role_name() == Some("app-deployer") && r.policy_name() == Some("latch-x"))
         .then_output(|| DeleteRolePolicyOutput::builder().build());
-    let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&ok]));
+    let iam = IamAdapter::new(mocked_client!(aws_sdk_iam, RuleMode::Sequential, [&ok]));
     assert_eq!(iam.delete_role_policy(&role, "latch-x").await, Ok(Deletion::Deleted));
 }
 
@@ -751,7 +757,7 @@ async fn a_concurrent_modification_that_outlasts_the_budget_is_transient_not_a_r
         cap: std::time::Duration::from_millis(5),
         budget: std::time::Duration::from_millis(50),
     };
-    let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&busy])).with_conflict_retry(short);
+    let iam = IamAdapter::new(mocked_client!(aws_sdk_iam, RuleMode::Sequential, [&busy])).with_conflict_retry(short);
     let err = iam.delete_role_policy(&role, "latch-x").await.unwrap_err();
     assert!(
         matches!(&err, latch_core::ports::IamError::Transient(m) if m.contains("ConcurrentModification")),
@@ -765,7 +771,7 @@ async fn a_concurrent_modification_that_outlasts_the_budget_is_transient_not_a_r
         .http_status(409, Some(concurrent_modification_body()))
         .repeatedly()
         .build();
-    let iam = IamAdapter::new(mock_client!(aws_sdk_iam, RuleMode::Sequential, [&once]))
+    let iam = IamAdapter::new(mocked_client!(aws_sdk_iam, RuleMode::Sequential, [&once]))
         .with_conflict_retry(latch_aws::ConflictRetry::never());
     assert!(
         iam.delete_role_policy(&role, "latch-x")
@@ -863,7 +869,7 @@ async fn a_single_write_answered_transaction_conflict_is_retried() {
         .output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build())
         .build();
     let store = DynamoStore::new(
-        mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&put]),
+        mocked_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&put]),
         "latch-grants",
     );
     use latch_core::ports::GrantStore;

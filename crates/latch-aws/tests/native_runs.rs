@@ -1,13 +1,16 @@
 //! The native-run adapter's exact calls (aws-smithy-mocks): one BatchGetBuilds or one
 //! GetPipelineExecution per look-up, what each answer becomes, and which errors retry.
 
+mod mocked;
+use mocked::mocked_client;
+
 use aws_sdk_codebuild::error::ErrorMetadata;
 use aws_sdk_codebuild::operation::batch_get_builds::{BatchGetBuildsError, BatchGetBuildsOutput};
 use aws_sdk_codebuild::types::{Build, ProjectSource, SourceType, StatusType};
 use aws_sdk_codepipeline::operation::get_pipeline_execution::{GetPipelineExecutionError, GetPipelineExecutionOutput};
 use aws_sdk_codepipeline::types::error::PipelineExecutionNotFoundException;
 use aws_sdk_codepipeline::types::{ExecutionTrigger, PipelineExecution, PipelineExecutionStatus, TriggerType};
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use latch_aws::native::NativeRunsAdapter;
 use latch_core::native::NativeJob;
 use latch_core::ports::{BuildRun, NativeLookupError, NativeRun, NativeRuns, PipelineRun, Retryable};
@@ -32,8 +35,8 @@ const BUILD_ID: &str = "app-build:8745a7a9-c340-456a-9166-edf953571bef";
 
 fn adapter(codebuild: &[&Rule], codepipeline: &[&Rule]) -> NativeRunsAdapter {
     NativeRunsAdapter::new(
-        mock_client!(aws_sdk_codebuild, RuleMode::MatchAny, codebuild),
-        mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, codepipeline),
+        mocked_client!(aws_sdk_codebuild, RuleMode::MatchAny, codebuild),
+        mocked_client!(aws_sdk_codepipeline, RuleMode::MatchAny, codepipeline),
     )
 }
 

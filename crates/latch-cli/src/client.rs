@@ -22,7 +22,6 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use clap::Args;
@@ -398,7 +397,7 @@ pub async fn request(args: RequestArgs) -> Result<ExitCode, CliError> {
             detail.insert(k.into(), json!(v));
         }
     }
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = latch_aws::config::sdk_loader().load().await;
     let event_id = publish(&sdk, &args.job, DETAIL_TYPE_STARTED, Value::Object(detail)).await?;
     eprintln!(
         "requested {} on {} for {} as {}/{}/{}#{}{} (event {event_id})",
@@ -470,7 +469,7 @@ pub async fn extend(args: ExtendArgs) -> Result<ExitCode, CliError> {
     detail.insert("role_arn".into(), json!(role.as_str()));
     detail.insert("permission_set".into(), json!(set.as_str()));
     detail.insert("by".into(), json!(args.by));
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = latch_aws::config::sdk_loader().load().await;
     let event_id = publish(&sdk, &args.job, DETAIL_TYPE_EXTEND, Value::Object(detail)).await?;
     eprintln!(
         "asked {} more of {set} on {role} for {}/{}/{}#{} (event {event_id})",
@@ -747,7 +746,7 @@ pub async fn release(args: ReleaseArgs) -> Result<ExitCode, CliError> {
         .as_deref()
         .map(|a| AccountId::parse(a).map_err(|e| CliError::Usage(format!("--account: {e}"))))
         .transpose()?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = latch_aws::config::sdk_loader().load().await;
     // A finish proves the run whatever it held: its audience binds the bus's account only.
     let prefix = args.job.token.audience_prefix.clone();
     let audience = || async {

@@ -13,7 +13,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use clap::Args;
 use latch_aws::items::{EXPIRY_INDEX, PK, SK, TTL};
@@ -67,7 +66,7 @@ pub async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("infra/policies.yaml"));
     let policy = Policy::load_path(&path)?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = latch_aws::config::sdk_loader().load().await;
     let mut findings = table(&aws_sdk_dynamodb::Client::new(&sdk), &args.table).await;
     findings.extend(bus(&aws_sdk_eventbridge::Client::new(&sdk), &args.bus).await);
     let iam = aws_sdk_iam::Client::new(&sdk);

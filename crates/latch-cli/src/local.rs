@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_iam::config::Credentials;
 use latch_core::grant::GrantService;
 use latch_core::ports::{Ports, SystemClock};
@@ -80,7 +80,7 @@ pub fn endpoint(flag: Option<String>) -> String {
 /// One SDK configuration for every client: the emulator's endpoint, the environment's region
 /// and credentials or harmless test ones.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).endpoint_url(endpoint);
+    let mut loader = latch_aws::config::sdk_loader().endpoint_url(endpoint);
     if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
         loader = loader.region(Region::new("us-east-1"));
     }

@@ -521,7 +521,7 @@ async fn given_an_archived_object_when_overwritten_with_a_forged_record_then_the
 async fn given_a_locked_bucket_when_an_upload_has_no_checksum_then_s3_refuses_it_and_the_stand_in_always_sends_one() {
     let run = archived_run("checksum", LockMode::Governance, FaultPlan::new(35)).await;
     // GIVEN clients that compute a checksum only when an operation requires one
-    let when_required = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let when_required = latch_aws::config::sdk_loader()
         .endpoint_url(run.proxy.url())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(

@@ -1158,7 +1158,7 @@ fn create_role(name: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        let sdk = latch_aws::config::sdk_loader().load().await;
         aws_sdk_iam::Client::new(&sdk)
             .create_role()
             .role_name(name)
