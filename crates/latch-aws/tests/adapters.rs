@@ -342,20 +342,8 @@ async fn an_iam_refusal_fails_the_grant_frees_its_slot_and_is_audited_never_acti
 
 #[tokio::test]
 async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_extend_it() {
-    let s0 = service(&[], &[], &[]);
-    // The recorded grant, as the first delivery wrote it.
-    let memory = GrantService::new(
-        s0.policy.clone(),
-        Ports::new(
-            latch_core::memory::MemoryIam::default(),
-            latch_core::memory::MemoryStore::default(),
-            latch_core::memory::MemoryAuditSink::default(),
-            s0.ports.clock.clone(),
-        ),
-    );
-    let d = detail();
-    memory.on_start(&envelope(), &d, 300).await.unwrap();
-    let recorded = memory.ports.store.grants().remove(0);
+    // The recorded grant and its activation, as the first delivery wrote them.
+    let (recorded, activation) = recorded_grant_and_activation().await;
     let old_item: std::collections::HashMap<String, AttributeValue> =
         serde_dynamo::to_item(GrantItem::from_grant(&recorded)).unwrap();
     let twi = mock!(aws_sdk_dynamodb::Client::transact_write_items)
@@ -375,16 +363,7 @@ async fn a_duplicate_reads_the_old_grant_from_the_cancellation_and_does_not_exte
             )
         });
     let stored_audit: std::collections::HashMap<String, AttributeValue> =
-        serde_dynamo::to_item(latch_aws::items::AuditItem::from_record(
-            memory
-                .ports
-                .store
-                .audits()
-                .iter()
-                .find(|a| a.decision == latch_core::audit::Decision::Activated)
-                .unwrap(),
-        ))
-        .unwrap();
+        serde_dynamo::to_item(latch_aws::items::AuditItem::from_record(&activation)).unwrap();
     let confirmed_before = mock!(aws_sdk_dynamodb::Client::transact_write_items)
         .match_requests(|r| r.transact_items().len() == 2)
         .then_error(move || {
@@ -495,7 +474,9 @@ async fn deleting_a_policy_that_is_gone_is_success() {
     assert_eq!(iam.delete_role_policy(&role, "latch-x").await, Ok(Deletion::Deleted));
 }
 
-async fn recorded_grant() -> latch_core::model::Grant {
+/// A grant as the in-memory service records it for the test's start event, with its
+/// activation record.
+async fn recorded_grant_and_activation() -> (latch_core::model::Grant, latch_core::audit::AuditRecord) {
     let s0 = service(&[], &[], &[]);
     let memory = GrantService::new(
         s0.policy.clone(),
@@ -506,9 +487,19 @@ async fn recorded_grant() -> latch_core::model::Grant {
             s0.ports.clock.clone(),
         ),
     );
-    let d = detail();
-    memory.on_start(&envelope(), &d, 300).await.unwrap();
-    memory.ports.store.grants().remove(0)
+    memory.on_start(&envelope(), &detail(), 300).await.unwrap();
+    let activation = memory
+        .ports
+        .store
+        .audits()
+        .into_iter()
+        .find(|a| a.decision == latch_core::audit::Decision::Activated)
+        .unwrap();
+    (memory.ports.store.grants().remove(0), activation)
+}
+
+async fn recorded_grant() -> latch_core::model::Grant {
+    recorded_grant_and_activation().await.0
 }
 
 #[tokio::test]
